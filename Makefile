@@ -1,0 +1,56 @@
+# convnet: `make` builds the library and the tool (build/release); `make BUILD=asan` builds the
+# same under AddressSanitizer and UBSan (build/asan); `make test` runs the whole suite in both.
+BUILD ?= release
+CC ?= cc
+O := build/$(BUILD)
+
+WARN := -Wall -Wextra -Werror -Wno-unknown-pragmas -Wno-format-truncation
+BASE := -std=c11 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc $(WARN)
+ifeq ($(BUILD),asan)
+  OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+  OPT := -O2 -g
+endif
+CFLAGS_ALL := $(BASE) $(OPT) $(CFLAGS)
+LDLIBS := -lcjson -lz -lm -lpthread
+LDFLAGS_ALL := -fopenmp $(OPT) $(LDFLAGS)
+
+# the fast kernels are compiled for their targets and chosen at run time
+AVX512_FLAGS := -mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma
+AVX2_FLAGS := -mavx2 -mfma
+
+LIB_SRC := $(wildcard src/core/*.c src/kernels/*.c src/ops/*.c src/graph/*.c src/models/*.c \
+                      src/train/*.c src/io/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(O)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(O)/%.o)
+TESTS := $(patsubst tests/%.c,$(O)/tests/%,$(filter-out tests/fuzz_%.c,$(wildcard tests/test_*.c)))
+
+all: $(O)/convnet $(O)/libconvnet.a $(TESTS)
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(if $(findstring avx512,$<),$(AVX512_FLAGS),$(if $(findstring avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+
+$(O)/libconvnet.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(O)/convnet: $(CLI_OBJ) $(O)/libconvnet.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS)
+
+$(O)/tests/%: $(O)/tests/%.o $(O)/libconvnet.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS)
+
+$(O)/bench/%: $(O)/bench/%.o $(O)/libconvnet.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS)
+
+test:
+	bash tests/run.sh
+
+clean:
+	rm -rf build
+
+.PHONY: all test clean
+.SECONDARY:
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d)

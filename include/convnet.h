@@ -1,0 +1,167 @@
+/* convnet.h: the one public header of libconvnet, a C11 library that builds, trains, prunes,
+ * quantizes and runs ResNet and EfficientNet image classifiers on CPUs.
+ *
+ * A short tour:
+ *
+ *     cn_model *m;
+ *     cn_model_config cfg;
+ *     cn_model_config_default(&cfg);
+ *     cfg.name = "resnet20"; cfg.in_channels = 1; cfg.num_classes = 10;
+ *     if (cn_model_create(&m, &cfg) != CN_OK) { fprintf(stderr, "%s\n", cn_errmsg()); ... }
+ *     float logits[10];
+ *     cn_model_forward(m, image_nchw, 1, 28, 28, 0, logits);   // eval mode
+ *     cn_model_save(m, "model.safetensors");                    // torchvision names, OIHW
+ *     cn_model_free(m);
+ *
+ * Training: cn_model_forward(..., train=1, ...), cn_model_loss() for the softmax cross-entropy
+ * and its gradient, cn_model_backward(), then cn_optim_step(). cn_train() runs the whole loop
+ * with checkpoints; the `convnet` tool is a thin layer over it.
+ *
+ * Conventions: every function that can fail returns a cn_status, and cn_errmsg() then describes
+ * the failure (the message is kept per thread). Results come back through out-pointers. Freeing
+ * NULL is a no-op. The library never exits or aborts on a recoverable error. Tensors at this API
+ * are float32 NCHW, as in PyTorch; inside, activations are NHWC.
+ */
+#ifndef CONVNET_H
+#define CONVNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum cn_status {
+    CN_OK = 0,
+    CN_ERR_NOMEM,       /* an allocation failed */
+    CN_ERR_IO,          /* a file could not be opened, read or written */
+    CN_ERR_FORMAT,      /* a file's contents are malformed */
+    CN_ERR_ARG,         /* an argument is out of range or unknown */
+    CN_ERR_SHAPE,       /* tensor shapes do not agree */
+    CN_ERR_UNSUPPORTED, /* valid but not supported (yet) */
+    CN_ERR_INTERNAL     /* a bug: please report it */
+} cn_status;
+
+/* The message of the last error on the calling thread ("no error" if none). */
+const char *cn_errmsg(void);
+void cn_clear_error(void);
+const char *cn_status_name(cn_status st);
+
+/* ---------------------------------------------------------------- models */
+
+typedef struct cn_model cn_model;
+
+typedef struct cn_model_config {
+    const char *name;       /* "resnet18", "resnet20", ...; see cn_model_list() */
+    int in_channels;        /* 0: the model's default (3) */
+    int num_classes;        /* 0: the model's default (1000 torchvision, 10 CIFAR) */
+    int zero_init_residual; /* zero the last BN scale of each residual branch */
+    uint64_t seed;          /* initialisation */
+    int threads;            /* 0: all cores */
+} cn_model_config;
+
+void cn_model_config_default(cn_model_config *cfg);
+const char *cn_model_list(void);
+cn_status cn_model_create(cn_model **out, const cn_model_config *cfg);
+/* Loads a .safetensors model. Its architecture comes from the file's metadata; a plain
+ * torchvision state_dict (no metadata) needs cfg->name, and then in_channels and num_classes are
+ * read from the weights' shapes. cfg may be NULL for convnet's own files. */
+cn_status cn_model_load(cn_model **out, const char *path, const cn_model_config *cfg);
+/* Writes atomically (temporary file, fsync, rename): the state_dict under torchvision's names and
+ * layouts, and the architecture as JSON in the metadata under "arch". */
+cn_status cn_model_save(const cn_model *m, const char *path);
+void cn_model_free(cn_model *m);
+
+const char *cn_model_name(const cn_model *m);
+int cn_model_in_channels(const cn_model *m);
+int cn_model_num_classes(const cn_model *m);
+int cn_model_default_size(const cn_model *m);
+int64_t cn_model_param_count(const cn_model *m);
+/* The architecture as a JSON object (owned by the model, valid until the next call). */
+const char *cn_model_arch_json(const cn_model *m);
+void cn_model_set_threads(cn_model *m, int threads);
+int cn_model_threads(const cn_model *m);
+
+/* Forward pass on n images (n, C, h, w) NCHW; logits (n, num_classes) when non-NULL. train=1
+ * uses batch statistics, updates BN running statistics and keeps what backward needs. */
+cn_status cn_model_forward(cn_model *m, const float *input_nchw, int n, int h, int w, int train,
+                           float *logits);
+/* The same on NHWC input (what the data loader produces; no transpose). */
+cn_status cn_model_forward_nhwc(cn_model *m, const float *input_nhwc, int n, int h, int w,
+                                int train, float *logits);
+/* Mean softmax cross-entropy (with label smoothing) of the last forward's logits; sets
+ * d(loss)/d(logits) for cn_model_backward. correct may be NULL. */
+cn_status cn_model_loss(cn_model *m, const int32_t *labels, float smoothing, float *loss,
+                        int *correct);
+/* Backward of the last train forward: accumulates into the parameter gradients. */
+cn_status cn_model_backward(cn_model *m);
+void cn_model_zero_grad(cn_model *m);
+
+/* The state table: every parameter and buffer, in torchvision state_dict order. */
+int cn_model_tensor_count(const cn_model *m);
+typedef struct cn_tensor_info {
+    const char *name;
+    int ndim;
+    int64_t shape[4];
+    int64_t count;
+    int is_param;           /* trainable; else a buffer */
+    int is_int64;           /* num_batches_tracked */
+} cn_tensor_info;
+cn_status cn_model_tensor_info(const cn_model *m, int i, cn_tensor_info *info);
+int cn_model_tensor_find(const cn_model *m, const char *name);
+/* Copies in torchvision's layout (float32; an int64 counter converts to float). */
+cn_status cn_model_tensor_get(const cn_model *m, int i, float *dst);
+cn_status cn_model_tensor_set(cn_model *m, int i, const float *src);
+cn_status cn_model_grad_get(const cn_model *m, int i, float *dst);
+
+/* One row per layer at an input size: output shape, parameters, multiply-accumulates. */
+typedef struct cn_layer_info {
+    const char *name;
+    const char *op;
+    int c, h, w;            /* output, per sample */
+    int64_t params;
+    int64_t macs;
+} cn_layer_info;
+/* Plans the model for (h, w) and fills *rows (owned by the model, valid until the next call). */
+cn_status cn_model_layers(cn_model *m, int h, int w, const cn_layer_info **rows, int *count);
+
+/* ---------------------------------------------------------------- optimizers */
+
+typedef enum cn_optim_kind { CN_OPTIM_SGD, CN_OPTIM_ADAMW } cn_optim_kind;
+
+typedef struct cn_optim_config {
+    cn_optim_kind kind;
+    float lr;
+    float momentum;         /* SGD */
+    int nesterov;           /* SGD */
+    float weight_decay;     /* SGD: L2 added to the gradient; AdamW: decoupled */
+    float beta1, beta2, eps; /* AdamW */
+} cn_optim_config;
+
+typedef struct cn_optim cn_optim;
+void cn_optim_config_default(cn_optim_config *c, cn_optim_kind kind);
+cn_status cn_optim_create(cn_optim **out, cn_model *m, const cn_optim_config *c);
+/* One update of every parameter from its gradient, at learning rate lr (as torch.optim). */
+void cn_optim_step(cn_optim *o, float lr);
+void cn_optim_free(cn_optim *o);
+
+/* ---------------------------------------------------------------- schedules */
+
+typedef enum cn_sched_kind { CN_SCHED_CONSTANT, CN_SCHED_STEP, CN_SCHED_COSINE } cn_sched_kind;
+typedef struct cn_schedule {
+    cn_sched_kind kind;
+    float base_lr;
+    int64_t warmup_steps;   /* linear warm-up from base_lr * warmup_start */
+    float warmup_start;     /* fraction of base_lr at step 0 of warm-up */
+    int64_t step_size;      /* STEP: multiply by gamma every step_size steps */
+    float gamma;
+    float min_lr;           /* COSINE: the floor */
+} cn_schedule;
+/* The learning rate at a step (0-based) of total_steps. */
+float cn_schedule_lr(const cn_schedule *s, int64_t step, int64_t total_steps);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,29 @@
+#include "core/cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static cn_cpu_features feats;
+static int detected;
+
+/* CN_CPU=generic|avx2 caps what is used, so that tests can exercise every kernel path on one
+ * machine. */
+const cn_cpu_features *cn_cpu(void) {
+    if (detected) return &feats;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    feats.avx2 = __builtin_cpu_supports("avx2");
+    feats.fma = __builtin_cpu_supports("fma");
+    feats.avx512f = __builtin_cpu_supports("avx512f");
+    feats.avx512bw = __builtin_cpu_supports("avx512bw");
+    feats.avx512vl = __builtin_cpu_supports("avx512vl");
+    feats.avx512vnni = __builtin_cpu_supports("avx512vnni");
+#endif
+    const char *cap = getenv("CN_CPU");
+    if (cap && strcmp(cap, "generic") == 0) memset(&feats, 0, sizeof feats);
+    if (cap && strcmp(cap, "avx2") == 0) {
+        feats.avx512f = feats.avx512bw = feats.avx512vl = feats.avx512vnni = 0;
+    }
+    detected = 1;
+    return &feats;
+}

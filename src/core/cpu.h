@@ -1,0 +1,11 @@
+/* CPU feature detection, done once. Only the kernel config layer should ask these questions. */
+#ifndef CN_CORE_CPU_H
+#define CN_CORE_CPU_H
+
+typedef struct cn_cpu_features {
+    int avx2, fma, avx512f, avx512bw, avx512vl, avx512vnni, avxvnni;
+} cn_cpu_features;
+
+const cn_cpu_features *cn_cpu(void);
+
+#endif

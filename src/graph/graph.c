@@ -1,0 +1,647 @@
+/* Graph building, state table, planning and the executor. */
+#include "graph/graph.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "core/status.h"
+
+enum { STREAM_INIT = 1 };
+
+const char *cn_op_name(cn_op op) {
+    static const char *names[] = {"input",  "conv2d",  "batchnorm2d", "relu",
+                                  "maxpool", "avgpool", "avgpool1",    "add",
+                                  "shortcut", "flatten", "linear"};
+    return (unsigned)op < sizeof names / sizeof *names ? names[op] : "?";
+}
+
+void cn_graph_init(cn_graph *g) { memset(g, 0, sizeof *g); }
+
+static void free_plan(cn_graph *g) {
+    for (int i = 0; i < g->nnodes; i++) {
+        free(g->nodes[i].save);
+        free(g->nodes[i].argmax);
+        g->nodes[i].save = NULL;
+        g->nodes[i].argmax = NULL;
+    }
+    free(g->arena);
+    free(g->workspace);
+    free(g->scratch);
+    g->scratch = NULL;
+    g->arena = NULL;
+    g->workspace = NULL;
+    g->workspace_floats = 0;
+    for (int i = 0; i < g->ntensors; i++) g->tensors[i].data = g->tensors[i].grad = NULL;
+    g->planned = 0;
+}
+
+void cn_graph_free(cn_graph *g) {
+    if (!g) return;
+    free_plan(g);
+    free(g->nodes);
+    free(g->tensors);
+    free(g->entries);
+    free(g->params);
+    free(g->grads);
+    free(g->buffers);
+    free(g->counters);
+    memset(g, 0, sizeof *g);
+}
+
+static int grow(void **p, int *cap, int need, size_t elem) {
+    if (need <= *cap) return 1;
+    int nc = *cap ? *cap * 2 : 64;
+    while (nc < need) nc *= 2;
+    void *q = realloc(*p, (size_t)nc * elem);
+    if (!q) return 0;
+    *p = q;
+    *cap = nc;
+    return 1;
+}
+
+static int new_tensor(cn_graph *g, int c) {
+    if (!grow((void **)&g->tensors, &g->cap_tensors, g->ntensors + 1, sizeof(cn_tensor))) {
+        cn_error(CN_ERR_NOMEM, "out of memory building the graph");
+        return -1;
+    }
+    cn_tensor *t = &g->tensors[g->ntensors];
+    memset(t, 0, sizeof *t);
+    t->c = c;
+    return g->ntensors++;
+}
+
+static cn_node *new_node(cn_graph *g, cn_op op, const char *name, int in0, int in1) {
+    if (!grow((void **)&g->nodes, &g->cap_nodes, g->nnodes + 1, sizeof(cn_node))) {
+        cn_error(CN_ERR_NOMEM, "out of memory building the graph");
+        return NULL;
+    }
+    cn_node *nd = &g->nodes[g->nnodes++];
+    memset(nd, 0, sizeof *nd);
+    nd->op = op;
+    snprintf(nd->name, sizeof nd->name, "%s", name ? name : "");
+    nd->in[0] = in0;
+    nd->in[1] = in1;
+    nd->p[0] = nd->p[1] = -1;
+    nd->buf[0] = nd->buf[1] = nd->buf[2] = -1;
+    return nd;
+}
+
+static int add_entry(cn_graph *g, const char *prefix, const char *suffix, cn_entry_kind kind,
+                     int ndim, const int64_t *shape, int fan) {
+    if (!grow((void **)&g->entries, &g->cap_entries, g->nentries + 1, sizeof(cn_entry))) {
+        cn_error(CN_ERR_NOMEM, "out of memory building the graph");
+        return -1;
+    }
+    cn_entry *e = &g->entries[g->nentries];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s%s%s", prefix, *prefix ? "." : "", suffix);
+    e->kind = kind;
+    e->ndim = ndim;
+    e->count = 1;
+    for (int i = 0; i < ndim; i++) {
+        e->shape[i] = shape[i];
+        e->count *= (size_t)shape[i];
+    }
+    e->fan = fan;
+    if (cn_entry_is_param(kind)) {
+        e->offset = g->nparams;
+        g->nparams += e->count;
+    } else if (kind == CN_ENTRY_NUM_BATCHES) {
+        e->offset = g->ncounters;
+        g->ncounters += 1;
+    } else {
+        e->offset = g->nbuffers;
+        g->nbuffers += e->count;
+    }
+    return g->nentries++;
+}
+
+static int check_in(cn_graph *g, int x) {
+    if (x < 0 || x >= g->ntensors) {
+        cn_error(CN_ERR_INTERNAL, "graph builder: bad tensor id %d", x);
+        return 0;
+    }
+    return 1;
+}
+
+int cn_g_input(cn_graph *g, int c) {
+    cn_node *nd = new_node(g, CN_OP_INPUT, "input", -1, -1);
+    if (!nd) return -1;
+    int t = new_tensor(g, c);
+    g->nodes[g->nnodes - 1].out = t;
+    return t;
+}
+
+int cn_g_conv(cn_graph *g, const char *name, int x, int oc, int k, int stride, int pad,
+              int groups, int bias) {
+    if (!check_in(g, x)) return -1;
+    int c = g->tensors[x].c;
+    if (groups < 1 || c % groups || oc % groups) {
+        cn_error(CN_ERR_ARG, "%s: %d input and %d output channels do not split into %d groups",
+                 name, c, oc, groups);
+        return -1;
+    }
+    int64_t shape[4] = {oc, c / groups, k, k};
+    int w = add_entry(g, name, "weight", CN_ENTRY_CONV_WEIGHT, 4, shape, oc / groups * k * k);
+    int b = bias ? add_entry(g, name, "bias", CN_ENTRY_CONV_BIAS, 1, shape, 0) : -1;
+    if (w < 0 || (bias && b < 0)) return -1;
+    cn_node *nd = new_node(g, CN_OP_CONV, name, x, -1);
+    if (!nd) return -1;
+    nd->p[0] = w;
+    nd->p[1] = b;
+    nd->a.conv.oc = oc;
+    nd->a.conv.k = k;
+    nd->a.conv.stride = stride;
+    nd->a.conv.pad = pad;
+    nd->a.conv.groups = groups;
+    int t = new_tensor(g, oc);
+    g->nodes[g->nnodes - 1].out = t;
+    return t;
+}
+
+int cn_g_bn(cn_graph *g, const char *name, int x, float eps, float momentum, int zero_init) {
+    if (!check_in(g, x)) return -1;
+    int64_t c = g->tensors[x].c;
+    int w = add_entry(g, name, "weight", CN_ENTRY_BN_WEIGHT, 1, &c, 0);
+    int b = add_entry(g, name, "bias", CN_ENTRY_BN_BIAS, 1, &c, 0);
+    int rm = add_entry(g, name, "running_mean", CN_ENTRY_RUNNING_MEAN, 1, &c, 0);
+    int rv = add_entry(g, name, "running_var", CN_ENTRY_RUNNING_VAR, 1, &c, 0);
+    int nb = add_entry(g, name, "num_batches_tracked", CN_ENTRY_NUM_BATCHES, 0, NULL, 0);
+    if (w < 0 || b < 0 || rm < 0 || rv < 0 || nb < 0) return -1;
+    g->entries[w].zero_init = zero_init;
+    cn_node *nd = new_node(g, CN_OP_BN, name, x, -1);
+    if (!nd) return -1;
+    nd->p[0] = w;
+    nd->p[1] = b;
+    nd->buf[0] = rm;
+    nd->buf[1] = rv;
+    nd->buf[2] = nb;
+    nd->a.bn.eps = eps;
+    nd->a.bn.momentum = momentum;
+    int t = new_tensor(g, (int)c);
+    g->nodes[g->nnodes - 1].out = t;
+    return t;
+}
+
+static int simple(cn_graph *g, cn_op op, const char *name, int x, int y, int c) {
+    if (!check_in(g, x) || (y >= 0 && !check_in(g, y))) return -1;
+    cn_node *nd = new_node(g, op, name, x, y);
+    if (!nd) return -1;
+    int t = new_tensor(g, c);
+    g->nodes[g->nnodes - 1].out = t;
+    return t;
+}
+
+int cn_g_relu(cn_graph *g, int x) {
+    return check_in(g, x) ? simple(g, CN_OP_RELU, "relu", x, -1, g->tensors[x].c) : -1;
+}
+
+static int pool(cn_graph *g, cn_op op, const char *name, int x, int k, int stride, int pad) {
+    if (!check_in(g, x)) return -1;
+    int t = simple(g, op, name, x, -1, g->tensors[x].c);
+    if (t < 0) return -1;
+    cn_node *nd = &g->nodes[g->nnodes - 1];
+    nd->a.pool.k = k;
+    nd->a.pool.stride = stride;
+    nd->a.pool.pad = pad;
+    return t;
+}
+
+int cn_g_maxpool(cn_graph *g, int x, int k, int stride, int pad) {
+    return pool(g, CN_OP_MAXPOOL, "maxpool", x, k, stride, pad);
+}
+
+int cn_g_avgpool(cn_graph *g, int x, int k, int stride, int pad) {
+    return pool(g, CN_OP_AVGPOOL, "avgpool", x, k, stride, pad);
+}
+
+int cn_g_gap(cn_graph *g, int x) {
+    return check_in(g, x) ? simple(g, CN_OP_GAP, "avgpool", x, -1, g->tensors[x].c) : -1;
+}
+
+int cn_g_add(cn_graph *g, int a, int b) {
+    if (!check_in(g, a) || !check_in(g, b)) return -1;
+    if (g->tensors[a].c != g->tensors[b].c) {
+        cn_error(CN_ERR_SHAPE, "residual add of %d and %d channels", g->tensors[a].c,
+                 g->tensors[b].c);
+        return -1;
+    }
+    return simple(g, CN_OP_ADD, "add", a, b, g->tensors[a].c);
+}
+
+int cn_g_shortcut_a(cn_graph *g, int x, int oc, int stride) {
+    if (!check_in(g, x)) return -1;
+    int t = simple(g, CN_OP_SHORTCUT_A, "shortcut", x, -1, oc);
+    if (t < 0) return -1;
+    g->nodes[g->nnodes - 1].a.shortcut.oc = oc;
+    g->nodes[g->nnodes - 1].a.shortcut.stride = stride;
+    return t;
+}
+
+/* The channel count after flatten depends on the spatial size, known only at planning; the
+ * builder records the per-sample channels as 0 until then. */
+int cn_g_flatten(cn_graph *g, int x) { return simple(g, CN_OP_FLATTEN, "flatten", x, -1, 0); }
+
+int cn_g_linear(cn_graph *g, const char *name, int x, int oc) {
+    if (!check_in(g, x)) return -1;
+    const cn_node *prev = &g->nodes[g->nnodes - 1];
+    int k = g->tensors[x].c;
+    if (k == 0 && prev->op == CN_OP_FLATTEN) k = g->tensors[prev->in[0]].c;
+    int64_t shape[2] = {oc, k};
+    int w = add_entry(g, name, "weight", CN_ENTRY_LINEAR_WEIGHT, 2, shape, k);
+    int b = add_entry(g, name, "bias", CN_ENTRY_LINEAR_BIAS, 1, shape, k);
+    if (w < 0 || b < 0) return -1;
+    cn_node *nd = new_node(g, CN_OP_LINEAR, name, x, -1);
+    if (!nd) return -1;
+    nd->p[0] = w;
+    nd->p[1] = b;
+    nd->a.linear.oc = oc;
+    int t = new_tensor(g, oc);
+    g->nodes[g->nnodes - 1].out = t;
+    return t;
+}
+
+cn_status cn_graph_finalize(cn_graph *g) {
+    g->params = calloc(g->nparams ? g->nparams : 1, sizeof(float));
+    g->grads = calloc(g->nparams ? g->nparams : 1, sizeof(float));
+    g->buffers = calloc(g->nbuffers ? g->nbuffers : 1, sizeof(float));
+    g->counters = calloc(g->ncounters ? g->ncounters : 1, sizeof(int64_t));
+    if (!g->params || !g->grads || !g->buffers || !g->counters)
+        return cn_error(CN_ERR_NOMEM, "out of memory for %zu parameters", g->nparams);
+    return CN_OK;
+}
+
+float *cn_entry_data(const cn_graph *g, int e) {
+    const cn_entry *en = &g->entries[e];
+    if (cn_entry_is_param(en->kind)) return g->params + en->offset;
+    if (en->kind == CN_ENTRY_NUM_BATCHES) return NULL;
+    return g->buffers + en->offset;
+}
+
+float *cn_entry_grad(const cn_graph *g, int e) {
+    const cn_entry *en = &g->entries[e];
+    return cn_entry_is_param(en->kind) ? g->grads + en->offset : NULL;
+}
+
+/* OIHW (torchvision) <-> OHWI (internal) */
+void cn_entry_get(const cn_graph *g, int e, const float *src, float *dst) {
+    const cn_entry *en = &g->entries[e];
+    if (en->kind != CN_ENTRY_CONV_WEIGHT) {
+        memcpy(dst, src, sizeof(float) * en->count);
+        return;
+    }
+    int64_t O = en->shape[0], I = en->shape[1], H = en->shape[2], W = en->shape[3];
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t i = 0; i < I; i++)
+            for (int64_t y = 0; y < H; y++)
+                for (int64_t x = 0; x < W; x++)
+                    dst[((o * I + i) * H + y) * W + x] = src[((o * H + y) * W + x) * I + i];
+}
+
+void cn_entry_set(const cn_graph *g, int e, const float *src, float *dst) {
+    const cn_entry *en = &g->entries[e];
+    if (en->kind != CN_ENTRY_CONV_WEIGHT) {
+        memcpy(dst, src, sizeof(float) * en->count);
+        return;
+    }
+    int64_t O = en->shape[0], I = en->shape[1], H = en->shape[2], W = en->shape[3];
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t i = 0; i < I; i++)
+            for (int64_t y = 0; y < H; y++)
+                for (int64_t x = 0; x < W; x++)
+                    dst[((o * H + y) * W + x) * I + i] = src[((o * I + i) * H + y) * W + x];
+}
+
+void cn_graph_init_params(cn_graph *g, uint64_t seed, int zero_init_residual) {
+    for (int e = 0; e < g->nentries; e++) {
+        cn_entry *en = &g->entries[e];
+        float *d = cn_entry_data(g, e);
+        cn_rng r = cn_rng_make(seed, STREAM_INIT, (uint64_t)e);
+        switch (en->kind) {
+        case CN_ENTRY_CONV_WEIGHT: {
+            /* kaiming_normal_(mode="fan_out", nonlinearity="relu"): std = sqrt(2 / fan_out) */
+            float std = sqrtf(2.0f / (float)en->fan);
+            for (size_t i = 0; i < en->count; i++) d[i] = std * cn_rng_normal(&r);
+            break;
+        }
+        case CN_ENTRY_LINEAR_WEIGHT:
+        case CN_ENTRY_LINEAR_BIAS: {
+            /* nn.Linear's default: kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(fan_in), +) */
+            float bound = 1.0f / sqrtf((float)en->fan);
+            for (size_t i = 0; i < en->count; i++) d[i] = bound * (2 * cn_rng_uniform(&r) - 1);
+            break;
+        }
+        case CN_ENTRY_BN_WEIGHT:
+            for (size_t i = 0; i < en->count; i++)
+                d[i] = zero_init_residual && en->zero_init ? 0.0f : 1.0f;
+            break;
+        case CN_ENTRY_RUNNING_VAR:
+            for (size_t i = 0; i < en->count; i++) d[i] = 1.0f;
+            break;
+        case CN_ENTRY_NUM_BATCHES: g->counters[en->offset] = 0; break;
+        default: memset(d, 0, sizeof(float) * en->count); break;
+        }
+    }
+}
+
+int cn_graph_find(const cn_graph *g, const char *name) {
+    for (int e = 0; e < g->nentries; e++)
+        if (strcmp(g->entries[e].name, name) == 0) return e;
+    return -1;
+}
+
+int64_t cn_graph_param_count(const cn_graph *g) { return (int64_t)g->nparams; }
+
+/* ---- planning ---- */
+
+static cn_status plan_shapes(cn_graph *g, int h, int w) {
+    for (int i = 0; i < g->nnodes; i++) {
+        cn_node *nd = &g->nodes[i];
+        cn_tensor *out = &g->tensors[nd->out];
+        if (nd->op == CN_OP_INPUT) {
+            out->h = h;
+            out->w = w;
+            continue;
+        }
+        const cn_tensor *in = &g->tensors[nd->in[0]];
+        cn_conv_desc *d = &nd->desc;
+        memset(d, 0, sizeof *d);
+        d->n = 1;
+        d->h = in->h;
+        d->w = in->w;
+        d->c = in->c;
+        d->groups = 1;
+        switch (nd->op) {
+        case CN_OP_CONV:
+            d->oc = nd->a.conv.oc;
+            d->kh = d->kw = nd->a.conv.k;
+            d->sh = d->sw = nd->a.conv.stride;
+            d->ph = d->pw = nd->a.conv.pad;
+            d->groups = nd->a.conv.groups;
+            break;
+        case CN_OP_MAXPOOL:
+        case CN_OP_AVGPOOL:
+            d->oc = d->c;
+            d->kh = d->kw = nd->a.pool.k;
+            d->sh = d->sw = nd->a.pool.stride;
+            d->ph = d->pw = nd->a.pool.pad;
+            break;
+        default: break;
+        }
+        switch (nd->op) {
+        case CN_OP_CONV:
+        case CN_OP_MAXPOOL:
+        case CN_OP_AVGPOOL:
+            if (!cn_conv_desc_init(d))
+                return cn_error(CN_ERR_SHAPE,
+                                "%s: a %dx%d input is too small for its %dx%d window (stride %d, "
+                                "padding %d); use a larger input size",
+                                nd->name, in->h, in->w, d->kh, d->kw, d->sh, d->ph);
+            out->h = d->oh;
+            out->w = d->ow;
+            break;
+        case CN_OP_GAP:
+            out->h = out->w = 1;
+            break;
+        case CN_OP_SHORTCUT_A: {
+            int s = nd->a.shortcut.stride;
+            out->h = (in->h + s - 1) / s;
+            out->w = (in->w + s - 1) / s;
+            break;
+        }
+        case CN_OP_ADD: {
+            const cn_tensor *b = &g->tensors[nd->in[1]];
+            if (b->h != in->h || b->w != in->w)
+                return cn_error(CN_ERR_SHAPE, "%s: residual add of %dx%d and %dx%d maps",
+                                nd->name, in->h, in->w, b->h, b->w);
+            out->h = in->h;
+            out->w = in->w;
+            break;
+        }
+        case CN_OP_FLATTEN:
+            out->h = out->w = 1;
+            out->c = in->h * in->w * in->c;
+            break;
+        case CN_OP_LINEAR:
+            if (in->h * in->w * in->c != g->entries[nd->p[0]].shape[1])
+                return cn_error(CN_ERR_SHAPE,
+                                "%s: expects %lld input features, the input size gives %d",
+                                nd->name, (long long)g->entries[nd->p[0]].shape[1],
+                                in->h * in->w * in->c);
+            out->h = out->w = 1;
+            break;
+        default:
+            out->h = in->h;
+            out->w = in->w;
+            break;
+        }
+    }
+    return CN_OK;
+}
+
+cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int threads) {
+    if (g->planned && g->batch == batch && g->in_h == h && g->in_w == w &&
+        g->train_plan >= train && g->threads == threads)
+        return CN_OK;
+    free_plan(g);
+    if (batch <= 0 || h <= 0 || w <= 0)
+        return cn_error(CN_ERR_ARG, "batch %d and input %dx%d must be positive", batch, h, w);
+    CN_TRY(plan_shapes(g, h, w));
+    size_t total = 0, ws = 0, scratch = 0;
+    for (int i = 0; i < g->ntensors; i++) {
+        const cn_tensor *t = &g->tensors[i];
+        size_t n = (size_t)batch * t->h * t->w * t->c;
+        total += (n + 15) & ~(size_t)15;
+    }
+    if (train) total *= 2;
+    for (int i = 0; i < g->nnodes; i++) {
+        cn_node *nd = &g->nodes[i];
+        if (nd->op == CN_OP_CONV) {
+            nd->desc.n = batch;
+            size_t s = cn_conv2d_workspace(&nd->desc, threads, train);
+            if (s > ws) ws = s;
+        } else {
+            nd->desc.n = batch;
+        }
+    }
+    g->arena = malloc(sizeof(float) * (total ? total : 1));
+    g->workspace = malloc(sizeof(float) * (ws ? ws : 1));
+    if (!g->arena || !g->workspace) {
+        free_plan(g);
+        return cn_error(CN_ERR_NOMEM, "out of memory planning %zu MB of activations for batch %d",
+                        total * 4 >> 20, batch);
+    }
+    g->workspace_floats = ws;
+    float *p = g->arena;
+    for (int i = 0; i < g->ntensors; i++) {
+        cn_tensor *t = &g->tensors[i];
+        size_t n = ((size_t)batch * t->h * t->w * t->c + 15) & ~(size_t)15;
+        t->data = p;
+        p += n;
+        if (train) {
+            t->grad = p;
+            p += n;
+        }
+    }
+    for (int i = 0; i < g->nnodes; i++) {
+        cn_node *nd = &g->nodes[i];
+        if (nd->op == CN_OP_BN) {
+            size_t need = cn_batchnorm_scratch(g->tensors[nd->out].c);
+            if (need > scratch) scratch = need;
+            nd->save = malloc(sizeof(float) * 2 * g->tensors[nd->out].c);
+            if (!nd->save) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
+        }
+        if (nd->op == CN_OP_MAXPOOL) {
+            const cn_tensor *t = &g->tensors[nd->out];
+            nd->argmax = malloc(sizeof(int32_t) * batch * t->h * t->w * t->c);
+            if (!nd->argmax) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
+        }
+    }
+    g->scratch = malloc(scratch ? scratch : 1);
+    if (!g->scratch) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
+    g->batch = batch;
+    g->in_h = h;
+    g->in_w = w;
+    g->train_plan = train;
+    g->threads = threads;
+    g->planned = 1;
+    return CN_OK;
+}
+
+const cn_tensor *cn_graph_output(const cn_graph *g) { return &g->tensors[g->ntensors - 1]; }
+
+static size_t numel(const cn_tensor *t, int n) { return (size_t)n * t->h * t->w * t->c; }
+
+void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
+    omp_set_num_threads(g->threads);
+    for (int i = 0; i < g->nnodes; i++) {
+        cn_node *nd = &g->nodes[i];
+        cn_tensor *out = &g->tensors[nd->out];
+        const cn_tensor *in = nd->op == CN_OP_INPUT ? NULL : &g->tensors[nd->in[0]];
+        cn_conv_desc d = nd->desc;
+        d.n = n;
+        switch (nd->op) {
+        case CN_OP_INPUT: memcpy(out->data, input, sizeof(float) * numel(out, n)); break;
+        case CN_OP_CONV:
+            cn_conv2d_forward(out->data, in->data, cn_entry_data(g, nd->p[0]),
+                              nd->p[1] >= 0 ? cn_entry_data(g, nd->p[1]) : NULL, &d, g->workspace,
+                              g->threads);
+            break;
+        case CN_OP_BN: {
+            size_t m = (size_t)n * in->h * in->w;
+            float *gamma = cn_entry_data(g, nd->p[0]), *beta = cn_entry_data(g, nd->p[1]);
+            float *rm = cn_entry_data(g, nd->buf[0]), *rv = cn_entry_data(g, nd->buf[1]);
+            if (train) {
+                cn_batchnorm_forward_train(out->data, nd->save, rm, rv, in->data, gamma, beta, m,
+                                           in->c, nd->a.bn.eps, nd->a.bn.momentum, g->scratch);
+                g->counters[g->entries[nd->buf[2]].offset] += 1;
+            } else {
+                cn_batchnorm_forward_eval(out->data, in->data, gamma, beta, rm, rv, m, in->c,
+                                          nd->a.bn.eps, g->scratch);
+            }
+            break;
+        }
+        case CN_OP_RELU: cn_relu_forward(out->data, in->data, numel(out, n)); break;
+        case CN_OP_MAXPOOL: cn_maxpool_forward(out->data, nd->argmax, in->data, &d); break;
+        case CN_OP_AVGPOOL: cn_avgpool_forward(out->data, in->data, &d); break;
+        case CN_OP_GAP: cn_gap_forward(out->data, in->data, n, in->h * in->w, in->c); break;
+        case CN_OP_ADD:
+            cn_add_forward(out->data, in->data, g->tensors[nd->in[1]].data, numel(out, n));
+            break;
+        case CN_OP_SHORTCUT_A:
+            cn_shortcut_a_forward(out->data, in->data, n, in->h, in->w, in->c, out->h, out->w,
+                                  out->c, nd->a.shortcut.stride);
+            break;
+        case CN_OP_FLATTEN: cn_flatten_forward(out->data, in->data, n, in->h, in->w, in->c); break;
+        case CN_OP_LINEAR:
+            cn_linear_forward(out->data, in->data, cn_entry_data(g, nd->p[0]),
+                              cn_entry_data(g, nd->p[1]), n, in->h * in->w * in->c, out->c);
+            break;
+        }
+    }
+}
+
+void cn_graph_backward(cn_graph *g, int n) {
+    omp_set_num_threads(g->threads);
+    /* every activation gradient but the output's starts at zero: backward accumulates */
+    for (int i = 0; i < g->ntensors - 1; i++)
+        memset(g->tensors[i].grad, 0, sizeof(float) * numel(&g->tensors[i], n));
+    for (int i = g->nnodes - 1; i >= 0; i--) {
+        cn_node *nd = &g->nodes[i];
+        if (nd->op == CN_OP_INPUT) continue;
+        cn_tensor *out = &g->tensors[nd->out];
+        cn_tensor *in = &g->tensors[nd->in[0]];
+        /* the input image needs no gradient */
+        float *din = g->nodes[0].out == nd->in[0] ? NULL : in->grad;
+        cn_conv_desc d = nd->desc;
+        d.n = n;
+        switch (nd->op) {
+        case CN_OP_INPUT: break;
+        case CN_OP_CONV:
+            cn_conv2d_backward(din, cn_entry_grad(g, nd->p[0]),
+                               nd->p[1] >= 0 ? cn_entry_grad(g, nd->p[1]) : NULL, out->grad,
+                               in->data, cn_entry_data(g, nd->p[0]), &d, g->workspace,
+                               g->threads);
+            break;
+        case CN_OP_BN:
+            cn_batchnorm_backward_train(din, cn_entry_grad(g, nd->p[0]),
+                                        cn_entry_grad(g, nd->p[1]), out->grad, in->data,
+                                        cn_entry_data(g, nd->p[0]), nd->save,
+                                        (size_t)n * in->h * in->w, in->c, g->scratch);
+            break;
+        case CN_OP_RELU:
+            if (din) cn_relu_backward(din, out->grad, out->data, numel(out, n));
+            break;
+        case CN_OP_MAXPOOL:
+            if (din) cn_maxpool_backward(din, out->grad, nd->argmax, &d);
+            break;
+        case CN_OP_AVGPOOL:
+            if (din) cn_avgpool_backward(din, out->grad, &d);
+            break;
+        case CN_OP_GAP:
+            if (din) cn_gap_backward(din, out->grad, n, in->h * in->w, in->c);
+            break;
+        case CN_OP_ADD: {
+            int b = nd->in[1];
+            float *db = g->nodes[0].out == b ? NULL : g->tensors[b].grad;
+            cn_add_backward(din, db, out->grad, numel(out, n));
+            break;
+        }
+        case CN_OP_SHORTCUT_A:
+            if (din)
+                cn_shortcut_a_backward(din, out->grad, n, in->h, in->w, in->c, out->h, out->w,
+                                       out->c, nd->a.shortcut.stride);
+            break;
+        case CN_OP_FLATTEN:
+            if (din) cn_flatten_backward(din, out->grad, n, in->h, in->w, in->c);
+            break;
+        case CN_OP_LINEAR:
+            cn_linear_backward(din, cn_entry_grad(g, nd->p[0]), cn_entry_grad(g, nd->p[1]),
+                               out->grad, in->data, cn_entry_data(g, nd->p[0]), n,
+                               in->h * in->w * in->c, out->c);
+            break;
+        }
+    }
+}
+
+int64_t cn_node_params(const cn_graph *g, const cn_node *nd) {
+    int64_t s = 0;
+    for (int i = 0; i < 2; i++)
+        if (nd->p[i] >= 0) s += (int64_t)g->entries[nd->p[i]].count;
+    return s;
+}
+
+int64_t cn_node_macs(const cn_graph *g, const cn_node *nd) {
+    const cn_tensor *out = &g->tensors[nd->out];
+    int64_t outn = (int64_t)out->h * out->w * out->c;
+    switch (nd->op) {
+    case CN_OP_CONV:
+        return outn * nd->desc.kh * nd->desc.kw * (nd->desc.c / nd->desc.groups);
+    case CN_OP_LINEAR: return (int64_t)g->entries[nd->p[0]].count;
+    default: return 0;
+    }
+}

@@ -1,0 +1,145 @@
+/* The graph: a list of nodes in topological order over tensors, plus the state table (every
+ * parameter and buffer of the model, in torchvision state_dict order) backed by flat arrays.
+ *
+ * Build once (channels are known at build time), then plan for a batch size and an input size
+ * (spatial shapes are inferred then), then run forward in order and backward in reverse. */
+#ifndef CN_GRAPH_H
+#define CN_GRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "convnet.h"
+#include "ops/ops.h"
+
+typedef enum cn_op {
+    CN_OP_INPUT,
+    CN_OP_CONV,
+    CN_OP_BN,
+    CN_OP_RELU,
+    CN_OP_MAXPOOL,
+    CN_OP_AVGPOOL,
+    CN_OP_GAP,
+    CN_OP_ADD,
+    CN_OP_SHORTCUT_A,
+    CN_OP_FLATTEN,
+    CN_OP_LINEAR
+} cn_op;
+
+const char *cn_op_name(cn_op op);
+
+/* What a state entry is, and so where it lives and how it is initialised. */
+typedef enum cn_entry_kind {
+    CN_ENTRY_CONV_WEIGHT, /* param, stored OHWI, file layout OIHW; init kaiming normal fan_out */
+    CN_ENTRY_LINEAR_WEIGHT, /* param (OC, K); init U(+-1/sqrt(K)) */
+    CN_ENTRY_LINEAR_BIAS,   /* param; init U(+-1/sqrt(K)) */
+    CN_ENTRY_CONV_BIAS,     /* param; init 0 */
+    CN_ENTRY_BN_WEIGHT,     /* param; init 1 (0 with zero_init_residual where marked) */
+    CN_ENTRY_BN_BIAS,       /* param; init 0 */
+    CN_ENTRY_RUNNING_MEAN,  /* buffer; init 0 */
+    CN_ENTRY_RUNNING_VAR,   /* buffer; init 1 */
+    CN_ENTRY_NUM_BATCHES    /* int64 counter */
+} cn_entry_kind;
+
+#define CN_NAME_MAX 96
+
+typedef struct cn_entry {
+    char name[CN_NAME_MAX];
+    cn_entry_kind kind;
+    int ndim;
+    int64_t shape[4]; /* torchvision's shape (OIHW for conv weights) */
+    size_t count;
+    size_t offset;    /* into params/grads (params), buffers (buffers) or counters */
+    int fan;          /* init: fan_out for conv weights, fan_in for linear */
+    int zero_init;    /* BN weight that zero_init_residual zeroes */
+} cn_entry;
+
+static inline int cn_entry_is_param(cn_entry_kind k) { return k <= CN_ENTRY_BN_BIAS; }
+
+typedef struct cn_tensor {
+    int c, h, w;      /* per sample; h, w set by planning */
+    float *data;      /* (batch, h, w, c) */
+    float *grad;      /* same, training only */
+} cn_tensor;
+
+typedef struct cn_node {
+    cn_op op;
+    char name[CN_NAME_MAX]; /* module path, e.g. "layer1.0.conv1" */
+    int in[2], out;
+    int p[2];               /* state entries: weight, bias (-1 if none) */
+    int buf[3];             /* BN: running_mean, running_var, num_batches_tracked */
+    union {
+        struct { int oc, k, stride, pad, groups; } conv;
+        struct { float eps, momentum; } bn;
+        struct { int k, stride, pad; } pool;
+        struct { int oc, stride; } shortcut;
+        struct { int oc; } linear;
+    } a;
+    /* filled by planning */
+    cn_conv_desc desc;
+    float *save;            /* BN: mean and invstd of the last train forward */
+    int32_t *argmax;        /* max pool */
+} cn_node;
+
+typedef struct cn_graph {
+    cn_node *nodes;
+    int nnodes, cap_nodes;
+    cn_tensor *tensors;
+    int ntensors, cap_tensors;
+    cn_entry *entries;
+    int nentries, cap_entries;
+    size_t nparams, nbuffers, ncounters;
+    float *params, *grads, *buffers;
+    int64_t *counters;
+    /* plan */
+    int batch, in_h, in_w, train_plan, threads;
+    float *workspace;
+    size_t workspace_floats;
+    void *scratch;          /* small per-op scratch (batch-norm sums) */
+    void *arena;            /* all activations of the plan */
+    int planned;
+} cn_graph;
+
+void cn_graph_init(cn_graph *g);
+void cn_graph_free(cn_graph *g);
+
+/* Builders. Each returns the output tensor id, or -1 after recording an error. */
+int cn_g_input(cn_graph *g, int c);
+int cn_g_conv(cn_graph *g, const char *name, int x, int oc, int k, int stride, int pad,
+              int groups, int bias);
+int cn_g_bn(cn_graph *g, const char *name, int x, float eps, float momentum, int zero_init);
+int cn_g_relu(cn_graph *g, int x);
+int cn_g_maxpool(cn_graph *g, int x, int k, int stride, int pad);
+int cn_g_avgpool(cn_graph *g, int x, int k, int stride, int pad);
+int cn_g_gap(cn_graph *g, int x);
+int cn_g_add(cn_graph *g, int a, int b);
+int cn_g_shortcut_a(cn_graph *g, int x, int oc, int stride);
+int cn_g_flatten(cn_graph *g, int x);
+int cn_g_linear(cn_graph *g, const char *name, int x, int oc);
+
+/* Allocates the flat state arrays once building is done. */
+cn_status cn_graph_finalize(cn_graph *g);
+/* Torchvision's initialisation, from a counter-based RNG (same seed, same weights). */
+void cn_graph_init_params(cn_graph *g, uint64_t seed, int zero_init_residual);
+
+/* Shapes and memory for a batch size and input size; no-op when already planned so. */
+cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int threads);
+/* input (n, h, w, c) NHWC; n <= planned batch. The logits are the last tensor's data. */
+void cn_graph_forward(cn_graph *g, const float *input, int n, int train);
+/* The last tensor's grad must hold dL/dlogits for n rows. Accumulates into g->grads. */
+void cn_graph_backward(cn_graph *g, int n);
+const cn_tensor *cn_graph_output(const cn_graph *g);
+
+int cn_graph_find(const cn_graph *g, const char *name);
+int64_t cn_graph_param_count(const cn_graph *g);
+/* MACs of one node for one sample at the planned shape */
+int64_t cn_node_macs(const cn_graph *g, const cn_node *nd);
+int64_t cn_node_params(const cn_graph *g, const cn_node *nd);
+
+/* Copies between the state table and torchvision's layout (OIHW for conv weights). */
+void cn_entry_get(const cn_graph *g, int e, const float *src_internal, float *dst_torch);
+void cn_entry_set(const cn_graph *g, int e, const float *src_torch, float *dst_internal);
+float *cn_entry_data(const cn_graph *g, int e);  /* params or buffers, internal layout */
+float *cn_entry_grad(const cn_graph *g, int e);  /* NULL for buffers */
+
+#endif

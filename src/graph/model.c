@@ -1,0 +1,407 @@
+/* The public model handle: architecture + graph + the last forward's bookkeeping. */
+#include <cjson/cJSON.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "graph/model.h"
+#include "io/safetensors.h"
+
+#define FORMAT_NAME "convnet"
+#define FORMAT_VERSION "1"
+
+void cn_model_config_default(cn_model_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->name = "resnet18";
+}
+
+const char *cn_model_list(void) { return cn_model_names(); }
+
+static int default_threads(void) {
+    int t = omp_get_num_procs();
+    return t > 0 ? t : 1;
+}
+
+static cn_status model_new(cn_model **out, const cn_arch *a, int threads) {
+    *out = NULL;
+    cn_model *m = calloc(1, sizeof *m);
+    if (!m) return cn_error(CN_ERR_NOMEM, "out of memory");
+    m->arch = *a;
+    m->threads = threads > 0 ? threads : default_threads();
+    cn_graph_init(&m->g);
+    cn_status st = cn_model_build(&m->g, &m->arch);
+    if (st != CN_OK) {
+        cn_model_free(m);
+        return st;
+    }
+    *out = m;
+    return CN_OK;
+}
+
+cn_status cn_model_create(cn_model **out, const cn_model_config *cfg) {
+    if (!out || !cfg) return cn_error(CN_ERR_ARG, "cn_model_create: NULL argument");
+    *out = NULL;
+    cn_arch a;
+    CN_TRY(cn_arch_lookup(&a, cfg->name));
+    if (cfg->in_channels) a.in_channels = cfg->in_channels;
+    if (cfg->num_classes) a.num_classes = cfg->num_classes;
+    CN_TRY(model_new(out, &a, cfg->threads));
+    cn_graph_init_params(&(*out)->g, cfg->seed, cfg->zero_init_residual);
+    return CN_OK;
+}
+
+void cn_model_free(cn_model *m) {
+    if (!m) return;
+    cn_graph_free(&m->g);
+    free(m->dlogits);
+    free(m->rows);
+    free(m->arch_json);
+    free(m);
+}
+
+const char *cn_model_name(const cn_model *m) { return m->arch.name; }
+int cn_model_in_channels(const cn_model *m) { return m->arch.in_channels; }
+int cn_model_num_classes(const cn_model *m) { return m->arch.num_classes; }
+int cn_model_default_size(const cn_model *m) { return m->arch.default_size; }
+int64_t cn_model_param_count(const cn_model *m) { return cn_graph_param_count(&m->g); }
+void cn_model_set_threads(cn_model *m, int threads) {
+    m->threads = threads > 0 ? threads : default_threads();
+}
+int cn_model_threads(const cn_model *m) { return m->threads; }
+
+const char *cn_model_arch_json(const cn_model *m) {
+    cn_model *mm = (cn_model *)m;
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return "{}";
+    cJSON_AddStringToObject(o, "name", m->arch.name);
+    cJSON_AddNumberToObject(o, "in_channels", m->arch.in_channels);
+    cJSON_AddNumberToObject(o, "num_classes", m->arch.num_classes);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) return "{}";
+    free(mm->arch_json);
+    mm->arch_json = s;
+    return s;
+}
+
+/* ---- files ---- */
+
+static cn_status arch_from_json(cn_arch *a, const char *json, const char *path) {
+    cJSON *o = cJSON_Parse(json);
+    if (!o || !cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return cn_error(CN_ERR_FORMAT, "%s: metadata 'arch' is not a JSON object", path);
+    }
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+    const cJSON *inc = cJSON_GetObjectItemCaseSensitive(o, "in_channels");
+    const cJSON *ncl = cJSON_GetObjectItemCaseSensitive(o, "num_classes");
+    cn_status st = CN_OK;
+    if (!cJSON_IsString(name) || !cJSON_IsNumber(inc) || !cJSON_IsNumber(ncl))
+        st = cn_error(CN_ERR_FORMAT,
+                      "%s: metadata 'arch' needs a string 'name' and numbers 'in_channels' and "
+                      "'num_classes'",
+                      path);
+    else if ((st = cn_arch_lookup(a, name->valuestring)) != CN_OK)
+        cn_error_context(st, "%s", path);
+    else {
+        a->in_channels = inc->valuedouble >= 1 && inc->valuedouble <= 4096 ? inc->valueint : -1;
+        a->num_classes =
+            ncl->valuedouble >= 1 && ncl->valuedouble <= 1000000 ? ncl->valueint : -1;
+        if (a->in_channels < 0 || a->num_classes < 0)
+            st = cn_error(CN_ERR_FORMAT, "%s: 'arch' has out-of-range in_channels or num_classes",
+                          path);
+    }
+    cJSON_Delete(o);
+    return st;
+}
+
+/* A plain torchvision state_dict: the widths that vary come from the weights' shapes. */
+static cn_status arch_from_weights(cn_arch *a, const cn_st_file *f, const char *name) {
+    CN_TRY(cn_arch_lookup(a, name));
+    const cn_st_tensor *c1 = cn_st_find(f, "conv1.weight"), *fc = cn_st_find(f, "fc.weight");
+    if (!c1 || c1->ndim != 4 || !fc || fc->ndim != 2)
+        return cn_error(CN_ERR_FORMAT,
+                        "%s: not a %s state_dict (no 4-d 'conv1.weight' and 2-d 'fc.weight')",
+                        cn_st_path(f), name);
+    if (c1->shape[1] < 1 || c1->shape[1] > 4096 || fc->shape[0] < 1 || fc->shape[0] > 1000000)
+        return cn_error(CN_ERR_FORMAT, "%s: conv1.weight or fc.weight has an out-of-range shape",
+                        cn_st_path(f));
+    a->in_channels = (int)c1->shape[1];
+    a->num_classes = (int)fc->shape[0];
+    return CN_OK;
+}
+
+static int is_float(cn_dtype d) {
+    return d == CN_DT_F32 || d == CN_DT_F64 || d == CN_DT_F16 || d == CN_DT_BF16;
+}
+
+cn_status cn_model_load_state(cn_model *m, const cn_st_file *f, const char *prefix) {
+    cn_graph *g = &m->g;
+    const char *path = cn_st_path(f);
+    size_t plen = strlen(prefix);
+    for (int e = 0; e < g->nentries; e++) {
+        const cn_entry *en = &g->entries[e];
+        char key[CN_NAME_MAX + 64];
+        snprintf(key, sizeof key, "%s%s", prefix, en->name);
+        const cn_st_tensor *t = cn_st_find(f, key);
+        if (!t) return cn_error(CN_ERR_FORMAT, "%s: missing tensor '%s' of %s", path, key, m->arch.name);
+        int ok = t->ndim == en->ndim;
+        for (int i = 0; ok && i < en->ndim; i++) ok = t->shape[i] == en->shape[i];
+        if (!ok) {
+            char want[96] = "", got[96] = "";
+            for (int i = 0; i < en->ndim; i++)
+                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? ", " : "",
+                         (long long)en->shape[i]);
+            for (int i = 0; i < t->ndim; i++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "",
+                         (long long)t->shape[i]);
+            return cn_error(CN_ERR_SHAPE, "%s: tensor '%s' has shape [%s], %s needs [%s]", path,
+                            key, got, m->arch.name, want);
+        }
+        if (en->kind == CN_ENTRY_NUM_BATCHES) {
+            int64_t v;
+            if (t->dtype == CN_DT_I64) memcpy(&v, t->data, 8);
+            else if (is_float(t->dtype)) {
+                float fv;
+                CN_TRY(cn_st_read_f32(f, t, &fv, 1));
+                v = (int64_t)fv;
+            } else
+                return cn_error(CN_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected I64", path,
+                                key, cn_dtype_name(t->dtype));
+            g->counters[en->offset] = v;
+            continue;
+        }
+        if (!is_float(t->dtype))
+            return cn_error(CN_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected a float type",
+                            path, key, cn_dtype_name(t->dtype));
+        float *tmp = malloc(sizeof(float) * en->count);
+        if (!tmp) return cn_error(CN_ERR_NOMEM, "out of memory loading %s", path);
+        cn_status st = cn_st_read_f32(f, t, tmp, en->count);
+        if (st == CN_OK) cn_entry_set(g, e, tmp, cn_entry_data(g, e));
+        free(tmp);
+        if (st != CN_OK) return st;
+    }
+    /* strict, as load_state_dict(strict=True): a tensor we do not know is an error, except the
+     * other sections of a training checkpoint */
+    for (int i = 0; i < cn_st_count(f); i++) {
+        const char *name = cn_st_at(f, i)->name;
+        if (plen && strncmp(name, prefix, plen) != 0) continue;
+        if (!plen && strchr(name, ':')) continue;
+        if (cn_graph_find(g, name + plen) < 0)
+            return cn_error(CN_ERR_FORMAT, "%s: unexpected tensor '%s' for %s", path, name,
+                            m->arch.name);
+    }
+    return CN_OK;
+}
+
+cn_status cn_model_open_file(cn_model **out, const cn_st_file *f, const cn_model_config *cfg) {
+    *out = NULL;
+    const char *path = cn_st_path(f);
+    cn_arch a;
+    const char *arch = cn_st_meta(f, "arch");
+    if (arch) {
+        CN_TRY(arch_from_json(&a, arch, path));
+        if (cfg && cfg->name && strcmp(cfg->name, a.name) != 0)
+            return cn_error(CN_ERR_ARG, "%s holds a %s, not the %s named by --model", path, a.name,
+                            cfg->name);
+    } else if (cfg && cfg->name) {
+        CN_TRY(arch_from_weights(&a, f, cfg->name));
+    } else {
+        return cn_error(CN_ERR_ARG,
+                        "%s has no convnet metadata: name its architecture (--model NAME) to "
+                        "load it as a plain state_dict",
+                        path);
+    }
+    cn_model *m;
+    CN_TRY(model_new(&m, &a, cfg ? cfg->threads : 0));
+    cn_status st = cn_model_load_state(m, f, "");
+    if (st != CN_OK) {
+        cn_model_free(m);
+        return st;
+    }
+    *out = m;
+    return CN_OK;
+}
+
+cn_status cn_model_load(cn_model **out, const char *path, const cn_model_config *cfg) {
+    if (!out || !path) return cn_error(CN_ERR_ARG, "cn_model_load: NULL argument");
+    *out = NULL;
+    cn_st_file *f;
+    CN_TRY(cn_st_open(&f, path));
+    cn_status st = cn_model_open_file(out, f, cfg);
+    cn_st_close(f);
+    return st;
+}
+
+cn_status cn_model_add_state(const cn_model *m, cn_st_writer *w, float **scratch) {
+    const cn_graph *g = &m->g;
+    size_t total = 0;
+    for (int e = 0; e < g->nentries; e++)
+        if (g->entries[e].kind == CN_ENTRY_CONV_WEIGHT) total += g->entries[e].count;
+    /* conv weights are written in OIHW, so they need a transposed copy that lives until save */
+    float *buf = malloc(sizeof(float) * (total ? total : 1));
+    if (!buf) return cn_error(CN_ERR_NOMEM, "out of memory saving the model");
+    *scratch = buf;
+    for (int e = 0; e < g->nentries; e++) {
+        const cn_entry *en = &g->entries[e];
+        const void *data;
+        cn_dtype dt = CN_DT_F32;
+        if (en->kind == CN_ENTRY_NUM_BATCHES) {
+            data = &g->counters[en->offset];
+            dt = CN_DT_I64;
+        } else if (en->kind == CN_ENTRY_CONV_WEIGHT) {
+            cn_entry_get(g, e, cn_entry_data(g, e), buf);
+            data = buf;
+            buf += en->count;
+        } else {
+            data = cn_entry_data(g, e);
+        }
+        CN_TRY(cn_st_writer_add(w, en->name, dt, en->ndim, en->shape, data));
+    }
+    CN_TRY(cn_st_writer_meta(w, "format", FORMAT_NAME));
+    CN_TRY(cn_st_writer_meta(w, "format_version", FORMAT_VERSION));
+    CN_TRY(cn_st_writer_meta(w, "arch", cn_model_arch_json(m)));
+    return CN_OK;
+}
+
+cn_status cn_model_save(const cn_model *m, const char *path) {
+    cn_st_writer *w;
+    CN_TRY(cn_st_writer_new(&w));
+    float *scratch = NULL;
+    cn_status st = cn_model_add_state(m, w, &scratch);
+    if (st == CN_OK) st = cn_st_writer_save(w, path);
+    cn_st_writer_free(w);
+    free(scratch);
+    return st;
+}
+
+/* ---- running ---- */
+
+cn_status cn_model_forward_nhwc(cn_model *m, const float *x, int n, int h, int w, int train,
+                                float *logits) {
+    if (!m || !x || n <= 0) return cn_error(CN_ERR_ARG, "cn_model_forward: bad arguments");
+    int batch = n;
+    /* keep a larger plan instead of re-planning for a smaller last batch */
+    if (m->g.planned && m->g.in_h == h && m->g.in_w == w && m->g.batch >= n &&
+        m->g.train_plan >= train && m->g.threads == m->threads)
+        batch = m->g.batch;
+    CN_TRY(cn_graph_plan(&m->g, batch, h, w, train, m->threads));
+    cn_graph_forward(&m->g, x, n, train);
+    m->last_n = n;
+    m->last_train = train;
+    m->have_dlogits = 0;
+    if (logits) {
+        const cn_tensor *o = cn_graph_output(&m->g);
+        memcpy(logits, o->data, sizeof(float) * n * o->c);
+    }
+    return CN_OK;
+}
+
+cn_status cn_model_forward(cn_model *m, const float *x, int n, int h, int w, int train,
+                           float *logits) {
+    if (!m || !x || n <= 0 || h <= 0 || w <= 0)
+        return cn_error(CN_ERR_ARG, "cn_model_forward: bad arguments");
+    int c = m->arch.in_channels;
+    size_t per = (size_t)h * w * c;
+    if (c == 1) return cn_model_forward_nhwc(m, x, n, h, w, train, logits);
+    float *t = malloc(sizeof(float) * per * n);
+    if (!t) return cn_error(CN_ERR_NOMEM, "out of memory for a %dx%dx%dx%d input", n, c, h, w);
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (size_t p = 0; p < (size_t)h * w; p++)
+                t[i * per + p * c + ch] = x[i * per + ch * (size_t)h * w + p];
+    cn_status st = cn_model_forward_nhwc(m, t, n, h, w, train, logits);
+    free(t);
+    return st;
+}
+
+cn_status cn_model_loss(cn_model *m, const int32_t *labels, float smoothing, float *loss,
+                        int *correct) {
+    if (!m->last_n) return cn_error(CN_ERR_ARG, "cn_model_loss: no forward pass yet");
+    if (smoothing < 0 || smoothing >= 1)
+        return cn_error(CN_ERR_ARG, "label smoothing %g is outside [0, 1)", smoothing);
+    const cn_tensor *o = cn_graph_output(&m->g);
+    for (int i = 0; i < m->last_n; i++)
+        if (labels[i] < 0 || labels[i] >= o->c)
+            return cn_error(CN_ERR_ARG, "label %d of sample %d is outside [0, %d)", labels[i], i,
+                            o->c);
+    float *d = m->last_train ? o->grad : NULL;
+    float l = cn_softmax_xent(d, correct, o->data, labels, m->last_n, o->c, smoothing);
+    if (loss) *loss = l;
+    m->have_dlogits = d != NULL;
+    return CN_OK;
+}
+
+cn_status cn_model_backward(cn_model *m) {
+    if (!m->last_train || !m->have_dlogits)
+        return cn_error(CN_ERR_ARG, "cn_model_backward needs a train forward and cn_model_loss");
+    cn_graph_backward(&m->g, m->last_n);
+    return CN_OK;
+}
+
+void cn_model_zero_grad(cn_model *m) { memset(m->g.grads, 0, sizeof(float) * m->g.nparams); }
+
+/* ---- the state table ---- */
+
+int cn_model_tensor_count(const cn_model *m) { return m->g.nentries; }
+
+cn_status cn_model_tensor_info(const cn_model *m, int i, cn_tensor_info *info) {
+    if (i < 0 || i >= m->g.nentries) return cn_error(CN_ERR_ARG, "tensor index %d out of range", i);
+    const cn_entry *en = &m->g.entries[i];
+    info->name = en->name;
+    info->ndim = en->ndim;
+    for (int k = 0; k < 4; k++) info->shape[k] = k < en->ndim ? en->shape[k] : 0;
+    info->count = (int64_t)en->count;
+    info->is_param = cn_entry_is_param(en->kind);
+    info->is_int64 = en->kind == CN_ENTRY_NUM_BATCHES;
+    return CN_OK;
+}
+
+int cn_model_tensor_find(const cn_model *m, const char *name) { return cn_graph_find(&m->g, name); }
+
+cn_status cn_model_tensor_get(const cn_model *m, int i, float *dst) {
+    if (i < 0 || i >= m->g.nentries) return cn_error(CN_ERR_ARG, "tensor index %d out of range", i);
+    const cn_entry *en = &m->g.entries[i];
+    if (en->kind == CN_ENTRY_NUM_BATCHES) dst[0] = (float)m->g.counters[en->offset];
+    else cn_entry_get(&m->g, i, cn_entry_data(&m->g, i), dst);
+    return CN_OK;
+}
+
+cn_status cn_model_tensor_set(cn_model *m, int i, const float *src) {
+    if (i < 0 || i >= m->g.nentries) return cn_error(CN_ERR_ARG, "tensor index %d out of range", i);
+    const cn_entry *en = &m->g.entries[i];
+    if (en->kind == CN_ENTRY_NUM_BATCHES) m->g.counters[en->offset] = (int64_t)src[0];
+    else cn_entry_set(&m->g, i, src, cn_entry_data(&m->g, i));
+    return CN_OK;
+}
+
+cn_status cn_model_grad_get(const cn_model *m, int i, float *dst) {
+    if (i < 0 || i >= m->g.nentries || !cn_entry_is_param(m->g.entries[i].kind))
+        return cn_error(CN_ERR_ARG, "tensor %d has no gradient", i);
+    cn_entry_get(&m->g, i, cn_entry_grad(&m->g, i), dst);
+    return CN_OK;
+}
+
+cn_status cn_model_layers(cn_model *m, int h, int w, const cn_layer_info **rows, int *count) {
+    CN_TRY(cn_graph_plan(&m->g, 1, h, w, 0, m->threads));
+    free(m->rows);
+    m->rows = calloc((size_t)m->g.nnodes, sizeof *m->rows);
+    if (!m->rows) return cn_error(CN_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < m->g.nnodes; i++) {
+        const cn_node *nd = &m->g.nodes[i];
+        const cn_tensor *t = &m->g.tensors[nd->out];
+        cn_layer_info *r = &m->rows[i];
+        r->name = nd->name;
+        r->op = cn_op_name(nd->op);
+        r->c = t->c;
+        r->h = t->h;
+        r->w = t->w;
+        r->params = cn_node_params(&m->g, nd);
+        r->macs = cn_node_macs(&m->g, nd);
+    }
+    *rows = m->rows;
+    *count = m->g.nnodes;
+    return CN_OK;
+}

@@ -1,0 +1,26 @@
+/* The model handle's insides, for the train and io layers. */
+#ifndef CN_GRAPH_MODEL_H
+#define CN_GRAPH_MODEL_H
+
+#include "graph/graph.h"
+#include "io/safetensors.h"
+#include "models/models.h"
+
+struct cn_model {
+    cn_arch arch;
+    cn_graph g;
+    int threads;
+    int last_n, last_train, have_dlogits;
+    float *dlogits;
+    cn_layer_info *rows;
+    char *arch_json;
+};
+
+/* Reads every state entry from f under "<prefix><name>" (strict: a missing or extra tensor, a
+ * shape or dtype mismatch is an error naming the file and the tensor). */
+cn_status cn_model_load_state(cn_model *m, const cn_st_file *f, const char *prefix);
+cn_status cn_model_open_file(cn_model **out, const cn_st_file *f, const cn_model_config *cfg);
+/* Adds the state and the metadata to a writer; *scratch must be freed after the save. */
+cn_status cn_model_add_state(const cn_model *m, cn_st_writer *w, float **scratch);
+
+#endif

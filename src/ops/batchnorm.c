@@ -1,0 +1,157 @@
+/* batchnorm2d on (M, C) rows, M = N*H*W.
+ * https://pytorch.org/docs/1.13/generated/torch.nn.BatchNorm2d.html
+ *
+ * Per-channel sums are taken over a fixed number of row blocks (independent of the thread count)
+ * in double precision and then combined in block order: the statistics have the same bits for any
+ * number of threads, and stay accurate for the 100k-row batches of training. */
+#include <math.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+enum { NBLOCKS = 32 };
+
+/* acc[c] = sum over rows, computed blockwise into part (NBLOCKS * 2c doubles); mode 0: x,
+ * 1: (x - mean)^2, 2: dy into acc and dy * (x - mean) into acc2. */
+static void channel_sums(double *acc, double *acc2, double *part, const float *x, const float *dy,
+                         const float *mean, size_t m, int c, int mode) {
+    memset(part, 0, sizeof(double) * NBLOCKS * 2 * c);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < NBLOCKS; b++) {
+        size_t lo = m * b / NBLOCKS, hi = m * (b + 1) / NBLOCKS;
+        double *p = part + (size_t)b * c * 2, *p2 = p + c;
+        for (size_t i = lo; i < hi; i++) {
+            const float *xr = x + i * c;
+            if (mode == 0) {
+                for (int j = 0; j < c; j++) p[j] += xr[j];
+            } else if (mode == 1) {
+                for (int j = 0; j < c; j++) {
+                    double v = xr[j] - mean[j];
+                    p[j] += v * v;
+                }
+            } else {
+                const float *g = dy + i * c;
+                for (int j = 0; j < c; j++) {
+                    p[j] += g[j];
+                    p2[j] += (double)g[j] * (xr[j] - mean[j]);
+                }
+            }
+        }
+    }
+    for (int j = 0; j < c; j++) {
+        double s = 0, s2 = 0;
+        for (int b = 0; b < NBLOCKS; b++) {
+            s += part[(size_t)b * c * 2 + j];
+            s2 += part[(size_t)b * c * 2 + c + j];
+        }
+        acc[j] = s;
+        if (acc2) acc2[j] = s2;
+    }
+}
+
+size_t cn_batchnorm_scratch(int c) { return sizeof(double) * ((size_t)NBLOCKS * 2 * c + 2 * c) + sizeof(float) * 3 * c; }
+
+static void scale_shift(float *y, const float *x, const float *sc, const float *sh, size_t m,
+                        int c) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < m; i++)
+        for (int j = 0; j < c; j++) y[i * c + j] = x[i * c + j] * sc[j] + sh[j];
+}
+
+/* scratch layout: part (NBLOCKS * 2c doubles), sum (2c doubles), k (3c floats) */
+typedef struct bn_scratch {
+    double *part, *sum;
+    float *k;
+} bn_scratch;
+
+static bn_scratch split(void *scratch, int c) {
+    bn_scratch s;
+    s.part = scratch;
+    s.sum = s.part + (size_t)NBLOCKS * 2 * c;
+    s.k = (float *)(s.sum + 2 * c);
+    return s;
+}
+
+void cn_batchnorm_forward_train(float *y, float *save, float *running_mean, float *running_var,
+                                const float *x, const float *gamma, const float *beta, size_t m,
+                                int c, float eps, float momentum, void *scratch) {
+    bn_scratch s = split(scratch, c);
+    float *mean = save, *invstd = save + c, *sc = s.k, *sh = s.k + c;
+    channel_sums(s.sum, NULL, s.part, x, NULL, NULL, m, c, 0);
+    for (int j = 0; j < c; j++) mean[j] = (float)(s.sum[j] / (double)m);
+    channel_sums(s.sum + c, NULL, s.part, x, NULL, mean, m, c, 1);
+    for (int j = 0; j < c; j++) {
+        double var = s.sum[c + j] / (double)m;
+        invstd[j] = (float)(1.0 / sqrt(var + eps));
+        sc[j] = gamma[j] * invstd[j];
+        sh[j] = beta[j] - mean[j] * sc[j];
+        if (running_mean) {
+            double unbiased = m > 1 ? s.sum[c + j] / (double)(m - 1) : var;
+            running_mean[j] = (1 - momentum) * running_mean[j] + momentum * mean[j];
+            running_var[j] = (float)((1 - momentum) * running_var[j] + momentum * unbiased);
+        }
+    }
+    scale_shift(y, x, sc, sh, m, c);
+}
+
+void cn_batchnorm_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
+                               const float *running_mean, const float *running_var, size_t m,
+                               int c, float eps, void *scratch) {
+    float *sc = split(scratch, c).k;
+    for (int j = 0; j < c; j++) {
+        float inv = (float)(1.0 / sqrt((double)running_var[j] + eps));
+        sc[j] = gamma[j] * inv;
+        sc[c + j] = beta[j] - running_mean[j] * sc[j];
+    }
+    scale_shift(y, x, sc, sc + c, m, c);
+}
+
+void cn_batchnorm_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                 const float *x, const float *gamma, const float *save, size_t m,
+                                 int c, void *scratch) {
+    bn_scratch s = split(scratch, c);
+    const float *mean = save, *invstd = save + c;
+    double *sdy = s.sum, *sdyx = s.sum + c; /* sum(dy), sum(dy * (x - mean)) */
+    float *k = s.k;
+    channel_sums(sdy, sdyx, s.part, x, dy, mean, m, c, 2);
+    for (int j = 0; j < c; j++) {
+        if (dbeta) dbeta[j] += (float)sdy[j];
+        if (dgamma) dgamma[j] += (float)(sdyx[j] * invstd[j]);
+        /* dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)) written as a*dy + b*x + e */
+        double a = (double)gamma[j] * invstd[j];
+        double mdy = sdy[j] / (double)m;
+        double mdyx = sdyx[j] * invstd[j] * invstd[j] / (double)m;
+        k[j] = (float)a;
+        k[c + j] = (float)(-a * mdyx);
+        k[2 * c + j] = (float)(-a * (mdy - mdyx * mean[j]));
+    }
+    if (dx) {
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < m; i++)
+            for (int j = 0; j < c; j++)
+                dx[i * c + j] += k[j] * dy[i * c + j] + k[c + j] * x[i * c + j] + k[2 * c + j];
+    }
+}
+
+void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                const float *x, const float *gamma, const float *running_mean,
+                                const float *running_var, size_t m, int c, float eps,
+                                void *scratch) {
+    bn_scratch s = split(scratch, c);
+    float *k = s.k; /* mean, invstd, then the dx scale */
+    for (int j = 0; j < c; j++) {
+        k[j] = running_mean[j];
+        k[c + j] = (float)(1.0 / sqrt((double)running_var[j] + eps));
+    }
+    channel_sums(s.sum, s.sum + c, s.part, x, dy, k, m, c, 2);
+    for (int j = 0; j < c; j++) {
+        if (dbeta) dbeta[j] += (float)s.sum[j];
+        if (dgamma) dgamma[j] += (float)(s.sum[c + j] * k[c + j]);
+        k[2 * c + j] = gamma[j] * k[c + j];
+    }
+    if (dx) {
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < m; i++)
+            for (int j = 0; j < c; j++) dx[i * c + j] += k[2 * c + j] * dy[i * c + j];
+    }
+}

@@ -1,0 +1,339 @@
+/* conv2d on NHWC activations and OHWI weights, by im2col + GEMM in row chunks, with a direct
+ * kernel for depthwise convolution.
+ * https://pytorch.org/docs/1.13/generated/torch.nn.Conv2d.html
+ *
+ * Chunking: the M = N*OH*OW output rows are processed in chunks whose im2col buffer fits in L2.
+ * When a whole image fits in a chunk, chunks are whole images and run on parallel threads: images
+ * never share input pixels, so the col2im scatter of the data gradient needs no locks, and each
+ * thread accumulates its own weight gradient, reduced in thread order (the same bits for the same
+ * thread count). Otherwise chunks are row ranges of one image, run one after another with the GEMM
+ * itself threaded. */
+#include <omp.h>
+#include <string.h>
+
+#include "kernels/gemm.h"
+#include "ops/ops.h"
+
+enum { CHUNK_FLOATS = 1 << 17, IMAGE_PARALLEL_MAX_FLOATS = 1 << 21 };
+
+int cn_conv_desc_init(cn_conv_desc *d) {
+    if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oc <= 0 || d->kh <= 0 ||
+        d->kw <= 0 || d->sh <= 0 || d->sw <= 0 || d->ph < 0 || d->pw < 0 || d->groups <= 0)
+        return 0;
+    if (d->c % d->groups || d->oc % d->groups) return 0;
+    if (d->h + 2 * d->ph < d->kh || d->w + 2 * d->pw < d->kw) return 0;
+    d->oh = (d->h + 2 * d->ph - d->kh) / d->sh + 1;
+    d->ow = (d->w + 2 * d->pw - d->kw) / d->sw + 1;
+    return d->oh > 0 && d->ow > 0;
+}
+
+static int is_depthwise(const cn_conv_desc *d) { return d->groups == d->c && d->oc == d->c; }
+
+static int is_pointwise(const cn_conv_desc *d) {
+    return d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0 &&
+           d->groups == 1;
+}
+
+typedef struct plan {
+    size_t m;        /* output rows */
+    int kg;          /* columns of the im2col matrix of one group */
+    int ocg;         /* output channels of one group */
+    int rows;        /* rows per chunk */
+    size_t nchunks;
+    int parallel;    /* chunks run on parallel threads (chunks are whole images) */
+} plan;
+
+static plan make_plan(const cn_conv_desc *d, int nthreads) {
+    plan p;
+    size_t img = (size_t)d->oh * d->ow;
+    p.m = (size_t)d->n * img;
+    p.kg = d->kh * d->kw * (d->c / d->groups);
+    p.ocg = d->oc / d->groups;
+    size_t target = CHUNK_FLOATS / (size_t)p.kg;
+    if (target < 16) target = 16;
+    p.parallel = nthreads > 1 && d->n >= 2 && img * (size_t)p.kg <= IMAGE_PARALLEL_MAX_FLOATS;
+    if (p.parallel) {
+        size_t imgs = target / img;
+        if (imgs < 1) imgs = 1;
+        /* keep at least two chunks per thread so that both cores stay busy */
+        size_t cap = (size_t)d->n / (2 * (size_t)nthreads);
+        if (cap < 1) cap = 1;
+        if (imgs > cap) imgs = cap;
+        p.rows = (int)(imgs * img);
+    } else {
+        p.rows = (int)(target < p.m ? target : p.m);
+    }
+    p.nchunks = (p.m + p.rows - 1) / p.rows;
+    return p;
+}
+
+size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
+    if (is_depthwise(d)) return 0;
+    plan p = make_plan(d, nthreads);
+    int threads = p.parallel ? nthreads : 1;
+    size_t per = (size_t)p.rows * p.kg * (backward ? 2 : 1);
+    size_t total = per * threads;
+    if (backward && threads > 1) total += (size_t)(threads - 1) * d->oc * p.kg;
+    return total;
+}
+
+/* col[r][(kh*KW + kw)*cg + ci] = in[n][ih][iw][g*cg + ci] for output rows m0..m0+rows */
+static void im2col(float *col, const float *in, const cn_conv_desc *d, int g, size_t m0, int rows) {
+    int cg = d->c / d->groups, kg = d->kh * d->kw * cg;
+    size_t img = (size_t)d->oh * d->ow;
+    for (int r = 0; r < rows; r++) {
+        size_t m = m0 + r;
+        int n = (int)(m / img), rem = (int)(m % img);
+        int oy = rem / d->ow, ox = rem % d->ow;
+        float *dst = col + (size_t)r * kg;
+        for (int ky = 0; ky < d->kh; ky++) {
+            int iy = oy * d->sh - d->ph + ky;
+            for (int kx = 0; kx < d->kw; kx++, dst += cg) {
+                int ix = ox * d->sw - d->pw + kx;
+                if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) {
+                    memset(dst, 0, sizeof(float) * cg);
+                } else {
+                    const float *src = in + (((size_t)n * d->h + iy) * d->w + ix) * d->c + g * cg;
+                    memcpy(dst, src, sizeof(float) * cg);
+                }
+            }
+        }
+    }
+}
+
+static void col2im_add(float *din, const float *col, const cn_conv_desc *d, int g, size_t m0,
+                       int rows) {
+    int cg = d->c / d->groups, kg = d->kh * d->kw * cg;
+    size_t img = (size_t)d->oh * d->ow;
+    for (int r = 0; r < rows; r++) {
+        size_t m = m0 + r;
+        int n = (int)(m / img), rem = (int)(m % img);
+        int oy = rem / d->ow, ox = rem % d->ow;
+        const float *src = col + (size_t)r * kg;
+        for (int ky = 0; ky < d->kh; ky++) {
+            int iy = oy * d->sh - d->ph + ky;
+            for (int kx = 0; kx < d->kw; kx++, src += cg) {
+                int ix = ox * d->sw - d->pw + kx;
+                if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) continue;
+                float *dst = din + (((size_t)n * d->h + iy) * d->w + ix) * d->c + g * cg;
+                for (int ci = 0; ci < cg; ci++) dst[ci] += src[ci];
+            }
+        }
+    }
+}
+
+/* ---- depthwise: direct loops, vectorised over channels (the innermost, contiguous axis) ---- */
+
+static void dw_forward(float *out, const float *in, const float *w, const float *bias,
+                       const cn_conv_desc *d) {
+    int C = d->c, KK = d->kh * d->kw;
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < d->n * d->oh; row++) {
+        int n = row / d->oh, oy = row % d->oh;
+        for (int ox = 0; ox < d->ow; ox++) {
+            float *o = out + (((size_t)n * d->oh + oy) * d->ow + ox) * C;
+            for (int c = 0; c < C; c++) o[c] = bias ? bias[c] : 0.0f;
+            for (int ky = 0; ky < d->kh; ky++) {
+                int iy = oy * d->sh - d->ph + ky;
+                if (iy < 0 || iy >= d->h) continue;
+                for (int kx = 0; kx < d->kw; kx++) {
+                    int ix = ox * d->sw - d->pw + kx;
+                    if (ix < 0 || ix >= d->w) continue;
+                    const float *x = in + (((size_t)n * d->h + iy) * d->w + ix) * C;
+                    int k = ky * d->kw + kx;
+                    for (int c = 0; c < C; c++) o[c] += x[c] * w[(size_t)c * KK + k];
+                }
+            }
+        }
+    }
+}
+
+static void dw_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                        const float *w, const cn_conv_desc *d, int nthreads) {
+    int C = d->c, KK = d->kh * d->kw;
+    if (din) {
+        /* parallel over images: scatters stay inside one image */
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < d->n; n++)
+            for (int oy = 0; oy < d->oh; oy++)
+                for (int ox = 0; ox < d->ow; ox++) {
+                    const float *g = dout + (((size_t)n * d->oh + oy) * d->ow + ox) * C;
+                    for (int ky = 0; ky < d->kh; ky++) {
+                        int iy = oy * d->sh - d->ph + ky;
+                        if (iy < 0 || iy >= d->h) continue;
+                        for (int kx = 0; kx < d->kw; kx++) {
+                            int ix = ox * d->sw - d->pw + kx;
+                            if (ix < 0 || ix >= d->w) continue;
+                            float *x = din + (((size_t)n * d->h + iy) * d->w + ix) * C;
+                            int k = ky * d->kw + kx;
+                            for (int c = 0; c < C; c++) x[c] += g[c] * w[(size_t)c * KK + k];
+                        }
+                    }
+                }
+    }
+    (void)nthreads;
+    /* Weight and bias gradients: parallel over channels, so every sum runs in a fixed order. */
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        for (int k = 0; k < KK; k++) {
+            int ky = k / d->kw, kx = k % d->kw;
+            double acc = 0;
+            for (int n = 0; n < d->n; n++)
+                for (int oy = 0; oy < d->oh; oy++) {
+                    int iy = oy * d->sh - d->ph + ky;
+                    if (iy < 0 || iy >= d->h) continue;
+                    for (int ox = 0; ox < d->ow; ox++) {
+                        int ix = ox * d->sw - d->pw + kx;
+                        if (ix < 0 || ix >= d->w) continue;
+                        acc += (double)dout[(((size_t)n * d->oh + oy) * d->ow + ox) * C + c] *
+                               in[(((size_t)n * d->h + iy) * d->w + ix) * C + c];
+                    }
+                }
+            if (dw) dw[(size_t)c * KK + k] += (float)acc;
+        }
+        if (dbias) {
+            double acc = 0;
+            size_t m = (size_t)d->n * d->oh * d->ow;
+            for (size_t i = 0; i < m; i++) acc += dout[i * C + c];
+            dbias[c] += (float)acc;
+        }
+    }
+}
+
+/* ---- general path ---- */
+
+static void forward_chunk(float *out, const float *in, const float *w, const cn_conv_desc *d,
+                          const plan *p, size_t m0, int rows, float *col) {
+    for (int g = 0; g < d->groups; g++) {
+        const float *a = col;
+        if (is_pointwise(d)) a = in + m0 * d->c;
+        else im2col(col, in, d, g, m0, rows);
+        cn_sgemm(0, 1, rows, p->ocg, p->kg, 1.0f, a, p->kg, w + (size_t)g * p->ocg * p->kg,
+                 p->kg, 0.0f, out + m0 * d->oc + (size_t)g * p->ocg, d->oc);
+    }
+}
+
+void cn_conv2d_forward(float *out, const float *in, const float *w, const float *bias,
+                       const cn_conv_desc *d, float *ws, int nthreads) {
+    if (is_depthwise(d)) {
+        dw_forward(out, in, w, bias, d);
+        return;
+    }
+    plan p = make_plan(d, nthreads);
+    if (p.parallel) {
+#pragma omp parallel num_threads(nthreads)
+        {
+            float *col = ws + (size_t)omp_get_thread_num() * p.rows * p.kg;
+#pragma omp for schedule(static)
+            for (size_t ch = 0; ch < p.nchunks; ch++) {
+                size_t m0 = ch * p.rows;
+                int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
+                forward_chunk(out, in, w, d, &p, m0, rows, col);
+            }
+        }
+    } else {
+        for (size_t m0 = 0; m0 < p.m; m0 += p.rows) {
+            int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
+            forward_chunk(out, in, w, d, &p, m0, rows, ws);
+        }
+    }
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (size_t m = 0; m < p.m; m++)
+            for (int c = 0; c < d->oc; c++) out[m * d->oc + c] += bias[c];
+    }
+}
+
+static void backward_chunk(float *din, float *dw, const float *dout, const float *in,
+                           const float *w, const cn_conv_desc *d, const plan *p, size_t m0,
+                           int rows, float *col, float *dcol) {
+    for (int g = 0; g < d->groups; g++) {
+        const float *dy = dout + m0 * d->oc + (size_t)g * p->ocg;
+        const float *wg = w + (size_t)g * p->ocg * p->kg;
+        if (dw) {
+            const float *a = col;
+            if (is_pointwise(d)) a = in + m0 * d->c;
+            else im2col(col, in, d, g, m0, rows);
+            cn_sgemm(1, 0, p->ocg, p->kg, rows, 1.0f, dy, d->oc, a, p->kg, 1.0f,
+                     dw + (size_t)g * p->ocg * p->kg, p->kg);
+        }
+        if (din) {
+            if (is_pointwise(d)) {
+                cn_sgemm(0, 0, rows, p->kg, p->ocg, 1.0f, dy, d->oc, wg, p->kg, 1.0f,
+                         din + m0 * d->c, d->c);
+            } else {
+                cn_sgemm(0, 0, rows, p->kg, p->ocg, 1.0f, dy, d->oc, wg, p->kg, 0.0f, dcol,
+                         p->kg);
+                col2im_add(din, dcol, d, g, m0, rows);
+            }
+        }
+    }
+}
+
+void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                        const float *w, const cn_conv_desc *d, float *ws, int nthreads) {
+    if (is_depthwise(d)) {
+        dw_backward(din, dw, dbias, dout, in, w, d, nthreads);
+        return;
+    }
+    plan p = make_plan(d, nthreads);
+    size_t per = (size_t)p.rows * p.kg * 2;
+    size_t wsize = (size_t)d->oc * p.kg;
+    if (p.parallel) {
+        float *priv = ws + per * nthreads;
+        if (dw) memset(priv, 0, sizeof(float) * wsize * (nthreads - 1));
+#pragma omp parallel num_threads(nthreads)
+        {
+            int t = omp_get_thread_num();
+            float *col = ws + per * t, *dcol = col + (size_t)p.rows * p.kg;
+            float *mydw = dw ? (t == 0 ? dw : priv + (size_t)(t - 1) * wsize) : NULL;
+#pragma omp for schedule(static)
+            for (size_t ch = 0; ch < p.nchunks; ch++) {
+                size_t m0 = ch * p.rows;
+                int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
+                backward_chunk(din, mydw, dout, in, w, d, &p, m0, rows, col, dcol);
+            }
+        }
+        if (dw)
+            for (int t = 1; t < nthreads; t++) {
+                const float *src = priv + (size_t)(t - 1) * wsize;
+                for (size_t i = 0; i < wsize; i++) dw[i] += src[i];
+            }
+    } else {
+        float *col = ws, *dcol = ws + (size_t)p.rows * p.kg;
+        for (size_t m0 = 0; m0 < p.m; m0 += p.rows) {
+            int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
+            backward_chunk(din, dw, dout, in, w, d, &p, m0, rows, col, dcol);
+        }
+    }
+    if (dbias) {
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < d->oc; c++) {
+            double acc = 0;
+            for (size_t m = 0; m < p.m; m++) acc += dout[m * d->oc + c];
+            dbias[c] += (float)acc;
+        }
+    }
+}
+
+void cn_conv2d_forward_ref(float *out, const float *in, const float *w, const float *bias,
+                           const cn_conv_desc *d) {
+    int cg = d->c / d->groups, ocg = d->oc / d->groups;
+    for (int n = 0; n < d->n; n++)
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++)
+                for (int o = 0; o < d->oc; o++) {
+                    int g = o / ocg;
+                    double acc = bias ? bias[o] : 0.0;
+                    for (int ky = 0; ky < d->kh; ky++)
+                        for (int kx = 0; kx < d->kw; kx++) {
+                            int iy = oy * d->sh - d->ph + ky, ix = ox * d->sw - d->pw + kx;
+                            if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) continue;
+                            for (int ci = 0; ci < cg; ci++)
+                                acc += (double)in[(((size_t)n * d->h + iy) * d->w + ix) * d->c +
+                                                  g * cg + ci] *
+                                       w[(((size_t)o * d->kh + ky) * d->kw + kx) * cg + ci];
+                        }
+                    out[(((size_t)n * d->oh + oy) * d->ow + ox) * d->oc + o] = (float)acc;
+                }
+}

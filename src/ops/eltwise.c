@@ -1,0 +1,27 @@
+/* Element-wise ops: relu (https://pytorch.org/docs/1.13/generated/torch.nn.ReLU.html) and the
+ * residual add. */
+#include "ops/ops.h"
+
+void cn_relu_forward(float *y, const float *x, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
+}
+
+/* PyTorch's threshold_backward passes the gradient where the output is > 0. */
+void cn_relu_backward(float *dx, const float *dy, const float *y, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0 ? dy[i] : 0.0f;
+}
+
+void cn_add_forward(float *y, const float *a, const float *b, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+void cn_add_backward(float *da, float *db, const float *dy, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (size_t i = 0; i < n; i++) {
+        if (da) da[i] += dy[i];
+        if (db) db[i] += dy[i];
+    }
+}

@@ -1,0 +1,104 @@
+/* Ops: forward and backward pairs on raw NHWC float32 buffers (llm.c style).
+ *
+ * Conventions: outputs first, then inputs, then sizes. Activations are NHWC (channels last).
+ * Backward functions ACCUMULATE (+=) into every gradient they produce (din, dweight, dbias), so
+ * that a tensor consumed twice (a residual fork) gets the sum; a NULL gradient pointer means
+ * "not needed" and is skipped. Each op names the PyTorch page it mirrors. */
+#ifndef CN_OPS_H
+#define CN_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- conv2d: https://pytorch.org/docs/1.13/generated/torch.nn.Conv2d.html ----
+ * weight: (OC, KH, KW, C/groups) (OHWI; converted from torchvision's OIHW at the file boundary)
+ * in: (N, H, W, C)  out: (N, OH, OW, OC)  bias: (OC) or NULL. Dilation is 1. */
+typedef struct cn_conv_desc {
+    int n, h, w, c;     /* input */
+    int oc, kh, kw;     /* filters */
+    int sh, sw, ph, pw; /* stride, padding */
+    int groups;
+    int oh, ow;         /* derived by cn_conv_desc_init */
+} cn_conv_desc;
+
+/* Fills oh/ow; returns 0 when the output would be empty or the sizes are inconsistent. */
+int cn_conv_desc_init(cn_conv_desc *d);
+/* Workspace (in floats) that forward+backward need with `nthreads` threads. */
+size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward);
+void cn_conv2d_forward(float *out, const float *in, const float *weight, const float *bias,
+                       const cn_conv_desc *d, float *ws, int nthreads);
+void cn_conv2d_backward(float *din, float *dweight, float *dbias, const float *dout,
+                        const float *in, const float *weight, const cn_conv_desc *d, float *ws,
+                        int nthreads);
+/* Naive references (direct 7-deep loops), used by tests. */
+void cn_conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias,
+                           const cn_conv_desc *d);
+
+/* ---- batchnorm2d: https://pytorch.org/docs/1.13/generated/torch.nn.BatchNorm2d.html ----
+ * x, y: (M, C) with M = N*H*W. Training uses batch statistics (biased variance to normalise,
+ * unbiased variance for the running estimate) and updates the running statistics with momentum;
+ * evaluation uses the running statistics. save: (2, C) mean and 1/sqrt(var + eps) for backward.
+ * scratch: cn_batchnorm_scratch(C) bytes, 8-byte aligned. */
+size_t cn_batchnorm_scratch(int c);
+void cn_batchnorm_forward_train(float *y, float *save, float *running_mean, float *running_var,
+                                const float *x, const float *gamma, const float *beta, size_t m,
+                                int c, float eps, float momentum, void *scratch);
+void cn_batchnorm_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
+                               const float *running_mean, const float *running_var, size_t m,
+                               int c, float eps, void *scratch);
+void cn_batchnorm_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                 const float *x, const float *gamma, const float *save, size_t m,
+                                 int c, void *scratch);
+void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                const float *x, const float *gamma, const float *running_mean,
+                                const float *running_var, size_t m, int c, float eps,
+                                void *scratch);
+
+/* ---- relu: https://pytorch.org/docs/1.13/generated/torch.nn.ReLU.html ---- */
+void cn_relu_forward(float *y, const float *x, size_t n);
+void cn_relu_backward(float *dx, const float *dy, const float *y, size_t n);
+
+/* ---- add: y = a + b (the residual connection) ---- */
+void cn_add_forward(float *y, const float *a, const float *b, size_t n);
+/* da += dy; db += dy */
+void cn_add_backward(float *da, float *db, const float *dy, size_t n);
+
+/* ---- pooling: MaxPool2d / AvgPool2d (count_include_pad=True, as PyTorch's default) ----
+ * https://pytorch.org/docs/1.13/generated/torch.nn.MaxPool2d.html
+ * https://pytorch.org/docs/1.13/generated/torch.nn.AvgPool2d.html
+ * d describes the window (oc == c, groups ignored). argmax: (N, OH, OW, C) input offsets. */
+void cn_maxpool_forward(float *out, int32_t *argmax, const float *in, const cn_conv_desc *d);
+void cn_maxpool_backward(float *din, const float *dout, const int32_t *argmax,
+                         const cn_conv_desc *d);
+void cn_avgpool_forward(float *out, const float *in, const cn_conv_desc *d);
+void cn_avgpool_backward(float *din, const float *dout, const cn_conv_desc *d);
+/* AdaptiveAvgPool2d(1): (N, H, W, C) -> (N, C) */
+void cn_gap_forward(float *out, const float *in, int n, int hw, int c);
+void cn_gap_backward(float *din, const float *dout, int n, int hw, int c);
+
+/* ---- option-A shortcut of the CIFAR ResNets (He et al. 2016): x[:, :, ::s, ::s] with the extra
+ * output channels zero (appended after the input's). in (N,H,W,C) -> out (N,OH,OW,OC), OC >= C. */
+void cn_shortcut_a_forward(float *out, const float *in, int n, int h, int w, int c, int oh,
+                           int ow, int oc, int stride);
+void cn_shortcut_a_backward(float *din, const float *dout, int n, int h, int w, int c, int oh,
+                            int ow, int oc, int stride);
+
+/* ---- flatten: torch.flatten(x, 1) on NCHW semantics: (N,H,W,C) -> (N, C*H*W) ordered (c,h,w) */
+void cn_flatten_forward(float *out, const float *in, int n, int h, int w, int c);
+void cn_flatten_backward(float *din, const float *dout, int n, int h, int w, int c);
+
+/* ---- linear: https://pytorch.org/docs/1.13/generated/torch.nn.Linear.html ----
+ * x (N, K), weight (OC, K), bias (OC) or NULL, y (N, OC). */
+void cn_linear_forward(float *y, const float *x, const float *weight, const float *bias, int n,
+                       int k, int oc);
+void cn_linear_backward(float *dx, float *dweight, float *dbias, const float *dy, const float *x,
+                        const float *weight, int n, int k, int oc);
+
+/* ---- cross entropy with label smoothing:
+ * https://pytorch.org/docs/1.13/generated/torch.nn.CrossEntropyLoss.html (reduction='mean')
+ * logits (N, K), labels (N). Returns the mean loss; dlogits (N, K) is SET (not accumulated) to
+ * d(loss)/d(logits) when non-NULL. correct (optional) counts argmax hits. */
+float cn_softmax_xent(float *dlogits, int *correct, const float *logits, const int32_t *labels,
+                      int n, int k, float smoothing);
+
+#endif

@@ -1,0 +1,228 @@
+/* Parity with PyTorch 1.13 / torchvision 0.14 on the same weights and inputs. The reference files
+ * come from tests/parity/make_refs.py (run by tests/run.sh with Debian's python3-torch); the
+ * directory is the first argument or $CN_REFS. Targets: eval logits within 1e-4 relative error;
+ * train-mode loss and every parameter gradient within 1e-3; two SGD and two AdamW steps. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "graph/model.h"
+#include "io/safetensors.h"
+
+static const char *dir;
+
+static float *read_tensor(const cn_st_file *f, const char *name, size_t *count) {
+    const cn_st_tensor *t = cn_st_find(f, name);
+    if (!t) return NULL;
+    size_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    float *d = malloc(sizeof(float) * (n ? n : 1));
+    if (t->dtype == CN_DT_I64) {
+        for (size_t i = 0; i < n; i++) {
+            int64_t v;
+            memcpy(&v, (const char *)t->data + 8 * i, 8);
+            d[i] = (float)v;
+        }
+    } else if (cn_st_read_f32(f, t, d, n) != CN_OK) {
+        free(d);
+        return NULL;
+    }
+    if (count) *count = n;
+    return d;
+}
+
+/* model from the file's metadata and its state_dict tensors */
+static cn_model *load_case(cn_st_file *f) {
+    const char *name = cn_st_meta(f, "model");
+    const char *ncls = cn_st_meta(f, "num_classes"), *inc = cn_st_meta(f, "in_channels");
+    cn_model_config cfg;
+    cn_model_config_default(&cfg);
+    cfg.name = name;
+    cfg.num_classes = ncls ? atoi(ncls) : 0;
+    cfg.in_channels = inc ? atoi(inc) : 0;
+    const cn_st_tensor *fc = cn_st_find(f, "fc.weight");
+    if (fc) cfg.num_classes = (int)fc->shape[0];
+    cfg.threads = getenv("CN_THREADS") ? atoi(getenv("CN_THREADS")) : 0;
+    cn_model *m;
+    if (cn_model_create(&m, &cfg) != CN_OK) {
+        CHECK(0, "create %s: %s", name, cn_errmsg());
+        return NULL;
+    }
+    for (int i = 0; i < cn_model_tensor_count(m); i++) {
+        cn_tensor_info ti;
+        cn_model_tensor_info(m, i, &ti);
+        size_t n;
+        float *d = read_tensor(f, ti.name, &n);
+        CHECK(d && n == (size_t)ti.count, "%s: tensor %s missing or wrong size", name, ti.name);
+        if (d && n == (size_t)ti.count) cn_model_tensor_set(m, i, d);
+        free(d);
+    }
+    return m;
+}
+
+static cn_st_file *open_ref(const char *file) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    cn_st_file *f;
+    if (cn_st_open(&f, path) != CN_OK) {
+        CHECK(0, "cannot open %s: %s", path, cn_errmsg());
+        return NULL;
+    }
+    return f;
+}
+
+static void eval_case(const char *file) {
+    cn_st_file *f = open_ref(file);
+    if (!f) return;
+    cn_model *m = load_case(f);
+    const cn_st_tensor *in = cn_st_find(f, "input");
+    size_t nin, nref;
+    float *x = read_tensor(f, "input", &nin), *ref = read_tensor(f, "logits", &nref);
+    if (m && x && ref) {
+        int n = (int)in->shape[0], h = (int)in->shape[2], w = (int)in->shape[3];
+        float *out = malloc(sizeof(float) * nref);
+        cn_status st = cn_model_forward(m, x, n, h, w, 0, out);
+        CHECK(st == CN_OK, "%s: forward: %s", file, cn_errmsg());
+        double err = max_rel_err(out, ref, nref, 1e-6);
+        printf("  %-40s eval logits rel err %.3g\n", file, err);
+        CHECK(err <= 1e-4, "%s: eval logits rel err %g > 1e-4", file, err);
+        free(out);
+    }
+    free(x);
+    free(ref);
+    cn_model_free(m);
+    cn_st_close(f);
+}
+
+/* Runs `steps` optimizer steps on the same batch from the file's initial state and compares the
+ * parameters with "<prefix>.<name>". */
+static void optim_case(cn_st_file *f, const char *file, const char *prefix, cn_optim_kind kind) {
+    cn_model *m = load_case(f);
+    if (!m) return;
+    const cn_st_tensor *in = cn_st_find(f, "input");
+    int n = (int)in->shape[0], h = (int)in->shape[2], w = (int)in->shape[3];
+    float *x = read_tensor(f, "input", NULL), *lab = read_tensor(f, "labels", NULL);
+    int32_t *labels = malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++) labels[i] = (int32_t)lab[i];
+    cn_optim_config oc;
+    cn_optim_config_default(&oc, kind);
+    if (kind == CN_OPTIM_SGD) oc.lr = 0.1f, oc.momentum = 0.9f, oc.nesterov = 1, oc.weight_decay = 5e-4f;
+    else oc.lr = 1e-3f, oc.weight_decay = 0.05f;
+    cn_optim *o;
+    CHECK(cn_optim_create(&o, m, &oc) == CN_OK, "optim: %s", cn_errmsg());
+    for (int s = 0; s < 2; s++) {
+        cn_model_zero_grad(m);
+        cn_model_forward(m, x, n, h, w, 1, NULL);
+        float loss;
+        cn_model_loss(m, labels, 0.1f, &loss, NULL);
+        if (getenv("CN_VERBOSE")) printf("    %s step %d loss %.7f\n", prefix, s, loss);
+        cn_model_backward(m);
+        cn_optim_step(o, oc.lr);
+    }
+    double worst = 0;
+    const char *wname = "";
+    for (int i = 0; i < cn_model_tensor_count(m); i++) {
+        cn_tensor_info ti;
+        cn_model_tensor_info(m, i, &ti);
+        if (!ti.is_param) continue;
+        char key[256];
+        snprintf(key, sizeof key, "%s.%s", prefix, ti.name);
+        size_t cnt;
+        float *ref = read_tensor(f, key, &cnt), *got = malloc(sizeof(float) * ti.count);
+        CHECK(ref != NULL, "%s: no %s", file, key);
+        if (ref) {
+            cn_model_tensor_get(m, i, got);
+            double e = max_rel_err(got, ref, cnt, 1e-6);
+            if (e > worst) worst = e, wname = ti.name;
+        }
+        free(ref);
+        free(got);
+    }
+    printf("  %-40s %s x2 params worst rel err %.3g (%s)\n", file, prefix, worst, wname);
+    CHECK(worst <= 1e-3, "%s: %s params rel err %g > 1e-3 at %s", file, prefix, worst, wname);
+    cn_optim_free(o);
+    free(x);
+    free(lab);
+    free(labels);
+    cn_model_free(m);
+}
+
+static void train_case(const char *file) {
+    cn_st_file *f = open_ref(file);
+    if (!f) return;
+    cn_model *m = load_case(f);
+    const cn_st_tensor *in = cn_st_find(f, "input");
+    if (!m || !in) {
+        cn_model_free(m);
+        cn_st_close(f);
+        return;
+    }
+    int n = (int)in->shape[0], h = (int)in->shape[2], w = (int)in->shape[3];
+    size_t nl;
+    float *x = read_tensor(f, "input", NULL), *lab = read_tensor(f, "labels", NULL);
+    float *ref_logits = read_tensor(f, "logits", &nl), *ref_loss = read_tensor(f, "loss", NULL);
+    int32_t *labels = malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++) labels[i] = (int32_t)lab[i];
+    float *logits = malloc(sizeof(float) * nl);
+    cn_model_zero_grad(m);
+    CHECK(cn_model_forward(m, x, n, h, w, 1, logits) == CN_OK, "%s: %s", file, cn_errmsg());
+    float loss;
+    CHECK(cn_model_loss(m, labels, 0.1f, &loss, NULL) == CN_OK, "%s: %s", file, cn_errmsg());
+    CHECK(cn_model_backward(m) == CN_OK, "%s: %s", file, cn_errmsg());
+    double el = max_rel_err(logits, ref_logits, nl, 1e-6);
+    double eloss = fabs(loss - ref_loss[0]) / fabs(ref_loss[0]);
+    CHECK(el <= 1e-3, "%s: train logits rel err %g", file, el);
+    CHECK(eloss <= 1e-3, "%s: loss %.7f vs torch %.7f", file, loss, ref_loss[0]);
+    double worst = 0, worst_buf = 0;
+    const char *wname = "", *bname = "";
+    for (int i = 0; i < cn_model_tensor_count(m); i++) {
+        cn_tensor_info ti;
+        cn_model_tensor_info(m, i, &ti);
+        char key[256];
+        snprintf(key, sizeof key, ti.is_param ? "grad.%s" : "after_fwd.%s", ti.name);
+        size_t cnt;
+        float *ref = read_tensor(f, key, &cnt), *got = malloc(sizeof(float) * ti.count);
+        CHECK(ref && cnt == (size_t)ti.count, "%s: no %s", file, key);
+        if (ref && cnt == (size_t)ti.count) {
+            if (ti.is_param) cn_model_grad_get(m, i, got);
+            else cn_model_tensor_get(m, i, got);
+            /* a gradient's scale is its tensor's; the 1e-3 target is relative to that */
+            double e = max_rel_err(got, ref, cnt, 1e-6);
+            if (ti.is_param && e > worst) worst = e, wname = ti.name;
+            if (getenv("CN_VERBOSE") && e > 1e-4) printf("    %s rel err %.3g\n", key, e);
+            if (!ti.is_param && e > worst_buf) worst_buf = e, bname = ti.name;
+        }
+        free(ref);
+        free(got);
+    }
+    printf("  %-40s loss %.6f (torch %.6f) logits %.2g grads worst %.3g (%s) bn buffers %.3g (%s)\n",
+           file, loss, ref_loss[0], el, worst, wname, worst_buf, bname);
+    CHECK(worst <= 1e-3, "%s: gradient rel err %g > 1e-3 at %s", file, worst, wname);
+    CHECK(worst_buf <= 1e-4, "%s: BN buffer rel err %g at %s", file, worst_buf, bname);
+    free(x);
+    free(lab);
+    free(ref_logits);
+    free(ref_loss);
+    free(labels);
+    free(logits);
+    cn_model_free(m);
+    optim_case(f, file, "sgd", CN_OPTIM_SGD);
+    optim_case(f, file, "adamw", CN_OPTIM_ADAMW);
+    cn_st_close(f);
+}
+
+int main(int argc, char **argv) {
+    dir = argc > 1 ? argv[1] : getenv("CN_REFS");
+    if (!dir) {
+        fprintf(stderr, "usage: test_parity REFS_DIR (from tests/parity/make_refs.py)\n");
+        return 2;
+    }
+    eval_case("resnet18_eval.safetensors");
+    eval_case("resnet50_eval.safetensors");
+    eval_case("resnet18_eval_nonsquare.safetensors");
+    train_case("resnet20_train.safetensors");
+    train_case("resnet20_train_nonsquare.safetensors");
+    train_case("resnet18_train_small.safetensors");
+    train_case("resnet18_train.safetensors");
+    return check_summary("parity");
+}
