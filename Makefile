@@ -9,7 +9,7 @@ BASE := -std=c11 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc $(WARN)
 ifeq ($(BUILD),asan)
   OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 else
-  OPT := -O2 -g
+  OPT := -O3 -g
 endif
 CFLAGS_ALL := $(BASE) $(OPT) $(CFLAGS)
 LDLIBS := -lcjson -lz -lm -lpthread

@@ -161,6 +161,60 @@ typedef struct cn_schedule {
 /* The learning rate at a step (0-based) of total_steps. */
 float cn_schedule_lr(const cn_schedule *s, int64_t step, int64_t total_steps);
 
+
+/* ---------------------------------------------------------------- training */
+
+/* What a progress callback sees: once per step (phase 0) and once per epoch (phase 1, with the
+ * test metrics). */
+typedef struct cn_train_progress {
+    int phase;
+    int epoch, epochs;          /* 1-based epoch */
+    int64_t step, steps_per_epoch; /* step within the epoch, 1-based */
+    float lr;
+    float loss, acc;            /* running mean over the epoch so far */
+    double img_per_s, eta_s, elapsed_s;
+    float test_loss, test_acc;  /* phase 1 */
+} cn_train_progress;
+
+typedef struct cn_train_config {
+    const char *model;          /* architecture name (ignored when resuming or with init) */
+    const char *init;           /* start from this model file instead of a fresh init */
+    const char *data;           /* "fashion-mnist[:DIR]" or "mnist:DIR" */
+    const char *out_dir;        /* checkpoint, final model, metrics.csv */
+    int resume;                 /* continue from out_dir/checkpoint.safetensors */
+    int epochs, batch;
+    cn_optim_config optim;
+    cn_schedule sched;          /* base_lr is taken from optim.lr */
+    float warmup_epochs;
+    int step_epochs;            /* STEP schedule: multiply the lr by sched.gamma this often */
+    float label_smoothing;
+    int crop_pad, flip;         /* augmentation */
+    int zero_init_residual;
+    uint64_t seed;
+    int threads;                /* 0: all cores */
+    int limit_train, limit_test; /* use only the first N samples (0: all) */
+    int stop_after;             /* end after this epoch as if interrupted (0: run to the end) */
+    int eval_batch;
+    void (*progress)(const cn_train_progress *p, void *user);
+    void *user;
+} cn_train_config;
+
+typedef struct cn_train_result {
+    int epochs_done;
+    float train_loss, train_acc, test_loss, test_acc;
+    double seconds, img_per_s;
+    int64_t params;
+} cn_train_result;
+
+void cn_train_config_default(cn_train_config *c);
+/* Trains, evaluating on the test split after each epoch, writing out_dir/metrics.csv and an
+ * atomic checkpoint each epoch, and out_dir/model.safetensors at the end. */
+cn_status cn_train(const cn_train_config *c, cn_train_result *res);
+
+/* Accuracy and mean loss of a model on a dataset's test split (train=1: the training split). */
+cn_status cn_evaluate(cn_model *m, const char *data, int train_split, int batch, int limit,
+                      float *acc, float *loss, int *count);
+
 #ifdef __cplusplus
 }
 #endif

@@ -278,6 +278,20 @@ static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
     }
 }
 
+/* The packing buffers of the calling thread, kept between calls: allocating them per call costs
+ * an mmap and fresh page faults every time for the large ones. */
+static _Thread_local float *scratch_buf;
+static _Thread_local size_t scratch_cap;
+
+static float *scratch(size_t floats) {
+    if (floats <= scratch_cap) return scratch_buf;
+    free(scratch_buf);
+    size_t cap = floats + floats / 4;
+    scratch_buf = aligned_alloc(64, round_up(cap * sizeof(float), 64));
+    scratch_cap = scratch_buf ? cap : 0;
+    return scratch_buf;
+}
+
 void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
@@ -316,7 +330,7 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
     const size_t rows_t = cdiv(tiles_m, (size_t)tm) * MR, cols_t = cdiv(tiles_n, (size_t)tn) * NR;
     const size_t a_sz = round_up(min_sz(j.mc_blk, rows_t) * j.kc_blk, 16);
     const size_t b_sz = round_up(min_sz(j.nc_blk, cols_t) * j.kc_blk, 16);
-    float *buf = aligned_alloc(64, (size_t)T * (a_sz + b_sz) * sizeof(float));
+    float *buf = scratch((size_t)T * (a_sz + b_sz));
     if (!buf) {
         cn_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
@@ -333,5 +347,4 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
         float *abuf = buf + (size_t)t * (a_sz + b_sz);
         if (m0 < m1 && n0 < n1) run_block(&j, m0, m1, n0, n1, abuf, abuf + a_sz);
     }
-    free(buf);
 }

@@ -13,24 +13,28 @@ enum { NBLOCKS = 32 };
 
 /* acc[c] = sum over rows, computed blockwise into part (NBLOCKS * 2c doubles); mode 0: x,
  * 1: (x - mean)^2, 2: dy into acc and dy * (x - mean) into acc2. */
-static void channel_sums(double *acc, double *acc2, double *part, const float *x, const float *dy,
-                         const float *mean, size_t m, int c, int mode) {
+static void channel_sums(double *acc, double *acc2, double *part, const float *restrict x,
+                         const float *restrict dy, const float *restrict mean, size_t m, int c,
+                         int mode) {
     memset(part, 0, sizeof(double) * NBLOCKS * 2 * c);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < NBLOCKS; b++) {
         size_t lo = m * b / NBLOCKS, hi = m * (b + 1) / NBLOCKS;
-        double *p = part + (size_t)b * c * 2, *p2 = p + c;
+        double *restrict p = part + (size_t)b * c * 2, *restrict p2 = p + c;
         for (size_t i = lo; i < hi; i++) {
             const float *xr = x + i * c;
             if (mode == 0) {
+#pragma omp simd
                 for (int j = 0; j < c; j++) p[j] += xr[j];
             } else if (mode == 1) {
+#pragma omp simd
                 for (int j = 0; j < c; j++) {
                     double v = xr[j] - mean[j];
                     p[j] += v * v;
                 }
             } else {
                 const float *g = dy + i * c;
+#pragma omp simd
                 for (int j = 0; j < c; j++) {
                     p[j] += g[j];
                     p2[j] += (double)g[j] * (xr[j] - mean[j]);
@@ -51,11 +55,13 @@ static void channel_sums(double *acc, double *acc2, double *part, const float *x
 
 size_t cn_batchnorm_scratch(int c) { return sizeof(double) * ((size_t)NBLOCKS * 2 * c + 2 * c) + sizeof(float) * 3 * c; }
 
-static void scale_shift(float *y, const float *x, const float *sc, const float *sh, size_t m,
-                        int c) {
+static void scale_shift(float *restrict y, const float *restrict x, const float *restrict sc,
+                        const float *restrict sh, size_t m, int c) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < m; i++)
+    for (size_t i = 0; i < m; i++) {
+#pragma omp simd
         for (int j = 0; j < c; j++) y[i * c + j] = x[i * c + j] * sc[j] + sh[j];
+    }
 }
 
 /* scratch layout: part (NBLOCKS * 2c doubles), sum (2c doubles), k (3c floats) */
@@ -126,10 +132,14 @@ void cn_batchnorm_backward_train(float *dx, float *dgamma, float *dbeta, const f
         k[2 * c + j] = (float)(-a * (mdy - mdyx * mean[j]));
     }
     if (dx) {
+        const float *restrict k0 = k, *restrict k1 = k + c, *restrict k2 = k + 2 * c;
+        float *restrict dxr = dx;
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < m; i++)
+        for (size_t i = 0; i < m; i++) {
+#pragma omp simd
             for (int j = 0; j < c; j++)
-                dx[i * c + j] += k[j] * dy[i * c + j] + k[c + j] * x[i * c + j] + k[2 * c + j];
+                dxr[i * c + j] += k0[j] * dy[i * c + j] + k1[j] * x[i * c + j] + k2[j];
+        }
     }
 }
 

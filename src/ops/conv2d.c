@@ -78,30 +78,33 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
 }
 
 /* col[r][(kh*KW + kw)*cg + ci] = in[n][ih][iw][g*cg + ci] for output rows m0..m0+rows */
-static void im2col(float *col, const float *in, const cn_conv_desc *d, int g, size_t m0, int rows) {
+static void im2col(float *restrict col, const float *restrict in, const cn_conv_desc *d, int g, size_t m0, int rows) {
     int cg = d->c / d->groups, kg = d->kh * d->kw * cg;
     size_t img = (size_t)d->oh * d->ow;
     for (int r = 0; r < rows; r++) {
         size_t m = m0 + r;
         int n = (int)(m / img), rem = (int)(m % img);
         int oy = rem / d->ow, ox = rem % d->ow;
-        float *dst = col + (size_t)r * kg;
+        float *restrict dst = col + (size_t)r * kg;
         for (int ky = 0; ky < d->kh; ky++) {
             int iy = oy * d->sh - d->ph + ky;
             for (int kx = 0; kx < d->kw; kx++, dst += cg) {
                 int ix = ox * d->sw - d->pw + kx;
                 if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) {
-                    memset(dst, 0, sizeof(float) * cg);
+#pragma omp simd
+                    for (int ci = 0; ci < cg; ci++) dst[ci] = 0.0f;
                 } else {
-                    const float *src = in + (((size_t)n * d->h + iy) * d->w + ix) * d->c + g * cg;
-                    memcpy(dst, src, sizeof(float) * cg);
+                    const float *restrict src =
+                        in + (((size_t)n * d->h + iy) * d->w + ix) * d->c + g * cg;
+#pragma omp simd
+                    for (int ci = 0; ci < cg; ci++) dst[ci] = src[ci];
                 }
             }
         }
     }
 }
 
-static void col2im_add(float *din, const float *col, const cn_conv_desc *d, int g, size_t m0,
+static void col2im_add(float *restrict din, const float *restrict col, const cn_conv_desc *d, int g, size_t m0,
                        int rows) {
     int cg = d->c / d->groups, kg = d->kh * d->kw * cg;
     size_t img = (size_t)d->oh * d->ow;
@@ -109,13 +112,14 @@ static void col2im_add(float *din, const float *col, const cn_conv_desc *d, int 
         size_t m = m0 + r;
         int n = (int)(m / img), rem = (int)(m % img);
         int oy = rem / d->ow, ox = rem % d->ow;
-        const float *src = col + (size_t)r * kg;
+        const float *restrict src = col + (size_t)r * kg;
         for (int ky = 0; ky < d->kh; ky++) {
             int iy = oy * d->sh - d->ph + ky;
             for (int kx = 0; kx < d->kw; kx++, src += cg) {
                 int ix = ox * d->sw - d->pw + kx;
                 if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) continue;
-                float *dst = din + (((size_t)n * d->h + iy) * d->w + ix) * d->c + g * cg;
+                float *restrict dst = din + (((size_t)n * d->h + iy) * d->w + ix) * d->c + g * cg;
+#pragma omp simd
                 for (int ci = 0; ci < cg; ci++) dst[ci] += src[ci];
             }
         }

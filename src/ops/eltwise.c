@@ -2,26 +2,30 @@
  * residual add. */
 #include "ops/ops.h"
 
-void cn_relu_forward(float *y, const float *x, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 32768)
+void cn_relu_forward(float *restrict y, const float *restrict x, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
 }
 
 /* PyTorch's threshold_backward passes the gradient where the output is > 0. */
-void cn_relu_backward(float *dx, const float *dy, const float *y, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 32768)
+void cn_relu_backward(float *restrict dx, const float *restrict dy, const float *restrict y,
+                      size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0 ? dy[i] : 0.0f;
 }
 
-void cn_add_forward(float *y, const float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 32768)
+void cn_add_forward(float *restrict y, const float *restrict a, const float *restrict b, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
-void cn_add_backward(float *da, float *db, const float *dy, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (size_t i = 0; i < n; i++) {
-        if (da) da[i] += dy[i];
-        if (db) db[i] += dy[i];
+void cn_add_backward(float *restrict da, float *restrict db, const float *restrict dy, size_t n) {
+    if (da) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+        for (size_t i = 0; i < n; i++) da[i] += dy[i];
+    }
+    if (db) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+        for (size_t i = 0; i < n; i++) db[i] += dy[i];
     }
 }

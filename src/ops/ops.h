@@ -55,13 +55,14 @@ void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
                                 void *scratch);
 
 /* ---- relu: https://pytorch.org/docs/1.13/generated/torch.nn.ReLU.html ---- */
-void cn_relu_forward(float *y, const float *x, size_t n);
-void cn_relu_backward(float *dx, const float *dy, const float *y, size_t n);
+void cn_relu_forward(float *restrict y, const float *restrict x, size_t n);
+void cn_relu_backward(float *restrict dx, const float *restrict dy, const float *restrict y,
+                      size_t n);
 
 /* ---- add: y = a + b (the residual connection) ---- */
-void cn_add_forward(float *y, const float *a, const float *b, size_t n);
+void cn_add_forward(float *restrict y, const float *restrict a, const float *restrict b, size_t n);
 /* da += dy; db += dy */
-void cn_add_backward(float *da, float *db, const float *dy, size_t n);
+void cn_add_backward(float *restrict da, float *restrict db, const float *restrict dy, size_t n);
 
 /* ---- pooling: MaxPool2d / AvgPool2d (count_include_pad=True, as PyTorch's default) ----
  * https://pytorch.org/docs/1.13/generated/torch.nn.MaxPool2d.html

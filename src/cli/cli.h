@@ -1,0 +1,78 @@
+/* Shared pieces of the subcommands: argument parsing with range checks, messages, progress. */
+#ifndef CN_CLI_H
+#define CN_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "convnet.h"
+
+/* exit codes */
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+typedef struct cli_args {
+    int argc, i;
+    char **argv;
+    const char *cmd;
+} cli_args;
+
+/* Prints "convnet CMD: message" to stderr. */
+void cli_err(const char *cmd, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Reports a library failure and returns the exit code for it. */
+int cli_fail(const char *cmd, cn_status st);
+
+/* Value parsers: 0 on success; on failure print a message naming the option and return -1. */
+int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out);
+int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t *out);
+int cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, float *out);
+/* "HxW" or "S" */
+int cli_size(const char *cmd, const char *opt, const char *s, int *h, int *w);
+/* The value after option argv[*i]; NULL (with a message) if missing. */
+const char *cli_value(const char *cmd, int argc, char **argv, int *i);
+
+/* Progress on stderr: a redrawn bar on a terminal, a plain line every few seconds otherwise. */
+typedef struct cli_progress {
+    int tty;
+    double last;
+} cli_progress;
+void cli_progress_init(cli_progress *p);
+void cli_progress_line(cli_progress *p, int force, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+void cli_progress_done(cli_progress *p);
+double cli_now(void);
+void cli_fmt_duration(char *buf, size_t n, double s);
+
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_forward(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif
+
+/* Common model options of eval/info/forward/bench: a MODEL file, and/or --model NAME (a fresh
+ * model, or the architecture of a plain torchvision state_dict), --in-channels, --num-classes,
+ * --threads, --input-size, --batch, --json. parse returns 1 when argv[*i] was one of them, -1 on a
+ * bad value, 0 otherwise. */
+typedef struct cli_model_opts {
+    const char *path, *name;
+    int in_channels, num_classes, threads, h, w, batch, json, seed_set;
+    uint64_t seed;
+} cli_model_opts;
+void cli_model_opts_init(cli_model_opts *o);
+int cli_model_opts_parse(const char *cmd, cli_model_opts *o, int argc, char **argv, int *i);
+int cli_model_open(const char *cmd, const cli_model_opts *o, cn_model **m);
+#define CLI_MODEL_HELP                                                                         \
+    "  MODEL                 a .safetensors model (convnet's, or torchvision's with --model)\n" \
+    "  --model NAME          architecture (a fresh model without MODEL); known: see convnet info --list\n" \
+    "  --in-channels C       input channels of a fresh model\n"                                 \
+    "  --num-classes K       classes of a fresh model\n"                                        \
+    "  --threads N           default: all cores\n"                                              \
+    "  --json                machine-readable summary on stdout\n"

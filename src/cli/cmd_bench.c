@@ -1,0 +1,126 @@
+/* convnet bench */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const char *help =
+    "usage: convnet bench MODEL | --model NAME [options]\n"
+    "\n"
+    "Inference latency: median, min and max over repeated eval-mode forward passes after warm-up.\n"
+    "With --train, one training step (forward, loss, backward, SGD) per run and images/s.\n"
+    "\n" CLI_MODEL_HELP
+    "  --batch N             default 1\n"
+    "  --input-size HxW      default: the model's usual size\n"
+    "  --runs N              timed runs (default 20)\n"
+    "  --warmup N            untimed runs first (default 3)\n"
+    "  --train               time training steps instead of inference\n";
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *C = "bench";
+    cli_model_opts o;
+    cli_model_opts_init(&o);
+    int runs = 20, warmup = 3, train = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(help, stdout);
+            return EXIT_OK;
+        }
+        int r = cli_model_opts_parse(C, &o, argc, argv, &i);
+        if (r < 0) return EXIT_USAGE;
+        if (r) continue;
+        const char *v;
+        if (!strcmp(argv[i], "--runs")) {
+            if (!(v = cli_value(C, argc, argv, &i)) || cli_int(C, "--runs", v, 1, 100000, &runs))
+                return EXIT_USAGE;
+        } else if (!strcmp(argv[i], "--warmup")) {
+            if (!(v = cli_value(C, argc, argv, &i)) || cli_int(C, "--warmup", v, 0, 100000, &warmup))
+                return EXIT_USAGE;
+        } else if (!strcmp(argv[i], "--train")) {
+            train = 1;
+        } else {
+            cli_err(C, "unknown option '%s' (see convnet bench --help)", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    cn_model *m;
+    int rc = cli_model_open(C, &o, &m);
+    if (rc) return rc;
+    int h = o.h ? o.h : cn_model_default_size(m), w = o.w ? o.w : cn_model_default_size(m);
+    int n = o.batch, c = cn_model_in_channels(m), k = cn_model_num_classes(m);
+    size_t count = (size_t)n * c * h * w;
+    float *x = malloc(sizeof(float) * count);
+    int32_t *labels = malloc(sizeof(int32_t) * n);
+    double *times = malloc(sizeof(double) * runs);
+    cn_optim *opt = NULL;
+    cn_status st = CN_OK;
+    if (!x || !labels || !times) {
+        cli_err(C, "out of memory for a batch of %d", n);
+        rc = EXIT_FAIL;
+        goto out;
+    }
+    for (size_t i = 0; i < count; i++) x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+    for (int i = 0; i < n; i++) labels[i] = i % k;
+    if (train) {
+        cn_optim_config oc;
+        cn_optim_config_default(&oc, CN_OPTIM_SGD);
+        oc.lr = 1e-3f;
+        if ((st = cn_optim_create(&opt, m, &oc)) != CN_OK) goto fail;
+    }
+    for (int r = -warmup; r < runs; r++) {
+        double t0 = cli_now();
+        if (train) {
+            cn_model_zero_grad(m);
+            if ((st = cn_model_forward_nhwc(m, x, n, h, w, 1, NULL)) != CN_OK) goto fail;
+            float loss;
+            if ((st = cn_model_loss(m, labels, 0, &loss, NULL)) != CN_OK) goto fail;
+            cn_model_backward(m);
+            cn_optim_step(opt, 1e-3f);
+        } else if ((st = cn_model_forward_nhwc(m, x, n, h, w, 0, NULL)) != CN_OK) {
+            goto fail;
+        }
+        if (r >= 0) times[r] = cli_now() - t0;
+    }
+    qsort(times, runs, sizeof *times, cmp_d);
+    double med = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+    if (o.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", cn_model_name(m));
+        cJSON_AddStringToObject(j, "mode", train ? "train" : "inference");
+        cJSON_AddNumberToObject(j, "batch", n);
+        cJSON_AddNumberToObject(j, "input_h", h);
+        cJSON_AddNumberToObject(j, "input_w", w);
+        cJSON_AddNumberToObject(j, "threads", cn_model_threads(m));
+        cJSON_AddNumberToObject(j, "runs", runs);
+        cJSON_AddNumberToObject(j, "median_ms", med * 1e3);
+        cJSON_AddNumberToObject(j, "min_ms", times[0] * 1e3);
+        cJSON_AddNumberToObject(j, "max_ms", times[runs - 1] * 1e3);
+        cJSON_AddNumberToObject(j, "img_per_s", n / med);
+        char *s = cJSON_Print(j);
+        puts(s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("%s %s batch %d %dx%d threads %d: median %.3f ms (min %.3f, max %.3f) over %d runs, "
+               "%.1f img/s\n",
+               cn_model_name(m), train ? "train step" : "inference", n, h, w, cn_model_threads(m),
+               med * 1e3, times[0] * 1e3, times[runs - 1] * 1e3, runs, n / med);
+    }
+    rc = EXIT_OK;
+    goto out;
+fail:
+    rc = cli_fail(C, st);
+out:
+    cn_optim_free(opt);
+    free(x);
+    free(labels);
+    free(times);
+    cn_model_free(m);
+    return rc;
+}

@@ -1,0 +1,90 @@
+/* convnet info */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const char *help =
+    "usage: convnet info MODEL | --model NAME [options]\n"
+    "\n"
+    "The layer table (output shape, parameters, MACs per image) and the totals.\n"
+    "\n" CLI_MODEL_HELP
+    "  --input-size HxW      default: the model's usual size (224 ImageNet, 32 CIFAR)\n"
+    "  --list                the known architectures\n";
+
+int cmd_info(int argc, char **argv) {
+    const char *C = "info";
+    cli_model_opts o;
+    cli_model_opts_init(&o);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(help, stdout);
+            return EXIT_OK;
+        }
+        if (!strcmp(argv[i], "--list")) {
+            printf("%s\n", cn_model_list());
+            return EXIT_OK;
+        }
+        int r = cli_model_opts_parse(C, &o, argc, argv, &i);
+        if (r < 0) return EXIT_USAGE;
+        if (!r) {
+            cli_err(C, "unknown option '%s' (see convnet info --help)", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    cn_model *m;
+    int rc = cli_model_open(C, &o, &m);
+    if (rc) return rc;
+    int h = o.h ? o.h : cn_model_default_size(m), w = o.w ? o.w : cn_model_default_size(m);
+    const cn_layer_info *rows;
+    int n;
+    cn_status st = cn_model_layers(m, h, w, &rows, &n);
+    if (st != CN_OK) {
+        cn_model_free(m);
+        return cli_fail(C, st);
+    }
+    int64_t params = cn_model_param_count(m), macs = 0;
+    for (int i = 0; i < n; i++) macs += rows[i].macs;
+    if (o.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", cn_model_name(m));
+        cJSON_AddNumberToObject(j, "in_channels", cn_model_in_channels(m));
+        cJSON_AddNumberToObject(j, "num_classes", cn_model_num_classes(m));
+        cJSON_AddNumberToObject(j, "input_h", h);
+        cJSON_AddNumberToObject(j, "input_w", w);
+        cJSON_AddNumberToObject(j, "params", (double)params);
+        cJSON_AddNumberToObject(j, "macs", (double)macs);
+        cJSON *layers = cJSON_AddArrayToObject(j, "layers");
+        for (int i = 0; i < n; i++) {
+            cJSON *l = cJSON_CreateObject();
+            cJSON_AddStringToObject(l, "name", rows[i].name);
+            cJSON_AddStringToObject(l, "op", rows[i].op);
+            cJSON *shape = cJSON_AddArrayToObject(l, "shape");
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber(rows[i].c));
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber(rows[i].h));
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber(rows[i].w));
+            cJSON_AddNumberToObject(l, "params", (double)rows[i].params);
+            cJSON_AddNumberToObject(l, "macs", (double)rows[i].macs);
+            cJSON_AddItemToArray(layers, l);
+        }
+        char *s = cJSON_Print(j);
+        puts(s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("%s: %d input channel(s), %d classes, input %dx%d\n\n", cn_model_name(m),
+               cn_model_in_channels(m), cn_model_num_classes(m), h, w);
+        printf("%-28s %-12s %18s %12s %14s\n", "layer", "op", "output (CxHxW)", "params", "MACs");
+        for (int i = 0; i < n; i++) {
+            char shape[48];
+            snprintf(shape, sizeof shape, "%dx%dx%d", rows[i].c, rows[i].h, rows[i].w);
+            printf("%-28s %-12s %18s %12lld %14lld\n", rows[i].name, rows[i].op, shape,
+                   (long long)rows[i].params, (long long)rows[i].macs);
+        }
+        printf("\ntotal: %lld parameters (%.2f M), %lld MACs (%.3f G) per image\n",
+               (long long)params, params / 1e6, (long long)macs, macs / 1e9);
+    }
+    cn_model_free(m);
+    return EXIT_OK;
+}

@@ -1,0 +1,62 @@
+#include <string.h>
+
+#include "cli/cli.h"
+
+void cli_model_opts_init(cli_model_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->batch = 1;
+}
+
+int cli_model_opts_parse(const char *C, cli_model_opts *o, int argc, char **argv, int *i) {
+    const char *a = argv[*i], *v;
+    if (!strcmp(a, "--json")) {
+        o->json = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--model") || !strcmp(a, "--in-channels") || !strcmp(a, "--num-classes") ||
+        !strcmp(a, "--threads") || !strcmp(a, "--input-size") || !strcmp(a, "--batch") ||
+        !strcmp(a, "--seed")) {
+        if (!(v = cli_value(C, argc, argv, i))) return -1;
+        if (!strcmp(a, "--model")) o->name = v;
+        else if (!strcmp(a, "--in-channels")) return cli_int(C, a, v, 1, 4096, &o->in_channels) ? -1 : 1;
+        else if (!strcmp(a, "--num-classes")) return cli_int(C, a, v, 1, 1000000, &o->num_classes) ? -1 : 1;
+        else if (!strcmp(a, "--threads")) return cli_int(C, a, v, 1, 1024, &o->threads) ? -1 : 1;
+        else if (!strcmp(a, "--input-size")) return cli_size(C, a, v, &o->h, &o->w) ? -1 : 1;
+        else if (!strcmp(a, "--batch")) return cli_int(C, a, v, 1, 65536, &o->batch) ? -1 : 1;
+        else if (!strcmp(a, "--seed")) {
+            o->seed_set = 1;
+            return cli_u64(C, a, v, &o->seed) ? -1 : 1;
+        }
+        return 1;
+    }
+    if (a[0] != '-' && !o->path) {
+        o->path = a;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_model_open(const char *C, const cli_model_opts *o, cn_model **m) {
+    cn_model_config cfg;
+    cn_model_config_default(&cfg);
+    cfg.name = o->name;
+    cfg.in_channels = o->in_channels;
+    cfg.num_classes = o->num_classes;
+    cfg.threads = o->threads;
+    cfg.seed = o->seed;
+    cn_status st;
+    if (o->path) {
+        if (o->in_channels || o->num_classes) {
+            cli_err(C, "--in-channels and --num-classes describe a fresh model; %s has its own",
+                    o->path);
+            return EXIT_USAGE;
+        }
+        st = cn_model_load(m, o->path, &cfg);
+    } else if (o->name) {
+        st = cn_model_create(m, &cfg);
+    } else {
+        cli_err(C, "name a MODEL file or an architecture with --model NAME");
+        return EXIT_USAGE;
+    }
+    return st == CN_OK ? EXIT_OK : cli_fail(C, st);
+}

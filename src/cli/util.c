@@ -1,0 +1,125 @@
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+void cli_err(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "convnet %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_fail(const char *cmd, cn_status st) {
+    cli_err(cmd, "%s", cn_errmsg());
+    return st == CN_ERR_ARG ? EXIT_USAGE : EXIT_FAIL;
+}
+
+int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        cli_err(cmd, "%s '%s': expected a whole number in [%ld, %ld]", opt, s, lo, hi);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    if (*s == '-') {
+        cli_err(cmd, "%s '%s': expected a non-negative whole number", opt, s);
+        return -1;
+    }
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end) {
+        cli_err(cmd, "%s '%s': expected a non-negative whole number", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
+        cli_err(cmd, "%s '%s': expected a number in [%g, %g]", opt, s, lo, hi);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+int cli_size(const char *cmd, const char *opt, const char *s, int *h, int *w) {
+    char *end;
+    errno = 0;
+    long a = strtol(s, &end, 10), b = a;
+    if (!errno && end != s && (*end == 'x' || *end == 'X')) {
+        const char *p = end + 1;
+        b = strtol(p, &end, 10);
+        if (end == p) end = (char *)s;
+    }
+    if (errno || end == s || *end || a < 1 || b < 1 || a > 8192 || b > 8192) {
+        cli_err(cmd, "%s '%s': expected HxW or S with sizes in [1, 8192]", opt, s);
+        return -1;
+    }
+    *h = (int)a;
+    *w = (int)b;
+    return 0;
+}
+
+const char *cli_value(const char *cmd, int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        cli_err(cmd, "%s needs a value", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void cli_fmt_duration(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+void cli_progress_init(cli_progress *p) {
+    p->tty = isatty(2);
+    p->last = 0;
+}
+
+void cli_progress_line(cli_progress *p, int force, const char *fmt, ...) {
+    double t = cli_now();
+    /* a terminal is redrawn ten times a second; a log gets a line every 10 s */
+    if (!force && t - p->last < (p->tty ? 0.1 : 10.0)) return;
+    p->last = t;
+    va_list ap;
+    va_start(ap, fmt);
+    if (p->tty) fputs("\r\033[K", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (!p->tty) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void cli_progress_done(cli_progress *p) {
+    if (p->tty) fputc('\n', stderr);
+}

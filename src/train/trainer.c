@@ -1,0 +1,443 @@
+/* The training loop: data loader -> forward -> loss -> backward -> optimizer step, with
+ * evaluation, metrics, atomic checkpoints and exact resume. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/status.h"
+#include "graph/model.h"
+#include "io/safetensors.h"
+#include "train/data.h"
+#include "train/optim.h"
+
+#define CHECKPOINT_FILE "checkpoint.safetensors"
+#define MODEL_FILE "model.safetensors"
+#define METRICS_FILE "metrics.csv"
+
+void cn_train_config_default(cn_train_config *c) {
+    memset(c, 0, sizeof *c);
+    c->model = "resnet20";
+    c->data = "fashion-mnist";
+    c->out_dir = "runs/default";
+    c->epochs = 10;
+    c->batch = 128;
+    cn_optim_config_default(&c->optim, CN_OPTIM_SGD);
+    c->sched.kind = CN_SCHED_COSINE;
+    c->crop_pad = 2;
+    c->flip = 1;
+    c->seed = 1;
+    c->eval_batch = 500;
+    c->step_epochs = 30;
+    c->sched.gamma = 0.1f;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* per-channel normalisation of each known dataset (statistics of its training split) */
+static void dataset_norm(const cn_dataset *d, float *mean, float *std) {
+    for (int c = 0; c < 4; c++) mean[c] = 0.5f, std[c] = 0.5f;
+    if (strcmp(d->name, "fashion-mnist") == 0) mean[0] = 0.2860f, std[0] = 0.3530f;
+    if (strcmp(d->name, "mnist") == 0) mean[0] = 0.1307f, std[0] = 0.3081f;
+}
+
+static void limit_dataset(cn_dataset *d, int limit) {
+    if (limit > 0 && limit < d->n) d->n = limit;
+}
+
+static cn_status eval_dataset(cn_model *m, const cn_dataset *d, int batch, float *acc,
+                              float *loss) {
+    float mean[4], std[4];
+    dataset_norm(d, mean, std);
+    cn_loader l;
+    CN_TRY(cn_loader_init(&l, d, batch, 0, 0, NULL, mean, std, 0));
+    cn_status st = cn_loader_start(&l, 0, 0);
+    double tl = 0;
+    int64_t hits = 0, seen = 0;
+    const cn_batch *b;
+    while (st == CN_OK && (b = cn_loader_next(&l))) {
+        st = cn_model_forward_nhwc(m, b->x, b->n, d->h, d->w, 0, NULL);
+        float bl = 0;
+        int c = 0;
+        if (st == CN_OK) st = cn_model_loss(m, b->y, 0.0f, &bl, &c);
+        tl += (double)bl * b->n;
+        hits += c;
+        seen += b->n;
+    }
+    cn_loader_free(&l);
+    if (st != CN_OK) return st;
+    *acc = seen ? (float)hits / seen : 0;
+    *loss = seen ? (float)(tl / seen) : 0;
+    return CN_OK;
+}
+
+cn_status cn_evaluate(cn_model *m, const char *data, int train_split, int batch, int limit,
+                      float *acc, float *loss, int *count) {
+    cn_dataset d;
+    CN_TRY(cn_dataset_open(&d, data, train_split));
+    limit_dataset(&d, limit);
+    cn_status st = CN_OK;
+    if (d.c != m->arch.in_channels || d.num_classes > m->arch.num_classes)
+        st = cn_error(CN_ERR_SHAPE,
+                      "the model takes %d input channel(s) and %d classes; %s has %d and %d",
+                      m->arch.in_channels, m->arch.num_classes, d.name, d.c, d.num_classes);
+    if (st == CN_OK) st = eval_dataset(m, &d, batch > 0 ? batch : 500, acc, loss);
+    if (count) *count = d.n;
+    cn_dataset_free(&d);
+    return st;
+}
+
+/* ---- checkpoints ---- */
+
+static char *config_json(const cn_train_config *c, int epoch_done, int64_t step,
+                         int64_t opt_steps) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "epoch", epoch_done);
+    cJSON_AddNumberToObject(o, "step", (double)step);
+    cJSON_AddNumberToObject(o, "optim_steps", (double)opt_steps);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
+    cJSON_AddStringToObject(o, "seed", seed);
+    cJSON_AddNumberToObject(o, "epochs", c->epochs);
+    cJSON_AddNumberToObject(o, "batch", c->batch);
+    cJSON_AddStringToObject(o, "data", c->data);
+    cJSON_AddStringToObject(o, "optimizer", c->optim.kind == CN_OPTIM_SGD ? "sgd" : "adamw");
+    cJSON_AddNumberToObject(o, "lr", c->optim.lr);
+    cJSON_AddNumberToObject(o, "momentum", c->optim.momentum);
+    cJSON_AddNumberToObject(o, "nesterov", c->optim.nesterov);
+    cJSON_AddNumberToObject(o, "weight_decay", c->optim.weight_decay);
+    cJSON_AddNumberToObject(o, "beta1", c->optim.beta1);
+    cJSON_AddNumberToObject(o, "beta2", c->optim.beta2);
+    cJSON_AddNumberToObject(o, "eps", c->optim.eps);
+    cJSON_AddNumberToObject(o, "schedule", c->sched.kind);
+    cJSON_AddNumberToObject(o, "warmup_epochs", c->warmup_epochs);
+    cJSON_AddNumberToObject(o, "step_epochs", c->step_epochs);
+    cJSON_AddNumberToObject(o, "gamma", c->sched.gamma);
+    cJSON_AddNumberToObject(o, "min_lr", c->sched.min_lr);
+    cJSON_AddNumberToObject(o, "label_smoothing", c->label_smoothing);
+    cJSON_AddNumberToObject(o, "crop_pad", c->crop_pad);
+    cJSON_AddNumberToObject(o, "flip", c->flip);
+    cJSON_AddNumberToObject(o, "limit_train", c->limit_train);
+    cJSON_AddNumberToObject(o, "limit_test", c->limit_test);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static cn_status save_checkpoint(const cn_train_config *c, const cn_model *m, const cn_optim *o,
+                                 int epoch_done, int64_t step, const char *path) {
+    cn_st_writer *w;
+    CN_TRY(cn_st_writer_new(&w));
+    float *scratch = NULL;
+    char *cfg = config_json(c, epoch_done, step, o->steps);
+    cn_status st = cfg ? cn_model_add_state(m, w, &scratch) : cn_error(CN_ERR_NOMEM, "out of memory");
+    int64_t n = (int64_t)o->n;
+    if (st == CN_OK && o->nstate >= o->n && o->n)
+        st = cn_st_writer_add(w, "optim:state0", CN_DT_F32, 1, &n, o->state);
+    if (st == CN_OK && o->nstate >= 2 * o->n && o->n)
+        st = cn_st_writer_add(w, "optim:state1", CN_DT_F32, 1, &n, o->state + o->n);
+    if (st == CN_OK) st = cn_st_writer_meta(w, "checkpoint", cfg);
+    if (st == CN_OK) st = cn_st_writer_save(w, path);
+    cn_st_writer_free(w);
+    free(scratch);
+    free(cfg);
+    return st;
+}
+
+static double jnum(const cJSON *o, const char *k, double def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+/* Restores the training configuration, model and optimizer of a checkpoint. data_buf keeps the
+ * dataset string alive. */
+static cn_status load_checkpoint(const char *path, cn_train_config *c, cn_model **m,
+                                 cn_optim **o, int *epoch_done, int64_t *step, char *data_buf,
+                                 size_t data_len) {
+    cn_st_file *f;
+    CN_TRY(cn_st_open(&f, path));
+    const char *meta = cn_st_meta(f, "checkpoint");
+    cJSON *j = meta ? cJSON_Parse(meta) : NULL;
+    cn_status st = CN_OK;
+    if (!j || !cJSON_IsObject(j)) {
+        st = cn_error(CN_ERR_FORMAT, "%s: not a training checkpoint (no 'checkpoint' metadata)",
+                      path);
+        goto out;
+    }
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(j, "seed");
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+    const cJSON *opt = cJSON_GetObjectItemCaseSensitive(j, "optimizer");
+    if (!cJSON_IsString(seed) || !cJSON_IsString(data) || !cJSON_IsString(opt)) {
+        st = cn_error(CN_ERR_FORMAT, "%s: checkpoint metadata lacks seed, data or optimizer", path);
+        goto out;
+    }
+    c->seed = strtoull(seed->valuestring, NULL, 10);
+    snprintf(data_buf, data_len, "%s", data->valuestring);
+    c->data = data_buf;
+    c->epochs = (int)jnum(j, "epochs", c->epochs);
+    c->batch = (int)jnum(j, "batch", c->batch);
+    cn_optim_config_default(&c->optim, strcmp(opt->valuestring, "adamw") == 0 ? CN_OPTIM_ADAMW
+                                                                               : CN_OPTIM_SGD);
+    c->optim.lr = (float)jnum(j, "lr", c->optim.lr);
+    c->optim.momentum = (float)jnum(j, "momentum", c->optim.momentum);
+    c->optim.nesterov = (int)jnum(j, "nesterov", c->optim.nesterov);
+    c->optim.weight_decay = (float)jnum(j, "weight_decay", c->optim.weight_decay);
+    c->optim.beta1 = (float)jnum(j, "beta1", c->optim.beta1);
+    c->optim.beta2 = (float)jnum(j, "beta2", c->optim.beta2);
+    c->optim.eps = (float)jnum(j, "eps", c->optim.eps);
+    c->sched.kind = (cn_sched_kind)(int)jnum(j, "schedule", c->sched.kind);
+    c->warmup_epochs = (float)jnum(j, "warmup_epochs", c->warmup_epochs);
+    c->step_epochs = (int)jnum(j, "step_epochs", c->step_epochs);
+    c->sched.gamma = (float)jnum(j, "gamma", c->sched.gamma);
+    c->sched.min_lr = (float)jnum(j, "min_lr", c->sched.min_lr);
+    c->label_smoothing = (float)jnum(j, "label_smoothing", c->label_smoothing);
+    c->crop_pad = (int)jnum(j, "crop_pad", c->crop_pad);
+    c->flip = (int)jnum(j, "flip", c->flip);
+    c->limit_train = (int)jnum(j, "limit_train", c->limit_train);
+    c->limit_test = (int)jnum(j, "limit_test", c->limit_test);
+    *epoch_done = (int)jnum(j, "epoch", 0);
+    *step = (int64_t)jnum(j, "step", 0);
+    cn_model_config mc;
+    cn_model_config_default(&mc);
+    mc.name = NULL;
+    mc.threads = c->threads;
+    if ((st = cn_model_open_file(m, f, &mc)) != CN_OK) goto out;
+    if ((st = cn_optim_create(o, *m, &c->optim)) != CN_OK) goto out;
+    (*o)->steps = (int64_t)jnum(j, "optim_steps", 0);
+    for (int k = 0; k < 2 && (size_t)k * (*o)->n < (*o)->nstate; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "optim:state%d", k);
+        const cn_st_tensor *t = cn_st_find(f, name);
+        if (!t && (*o)->steps == 0) continue;
+        if (!t) {
+            st = cn_error(CN_ERR_FORMAT, "%s: missing optimizer state '%s'", path, name);
+            goto out;
+        }
+        if ((st = cn_st_read_f32(f, t, (*o)->state + k * (*o)->n, (*o)->n)) != CN_OK) {
+            cn_error_context(st, "%s: optimizer state", path);
+            goto out;
+        }
+    }
+out:
+    cJSON_Delete(j);
+    cn_st_close(f);
+    return st;
+}
+
+static cn_status make_dir(const char *dir) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return cn_error(CN_ERR_IO, "--out %s: cannot create %s: %s", dir, buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return cn_error(CN_ERR_IO, "--out %s: cannot create it: %s", dir, strerror(errno));
+    return CN_OK;
+}
+
+static cn_status check_config(const cn_train_config *c) {
+    if (c->epochs < 1 || c->epochs > 100000)
+        return cn_error(CN_ERR_ARG, "--epochs %d is out of range [1, 100000]", c->epochs);
+    if (c->batch < 1 || c->batch > 65536)
+        return cn_error(CN_ERR_ARG, "--batch %d is out of range [1, 65536]", c->batch);
+    if (!(c->optim.lr > 0) || c->optim.lr > 100)
+        return cn_error(CN_ERR_ARG, "--lr %g is out of range (0, 100]", c->optim.lr);
+    if (!(c->label_smoothing >= 0 && c->label_smoothing < 1))
+        return cn_error(CN_ERR_ARG, "--label-smoothing %g is out of range [0, 1)",
+                        c->label_smoothing);
+    if (!(c->warmup_epochs >= 0) || c->warmup_epochs > c->epochs)
+        return cn_error(CN_ERR_ARG, "--warmup %g must be in [0, epochs]", c->warmup_epochs);
+    if (c->crop_pad < 0 || c->crop_pad > 64)
+        return cn_error(CN_ERR_ARG, "--crop-pad %d is out of range [0, 64]", c->crop_pad);
+    if (!c->out_dir || !*c->out_dir) return cn_error(CN_ERR_ARG, "--out: no directory given");
+    return CN_OK;
+}
+
+cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
+    cn_train_config c = *cfg_in;
+    char data_buf[1024], path[4096], ckpt[4096];
+    cn_model *m = NULL;
+    cn_optim *o = NULL;
+    cn_dataset train = {0}, test = {0};
+    cn_loader loader;
+    memset(&loader, 0, sizeof loader);
+    FILE *csv = NULL;
+    int epoch_done = 0;
+    int64_t step = 0;
+    cn_status st;
+    memset(res, 0, sizeof *res);
+
+    CN_TRY(check_config(&c));
+    CN_TRY(make_dir(c.out_dir));
+    snprintf(ckpt, sizeof ckpt, "%s/%s", c.out_dir, CHECKPOINT_FILE);
+    if (c.resume) {
+        st = load_checkpoint(ckpt, &c, &m, &o, &epoch_done, &step, data_buf, sizeof data_buf);
+        if (st != CN_OK) return cn_error_context(st, "--resume %s", c.out_dir);
+    }
+    if ((st = cn_dataset_open(&train, c.data, 1)) != CN_OK) goto done;
+    if ((st = cn_dataset_open(&test, c.data, 0)) != CN_OK) goto done;
+    limit_dataset(&train, c.limit_train);
+    limit_dataset(&test, c.limit_test);
+    if (!m) {
+        if (c.init) {
+            cn_model_config mc;
+            cn_model_config_default(&mc);
+            mc.name = NULL;
+            mc.threads = c.threads;
+            if ((st = cn_model_load(&m, c.init, &mc)) != CN_OK) goto done;
+        } else {
+            cn_model_config mc;
+            cn_model_config_default(&mc);
+            mc.name = c.model;
+            mc.in_channels = train.c;
+            mc.num_classes = train.num_classes;
+            mc.zero_init_residual = c.zero_init_residual;
+            mc.seed = c.seed;
+            mc.threads = c.threads;
+            if ((st = cn_model_create(&m, &mc)) != CN_OK) goto done;
+        }
+        if ((st = cn_optim_create(&o, m, &c.optim)) != CN_OK) goto done;
+    }
+    if (m->arch.in_channels != train.c || m->arch.num_classes < train.num_classes) {
+        st = cn_error(CN_ERR_SHAPE, "the model takes %d channel(s) and %d classes; %s has %d and %d",
+                      m->arch.in_channels, m->arch.num_classes, train.name, train.c,
+                      train.num_classes);
+        goto done;
+    }
+    float mean[4], std[4];
+    dataset_norm(&train, mean, std);
+    cn_augment aug = {c.crop_pad, c.flip};
+    if ((st = cn_loader_init(&loader, &train, c.batch, 1, 1, &aug, mean, std, c.seed)) != CN_OK)
+        goto done;
+    int64_t spe = loader.nbatches, total = spe * c.epochs;
+    cn_schedule sched = c.sched;
+    sched.base_lr = c.optim.lr;
+    sched.warmup_steps = (int64_t)llround(c.warmup_epochs * spe);
+    sched.step_size = (int64_t)c.step_epochs * spe;
+    if (sched.warmup_steps > 0 && sched.warmup_start <= 0) sched.warmup_start = 0.01f;
+    snprintf(path, sizeof path, "%s/%s", c.out_dir, METRICS_FILE);
+    csv = fopen(path, epoch_done > 0 ? "a" : "w");
+    if (!csv) {
+        st = cn_error(CN_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+        goto done;
+    }
+    if (epoch_done == 0)
+        fprintf(csv, "epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds,img_per_s\n");
+    fflush(csv);
+    double t_start = now_s();
+    int64_t images_total = 0;
+    for (int epoch = epoch_done + 1; epoch <= c.epochs; epoch++) {
+        double t0 = now_s();
+        if ((st = cn_loader_start(&loader, epoch, 0)) != CN_OK) goto done;
+        double sum_loss = 0;
+        int64_t hits = 0, seen = 0;
+        const cn_batch *b;
+        float lr = 0;
+        while ((b = cn_loader_next(&loader))) {
+            lr = cn_schedule_lr(&sched, step, total);
+            cn_model_zero_grad(m);
+            if ((st = cn_model_forward_nhwc(m, b->x, b->n, train.h, train.w, 1, NULL)) != CN_OK)
+                goto done;
+            float loss;
+            int correct;
+            if ((st = cn_model_loss(m, b->y, c.label_smoothing, &loss, &correct)) != CN_OK)
+                goto done;
+            if (!isfinite(loss)) {
+                st = cn_error(CN_ERR_ARG,
+                              "the loss diverged (%g) at epoch %d step %lld: lower --lr", loss,
+                              epoch, (long long)(b->index + 1));
+                goto done;
+            }
+            cn_model_backward(m);
+            cn_optim_step(o, lr);
+            step++;
+            sum_loss += (double)loss * b->n;
+            hits += correct;
+            seen += b->n;
+            images_total += b->n;
+            if (c.progress) {
+                cn_train_progress p = {0};
+                p.epoch = epoch;
+                p.epochs = c.epochs;
+                p.step = b->index + 1;
+                p.steps_per_epoch = spe;
+                p.lr = lr;
+                p.loss = (float)(sum_loss / seen);
+                p.acc = (float)hits / seen;
+                double el = now_s() - t0;
+                p.elapsed_s = el;
+                p.img_per_s = seen / (el > 1e-9 ? el : 1e-9);
+                int64_t left = (spe - p.step) + (int64_t)(c.epochs - epoch) * spe;
+                p.eta_s = left * (el / p.step);
+                c.progress(&p, c.user);
+            }
+        }
+        double train_s = now_s() - t0;
+        float tacc = 0, tloss = 0;
+        if ((st = eval_dataset(m, &test, c.eval_batch > 0 ? c.eval_batch : 500, &tacc, &tloss)) !=
+            CN_OK)
+            goto done;
+        res->epochs_done = epoch;
+        res->train_loss = (float)(sum_loss / (seen ? seen : 1));
+        res->train_acc = seen ? (float)hits / seen : 0;
+        res->test_loss = tloss;
+        res->test_acc = tacc;
+        res->img_per_s = seen / (train_s > 1e-9 ? train_s : 1e-9);
+        fprintf(csv, "%d,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", epoch, lr, res->train_loss,
+                res->train_acc, tloss, tacc, train_s, res->img_per_s);
+        fflush(csv);
+        if ((st = save_checkpoint(&c, m, o, epoch, step, ckpt)) != CN_OK) goto done;
+        if (c.progress) {
+            cn_train_progress p = {0};
+            p.phase = 1;
+            p.epoch = epoch;
+            p.epochs = c.epochs;
+            p.step = spe;
+            p.steps_per_epoch = spe;
+            p.lr = lr;
+            p.loss = res->train_loss;
+            p.acc = res->train_acc;
+            p.img_per_s = res->img_per_s;
+            p.elapsed_s = now_s() - t_start;
+            p.test_loss = tloss;
+            p.test_acc = tacc;
+            c.progress(&p, c.user);
+        }
+        if (c.stop_after > 0 && epoch >= c.stop_after && epoch < c.epochs) {
+            res->seconds = now_s() - t_start;
+            res->params = cn_model_param_count(m);
+            goto done;
+        }
+    }
+    res->seconds = now_s() - t_start;
+    res->params = cn_model_param_count(m);
+    if (res->epochs_done == 0) {
+        /* resumed a finished run: report the saved model's accuracy */
+        res->epochs_done = epoch_done;
+        if ((st = eval_dataset(m, &test, c.eval_batch > 0 ? c.eval_batch : 500, &res->test_acc,
+                               &res->test_loss)) != CN_OK)
+            goto done;
+    }
+    snprintf(path, sizeof path, "%s/%s", c.out_dir, MODEL_FILE);
+    st = cn_model_save(m, path);
+done:
+    if (csv) fclose(csv);
+    cn_loader_free(&loader);
+    cn_dataset_free(&train);
+    cn_dataset_free(&test);
+    cn_optim_free(o);
+    cn_model_free(m);
+    return st;
+}

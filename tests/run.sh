@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, builds the optimised and the sanitizer builds,
+# makes the PyTorch reference files, runs every test in both builds, and ends with one summary
+# line "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --tests || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
+make -j"$(nproc)" BUILD=asan >&2 || { echo "asan build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+refs=build/refs
+if [[ ! -f $refs/stamp ]] || [[ tests/parity/make_refs.py -nt $refs/stamp ]] ||
+   [[ tests/parity/cifar_resnet.py -nt $refs/stamp ]]; then
+  echo "== making PyTorch reference files" >&2
+  mkdir -p "$refs"
+  /usr/bin/python3 tests/parity/make_refs.py "$refs" >&2 && touch "$refs/stamp"
+fi
+
+passed=0 failed=0
+log=$(mktemp)
+run() { # name, command...
+  local name=$1; shift
+  echo "== $name" >&2
+  local t0=$SECONDS
+  "$@" >"$log" 2>&1
+  local rc=$?
+  cat "$log" >&2
+  # each suite ends with "<suite>: N passed, M failed"
+  local line p f
+  line=$(grep -E '^[a-z_ -]+: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+  p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")
+  f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+  [[ -n $line ]] || { p=0; f=1; echo "   ($name printed no summary)" >&2; }
+  if ((rc != 0 && f == 0)); then f=1; echo "   ($name exited $rc)" >&2; fi
+  passed=$((passed + p)); failed=$((failed + f))
+  echo "   $name: $p passed, $f failed ($((SECONDS - t0)) s)" >&2
+}
+
+for b in release asan; do
+  run "gemm [$b]" build/$b/tests/test_gemm
+  run "io [$b]" build/$b/tests/test_io
+  run "ops [$b]" build/$b/tests/test_ops
+  run "models [$b]" build/$b/tests/test_models
+  run "parity [$b]" build/$b/tests/test_parity "$refs"
+  run "train [$b]" build/$b/tests/test_train
+  run "cli [$b]" bash tests/test_cli.sh build/$b/convnet
+done
+rm -f "$log"
+echo "$passed passed, $failed failed"
+((failed == 0))
