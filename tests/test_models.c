@@ -1,0 +1,190 @@
+/* Model builders: parameter and state_dict counts of all ten ResNets against torchvision 0.14 and
+ * the reference CIFAR ResNet, torchvision names and shapes, shape inference on odd inputs, init
+ * statistics, and clear errors for bad configurations. When a names file from
+ * tests/parity/make_refs.py is given (REFS dir), the full state_dict order is compared too. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "convnet.h"
+
+typedef struct expect {
+    const char *name;
+    int in_channels, num_classes;
+    int64_t params;
+    int entries;
+} expect;
+
+static const expect models[] = {
+    {"resnet18", 3, 1000, 11689512, 122},  {"resnet34", 3, 1000, 21797672, 218},
+    {"resnet50", 3, 1000, 25557032, 320},  {"resnet101", 3, 1000, 44549160, 626},
+    {"resnet152", 3, 1000, 60192808, 932}, {"resnet20", 1, 10, 269434, 116},
+    {"resnet20", 3, 10, 269722, 116},      {"resnet32", 3, 10, 464154, 188},
+    {"resnet44", 3, 10, 658586, 260},      {"resnet56", 3, 10, 853018, 332},
+    {"resnet110", 3, 10, 1727962, 656},
+};
+
+static cn_model *make(const char *name, int inc, int ncls, uint64_t seed, int zero_init) {
+    cn_model_config c;
+    cn_model_config_default(&c);
+    c.name = name;
+    c.in_channels = inc;
+    c.num_classes = ncls;
+    c.seed = seed;
+    c.zero_init_residual = zero_init;
+    cn_model *m = NULL;
+    cn_status st = cn_model_create(&m, &c);
+    CHECK(st == CN_OK, "create %s: %s", name, cn_errmsg());
+    return m;
+}
+
+static void check_shape(cn_model *m, const char *name, int ndim, const int64_t *shape) {
+    int i = cn_model_tensor_find(m, name);
+    CHECK(i >= 0, "%s: no tensor %s", cn_model_name(m), name);
+    if (i < 0) return;
+    cn_tensor_info ti;
+    cn_model_tensor_info(m, i, &ti);
+    int ok = ti.ndim == ndim;
+    for (int k = 0; ok && k < ndim; k++) ok = ti.shape[k] == shape[k];
+    CHECK(ok, "%s: %s has the wrong shape", cn_model_name(m), name);
+}
+
+static void check_names_file(cn_model *m, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    int i = 0, bad = 0;
+    while (fgets(line, sizeof line, f)) {
+        char key[256], shape[256] = "";
+        if (sscanf(line, "%255s %255s", key, shape) < 1) continue;
+        cn_tensor_info ti;
+        if (i >= cn_model_tensor_count(m) || cn_model_tensor_info(m, i, &ti) != CN_OK) {
+            bad++;
+            break;
+        }
+        char ours[256] = "";
+        for (int k = 0; k < ti.ndim; k++)
+            snprintf(ours + strlen(ours), sizeof ours - strlen(ours), "%s%lld", k ? "," : "",
+                     (long long)ti.shape[k]);
+        if (strcmp(key, ti.name) || strcmp(shape, ours)) {
+            if (!bad) fprintf(stderr, "%s entry %d: torch %s [%s], ours %s [%s]\n", path, i, key, shape, ti.name, ours);
+            bad++;
+        }
+        i++;
+    }
+    fclose(f);
+    CHECK(!bad && i == cn_model_tensor_count(m), "%s: state_dict order/shape differs (%d bad, %d of %d)",
+          path, bad, i, cn_model_tensor_count(m));
+}
+
+int main(int argc, char **argv) {
+    const char *refs = argc > 1 ? argv[1] : NULL;
+    for (size_t k = 0; k < sizeof models / sizeof *models; k++) {
+        const expect *e = &models[k];
+        cn_model *m = make(e->name, e->in_channels, e->num_classes, 1, 0);
+        if (!m) continue;
+        CHECK(cn_model_param_count(m) == e->params, "%s: %lld parameters, expected %lld", e->name,
+              (long long)cn_model_param_count(m), (long long)e->params);
+        CHECK(cn_model_tensor_count(m) == e->entries, "%s: %d state entries, expected %d", e->name,
+              cn_model_tensor_count(m), e->entries);
+        int64_t fc[2] = {e->num_classes, strstr("resnet50 resnet101 resnet152", e->name) ? 2048 : e->params < 2000000 ? 64 : 512};
+        check_shape(m, "fc.weight", 2, fc);
+        int64_t c1[4] = {e->params < 2000000 ? 16 : 64, e->in_channels, e->params < 2000000 ? 3 : 7,
+                         e->params < 2000000 ? 3 : 7};
+        check_shape(m, "conv1.weight", 4, c1);
+        int64_t scalar[1] = {0};
+        check_shape(m, "bn1.num_batches_tracked", 0, scalar);
+        if (refs && e->in_channels == 3) {
+            char path[1024];
+            snprintf(path, sizeof path, "%s/names_%s.txt", refs, e->name);
+            check_names_file(m, path);
+        }
+        cn_model_free(m);
+    }
+    /* torchvision-specific structure */
+    cn_model *r50 = make("resnet50", 3, 1000, 1, 0);
+    if (r50) {
+        int64_t ds[4] = {256, 64, 1, 1}, c2[4] = {128, 128, 3, 3};
+        check_shape(r50, "layer1.0.downsample.0.weight", 4, ds);
+        check_shape(r50, "layer2.0.conv2.weight", 4, c2); /* v1.5: stride on the 3x3 */
+        const cn_layer_info *rows;
+        int n;
+        CHECK(cn_model_layers(r50, 224, 224, &rows, &n) == CN_OK, "%s", cn_errmsg());
+        int64_t macs = 0;
+        for (int i = 0; i < n; i++) macs += rows[i].macs;
+        CHECK(macs == 4089184256LL, "resnet50 MACs %lld", (long long)macs);
+        /* any size the network can reduce, not only squares */
+        CHECK(cn_model_layers(r50, 97, 131, &rows, &n) == CN_OK, "97x131: %s", cn_errmsg());
+        CHECK(n > 0 && rows[n - 1].c == 1000, "97x131 output");
+        /* as in PyTorch, padding lets even a 1x1 image through every layer */
+        CHECK(cn_model_layers(r50, 1, 1, &rows, &n) == CN_OK && rows[n - 1].c == 1000,
+              "1x1: %s", cn_errmsg());
+        CHECK(cn_model_layers(r50, 0, 5, &rows, &n) == CN_ERR_ARG, "0x5 accepted");
+        cn_model_free(r50);
+    }
+    cn_model *r20 = make("resnet20", 1, 10, 1, 0);
+    if (r20) {
+        int64_t c[4] = {32, 16, 3, 3};
+        check_shape(r20, "layer2.0.conv1.weight", 4, c);
+        CHECK(cn_model_tensor_find(r20, "layer2.0.downsample.0.weight") < 0,
+              "option A has no downsample parameters");
+        const cn_layer_info *rows;
+        int n;
+        CHECK(cn_model_layers(r20, 28, 36, &rows, &n) == CN_OK, "%s", cn_errmsg());
+        cn_model_free(r20);
+    }
+    /* initialisation: kaiming normal fan_out, BN 1/0, zero-init residual, same seed same bits */
+    cn_model *a = make("resnet18", 3, 1000, 7, 1), *b = make("resnet18", 3, 1000, 7, 1),
+             *c = make("resnet18", 3, 1000, 8, 0);
+    if (a && b && c) {
+        int i = cn_model_tensor_find(a, "layer3.0.conv1.weight");
+        cn_tensor_info ti;
+        cn_model_tensor_info(a, i, &ti);
+        float *wa = malloc(sizeof(float) * ti.count), *wb = malloc(sizeof(float) * ti.count),
+              *wc = malloc(sizeof(float) * ti.count);
+        cn_model_tensor_get(a, i, wa);
+        cn_model_tensor_get(b, i, wb);
+        cn_model_tensor_get(c, i, wc);
+        CHECK(memcmp(wa, wb, sizeof(float) * ti.count) == 0, "same seed, different weights");
+        CHECK(memcmp(wa, wc, sizeof(float) * ti.count) != 0, "different seeds, same weights");
+        double s = 0, s2 = 0;
+        for (int64_t k = 0; k < ti.count; k++) s += wa[k], s2 += (double)wa[k] * wa[k];
+        double mean = s / ti.count, sd = sqrt(s2 / ti.count - mean * mean);
+        double expect_sd = sqrt(2.0 / (256 * 9)); /* fan_out = 256 * 3 * 3 */
+        CHECK(fabs(mean) < 0.05 * expect_sd && fabs(sd / expect_sd - 1) < 0.02,
+              "kaiming fan_out: mean %g sd %g, expected sd %g", mean, sd, expect_sd);
+        float g[512];
+        cn_model_tensor_get(a, cn_model_tensor_find(a, "layer1.0.bn2.weight"), g);
+        CHECK(g[0] == 0 && g[63] == 0, "zero_init_residual zeroes bn2.weight");
+        cn_model_tensor_get(c, cn_model_tensor_find(c, "layer1.0.bn2.weight"), g);
+        CHECK(g[0] == 1 && g[63] == 1, "BN weight starts at 1");
+        cn_model_tensor_get(a, cn_model_tensor_find(a, "layer1.0.bn1.weight"), g);
+        CHECK(g[0] == 1, "zero_init_residual leaves bn1 alone");
+        int fi = cn_model_tensor_find(a, "fc.weight");
+        float *fw = malloc(sizeof(float) * 512 * 1000);
+        cn_model_tensor_get(a, fi, fw);
+        float mx = 0;
+        for (int k = 0; k < 512 * 1000; k++) mx = fabsf(fw[k]) > mx ? fabsf(fw[k]) : mx;
+        CHECK(mx <= 1 / sqrtf(512) && mx > 0.95f / sqrtf(512), "fc uniform bound: %g", mx);
+        free(fw);
+        free(wa);
+        free(wb);
+        free(wc);
+    }
+    cn_model_free(a);
+    cn_model_free(b);
+    cn_model_free(c);
+    /* errors are statuses with messages, never aborts */
+    cn_model_config cfg;
+    cn_model_config_default(&cfg);
+    cn_model *m = (cn_model *)1;
+    cfg.name = "resnet19";
+    CHECK(cn_model_create(&m, &cfg) == CN_ERR_ARG && m == NULL && strstr(cn_errmsg(), "resnet19") &&
+              strstr(cn_errmsg(), "resnet50"),
+          "unknown model: %s", cn_errmsg());
+    cfg.name = "resnet18";
+    cfg.num_classes = -3;
+    CHECK(cn_model_create(&m, &cfg) != CN_OK, "negative classes accepted");
+    cn_model_free(NULL);
+    return check_summary("models");
+}
