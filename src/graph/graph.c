@@ -87,6 +87,7 @@ static cn_node *new_node(cn_graph *g, cn_op op, const char *name, int in0, int i
     nd->in[1] = in1;
     nd->p[0] = nd->p[1] = -1;
     nd->buf[0] = nd->buf[1] = nd->buf[2] = -1;
+    nd->relu_out = -1;
     return nd;
 }
 
@@ -265,7 +266,29 @@ int cn_g_linear(cn_graph *g, const char *name, int x, int oc) {
     return t;
 }
 
+static int consumers(const cn_graph *g, int t) {
+    int k = 0;
+    for (int i = 0; i < g->nnodes; i++)
+        k += (g->nodes[i].op != CN_OP_INPUT && g->nodes[i].in[0] == t) +
+             (g->nodes[i].op == CN_OP_ADD && g->nodes[i].in[1] == t);
+    return k;
+}
+
+/* BN followed by its only consumer, a ReLU: one pass instead of two, forward and backward. */
+static void fuse_bn_relu(cn_graph *g) {
+    for (int i = 0; i + 1 < g->nnodes; i++) {
+        cn_node *bn = &g->nodes[i], *relu = &g->nodes[i + 1];
+        if (bn->op != CN_OP_BN || relu->op != CN_OP_RELU || relu->in[0] != bn->out ||
+            consumers(g, bn->out) != 1 || bn->out == g->ntensors - 1)
+            continue;
+        bn->relu_out = relu->out;
+        relu->fused = 1;
+        g->tensors[bn->out].dead = 1;
+    }
+}
+
 cn_status cn_graph_finalize(cn_graph *g) {
+    fuse_bn_relu(g);
     g->params = calloc(g->nparams ? g->nparams : 1, sizeof(float));
     g->grads = calloc(g->nparams ? g->nparams : 1, sizeof(float));
     g->buffers = calloc(g->nbuffers ? g->nbuffers : 1, sizeof(float));
@@ -454,6 +477,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
     size_t total = 0, ws = 0, scratch = 0;
     for (int i = 0; i < g->ntensors; i++) {
         const cn_tensor *t = &g->tensors[i];
+        if (t->dead) continue;
         size_t n = (size_t)batch * t->h * t->w * t->c;
         total += (n + 15) & ~(size_t)15;
     }
@@ -479,6 +503,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
     float *p = g->arena;
     for (int i = 0; i < g->ntensors; i++) {
         cn_tensor *t = &g->tensors[i];
+        if (t->dead) continue;
         size_t n = ((size_t)batch * t->h * t->w * t->c + 15) & ~(size_t)15;
         t->data = p;
         p += n;
@@ -520,7 +545,8 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
     omp_set_num_threads(g->threads);
     for (int i = 0; i < g->nnodes; i++) {
         cn_node *nd = &g->nodes[i];
-        cn_tensor *out = &g->tensors[nd->out];
+        if (nd->fused) continue;
+        cn_tensor *out = &g->tensors[nd->relu_out >= 0 ? nd->relu_out : nd->out];
         const cn_tensor *in = nd->op == CN_OP_INPUT ? NULL : &g->tensors[nd->in[0]];
         cn_conv_desc d = nd->desc;
         d.n = n;
@@ -535,13 +561,15 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
             size_t m = (size_t)n * in->h * in->w;
             float *gamma = cn_entry_data(g, nd->p[0]), *beta = cn_entry_data(g, nd->p[1]);
             float *rm = cn_entry_data(g, nd->buf[0]), *rv = cn_entry_data(g, nd->buf[1]);
+            int relu = nd->relu_out >= 0;
             if (train) {
-                cn_batchnorm_forward_train(out->data, nd->save, rm, rv, in->data, gamma, beta, m,
-                                           in->c, nd->a.bn.eps, nd->a.bn.momentum, g->scratch);
+                cn_batchnorm_relu_forward_train(out->data, nd->save, rm, rv, in->data, gamma,
+                                                beta, m, in->c, nd->a.bn.eps, nd->a.bn.momentum,
+                                                g->scratch, relu);
                 g->counters[g->entries[nd->buf[2]].offset] += 1;
             } else {
-                cn_batchnorm_forward_eval(out->data, in->data, gamma, beta, rm, rv, m, in->c,
-                                          nd->a.bn.eps, g->scratch);
+                cn_batchnorm_relu_forward_eval(out->data, in->data, gamma, beta, rm, rv, m, in->c,
+                                               nd->a.bn.eps, g->scratch, relu);
             }
             break;
         }
@@ -569,11 +597,12 @@ void cn_graph_backward(cn_graph *g, int n) {
     omp_set_num_threads(g->threads);
     /* every activation gradient but the output's starts at zero: backward accumulates */
     for (int i = 0; i < g->ntensors - 1; i++)
-        memset(g->tensors[i].grad, 0, sizeof(float) * numel(&g->tensors[i], n));
+        if (!g->tensors[i].dead)
+            memset(g->tensors[i].grad, 0, sizeof(float) * numel(&g->tensors[i], n));
     for (int i = g->nnodes - 1; i >= 0; i--) {
         cn_node *nd = &g->nodes[i];
-        if (nd->op == CN_OP_INPUT) continue;
-        cn_tensor *out = &g->tensors[nd->out];
+        if (nd->op == CN_OP_INPUT || nd->fused) continue;
+        cn_tensor *out = &g->tensors[nd->relu_out >= 0 ? nd->relu_out : nd->out];
         cn_tensor *in = &g->tensors[nd->in[0]];
         /* the input image needs no gradient */
         float *din = g->nodes[0].out == nd->in[0] ? NULL : in->grad;
@@ -588,10 +617,10 @@ void cn_graph_backward(cn_graph *g, int n) {
                                g->threads);
             break;
         case CN_OP_BN:
-            cn_batchnorm_backward_train(din, cn_entry_grad(g, nd->p[0]),
-                                        cn_entry_grad(g, nd->p[1]), out->grad, in->data,
-                                        cn_entry_data(g, nd->p[0]), nd->save,
-                                        (size_t)n * in->h * in->w, in->c, g->scratch);
+            cn_batchnorm_relu_backward_train(
+                din, cn_entry_grad(g, nd->p[0]), cn_entry_grad(g, nd->p[1]), out->grad, in->data,
+                cn_entry_data(g, nd->p[0]), nd->save, (size_t)n * in->h * in->w, in->c,
+                g->scratch, nd->relu_out >= 0 ? out->data : NULL);
             break;
         case CN_OP_RELU:
             if (din) cn_relu_backward(din, out->grad, out->data, numel(out, n));

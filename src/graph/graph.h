@@ -58,6 +58,7 @@ static inline int cn_entry_is_param(cn_entry_kind k) { return k <= CN_ENTRY_BN_B
 
 typedef struct cn_tensor {
     int c, h, w;      /* per sample; h, w set by planning */
+    int dead;         /* never materialised (the output of a BN fused with its ReLU) */
     float *data;      /* (batch, h, w, c) */
     float *grad;      /* same, training only */
 } cn_tensor;
@@ -75,6 +76,10 @@ typedef struct cn_node {
         struct { int oc, stride; } shortcut;
         struct { int oc; } linear;
     } a;
+    /* fusion, decided by cn_graph_finalize: a BN whose only consumer is a ReLU writes the ReLU's
+     * output itself (relu_out >= 0) and the ReLU node is skipped (fused = 1) */
+    int relu_out;
+    int fused;
     /* filled by planning */
     cn_conv_desc desc;
     float *save;            /* BN: mean and invstd of the last train forward */

@@ -12,10 +12,11 @@
 enum { NBLOCKS = 32 };
 
 /* acc[c] = sum over rows, computed blockwise into part (NBLOCKS * 2c doubles); mode 0: x,
- * 1: (x - mean)^2, 2: dy into acc and dy * (x - mean) into acc2. */
+ * 1: (x - mean)^2, 2: dy into acc and dy * (x - mean) into acc2, where dy is zeroed wherever
+ * mask (the output of a fused ReLU) is not positive. */
 static void channel_sums(double *acc, double *acc2, double *part, const float *restrict x,
                          const float *restrict dy, const float *restrict mean, size_t m, int c,
-                         int mode) {
+                         int mode, const float *restrict mask) {
     memset(part, 0, sizeof(double) * NBLOCKS * 2 * c);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < NBLOCKS; b++) {
@@ -32,12 +33,20 @@ static void channel_sums(double *acc, double *acc2, double *part, const float *r
                     double v = xr[j] - mean[j];
                     p[j] += v * v;
                 }
-            } else {
+            } else if (!mask) {
                 const float *g = dy + i * c;
 #pragma omp simd
                 for (int j = 0; j < c; j++) {
                     p[j] += g[j];
                     p2[j] += (double)g[j] * (xr[j] - mean[j]);
+                }
+            } else {
+                const float *g = dy + i * c, *r = mask + i * c;
+#pragma omp simd
+                for (int j = 0; j < c; j++) {
+                    float gj = r[j] > 0 ? g[j] : 0.0f;
+                    p[j] += gj;
+                    p2[j] += (double)gj * (xr[j] - mean[j]);
                 }
             }
         }
@@ -56,7 +65,18 @@ static void channel_sums(double *acc, double *acc2, double *part, const float *r
 size_t cn_batchnorm_scratch(int c) { return sizeof(double) * ((size_t)NBLOCKS * 2 * c + 2 * c) + sizeof(float) * 3 * c; }
 
 static void scale_shift(float *restrict y, const float *restrict x, const float *restrict sc,
-                        const float *restrict sh, size_t m, int c) {
+                        const float *restrict sh, size_t m, int c, int relu) {
+    if (relu) {
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < m; i++) {
+#pragma omp simd
+            for (int j = 0; j < c; j++) {
+                float v = x[i * c + j] * sc[j] + sh[j];
+                y[i * c + j] = v > 0 ? v : 0.0f;
+            }
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < m; i++) {
 #pragma omp simd
@@ -81,11 +101,19 @@ static bn_scratch split(void *scratch, int c) {
 void cn_batchnorm_forward_train(float *y, float *save, float *running_mean, float *running_var,
                                 const float *x, const float *gamma, const float *beta, size_t m,
                                 int c, float eps, float momentum, void *scratch) {
+    cn_batchnorm_relu_forward_train(y, save, running_mean, running_var, x, gamma, beta, m, c, eps,
+                                    momentum, scratch, 0);
+}
+
+void cn_batchnorm_relu_forward_train(float *y, float *save, float *running_mean,
+                                     float *running_var, const float *x, const float *gamma,
+                                     const float *beta, size_t m, int c, float eps,
+                                     float momentum, void *scratch, int relu) {
     bn_scratch s = split(scratch, c);
     float *mean = save, *invstd = save + c, *sc = s.k, *sh = s.k + c;
-    channel_sums(s.sum, NULL, s.part, x, NULL, NULL, m, c, 0);
+    channel_sums(s.sum, NULL, s.part, x, NULL, NULL, m, c, 0, NULL);
     for (int j = 0; j < c; j++) mean[j] = (float)(s.sum[j] / (double)m);
-    channel_sums(s.sum + c, NULL, s.part, x, NULL, mean, m, c, 1);
+    channel_sums(s.sum + c, NULL, s.part, x, NULL, mean, m, c, 1, NULL);
     for (int j = 0; j < c; j++) {
         double var = s.sum[c + j] / (double)m;
         invstd[j] = (float)(1.0 / sqrt(var + eps));
@@ -97,29 +125,43 @@ void cn_batchnorm_forward_train(float *y, float *save, float *running_mean, floa
             running_var[j] = (float)((1 - momentum) * running_var[j] + momentum * unbiased);
         }
     }
-    scale_shift(y, x, sc, sh, m, c);
+    scale_shift(y, x, sc, sh, m, c, relu);
 }
 
 void cn_batchnorm_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
                                const float *running_mean, const float *running_var, size_t m,
                                int c, float eps, void *scratch) {
+    cn_batchnorm_relu_forward_eval(y, x, gamma, beta, running_mean, running_var, m, c, eps,
+                                   scratch, 0);
+}
+
+void cn_batchnorm_relu_forward_eval(float *y, const float *x, const float *gamma,
+                                    const float *beta, const float *running_mean,
+                                    const float *running_var, size_t m, int c, float eps,
+                                    void *scratch, int relu) {
     float *sc = split(scratch, c).k;
     for (int j = 0; j < c; j++) {
         float inv = (float)(1.0 / sqrt((double)running_var[j] + eps));
         sc[j] = gamma[j] * inv;
         sc[c + j] = beta[j] - running_mean[j] * sc[j];
     }
-    scale_shift(y, x, sc, sc + c, m, c);
+    scale_shift(y, x, sc, sc + c, m, c, relu);
 }
 
 void cn_batchnorm_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
                                  const float *x, const float *gamma, const float *save, size_t m,
                                  int c, void *scratch) {
+    cn_batchnorm_relu_backward_train(dx, dgamma, dbeta, dy, x, gamma, save, m, c, scratch, NULL);
+}
+
+void cn_batchnorm_relu_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                      const float *x, const float *gamma, const float *save,
+                                      size_t m, int c, void *scratch, const float *relu_out) {
     bn_scratch s = split(scratch, c);
     const float *mean = save, *invstd = save + c;
     double *sdy = s.sum, *sdyx = s.sum + c; /* sum(dy), sum(dy * (x - mean)) */
     float *k = s.k;
-    channel_sums(sdy, sdyx, s.part, x, dy, mean, m, c, 2);
+    channel_sums(sdy, sdyx, s.part, x, dy, mean, m, c, 2, relu_out);
     for (int j = 0; j < c; j++) {
         if (dbeta) dbeta[j] += (float)sdy[j];
         if (dgamma) dgamma[j] += (float)(sdyx[j] * invstd[j]);
@@ -134,11 +176,22 @@ void cn_batchnorm_backward_train(float *dx, float *dgamma, float *dbeta, const f
     if (dx) {
         const float *restrict k0 = k, *restrict k1 = k + c, *restrict k2 = k + 2 * c;
         float *restrict dxr = dx;
+        if (relu_out) {
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < m; i++) {
+            for (size_t i = 0; i < m; i++) {
 #pragma omp simd
-            for (int j = 0; j < c; j++)
-                dxr[i * c + j] += k0[j] * dy[i * c + j] + k1[j] * x[i * c + j] + k2[j];
+                for (int j = 0; j < c; j++) {
+                    float g = relu_out[i * c + j] > 0 ? dy[i * c + j] : 0.0f;
+                    dxr[i * c + j] += k0[j] * g + k1[j] * x[i * c + j] + k2[j];
+                }
+            }
+        } else {
+#pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < m; i++) {
+#pragma omp simd
+                for (int j = 0; j < c; j++)
+                    dxr[i * c + j] += k0[j] * dy[i * c + j] + k1[j] * x[i * c + j] + k2[j];
+            }
         }
     }
 }
@@ -153,7 +206,7 @@ void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
         k[j] = running_mean[j];
         k[c + j] = (float)(1.0 / sqrt((double)running_var[j] + eps));
     }
-    channel_sums(s.sum, s.sum + c, s.part, x, dy, k, m, c, 2);
+    channel_sums(s.sum, s.sum + c, s.part, x, dy, k, m, c, 2, NULL);
     for (int j = 0; j < c; j++) {
         if (dbeta) dbeta[j] += (float)s.sum[j];
         if (dgamma) dgamma[j] += (float)(s.sum[c + j] * k[c + j]);

@@ -77,8 +77,11 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     return total;
 }
 
-/* col[r][(kh*KW + kw)*cg + ci] = in[n][ih][iw][g*cg + ci] for output rows m0..m0+rows */
-static void im2col(float *restrict col, const float *restrict in, const cn_conv_desc *d, int g, size_t m0, int rows) {
+/* col[r][(kh*KW + kw)*cg + ci] = in[n][ih][iw][g*cg + ci] for output rows m0..m0+rows.
+ * With one group a whole kernel row (KW pixels x C channels) is contiguous in NHWC, so it is one
+ * copy when it lies inside the image. */
+static void im2col(float *restrict col, const float *restrict in, const cn_conv_desc *d, int g,
+                   size_t m0, int rows) {
     int cg = d->c / d->groups, kg = d->kh * d->kw * cg;
     size_t img = (size_t)d->oh * d->ow;
     for (int r = 0; r < rows; r++) {
@@ -86,26 +89,32 @@ static void im2col(float *restrict col, const float *restrict in, const cn_conv_
         int n = (int)(m / img), rem = (int)(m % img);
         int oy = rem / d->ow, ox = rem % d->ow;
         float *restrict dst = col + (size_t)r * kg;
+        int ix0 = ox * d->sw - d->pw;
+        int row_inside = d->groups == 1 && ix0 >= 0 && ix0 + d->kw <= d->w;
         for (int ky = 0; ky < d->kh; ky++) {
             int iy = oy * d->sh - d->ph + ky;
+            if (iy < 0 || iy >= d->h) {
+                memset(dst, 0, sizeof(float) * cg * d->kw);
+                dst += cg * d->kw;
+                continue;
+            }
+            const float *restrict src = in + (((size_t)n * d->h + iy) * d->w) * d->c + g * cg;
+            if (row_inside) {
+                memcpy(dst, src + (size_t)ix0 * d->c, sizeof(float) * cg * d->kw);
+                dst += cg * d->kw;
+                continue;
+            }
             for (int kx = 0; kx < d->kw; kx++, dst += cg) {
-                int ix = ox * d->sw - d->pw + kx;
-                if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) {
-#pragma omp simd
-                    for (int ci = 0; ci < cg; ci++) dst[ci] = 0.0f;
-                } else {
-                    const float *restrict src =
-                        in + (((size_t)n * d->h + iy) * d->w + ix) * d->c + g * cg;
-#pragma omp simd
-                    for (int ci = 0; ci < cg; ci++) dst[ci] = src[ci];
-                }
+                int ix = ix0 + kx;
+                if (ix < 0 || ix >= d->w) memset(dst, 0, sizeof(float) * cg);
+                else memcpy(dst, src + (size_t)ix * d->c, sizeof(float) * cg);
             }
         }
     }
 }
 
-static void col2im_add(float *restrict din, const float *restrict col, const cn_conv_desc *d, int g, size_t m0,
-                       int rows) {
+static void col2im_add(float *restrict din, const float *restrict col, const cn_conv_desc *d,
+                       int g, size_t m0, int rows) {
     int cg = d->c / d->groups, kg = d->kh * d->kw * cg;
     size_t img = (size_t)d->oh * d->ow;
     for (int r = 0; r < rows; r++) {
@@ -113,12 +122,27 @@ static void col2im_add(float *restrict din, const float *restrict col, const cn_
         int n = (int)(m / img), rem = (int)(m % img);
         int oy = rem / d->ow, ox = rem % d->ow;
         const float *restrict src = col + (size_t)r * kg;
+        int ix0 = ox * d->sw - d->pw;
+        int row_inside = d->groups == 1 && ix0 >= 0 && ix0 + d->kw <= d->w;
         for (int ky = 0; ky < d->kh; ky++) {
             int iy = oy * d->sh - d->ph + ky;
+            if (iy < 0 || iy >= d->h) {
+                src += cg * d->kw;
+                continue;
+            }
+            float *restrict row = din + (((size_t)n * d->h + iy) * d->w) * d->c + g * cg;
+            if (row_inside) {
+                float *restrict dst = row + (size_t)ix0 * d->c;
+                int len = cg * d->kw;
+#pragma omp simd
+                for (int i = 0; i < len; i++) dst[i] += src[i];
+                src += len;
+                continue;
+            }
             for (int kx = 0; kx < d->kw; kx++, src += cg) {
-                int ix = ox * d->sw - d->pw + kx;
-                if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) continue;
-                float *restrict dst = din + (((size_t)n * d->h + iy) * d->w + ix) * d->c + g * cg;
+                int ix = ix0 + kx;
+                if (ix < 0 || ix >= d->w) continue;
+                float *restrict dst = row + (size_t)ix * d->c;
 #pragma omp simd
                 for (int ci = 0; ci < cg; ci++) dst[ci] += src[ci];
             }

@@ -54,6 +54,20 @@ void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
                                 const float *running_var, size_t m, int c, float eps,
                                 void *scratch);
 
+/* The same with a ReLU fused after the normalisation (torchvision's bn -> relu): y = max(0, bn(x)).
+ * The backward takes dy = d/d(relu output) and the relu output itself as the mask. */
+void cn_batchnorm_relu_forward_train(float *y, float *save, float *running_mean,
+                                     float *running_var, const float *x, const float *gamma,
+                                     const float *beta, size_t m, int c, float eps,
+                                     float momentum, void *scratch, int relu);
+void cn_batchnorm_relu_forward_eval(float *y, const float *x, const float *gamma,
+                                    const float *beta, const float *running_mean,
+                                    const float *running_var, size_t m, int c, float eps,
+                                    void *scratch, int relu);
+void cn_batchnorm_relu_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                      const float *x, const float *gamma, const float *save,
+                                      size_t m, int c, void *scratch, const float *relu_out);
+
 /* ---- relu: https://pytorch.org/docs/1.13/generated/torch.nn.ReLU.html ---- */
 void cn_relu_forward(float *restrict y, const float *restrict x, size_t n);
 void cn_relu_backward(float *restrict dx, const float *restrict dy, const float *restrict y,
