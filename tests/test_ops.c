@@ -3,6 +3,8 @@
  *   shapes: strides, padding, groups, depthwise, 1x1 maps, odd sizes, tails, several threads.
  * - finite-difference gradient checks of every op's backward (in double-accumulated central
  *   differences of a random projection of the output). */
+#include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,8 +90,776 @@ static void conv_case(int n, int h, int w, int c, int oc, int k, int s, int p, i
     free(din); free(dw); free(db); free(rdin); free(rdw); free(rdb);
 }
 
+/* conv2d on a big shape, checked on sampled outputs/gradients (a full direct reference would
+ * take seconds): groups 1 only. Output pixels in a few whole rows of every image plus random ones;
+ * input pixels (all channels) at random; weight elements at random; every bias element. */
+static void conv_case_sampled(int n, int h, int w, int c, int oc, int k, int s, int p,
+                              int threads) {
+    cn_conv_desc d = {n, h, w, c, oc, k, k, s, s, p, p, 1, 0, 0};
+    if (!cn_conv_desc_init(&d)) {
+        CHECK(0, "conv desc rejected");
+        return;
+    }
+    size_t nin = (size_t)n * h * w * c, nout = (size_t)n * d.oh * d.ow * oc;
+    size_t nw = (size_t)oc * k * k * c;
+    float *in = randv(nin, 1), *wt = randv(nw, 0.1f), *bias = randv(oc, 1), *dout = randv(nout, 1);
+    float *out = malloc(sizeof(float) * nout);
+    size_t nws = cn_conv2d_workspace(&d, threads, 1);
+    float *ws = malloc(sizeof(float) * (nws ? nws : 1));
+    cn_conv2d_forward(out, in, wt, bias, &d, ws, threads);
+    double md = 0, mb = 1e-6;
+    int rows[3] = {0, d.oh / 2, d.oh - 1};
+    for (int it = 0; it < n * 3 * d.ow + 1500; it++) {
+        int b, oy, ox;
+        if (it < n * 3 * d.ow) b = it / (3 * d.ow), oy = rows[(it / d.ow) % 3], ox = it % d.ow;
+        else
+            b = cn_rng_below(&rng, n), oy = cn_rng_below(&rng, d.oh),
+            ox = cn_rng_below(&rng, d.ow);
+        for (int o = 0; o < oc; o++) {
+            double acc = bias[o];
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    int iy = oy * s - p + ky, ix = ox * s - p + kx;
+                    if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                    const float *x = in + (((size_t)b * h + iy) * w + ix) * c;
+                    const float *wk = wt + (((size_t)o * k + ky) * k + kx) * c;
+                    for (int ci = 0; ci < c; ci++) acc += (double)x[ci] * wk[ci];
+                }
+            double dd = fabs(out[(((size_t)b * d.oh + oy) * d.ow + ox) * oc + o] - acc);
+            if (dd > md || dd != dd) md = dd;
+            if (fabs(acc) > mb) mb = fabs(acc);
+        }
+    }
+    CHECK(md / mb < 1e-5, "conv fwd (sampled) n%d %dx%dx%d->%d k%d s%d p%d t%d: rel err %g", n, h,
+          w, c, oc, k, s, p, threads, md / mb);
+    float *din = calloc(nin, sizeof(float)), *dw = calloc(nw, sizeof(float)),
+          *db = calloc(oc, sizeof(float));
+    cn_conv2d_backward(din, dw, db, dout, in, wt, &d, ws, threads);
+    double e[3];
+    /* din at random input pixels (plus the first and last one) */
+    md = 0, mb = 1e-6;
+    for (int it = 0; it < 1500; it++) {
+        size_t pix = it == 0 ? 0 : it == 1 ? (size_t)n * h * w - 1 : cn_rng_below(&rng, n * h * w);
+        int b = (int)(pix / ((size_t)h * w)), iy = (int)(pix / w % h), ix = (int)(pix % w);
+        for (int ci = 0; ci < c; ci++) {
+            double acc = 0;
+            for (int ky = 0; ky < k; ky++) {
+                int ty = iy + p - ky;
+                if (ty < 0 || ty % s || ty / s >= d.oh) continue;
+                for (int kx = 0; kx < k; kx++) {
+                    int tx = ix + p - kx;
+                    if (tx < 0 || tx % s || tx / s >= d.ow) continue;
+                    const float *g = dout + (((size_t)b * d.oh + ty / s) * d.ow + tx / s) * oc;
+                    for (int o = 0; o < oc; o++)
+                        acc += (double)g[o] * wt[(((size_t)o * k + ky) * k + kx) * c + ci];
+                }
+            }
+            double dd = fabs(din[pix * c + ci] - acc);
+            if (dd > md || dd != dd) md = dd;
+            if (fabs(acc) > mb) mb = fabs(acc);
+        }
+    }
+    e[0] = md / mb;
+    /* dweight at random elements (plus the first and last one) */
+    md = 0, mb = 1e-6;
+    for (int it = 0; it < 200; it++) {
+        size_t wi = it == 0 ? 0 : it == 1 ? nw - 1 : cn_rng_below(&rng, (uint32_t)nw);
+        int o = (int)(wi / ((size_t)k * k * c)), ky = (int)(wi / ((size_t)k * c) % k),
+            kx = (int)(wi / c % k), ci = (int)(wi % c);
+        double acc = 0;
+        for (int b = 0; b < n; b++)
+            for (int oy = 0; oy < d.oh; oy++) {
+                int iy = oy * s - p + ky;
+                if (iy < 0 || iy >= h) continue;
+                for (int ox = 0; ox < d.ow; ox++) {
+                    int ix = ox * s - p + kx;
+                    if (ix < 0 || ix >= w) continue;
+                    acc += (double)dout[(((size_t)b * d.oh + oy) * d.ow + ox) * oc + o] *
+                           in[(((size_t)b * h + iy) * w + ix) * c + ci];
+                }
+            }
+        double dd = fabs(dw[wi] - acc);
+        if (dd > md || dd != dd) md = dd;
+        if (fabs(acc) > mb) mb = fabs(acc);
+    }
+    e[1] = md / mb;
+    md = 0, mb = 1e-6;
+    for (int o = 0; o < oc; o++) {
+        double acc = 0;
+        for (size_t m = 0; m < nout / oc; m++) acc += dout[m * oc + o];
+        double dd = fabs(db[o] - acc);
+        if (dd > md || dd != dd) md = dd;
+        if (fabs(acc) > mb) mb = fabs(acc);
+    }
+    e[2] = md / mb;
+    CHECK(e[0] < 1e-5 && e[1] < 1e-5 && e[2] < 1e-5,
+          "conv bwd (sampled) n%d %dx%dx%d->%d k%d s%d p%d t%d: din %g dw %g db %g", n, h, w, c, oc,
+          k, s, p, threads, e[0], e[1], e[2]);
+    free(in); free(wt); free(bias); free(dout); free(out); free(ws); free(din); free(dw); free(db);
+}
+
+/* ---- finite-difference gradient checks ----
+ * L = sum(w_r * out) for a fixed random projection w_r, accumulated in double. The analytic
+ * gradient is the op's backward with dout = w_r, run once into zeroed buffers and once into
+ * buffers holding random values (it must add to them). The numerical one is the central
+ * difference (L(x + eps) - L(x - eps)) / (x+eps - x-eps), with the perturbed values as they are
+ * stored in float, for every element of small tensors and for ~50 random ones of larger ones. */
+
+static int verbose;
+/* Set while the finite differences run: the forwards then run on one thread (they are many and
+ * small, and a loaded machine makes every parallel region slow); the threaded forwards are checked
+ * against the direct loops above and the analytic gradients use the configured threads. */
+static int fd_serial;
+
+static void phase(const char *name) {
+    static double t0;
+    double t = omp_get_wtime();
+    if (verbose && t0 > 0) printf("-- %s: %.2f s\n", name, t - t0);
+    t0 = t;
+}
+
+static float urand(float lo, float hi) { return lo + (hi - lo) * cn_rng_uniform(&rng); }
+
+static double dotd(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+typedef struct gc_tensor {
+    const char *name;
+    float *x, *g;
+    size_t n;
+} gc_tensor;
+
+typedef struct gc_op {
+    void (*fwd)(void *ctx, float *out);
+    /* adds d(sum(dout * out))/d(tensor) to every tensor's g; out is the last forward's output */
+    void (*bwd)(void *ctx, const float *dout, const float *out);
+    void *ctx;
+    size_t nout;
+    gc_tensor t[4];
+    int nt;
+} gc_op;
+
+/* adds a tensor to check, with a freshly allocated gradient buffer stored into *g */
+static void gc_add(gc_op *op, const char *name, float *x, float **g, size_t n) {
+    *g = malloc(sizeof(float) * (n ? n : 1));
+    op->t[op->nt++] = (gc_tensor){name, x, *g, n};
+}
+
+static void gradcheck(const char *label, const gc_op *op, float eps, double tol) {
+    float *out = malloc(sizeof(float) * (op->nout ? op->nout : 1)), *wr = randv(op->nout, 1);
+    float *a0[4] = {0}, *pre[4] = {0};
+    op->fwd(op->ctx, out);
+    for (int k = 0; k < op->nt; k++) memset(op->t[k].g, 0, sizeof(float) * op->t[k].n);
+    op->bwd(op->ctx, wr, out);
+    for (int k = 0; k < op->nt; k++) {
+        a0[k] = malloc(sizeof(float) * (op->t[k].n ? op->t[k].n : 1));
+        memcpy(a0[k], op->t[k].g, sizeof(float) * op->t[k].n);
+        pre[k] = randv(op->t[k].n, 1);
+        memcpy(op->t[k].g, pre[k], sizeof(float) * op->t[k].n);
+    }
+    /* accumulation: the same call into non-zero buffers adds the same gradient */
+    op->bwd(op->ctx, wr, out);
+    for (int k = 0; k < op->nt; k++) {
+        double md = 0, mb = 1e-6;
+        for (size_t i = 0; i < op->t[k].n; i++) {
+            double dd = fabs(op->t[k].g[i] - ((double)pre[k][i] + a0[k][i]));
+            if (dd > md || dd != dd) md = dd;
+            if (fabs(pre[k][i]) + fabs(a0[k][i]) > mb) mb = fabs(pre[k][i]) + fabs(a0[k][i]);
+        }
+        CHECK(md / mb < 1e-5, "%s: d%s does not accumulate: rel err %g", label, op->t[k].name,
+              md / mb);
+    }
+    int max_threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    fd_serial = 1;
+    for (int k = 0; k < op->nt; k++) {
+        const gc_tensor *t = &op->t[k];
+        size_t ns = t->n <= 64 ? t->n : 50;
+        double md = 0, mb = 1e-3;
+        for (size_t s = 0; s < ns; s++) {
+            size_t i = t->n <= 64 ? s
+                       : s == 0   ? 0
+                       : s == 1   ? t->n - 1
+                                  : cn_rng_below(&rng, (uint32_t)t->n);
+            float v = t->x[i], xp = v + eps, xm = v - eps;
+            t->x[i] = xp;
+            op->fwd(op->ctx, out);
+            double lp = dotd(wr, out, op->nout);
+            t->x[i] = xm;
+            op->fwd(op->ctx, out);
+            double lm = dotd(wr, out, op->nout);
+            t->x[i] = v;
+            double fd = (lp - lm) / ((double)xp - xm);
+            double dd = fabs(a0[k][i] - fd);
+            if (dd > md || dd != dd) md = dd;
+            if (fabs(fd) > mb) mb = fabs(fd);
+        }
+        if (verbose)
+            printf("  %-44s d%-6s fd rel err %.2e (scale %.2e)\n", label, t->name, md / mb, mb);
+        CHECK(md / mb < tol, "%s: d%s vs finite differences: rel err %g (scale %g)", label, t->name,
+              md / mb, mb);
+    }
+    fd_serial = 0;
+    omp_set_num_threads(max_threads);
+    for (int k = 0; k < op->nt; k++) free(a0[k]), free(pre[k]);
+    free(out);
+    free(wr);
+}
+
+/* tolerances: linear ops have no truncation error, only float rounding of the outputs */
+#define TOL_LIN 2e-3
+#define TOL_NONLIN 1e-2
+
+/* -- conv2d -- */
+typedef struct conv_ctx {
+    cn_conv_desc d;
+    float *in, *w, *b, *din, *dw, *db, *wsf, *wsf1, *wsb;
+    int threads;
+} conv_ctx;
+
+static void conv_fwd(void *p, float *out) {
+    conv_ctx *c = p;
+    if (fd_serial) cn_conv2d_forward(out, c->in, c->w, c->b, &c->d, c->wsf1, 1);
+    else cn_conv2d_forward(out, c->in, c->w, c->b, &c->d, c->wsf, c->threads);
+}
+
+static void conv_bwd(void *p, const float *dout, const float *out) {
+    conv_ctx *c = p;
+    (void)out;
+    cn_conv2d_backward(c->din, c->dw, c->db, dout, c->in, c->w, &c->d, c->wsb, c->threads);
+}
+
+enum { G_IN = 1, G_W = 2, G_B = 4, HAS_BIAS = 8, G_ALL = 15 };
+
+/* the workspaces are allocated at exactly the advertised sizes (forward-only for the forward) */
+static void conv_gc(int n, int h, int w, int c, int oc, int k, int s, int p, int groups,
+                    int threads, int mask) {
+    conv_ctx x = {{n, h, w, c, oc, k, k, s, s, p, p, groups, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                  threads};
+    if (!cn_conv_desc_init(&x.d)) {
+        CHECK(0, "conv desc rejected");
+        return;
+    }
+    size_t nin = (size_t)n * h * w * c, nw = (size_t)oc * k * k * (c / groups);
+    size_t nf = cn_conv2d_workspace(&x.d, threads, 0), nb = cn_conv2d_workspace(&x.d, threads, 1);
+    size_t nf1 = cn_conv2d_workspace(&x.d, 1, 0);
+    x.in = randv(nin, 1);
+    x.w = randv(nw, 0.3f);
+    x.b = mask & HAS_BIAS ? randv(oc, 1) : NULL;
+    x.wsf = malloc(sizeof(float) * (nf ? nf : 1));
+    x.wsf1 = malloc(sizeof(float) * (nf1 ? nf1 : 1));
+    x.wsb = malloc(sizeof(float) * (nb ? nb : 1));
+    gc_op op = {conv_fwd, conv_bwd, &x, (size_t)n * x.d.oh * x.d.ow * oc, {{0}}, 0};
+    if (mask & G_IN) gc_add(&op, "in", x.in, &x.din, nin);
+    if (mask & G_W) gc_add(&op, "w", x.w, &x.dw, nw);
+    if ((mask & G_B) && x.b) gc_add(&op, "b", x.b, &x.db, oc);
+    char label[128];
+    snprintf(label, sizeof label, "conv n%d %dx%dx%d->%d k%d s%d p%d g%d t%d m%d", n, h, w, c, oc,
+             k, s, p, groups, threads, mask);
+    gradcheck(label, &op, 1e-2f, TOL_LIN);
+    free(x.in); free(x.w); free(x.b); free(x.wsf); free(x.wsf1); free(x.wsb);
+    free(x.din); free(x.dw); free(x.db);
+}
+
+/* -- batchnorm -- */
+typedef struct bn_ctx {
+    float *x, *gamma, *beta, *dx, *dgamma, *dbeta, *save, *rm, *rv;
+    size_t m;
+    int c;
+    float eps, momentum;
+    void *scratch;
+} bn_ctx;
+
+static void bn_train_fwd(void *p, float *out) {
+    bn_ctx *b = p;
+    cn_batchnorm_forward_train(out, b->save, b->rm, b->rv, b->x, b->gamma, b->beta, b->m, b->c,
+                               b->eps, b->momentum, b->scratch);
+}
+
+static void bn_train_bwd(void *p, const float *dout, const float *out) {
+    bn_ctx *b = p;
+    (void)out;
+    cn_batchnorm_backward_train(b->dx, b->dgamma, b->dbeta, dout, b->x, b->gamma, b->save, b->m,
+                                b->c, b->scratch);
+}
+
+static void bn_eval_fwd(void *p, float *out) {
+    bn_ctx *b = p;
+    cn_batchnorm_forward_eval(out, b->x, b->gamma, b->beta, b->rm, b->rv, b->m, b->c, b->eps,
+                              b->scratch);
+}
+
+static void bn_eval_bwd(void *p, const float *dout, const float *out) {
+    bn_ctx *b = p;
+    (void)out;
+    cn_batchnorm_backward_eval(b->dx, b->dgamma, b->dbeta, dout, b->x, b->gamma, b->rm, b->rv,
+                               b->m, b->c, b->eps, b->scratch);
+}
+
+/* x: per-channel offset in [-offset, offset] and spread in [0.5, 2] */
+static bn_ctx bn_make(size_t m, int c, float offset) {
+    bn_ctx b;
+    b.m = m, b.c = c, b.eps = 1e-5f, b.momentum = 0.1f;
+    b.x = malloc(sizeof(float) * m * c);
+    float *mu = malloc(sizeof(float) * c), *sd = malloc(sizeof(float) * c);
+    for (int j = 0; j < c; j++) mu[j] = urand(-offset, offset), sd[j] = urand(0.5f, 2.0f);
+    for (size_t i = 0; i < m; i++)
+        for (int j = 0; j < c; j++) b.x[i * c + j] = mu[j] + sd[j] * cn_rng_normal(&rng);
+    free(mu);
+    free(sd);
+    b.gamma = randv(c, 1);
+    b.beta = randv(c, 1);
+    b.dx = malloc(sizeof(float) * m * c);
+    b.dgamma = malloc(sizeof(float) * c);
+    b.dbeta = malloc(sizeof(float) * c);
+    b.save = malloc(sizeof(float) * 2 * c);
+    b.rm = randv(c, 1);
+    b.rv = malloc(sizeof(float) * c);
+    for (int j = 0; j < c; j++) b.rv[j] = urand(0.3f, 3.0f);
+    b.scratch = malloc(cn_batchnorm_scratch(c));
+    return b;
+}
+
+static void bn_free(bn_ctx *b) {
+    free(b->x); free(b->gamma); free(b->beta); free(b->dx); free(b->dgamma); free(b->dbeta);
+    free(b->save); free(b->rm); free(b->rv); free(b->scratch);
+}
+
+/* mask: which of dx (G_IN), dgamma (G_W), dbeta (G_B) are requested; the others are NULL */
+static void bn_gc(int n, int h, int w, int c, int mask) {
+    size_t m = (size_t)n * h * w;
+    char label[128];
+    for (int train = 1; train >= 0; train--) {
+        bn_ctx b = bn_make(m, c, 1.0f);
+        gc_op op = {train ? bn_train_fwd : bn_eval_fwd, train ? bn_train_bwd : bn_eval_bwd, &b,
+                    m * c, {{0}}, 0};
+        if (mask & G_IN) op.t[op.nt++] = (gc_tensor){"x", b.x, b.dx, m * c};
+        else free(b.dx), b.dx = NULL;
+        if (mask & G_W) op.t[op.nt++] = (gc_tensor){"gamma", b.gamma, b.dgamma, (size_t)c};
+        else free(b.dgamma), b.dgamma = NULL;
+        if (mask & G_B) op.t[op.nt++] = (gc_tensor){"beta", b.beta, b.dbeta, (size_t)c};
+        else free(b.dbeta), b.dbeta = NULL;
+        snprintf(label, sizeof label, "batchnorm %s n%d %dx%dx%d m%d", train ? "train" : "eval",
+                 n, h, w, c, mask);
+        gradcheck(label, &op, 1e-2f, train ? TOL_NONLIN : TOL_LIN);
+        bn_free(&b);
+    }
+}
+
+/* forward values against the formulas, in double: batch statistics, the saved mean and
+ * 1/sqrt(var + eps), the running statistics update (momentum, unbiased variance), y in training
+ * and in evaluation */
+static void bn_values(size_t m, int c, float offset) {
+    bn_ctx b = bn_make(m, c, offset);
+    float *rm0 = malloc(sizeof(float) * c), *rv0 = malloc(sizeof(float) * c);
+    memcpy(rm0, b.rm, sizeof(float) * c);
+    memcpy(rv0, b.rv, sizeof(float) * c);
+    float *y = malloc(sizeof(float) * m * c), *ref = malloc(sizeof(float) * m * c);
+    float *em = malloc(sizeof(float) * 6 * c);
+    float *mean = em, *invstd = em + c, *erm = em + 2 * c, *erv = em + 3 * c;
+    cn_batchnorm_forward_train(y, b.save, b.rm, b.rv, b.x, b.gamma, b.beta, m, c, b.eps,
+                               b.momentum, b.scratch);
+    for (int j = 0; j < c; j++) {
+        double s = 0, s2 = 0;
+        for (size_t i = 0; i < m; i++) s += b.x[i * c + j];
+        double mu = s / m;
+        for (size_t i = 0; i < m; i++) s2 += (b.x[i * c + j] - mu) * (b.x[i * c + j] - mu);
+        double var = s2 / m, unb = m > 1 ? s2 / (m - 1) : var, is = 1 / sqrt(var + b.eps);
+        mean[j] = (float)mu;
+        invstd[j] = (float)is;
+        erm[j] = (float)((1 - (double)b.momentum) * rm0[j] + (double)b.momentum * mu);
+        erv[j] = (float)((1 - (double)b.momentum) * rv0[j] + (double)b.momentum * unb);
+        for (size_t i = 0; i < m; i++)
+            ref[i * c + j] = (float)((b.x[i * c + j] - mu) * is * b.gamma[j] + b.beta[j]);
+    }
+    double e1 = max_rel_err(b.save, mean, c, 1), e2 = max_rel_err(b.save + c, invstd, c, 1e-6);
+    double e3 = max_rel_err(b.rm, erm, c, 1), e4 = max_rel_err(b.rv, erv, c, 1e-6);
+    double e5 = max_rel_err(y, ref, m * c, 1);
+    double tol = offset > 1 ? 1e-4 : 1e-5;
+    CHECK(e1 < tol && e2 < tol, "batchnorm train m%zu c%d off%g: saved mean %g invstd %g", m, c,
+          offset, e1, e2);
+    CHECK(e3 < tol && e4 < tol, "batchnorm train m%zu c%d off%g: running mean %g var %g", m, c,
+          offset, e3, e4);
+    CHECK(e5 < tol, "batchnorm train m%zu c%d off%g: y rel err %g", m, c, offset, e5);
+    /* evaluation with the updated running statistics */
+    cn_batchnorm_forward_eval(y, b.x, b.gamma, b.beta, b.rm, b.rv, m, c, b.eps, b.scratch);
+    for (size_t i = 0; i < m; i++)
+        for (int j = 0; j < c; j++)
+            ref[i * c + j] = (float)(((double)b.x[i * c + j] - b.rm[j]) /
+                                         sqrt((double)b.rv[j] + b.eps) * b.gamma[j] +
+                                     b.beta[j]);
+    double e6 = max_rel_err(y, ref, m * c, 1);
+    CHECK(e6 < tol, "batchnorm eval m%zu c%d off%g: y rel err %g", m, c, offset, e6);
+    free(rm0); free(rv0); free(y); free(ref); free(em);
+    bn_free(&b);
+}
+
+/* -- relu, add -- */
+typedef struct ew_ctx {
+    float *a, *b, *da, *db;
+    size_t n;
+} ew_ctx;
+
+static void relu_fwd(void *p, float *out) {
+    ew_ctx *e = p;
+    cn_relu_forward(out, e->a, e->n);
+}
+
+static void relu_bwd(void *p, const float *dout, const float *out) {
+    ew_ctx *e = p;
+    cn_relu_backward(e->da, dout, out, e->n);
+}
+
+static void add_fwd(void *p, float *out) {
+    ew_ctx *e = p;
+    cn_add_forward(out, e->a, e->b, e->n);
+}
+
+static void add_bwd(void *p, const float *dout, const float *out) {
+    ew_ctx *e = p;
+    (void)out;
+    cn_add_backward(e->da, e->db, dout, e->n);
+}
+
+static void relu_gc(size_t n) {
+    ew_ctx e = {randv(n, 1), NULL, malloc(sizeof(float) * n), NULL, n};
+    for (size_t i = 0; i < n; i++) /* away from the kink */
+        while (fabsf(e.a[i]) < 0.05f) e.a[i] = cn_rng_normal(&rng);
+    float *y = malloc(sizeof(float) * n);
+    cn_relu_forward(y, e.a, n);
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) ok &= y[i] == (e.a[i] > 0 ? e.a[i] : 0.0f);
+    CHECK(ok, "relu forward n%zu", n);
+    gc_op op = {relu_fwd, relu_bwd, &e, n, {{"x", e.a, e.da, n}}, 1};
+    char label[64];
+    snprintf(label, sizeof label, "relu n%zu", n);
+    gradcheck(label, &op, 1e-2f, TOL_LIN);
+    free(e.a); free(e.da); free(y);
+}
+
+static void add_gc(size_t n) {
+    ew_ctx e = {randv(n, 1), randv(n, 1), malloc(sizeof(float) * n), malloc(sizeof(float) * n), n};
+    gc_op op = {add_fwd, add_bwd, &e, n, {{"a", e.a, e.da, n}, {"b", e.b, e.db, n}}, 2};
+    char label[64];
+    snprintf(label, sizeof label, "add n%zu", n);
+    gradcheck(label, &op, 1e-2f, TOL_LIN);
+    /* one of the gradients not needed: the other one is still exactly pre + dy */
+    float *dy = randv(n, 1);
+    for (int which = 0; which < 2; which++) {
+        float *g = which ? e.db : e.da;
+        for (size_t i = 0; i < n; i++) g[i] = 0.5f;
+        cn_add_backward(which ? NULL : e.da, which ? e.db : NULL, dy, n);
+        int ok = 1;
+        for (size_t i = 0; i < n; i++) ok &= g[i] == 0.5f + dy[i];
+        CHECK(ok, "add backward n%zu with d%s NULL", n, which ? "a" : "b");
+    }
+    free(e.a); free(e.b); free(e.da); free(e.db); free(dy);
+}
+
+/* -- pooling -- */
+typedef struct pool_ctx {
+    cn_conv_desc d;
+    float *x, *dx;
+    int32_t *argmax;
+    int n, hw, c, h, w, oh, ow, oc, stride; /* gap, shortcut, flatten */
+} pool_ctx;
+
+static void maxpool_fwd(void *p, float *out) {
+    pool_ctx *q = p;
+    cn_maxpool_forward(out, q->argmax, q->x, &q->d);
+}
+
+static void maxpool_bwd(void *p, const float *dout, const float *out) {
+    pool_ctx *q = p;
+    (void)out;
+    cn_maxpool_backward(q->dx, dout, q->argmax, &q->d);
+}
+
+static void avgpool_fwd(void *p, float *out) {
+    pool_ctx *q = p;
+    cn_avgpool_forward(out, q->x, &q->d);
+}
+
+static void avgpool_bwd(void *p, const float *dout, const float *out) {
+    pool_ctx *q = p;
+    (void)out;
+    cn_avgpool_backward(q->dx, dout, &q->d);
+}
+
+/* direct pooling in double: max over the valid window, or the window sum / (kh*kw) */
+static void pool_ref(float *out, const float *in, const cn_conv_desc *d, int is_max) {
+    for (int n = 0; n < d->n; n++)
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++)
+                for (int c = 0; c < d->c; c++) {
+                    double acc = is_max ? -INFINITY : 0;
+                    for (int ky = 0; ky < d->kh; ky++)
+                        for (int kx = 0; kx < d->kw; kx++) {
+                            int iy = oy * d->sh - d->ph + ky, ix = ox * d->sw - d->pw + kx;
+                            if (iy < 0 || iy >= d->h || ix < 0 || ix >= d->w) continue;
+                            double v = in[(((size_t)n * d->h + iy) * d->w + ix) * d->c + c];
+                            if (is_max) acc = v > acc ? v : acc;
+                            else acc += v;
+                        }
+                    out[(((size_t)n * d->oh + oy) * d->ow + ox) * d->c + c] =
+                        (float)(is_max ? acc : acc / (d->kh * d->kw));
+                }
+}
+
+static void pool_gc(int is_max, int n, int h, int w, int c, int k, int s, int p) {
+    pool_ctx q = {{n, h, w, c, c, k, k, s, s, p, p, 1, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (!cn_conv_desc_init(&q.d)) {
+        CHECK(0, "pool desc rejected");
+        return;
+    }
+    size_t nin = (size_t)n * h * w * c, nout = (size_t)n * q.d.oh * q.d.ow * c;
+    q.x = malloc(sizeof(float) * nin);
+    q.dx = malloc(sizeof(float) * nin);
+    q.argmax = malloc(sizeof(int32_t) * nout);
+    if (is_max) {
+        /* all values distinct, 0.05 apart (> 2 eps): no ties, and eps never changes a maximum */
+        for (size_t i = 0; i < nin; i++) q.x[i] = (float)i;
+        for (size_t i = nin; i > 1; i--) {
+            size_t j = cn_rng_below(&rng, (uint32_t)i);
+            float t = q.x[i - 1];
+            q.x[i - 1] = q.x[j], q.x[j] = t;
+        }
+        for (size_t i = 0; i < nin; i++) q.x[i] = 0.05f * (q.x[i] - (float)(nin / 2));
+    } else {
+        for (size_t i = 0; i < nin; i++) q.x[i] = cn_rng_normal(&rng);
+    }
+    float *out = malloc(sizeof(float) * nout), *ref = malloc(sizeof(float) * nout);
+    if (is_max) cn_maxpool_forward(out, q.argmax, q.x, &q.d);
+    else cn_avgpool_forward(out, q.x, &q.d);
+    pool_ref(ref, q.x, &q.d, is_max);
+    double e = max_rel_err(out, ref, nout, 1);
+    char label[96];
+    snprintf(label, sizeof label, "%s n%d %dx%dx%d k%d s%d p%d", is_max ? "maxpool" : "avgpool", n,
+             h, w, c, k, s, p);
+    CHECK(e < 1e-6, "%s forward: rel err %g", label, e);
+    gc_op op = {is_max ? maxpool_fwd : avgpool_fwd, is_max ? maxpool_bwd : avgpool_bwd, &q, nout,
+                {{"x", q.x, q.dx, nin}}, 1};
+    gradcheck(label, &op, 1e-2f, TOL_LIN);
+    free(q.x); free(q.dx); free(q.argmax); free(out); free(ref);
+}
+
+static void gap_fwd(void *p, float *out) {
+    pool_ctx *q = p;
+    cn_gap_forward(out, q->x, q->n, q->hw, q->c);
+}
+
+static void gap_bwd(void *p, const float *dout, const float *out) {
+    pool_ctx *q = p;
+    (void)out;
+    cn_gap_backward(q->dx, dout, q->n, q->hw, q->c);
+}
+
+static void gap_gc(int n, int hw, int c) {
+    pool_ctx q = {{0}, 0, 0, 0, n, hw, c, 0, 0, 0, 0, 0, 0};
+    size_t nin = (size_t)n * hw * c;
+    q.x = randv(nin, 1);
+    q.dx = malloc(sizeof(float) * nin);
+    float *out = malloc(sizeof(float) * n * c), *ref = malloc(sizeof(float) * n * c);
+    cn_gap_forward(out, q.x, n, hw, c);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < c; j++) {
+            double s = 0;
+            for (int p = 0; p < hw; p++) s += q.x[((size_t)i * hw + p) * c + j];
+            ref[i * c + j] = (float)(s / hw);
+        }
+    double e = max_rel_err(out, ref, (size_t)n * c, 1);
+    char label[64];
+    snprintf(label, sizeof label, "gap n%d hw%d c%d", n, hw, c);
+    CHECK(e < 1e-6, "%s forward: rel err %g", label, e);
+    gc_op op = {gap_fwd, gap_bwd, &q, (size_t)n * c, {{"x", q.x, q.dx, nin}}, 1};
+    gradcheck(label, &op, 1e-2f, TOL_LIN);
+    free(q.x); free(q.dx); free(out); free(ref);
+}
+
+static void shortcut_fwd(void *p, float *out) {
+    pool_ctx *q = p;
+    cn_shortcut_a_forward(out, q->x, q->n, q->h, q->w, q->c, q->oh, q->ow, q->oc, q->stride);
+}
+
+static void shortcut_bwd(void *p, const float *dout, const float *out) {
+    pool_ctx *q = p;
+    (void)out;
+    cn_shortcut_a_backward(q->dx, dout, q->n, q->h, q->w, q->c, q->oh, q->ow, q->oc, q->stride);
+}
+
+static void shortcut_gc(int n, int h, int w, int c, int oc, int stride) {
+    int oh = (h + stride - 1) / stride, ow = (w + stride - 1) / stride;
+    pool_ctx q = {{0}, 0, 0, 0, n, 0, c, h, w, oh, ow, oc, stride};
+    size_t nin = (size_t)n * h * w * c, nout = (size_t)n * oh * ow * oc;
+    q.x = randv(nin, 1);
+    q.dx = malloc(sizeof(float) * nin);
+    float *out = malloc(sizeof(float) * nout);
+    for (size_t i = 0; i < nout; i++) out[i] = NAN; /* every element must be written */
+    cn_shortcut_a_forward(out, q.x, n, h, w, c, oh, ow, oc, stride);
+    int ok = 1;
+    for (int i = 0; i < n; i++)
+        for (int y = 0; y < oh; y++)
+            for (int x = 0; x < ow; x++)
+                for (int j = 0; j < oc; j++) {
+                    float v = out[(((size_t)i * oh + y) * ow + x) * oc + j];
+                    size_t src = (((size_t)i * h + y * stride) * w + x * stride) * c + j;
+                    ok &= v == (j < c ? q.x[src] : 0.0f);
+                }
+    char label[96];
+    snprintf(label, sizeof label, "shortcut_a n%d %dx%dx%d->%d s%d", n, h, w, c, oc, stride);
+    CHECK(ok, "%s forward", label);
+    gc_op op = {shortcut_fwd, shortcut_bwd, &q, nout, {{"x", q.x, q.dx, nin}}, 1};
+    gradcheck(label, &op, 1e-2f, TOL_LIN);
+    free(q.x); free(q.dx); free(out);
+}
+
+static void flatten_fwd(void *p, float *out) {
+    pool_ctx *q = p;
+    cn_flatten_forward(out, q->x, q->n, q->h, q->w, q->c);
+}
+
+static void flatten_bwd(void *p, const float *dout, const float *out) {
+    pool_ctx *q = p;
+    (void)out;
+    cn_flatten_backward(q->dx, dout, q->n, q->h, q->w, q->c);
+}
+
+static void flatten_gc(int n, int h, int w, int c) {
+    pool_ctx q = {{0}, 0, 0, 0, n, 0, c, h, w, 0, 0, 0, 0};
+    size_t nin = (size_t)n * h * w * c;
+    q.x = randv(nin, 1);
+    q.dx = malloc(sizeof(float) * nin);
+    float *out = malloc(sizeof(float) * nin);
+    cn_flatten_forward(out, q.x, n, h, w, c);
+    /* torch.flatten(x, 1) of the NCHW tensor: out[i][(j*H + y)*W + x] = x_nchw[i][j][y][x] */
+    int ok = 1;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < c; j++)
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    ok &= out[(size_t)i * c * h * w + ((size_t)j * h + y) * w + x] ==
+                          q.x[(((size_t)i * h + y) * w + x) * c + j];
+    char label[64];
+    snprintf(label, sizeof label, "flatten n%d %dx%dx%d", n, h, w, c);
+    CHECK(ok, "%s forward order", label);
+    gc_op op = {flatten_fwd, flatten_bwd, &q, nin, {{"x", q.x, q.dx, nin}}, 1};
+    gradcheck(label, &op, 1e-2f, TOL_LIN);
+    free(q.x); free(q.dx); free(out);
+}
+
+/* -- linear -- */
+typedef struct lin_ctx {
+    float *x, *w, *b, *dx, *dw, *db;
+    int n, k, oc;
+} lin_ctx;
+
+static void linear_fwd(void *p, float *out) {
+    lin_ctx *l = p;
+    cn_linear_forward(out, l->x, l->w, l->b, l->n, l->k, l->oc);
+}
+
+static void linear_bwd(void *p, const float *dout, const float *out) {
+    lin_ctx *l = p;
+    (void)out;
+    cn_linear_backward(l->dx, l->dw, l->db, dout, l->x, l->w, l->n, l->k, l->oc);
+}
+
+static void linear_gc(int n, int k, int oc, int mask) {
+    lin_ctx l = {randv((size_t)n * k, 1), randv((size_t)oc * k, 0.5f),
+                 mask & HAS_BIAS ? randv(oc, 1) : NULL, 0, 0, 0, n, k, oc};
+    float *y = malloc(sizeof(float) * n * oc), *ref = malloc(sizeof(float) * n * oc);
+    cn_linear_forward(y, l.x, l.w, l.b, n, k, oc);
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < oc; o++) {
+            double acc = l.b ? l.b[o] : 0;
+            for (int j = 0; j < k; j++)
+                acc += (double)l.x[(size_t)i * k + j] * l.w[(size_t)o * k + j];
+            ref[(size_t)i * oc + o] = (float)acc;
+        }
+    double e = max_rel_err(y, ref, (size_t)n * oc, 1);
+    char label[64];
+    snprintf(label, sizeof label, "linear n%d k%d oc%d m%d", n, k, oc, mask);
+    CHECK(e < 1e-5, "%s forward: rel err %g", label, e);
+    gc_op op = {linear_fwd, linear_bwd, &l, (size_t)n * oc, {{0}}, 0};
+    size_t nx = (size_t)n * k, nw = (size_t)oc * k;
+    if (mask & G_IN) gc_add(&op, "x", l.x, &l.dx, nx);
+    if (mask & G_W) gc_add(&op, "w", l.w, &l.dw, nw);
+    if ((mask & G_B) && l.b) gc_add(&op, "b", l.b, &l.db, oc);
+    gradcheck(label, &op, 1e-2f, TOL_LIN);
+    free(l.x); free(l.w); free(l.b); free(l.dx); free(l.dw); free(l.db); free(y); free(ref);
+}
+
+/* -- softmax cross-entropy: dlogits is SET by the op; the adapter adds dout * dlogits -- */
+typedef struct xent_ctx {
+    float *z, *dz, *tmp;
+    int32_t *labels;
+    int n, k;
+    float smoothing;
+} xent_ctx;
+
+static void xent_fwd(void *p, float *out) {
+    xent_ctx *x = p;
+    out[0] = cn_softmax_xent(NULL, NULL, x->z, x->labels, x->n, x->k, x->smoothing);
+}
+
+static void xent_bwd(void *p, const float *dout, const float *out) {
+    xent_ctx *x = p;
+    (void)out;
+    cn_softmax_xent(x->tmp, NULL, x->z, x->labels, x->n, x->k, x->smoothing);
+    for (size_t i = 0; i < (size_t)x->n * x->k; i++) x->dz[i] += dout[0] * x->tmp[i];
+}
+
+static void xent_gc(int n, int k, float smoothing) {
+    size_t nz = (size_t)n * k;
+    xent_ctx x = {randv(nz, 2), malloc(sizeof(float) * nz), malloc(sizeof(float) * nz),
+                  malloc(sizeof(int32_t) * n), n, k, smoothing};
+    /* about half the rows predict their label */
+    for (int i = 0; i < n; i++) {
+        x.labels[i] = (int32_t)cn_rng_below(&rng, k);
+        if (i % 2 == 0) x.z[(size_t)i * k + x.labels[i]] += 6;
+    }
+    double total = 0;
+    int hits = 0;
+    for (int i = 0; i < n; i++) {
+        const float *z = x.z + (size_t)i * k;
+        int best = 0;
+        double se = 0, mx = z[0];
+        for (int j = 1; j < k; j++)
+            if (z[j] > z[best]) best = j, mx = z[j];
+        for (int j = 0; j < k; j++) se += exp(z[j] - mx);
+        for (int j = 0; j < k; j++) {
+            double logp = z[j] - mx - log(se);
+            double q = smoothing / k + (j == x.labels[i] ? 1.0 - smoothing : 0.0);
+            total -= q * logp;
+        }
+        hits += best == x.labels[i];
+    }
+    total /= n;
+    int correct = -1, correct2 = -1;
+    float *junk = malloc(sizeof(float) * nz);
+    for (size_t i = 0; i < nz; i++) junk[i] = 123.0f, x.dz[i] = 0;
+    float loss = cn_softmax_xent(x.dz, &correct, x.z, x.labels, n, k, smoothing);
+    float loss2 = cn_softmax_xent(junk, &correct2, x.z, x.labels, n, k, smoothing);
+    char label[64];
+    snprintf(label, sizeof label, "xent n%d k%d s%g", n, k, smoothing);
+    CHECK(fabs(loss - total) <= 1e-5 * fmax(1, fabs(total)), "%s: loss %.9g, expected %.9g",
+          label, loss, total);
+    CHECK(correct == hits && correct2 == hits, "%s: correct %d/%d, expected %d", label, correct,
+          correct2, hits);
+    CHECK(loss2 == loss && memcmp(junk, x.dz, sizeof(float) * nz) == 0,
+          "%s: dlogits not overwritten", label);
+    gc_op op = {xent_fwd, xent_bwd, &x, 1, {{"logits", x.z, x.dz, nz}}, 1};
+    gradcheck(label, &op, 1e-2f, TOL_NONLIN);
+    free(x.z); free(x.dz); free(x.tmp); free(x.labels); free(junk);
+}
+
 int main(void) {
     rng = cn_rng_make(1234, 0, 0);
+    verbose = getenv("CN_TEST_VERBOSE") != NULL;
+    phase("start");
     int threads[] = {1, 2, 3};
     for (int t = 0; t < 3; t++) {
         conv_case(2, 7, 5, 3, 4, 3, 1, 1, 1, threads[t]);
@@ -107,6 +877,103 @@ int main(void) {
         conv_case(2, 40, 48, 32, 32, 3, 1, 1, 1, threads[t]);
         conv_case(2, 28, 28, 128, 128, 3, 1, 1, 1, threads[t]);
         conv_case(1, 14, 14, 256, 256, 3, 1, 1, 1, threads[t]);
+        /* 1x1 images under a padded 3x3 kernel; width 1; height 1 */
+        conv_case(2, 1, 1, 5, 7, 3, 1, 1, 1, threads[t]);
+        conv_case(3, 1, 1, 4, 6, 3, 2, 1, 1, threads[t]);
+        conv_case(1, 1, 1, 6, 6, 3, 1, 1, 6, threads[t]);
+        conv_case(2, 9, 1, 3, 4, 3, 1, 1, 1, threads[t]);
+        conv_case(2, 9, 1, 3, 5, 3, 2, 1, 1, threads[t]);
+        conv_case(3, 1, 9, 6, 4, 3, 1, 1, 1, threads[t]);
+        /* groups == channels with a channel multiplier (not the depthwise kernel) */
+        conv_case(2, 6, 6, 4, 8, 3, 1, 1, 4, threads[t]);
+        /* batch 1, big images: row chunks inside one image (the first fits one chunk, the second
+         * takes several with a tail) */
+        conv_case(1, 64, 64, 8, 16, 3, 2, 1, 1, threads[t]);
+        conv_case(1, 64, 64, 16, 16, 3, 1, 1, 1, threads[t]);
     }
-    return check_summary("ops");
+    phase("conv vs direct loops");
+    /* per-image rows*K above 2^21 floats: serial row chunks that straddle images */
+    conv_case_sampled(2, 128, 128, 64, 64, 3, 1, 1, 2);
+
+    phase("conv big (sampled)");
+    /* finite differences */
+    for (int t = 1; t <= 2; t++) {
+        conv_gc(2, 5, 6, 3, 4, 3, 1, 1, 1, t, G_ALL);   /* 3x3 s1 p1 */
+        conv_gc(3, 7, 7, 5, 6, 3, 2, 1, 1, t, G_ALL);   /* 3x3 s2 p1, odd input */
+        conv_gc(1, 9, 7, 3, 5, 5, 2, 2, 1, t, G_ALL);   /* 5x5 s2 p2 */
+        conv_gc(2, 11, 9, 3, 4, 7, 2, 3, 1, t, G_ALL);  /* 7x7 s2 p3 */
+        conv_gc(3, 4, 5, 17, 5, 1, 1, 0, 1, t, G_ALL);  /* 1x1 s1 (pointwise) */
+        conv_gc(2, 5, 5, 5, 3, 1, 2, 0, 1, t, G_ALL);   /* 1x1 s2 */
+        conv_gc(2, 6, 5, 4, 6, 3, 1, 1, 2, t, G_ALL);   /* groups 2 */
+        conv_gc(1, 7, 7, 6, 9, 3, 2, 1, 3, t, G_ALL);   /* groups 3 */
+        conv_gc(2, 6, 7, 5, 5, 3, 1, 1, 5, t, G_ALL);   /* depthwise 3x3 s1 */
+        conv_gc(3, 7, 5, 17, 17, 3, 2, 1, 17, t, G_ALL); /* depthwise 3x3 s2 */
+        conv_gc(1, 9, 9, 3, 3, 5, 1, 2, 3, t, G_ALL);   /* depthwise 5x5 s1 */
+        conv_gc(2, 9, 8, 5, 5, 5, 2, 2, 5, t, G_ALL);   /* depthwise 5x5 s2 */
+        conv_gc(2, 1, 1, 3, 4, 3, 1, 1, 1, t, G_ALL);   /* 1x1 image, padded 3x3 */
+        /* some gradients not requested (NULL), and no bias */
+        conv_gc(2, 5, 6, 3, 4, 3, 2, 1, 1, t, G_IN);
+        conv_gc(2, 5, 6, 3, 4, 3, 2, 1, 1, t, G_W);
+        conv_gc(2, 5, 6, 3, 4, 3, 2, 1, 1, t, G_B | HAS_BIAS);
+        conv_gc(3, 4, 5, 6, 5, 1, 1, 0, 1, t, G_W | HAS_BIAS);
+        conv_gc(2, 6, 7, 5, 5, 3, 1, 1, 5, t, G_IN | HAS_BIAS);
+        conv_gc(2, 6, 7, 5, 5, 3, 1, 1, 5, t, G_W);
+    }
+    phase("conv finite differences");
+    bn_gc(3, 1, 1, 5, G_ALL);
+    bn_gc(2, 3, 3, 17, G_ALL);
+    bn_gc(1, 5, 7, 3, G_ALL);
+    bn_gc(3, 4, 4, 1, G_ALL);
+    bn_gc(2, 3, 3, 5, G_IN);
+    bn_gc(2, 3, 3, 5, G_W | G_B);
+    bn_gc(2, 3, 3, 5, G_W);
+    bn_values(3, 5, 1);
+    bn_values(35, 3, 1);
+    bn_values(1000, 17, 1);
+    bn_values(4000, 3, 50);
+    relu_gc(1);
+    relu_gc(37);
+    relu_gc(1000);
+    add_gc(1);
+    add_gc(37);
+    add_gc(1000);
+    pool_gc(1, 2, 7, 7, 3, 3, 2, 1);
+    pool_gc(1, 1, 1, 1, 5, 3, 2, 1);
+    pool_gc(1, 3, 6, 5, 17, 3, 2, 1);
+    pool_gc(1, 2, 7, 5, 3, 2, 2, 0);
+    pool_gc(1, 1, 4, 4, 1, 2, 2, 0);
+    pool_gc(0, 2, 5, 7, 3, 3, 1, 1);
+    pool_gc(0, 1, 1, 1, 5, 3, 1, 1);
+    pool_gc(0, 3, 7, 5, 17, 2, 2, 0);
+    pool_gc(0, 1, 2, 2, 1, 2, 2, 0);
+    gap_gc(3, 1, 5);
+    gap_gc(2, 35, 17);
+    gap_gc(1, 16, 3);
+    shortcut_gc(2, 5, 7, 3, 5, 1);
+    shortcut_gc(1, 3, 3, 3, 3, 1);
+    shortcut_gc(3, 7, 9, 5, 10, 2);
+    shortcut_gc(2, 6, 6, 4, 8, 2);
+    shortcut_gc(1, 1, 1, 1, 3, 2);
+    flatten_gc(2, 3, 5, 4);
+    flatten_gc(1, 1, 1, 17);
+    flatten_gc(3, 2, 1, 5);
+    linear_gc(1, 1, 1, G_ALL);
+    linear_gc(3, 17, 5, G_ALL);
+    linear_gc(2, 64, 10, G_ALL);
+    linear_gc(5, 3, 33, G_ALL);
+    linear_gc(2, 5, 3, G_IN | G_W);
+    linear_gc(2, 5, 3, G_W | HAS_BIAS);
+    linear_gc(2, 5, 3, G_IN | G_B | HAS_BIAS);
+    for (int s = 0; s < 2; s++) {
+        float sm = s ? 0.1f : 0.0f;
+        xent_gc(1, 3, sm);
+        xent_gc(3, 5, sm);
+        xent_gc(4, 10, sm);
+        xent_gc(2, 100, sm);
+        xent_gc(3, 1, sm);
+    }
+    phase("other ops");
+    int rc = check_summary("ops");
+    fflush(stdout); /* the line must get out even if LeakSanitizer ends the process at exit */
+    return rc;
 }

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -279,17 +280,42 @@ static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
 }
 
 /* The packing buffers of the calling thread, kept between calls: allocating them per call costs
- * an mmap and fresh page faults every time for the large ones. */
-static _Thread_local float *scratch_buf;
-static _Thread_local size_t scratch_cap;
+ * an mmap and fresh page faults every time for the large ones. A thread-specific key frees them
+ * when the thread ends (OpenMP retires workers when a team shrinks). */
+typedef struct scratch_buf {
+    float *buf;
+    size_t cap;
+} scratch_buf;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+
+static void scratch_free(void *p) {
+    scratch_buf *s = p;
+    free(s->buf);
+    free(s);
+}
+
+static void scratch_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
 
 static float *scratch(size_t floats) {
-    if (floats <= scratch_cap) return scratch_buf;
-    free(scratch_buf);
+    pthread_once(&scratch_once, scratch_init);
+    if (!scratch_key_ok) return NULL;
+    scratch_buf *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (floats <= s->cap) return s->buf;
+    free(s->buf);
     size_t cap = floats + floats / 4;
-    scratch_buf = aligned_alloc(64, round_up(cap * sizeof(float), 64));
-    scratch_cap = scratch_buf ? cap : 0;
-    return scratch_buf;
+    s->buf = aligned_alloc(64, round_up(cap * sizeof(float), 64));
+    s->cap = s->buf ? cap : 0;
+    return s->buf;
 }
 
 void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
