@@ -37,7 +37,7 @@ int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, i
 int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t *out) {
     char *end;
     errno = 0;
-    if (*s == '-') {
+    if (*s < '0' || *s > '9') {
         cli_err(cmd, "%s '%s': expected a non-negative whole number", opt, s);
         return -1;
     }

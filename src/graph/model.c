@@ -103,12 +103,12 @@ static cn_status arch_from_json(cn_arch *a, const char *json, const char *path) 
                       "%s: metadata 'arch' needs a string 'name' and numbers 'in_channels' and "
                       "'num_classes'",
                       path);
-    else if ((st = cn_arch_lookup(a, name->valuestring)) != CN_OK)
-        cn_error_context(st, "%s", path);
+    else if (cn_arch_lookup(a, name->valuestring) != CN_OK)
+        st = cn_error_context(CN_ERR_FORMAT, "%s", path);
     else {
-        a->in_channels = inc->valuedouble >= 1 && inc->valuedouble <= 4096 ? inc->valueint : -1;
-        a->num_classes =
-            ncl->valuedouble >= 1 && ncl->valuedouble <= 1000000 ? ncl->valueint : -1;
+        double ic = inc->valuedouble, nc = ncl->valuedouble;
+        a->in_channels = ic >= 1 && ic <= 4096 && ic == (int)ic ? (int)ic : -1;
+        a->num_classes = nc >= 1 && nc <= 1000000 && nc == (int)nc ? (int)nc : -1;
         if (a->in_channels < 0 || a->num_classes < 0)
             st = cn_error(CN_ERR_FORMAT, "%s: 'arch' has out-of-range in_channels or num_classes",
                           path);

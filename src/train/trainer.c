@@ -95,6 +95,24 @@ cn_status cn_evaluate(cn_model *m, const char *data, int train_split, int batch,
     return st;
 }
 
+static cn_status check_config(const cn_train_config *c) {
+    if (c->epochs < 1 || c->epochs > 100000)
+        return cn_error(CN_ERR_ARG, "--epochs %d is out of range [1, 100000]", c->epochs);
+    if (c->batch < 1 || c->batch > 65536)
+        return cn_error(CN_ERR_ARG, "--batch %d is out of range [1, 65536]", c->batch);
+    if (!(c->optim.lr > 0) || c->optim.lr > 100)
+        return cn_error(CN_ERR_ARG, "--lr %g is out of range (0, 100]", c->optim.lr);
+    if (!(c->label_smoothing >= 0 && c->label_smoothing < 1))
+        return cn_error(CN_ERR_ARG, "--label-smoothing %g is out of range [0, 1)",
+                        c->label_smoothing);
+    if (!(c->warmup_epochs >= 0) || c->warmup_epochs > c->epochs)
+        return cn_error(CN_ERR_ARG, "--warmup %g must be in [0, epochs]", c->warmup_epochs);
+    if (c->crop_pad < 0 || c->crop_pad > 64)
+        return cn_error(CN_ERR_ARG, "--crop-pad %d is out of range [0, 64]", c->crop_pad);
+    if (!c->out_dir || !*c->out_dir) return cn_error(CN_ERR_ARG, "--out: no directory given");
+    return CN_OK;
+}
+
 /* ---- checkpoints ---- */
 
 static char *config_json(const cn_train_config *c, int epoch_done, int64_t step,
@@ -157,6 +175,16 @@ static double jnum(const cJSON *o, const char *k, double def) {
     return cJSON_IsNumber(v) ? v->valuedouble : def;
 }
 
+/* An integer field within [lo, hi]; anything else is a malformed checkpoint. */
+static int jint(const cJSON *o, const char *k, int def, int lo, int hi, int *bad) {
+    double v = jnum(o, k, def);
+    if (!(v >= lo && v <= hi) || v != (double)(int)v) {
+        *bad = 1;
+        return def;
+    }
+    return (int)v;
+}
+
 /* Restores the training configuration, model and optimizer of a checkpoint. data_buf keeps the
  * dataset string alive. */
 static cn_status load_checkpoint(const char *path, cn_train_config *c, cn_model **m,
@@ -182,36 +210,45 @@ static cn_status load_checkpoint(const char *path, cn_train_config *c, cn_model 
     c->seed = strtoull(seed->valuestring, NULL, 10);
     snprintf(data_buf, data_len, "%s", data->valuestring);
     c->data = data_buf;
-    c->epochs = (int)jnum(j, "epochs", c->epochs);
-    c->batch = (int)jnum(j, "batch", c->batch);
+    int bad = 0;
+    c->epochs = jint(j, "epochs", c->epochs, 1, 100000, &bad);
+    c->batch = jint(j, "batch", c->batch, 1, 65536, &bad);
     cn_optim_config_default(&c->optim, strcmp(opt->valuestring, "adamw") == 0 ? CN_OPTIM_ADAMW
                                                                                : CN_OPTIM_SGD);
     c->optim.lr = (float)jnum(j, "lr", c->optim.lr);
     c->optim.momentum = (float)jnum(j, "momentum", c->optim.momentum);
-    c->optim.nesterov = (int)jnum(j, "nesterov", c->optim.nesterov);
+    c->optim.nesterov = jint(j, "nesterov", c->optim.nesterov, 0, 1, &bad);
     c->optim.weight_decay = (float)jnum(j, "weight_decay", c->optim.weight_decay);
     c->optim.beta1 = (float)jnum(j, "beta1", c->optim.beta1);
     c->optim.beta2 = (float)jnum(j, "beta2", c->optim.beta2);
     c->optim.eps = (float)jnum(j, "eps", c->optim.eps);
-    c->sched.kind = (cn_sched_kind)(int)jnum(j, "schedule", c->sched.kind);
+    c->sched.kind = (cn_sched_kind)jint(j, "schedule", c->sched.kind, 0, 2, &bad);
     c->warmup_epochs = (float)jnum(j, "warmup_epochs", c->warmup_epochs);
-    c->step_epochs = (int)jnum(j, "step_epochs", c->step_epochs);
+    c->step_epochs = jint(j, "step_epochs", c->step_epochs, 1, 100000, &bad);
     c->sched.gamma = (float)jnum(j, "gamma", c->sched.gamma);
     c->sched.min_lr = (float)jnum(j, "min_lr", c->sched.min_lr);
     c->label_smoothing = (float)jnum(j, "label_smoothing", c->label_smoothing);
-    c->crop_pad = (int)jnum(j, "crop_pad", c->crop_pad);
-    c->flip = (int)jnum(j, "flip", c->flip);
-    c->limit_train = (int)jnum(j, "limit_train", c->limit_train);
-    c->limit_test = (int)jnum(j, "limit_test", c->limit_test);
-    *epoch_done = (int)jnum(j, "epoch", 0);
-    *step = (int64_t)jnum(j, "step", 0);
+    c->crop_pad = jint(j, "crop_pad", c->crop_pad, 0, 64, &bad);
+    c->flip = jint(j, "flip", c->flip, 0, 1, &bad);
+    c->limit_train = jint(j, "limit_train", c->limit_train, 0, 1 << 30, &bad);
+    c->limit_test = jint(j, "limit_test", c->limit_test, 0, 1 << 30, &bad);
+    *epoch_done = jint(j, "epoch", 0, 0, c->epochs, &bad);
+    double stepd = jnum(j, "step", 0), optd = jnum(j, "optim_steps", 0);
+    if (!(stepd >= 0 && stepd <= 1e15) || !(optd >= 0 && optd <= 1e15)) bad = 1;
+    *step = (int64_t)(stepd >= 0 && stepd <= 1e15 ? stepd : 0);
+    if (bad || (st = check_config(c)) != CN_OK) {
+        st = bad ? cn_error(CN_ERR_FORMAT, "%s: the checkpoint's training settings are malformed",
+                            path)
+                 : cn_error_context(CN_ERR_FORMAT, "%s: checkpoint settings", path);
+        goto out;
+    }
     cn_model_config mc;
     cn_model_config_default(&mc);
     mc.name = NULL;
     mc.threads = c->threads;
     if ((st = cn_model_open_file(m, f, &mc)) != CN_OK) goto out;
     if ((st = cn_optim_create(o, *m, &c->optim)) != CN_OK) goto out;
-    (*o)->steps = (int64_t)jnum(j, "optim_steps", 0);
+    (*o)->steps = (int64_t)optd;
     for (int k = 0; k < 2 && (size_t)k * (*o)->n < (*o)->nstate; k++) {
         char name[32];
         snprintf(name, sizeof name, "optim:state%d", k);
@@ -227,6 +264,12 @@ static cn_status load_checkpoint(const char *path, cn_train_config *c, cn_model 
         }
     }
 out:
+    if (st != CN_OK) {
+        cn_optim_free(*o);
+        cn_model_free(*m);
+        *o = NULL;
+        *m = NULL;
+    }
     cJSON_Delete(j);
     cn_st_close(f);
     return st;
@@ -247,24 +290,6 @@ static cn_status make_dir(const char *dir) {
     return CN_OK;
 }
 
-static cn_status check_config(const cn_train_config *c) {
-    if (c->epochs < 1 || c->epochs > 100000)
-        return cn_error(CN_ERR_ARG, "--epochs %d is out of range [1, 100000]", c->epochs);
-    if (c->batch < 1 || c->batch > 65536)
-        return cn_error(CN_ERR_ARG, "--batch %d is out of range [1, 65536]", c->batch);
-    if (!(c->optim.lr > 0) || c->optim.lr > 100)
-        return cn_error(CN_ERR_ARG, "--lr %g is out of range (0, 100]", c->optim.lr);
-    if (!(c->label_smoothing >= 0 && c->label_smoothing < 1))
-        return cn_error(CN_ERR_ARG, "--label-smoothing %g is out of range [0, 1)",
-                        c->label_smoothing);
-    if (!(c->warmup_epochs >= 0) || c->warmup_epochs > c->epochs)
-        return cn_error(CN_ERR_ARG, "--warmup %g must be in [0, epochs]", c->warmup_epochs);
-    if (c->crop_pad < 0 || c->crop_pad > 64)
-        return cn_error(CN_ERR_ARG, "--crop-pad %d is out of range [0, 64]", c->crop_pad);
-    if (!c->out_dir || !*c->out_dir) return cn_error(CN_ERR_ARG, "--out: no directory given");
-    return CN_OK;
-}
-
 cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
     cn_train_config c = *cfg_in;
     char data_buf[1024], path[4096], ckpt[4096];
@@ -280,11 +305,13 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
     memset(res, 0, sizeof *res);
 
     CN_TRY(check_config(&c));
-    CN_TRY(make_dir(c.out_dir));
     snprintf(ckpt, sizeof ckpt, "%s/%s", c.out_dir, CHECKPOINT_FILE);
     if (c.resume) {
+        /* a mistyped --resume must not leave a new directory behind */
         st = load_checkpoint(ckpt, &c, &m, &o, &epoch_done, &step, data_buf, sizeof data_buf);
         if (st != CN_OK) return cn_error_context(st, "--resume %s", c.out_dir);
+    } else {
+        CN_TRY(make_dir(c.out_dir));
     }
     if ((st = cn_dataset_open(&train, c.data, 1)) != CN_OK) goto done;
     if ((st = cn_dataset_open(&test, c.data, 0)) != CN_OK) goto done;

@@ -1,0 +1,765 @@
+#!/usr/bin/env bash
+# End-to-end tests of the convnet command line: usage errors, model inspection, bad model files,
+# bad datasets, forward, training with exact resume, atomic writes and PyTorch interoperability.
+#
+# usage: bash tests/test_cli.sh path/to/convnet
+#
+# Everything is generated in a temporary directory that is removed at exit. Needs /usr/bin/python3
+# with numpy and torch (torchvision) and the Fashion-MNIST files of Debian's
+# dataset-fashion-mnist. Ends with one line "cli: N passed, M failed"; exits 1 if M > 0.
+set -uo pipefail
+
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 CONVNET_BINARY" >&2
+  echo "cli: 0 passed, 1 failed"
+  exit 1
+fi
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$(realpath "$1" 2>/dev/null || echo "$1")
+PY=/usr/bin/python3
+FMNIST=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
+T=$(mktemp -d "${TMPDIR:-/tmp}/convnet-cli.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+trap 'exit 130' INT TERM
+cd "$T" || exit 1
+# Under the sanitizers (harmless for the release build): stop at the first report.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+passed=0 failed=0
+TIMEOUT=${CLI_TEST_TIMEOUT:-600}
+
+pass_() { passed=$((passed + 1)); }
+fail_() { # description, reason
+  failed=$((failed + 1))
+  echo "FAIL: $1: $2" >&2
+  if [[ -s $T/err ]]; then sed -n '1,15s/^/    stderr| /p' "$T/err" >&2; fi
+}
+
+# Runs "$@" with no stdin; stdout in $T/out, stderr in $T/err, status in RC.
+run() {
+  timeout -k 10 "$TIMEOUT" "$@" </dev/null >"$T/out" 2>"$T/err"
+  RC=$?
+}
+
+# Why the last run counts as a crash (sanitizer report, signal, timeout); empty if it did not.
+crash_reason() {
+  if grep -qE 'AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:' "$T/err"; then
+    echo "sanitizer report"
+  elif ((RC == 124)); then
+    echo "timed out after ${TIMEOUT}s"
+  elif ((RC >= 128)); then
+    echo "killed by signal $((RC - 128))"
+  fi
+}
+
+# expect_ok "description" -- command...
+# Passes when the command exits 0 with no sanitizer report. Leaves $T/out and $T/err.
+expect_ok() {
+  local desc=$1
+  shift
+  [[ $1 == -- ]] && shift
+  run "$@"
+  local why
+  why=$(crash_reason)
+  if [[ -n $why ]]; then fail_ "$desc" "$why (exit $RC)"; return 1; fi
+  if ((RC != 0)); then fail_ "$desc" "exit $RC, expected 0"; return 1; fi
+  pass_
+  return 0
+}
+
+# expect_fail "description" EXIT_CODE "stderr substring" ["another substring"...] -- command...
+# Passes when the command exits with EXIT_CODE, every substring appears in stderr (fixed string),
+# and there is no crash or sanitizer report.
+expect_fail() {
+  local desc=$1 code=$2
+  shift 2
+  local subs=()
+  while [[ $# -gt 0 && $1 != -- ]]; do subs+=("$1"); shift; done
+  shift
+  run "$@"
+  local why s
+  why=$(crash_reason)
+  if [[ -n $why ]]; then fail_ "$desc" "$why (exit $RC)"; return 1; fi
+  if ((RC != code)); then fail_ "$desc" "exit $RC, expected $code"; return 1; fi
+  for s in "${subs[@]}"; do
+    if ! grep -qF -- "$s" "$T/err"; then
+      fail_ "$desc" "stderr lacks '$s'"
+      return 1
+    fi
+  done
+  pass_
+  return 0
+}
+
+# check "description" command... : passes when the command (a plain assertion) exits 0.
+check() {
+  local desc=$1
+  shift
+  local msg
+  if msg=$("$@" 2>&1); then
+    pass_
+  else
+    failed=$((failed + 1))
+    echo "FAIL: $desc" >&2
+    [[ -n $msg ]] && sed 's/^/    | /' <<<"$msg" | head -20 >&2
+  fi
+}
+
+# json_check 'python expression over d' FILE : d is the parsed JSON of FILE.
+json_check() {
+  $PY -c '
+import json, sys
+d = json.load(open(sys.argv[2]))
+ok = eval(sys.argv[1])
+if not ok:
+    sys.exit("assertion %r failed on %s" % (sys.argv[1], json.dumps({k: v for k, v in d.items() if k != "layers"})))
+' "$1" "$2"
+}
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+summary() {
+  echo "== [$((SECONDS - ${T0:-0})) s] done" >&2
+  echo "cli: $passed passed, $failed failed"
+  ((failed == 0))
+  exit $?
+}
+
+if [[ ! -x $BIN ]]; then
+  failed=1
+  echo "FAIL: $BIN is not an executable" >&2
+  summary
+fi
+
+# Tiny training runs: sizes can be lowered for slow machines.
+# The sanitizer build is ~10x slower: smaller runs there.
+if grep -qa __asan_init "$BIN"; then
+  LT=${CLI_LIMIT_TRAIN:-64} LE=${CLI_LIMIT_TEST:-64}
+else
+  LT=${CLI_LIMIT_TRAIN:-256} LE=${CLI_LIMIT_TEST:-128}
+fi
+TRAIN_ARGS=(--model resnet20 --limit-train "$LT" --limit-test "$LE" --batch 32 --epochs 2 --threads 2
+            --seed 7)
+
+T0=$SECONDS
+section() { echo "== [$((SECONDS - T0)) s] $*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures: model files (good and bad), input tensors, corrupted IDX datasets.
+# ---------------------------------------------------------------------------------------------
+cat >"$T/gen.py" <<'EOF'
+import gzip, json, os, shutil, struct, sys
+import numpy as np
+import torch, torchvision
+
+repo, out, fmnist = sys.argv[1:4]
+sys.path.insert(0, os.path.join(repo, "tests", "parity"))
+import st
+from cifar_resnet import cifar_resnet
+
+torch.manual_seed(0)
+torch.set_num_threads(2)
+rng = np.random.default_rng(0)
+P = lambda name: os.path.join(out, name)
+
+
+def state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def perturb_bn(model):
+    # non-trivial running statistics so that eval mode is a real test
+    g = torch.Generator().manual_seed(1)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
+            mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+
+
+ARCH = {"format": "convnet", "format_version": "1",
+        "arch": json.dumps({"name": "resnet20", "in_channels": 1, "num_classes": 10})}
+
+# a resnet20 (1 channel, 10 classes) written by PyTorch, with convnet's metadata
+r20 = cifar_resnet(20, 1, 10)
+perturb_bn(r20)
+r20.eval()
+sd = state(r20)
+st.save(P("r20.safetensors"), sd, ARCH)
+st.save(P("r20_plain.safetensors"), sd)  # a plain state_dict: no metadata
+
+x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+st.save(P("in.safetensors"), {"input": x})
+with torch.no_grad():
+    st.save(P("r20_ref_logits.safetensors"), {"logits": r20(torch.from_numpy(x))})
+st.save(P("in_noinput.safetensors"), {"x": x})
+st.save(P("in_3ch.safetensors"), {"input": rng.standard_normal((2, 3, 28, 28)).astype(np.float32)})
+st.save(P("in_3d.safetensors"), {"input": x[0]})
+st.save(P("in_f64.safetensors"), {"input": x.astype(np.float64)})
+st.save(P("in_i32.safetensors"), {"input": (x * 10).astype(np.int32)})
+st.save(P("in_empty.safetensors"), {"input": np.zeros((0, 1, 28, 28), np.float32)})
+
+raw = open(P("r20.safetensors"), "rb").read()
+(hlen,) = struct.unpack("<Q", raw[:8])
+header = json.loads(raw[8:8 + hlen])
+open(P("empty.safetensors"), "wb").close()
+open(P("truncated.safetensors"), "wb").write(raw[:8 + hlen + (len(raw) - 8 - hlen) // 2])
+open(P("short.safetensors"), "wb").write(raw[:5])
+open(P("hdrlen.safetensors"), "wb").write(struct.pack("<Q", len(raw)) + raw[8:])
+open(P("hdrlen_huge.safetensors"), "wb").write(struct.pack("<Q", 1 << 62) + raw[8:])
+bad = b"this is not JSON at all!"
+bad += b" " * (-len(bad) % 8)
+open(P("notjson.safetensors"), "wb").write(struct.pack("<Q", len(bad)) + bad + raw[8 + hlen:])
+
+
+def with_header(name, hdr):
+    text = json.dumps(hdr, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    open(P(name), "wb").write(struct.pack("<Q", len(text)) + text + raw[8 + hlen:])
+
+
+h = json.loads(json.dumps(header))
+last = max(h[k]["data_offsets"][1] for k in h if k != "__metadata__")
+h2 = json.loads(json.dumps(header))
+h2["fc.bias"]["data_offsets"] = [h2["fc.weight"]["data_offsets"][0], h2["fc.weight"]["data_offsets"][0] + 40]
+with_header("overlap.safetensors", h2)
+h2 = json.loads(json.dumps(header))
+h2["fc.bias"]["shape"] = [-10]
+with_header("negshape.safetensors", h2)
+h2 = json.loads(json.dumps(header))
+h2["fc.bias"]["dtype"] = "F99"
+with_header("baddtype.safetensors", h2)
+b, e = h["fc.weight"]["data_offsets"]
+h["fc.weight"]["data_offsets"] = [last + 64, last + 64 + (e - b)]
+with_header("offsets.safetensors", h)
+
+sd2 = dict(sd)
+sd2["conv1.weight"] = torch.zeros(16, 3, 3, 3)
+st.save(P("wrongshape.safetensors"), sd2, ARCH)
+sd2 = dict(sd)
+del sd2["layer2.1.bn2.running_var"]
+st.save(P("missing.safetensors"), sd2, ARCH)
+sd2 = dict(sd)
+sd2["head.extra.weight"] = torch.zeros(3)
+st.save(P("extra.safetensors"), sd2, ARCH)
+sd2 = dict(sd)
+sd2["fc.weight"] = sd["fc.weight"].to(torch.int32)
+st.save(P("intweight.safetensors"), sd2, ARCH)
+st.save(P("badarch.safetensors"), sd, dict(ARCH, arch=json.dumps({"name": "resnet999", "in_channels": 1, "num_classes": 10})))
+
+# a plain torchvision resnet18 state_dict (num_batches_tracked is int64), plus a reference
+tv = torchvision.models.resnet18()
+perturb_bn(tv)
+tv.eval()
+tsd = state(tv)
+assert tsd["bn1.num_batches_tracked"].dtype == torch.int64
+st.save(P("tv_resnet18.safetensors"), tsd)
+xt = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+st.save(P("tv_in.safetensors"), {"input": xt})
+with torch.no_grad():
+    st.save(P("tv_ref_logits.safetensors"), {"logits": tv(torch.from_numpy(xt))})
+
+# MACs (conv + linear, as convnet counts them) of resnet18 at a non-square 96x128, by hooks
+macs = []
+def hook(mod, inp, outp):
+    if isinstance(mod, torch.nn.Conv2d):
+        macs.append(outp.numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1])
+    elif isinstance(mod, torch.nn.Linear):
+        macs.append(outp.numel() * mod.in_features)
+for mod in tv.modules():
+    mod.register_forward_hook(hook)
+with torch.no_grad():
+    tv(torch.zeros(1, 3, 96, 128))
+open(P("macs_resnet18_96x128"), "w").write(str(sum(macs)))
+
+# IDX datasets: the test split decompressed, then one corruption per directory; the train split
+# is linked (eval only reads t10k).
+idx = {}
+for base in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    with gzip.open(os.path.join(fmnist, base + ".gz"), "rb") as f:
+        idx[base] = bytearray(f.read())
+IM, LB = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+
+
+def dataset(name, images=None, labels=None, gz_images=None):
+    d = P(name)
+    os.makedirs(d)
+    for base in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        os.symlink(os.path.join(fmnist, base), os.path.join(d, base))
+    if gz_images is not None:
+        open(os.path.join(d, IM + ".gz"), "wb").write(gz_images)
+    else:
+        open(os.path.join(d, IM), "wb").write(idx[IM] if images is None else images)
+    open(os.path.join(d, LB), "wb").write(idx[LB] if labels is None else labels)
+
+
+dataset("data_ok")
+im = bytearray(idx[IM]); im[0:4] = b"\x12\x34\x08\x03"
+dataset("data_magic", images=im)
+dataset("data_trunc", images=idx[IM][: len(idx[IM]) // 2])
+gzd = open(os.path.join(fmnist, IM + ".gz"), "rb").read()
+dataset("data_truncgz", gz_images=gzd[: len(gzd) // 2])
+lb = bytearray(idx[LB][: 8 + 9999]); lb[4:8] = struct.pack(">I", 9999)
+dataset("data_count", labels=lb)
+lb = bytearray(idx[LB]); lb[8 + 5] = 10
+dataset("data_label", labels=lb)
+im = bytearray(idx[IM]) + b"\0" * 7
+dataset("data_trailing", images=im)
+os.makedirs(P("data_empty"))
+print("fixtures ok")
+EOF
+if ! $PY "$T/gen.py" "$REPO" "$T" "$FMNIST" >"$T/gen.log" 2>&1; then
+  cat "$T/gen.log" >&2
+  failed=$((failed + 1))
+  echo "FAIL: generating fixtures" >&2
+  summary
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 1. help, unknown commands and options
+# ---------------------------------------------------------------------------------------------
+section "1. help, unknown commands and options"
+for h in --help -h help; do
+  expect_ok "convnet $h" -- "$BIN" "$h" && check "convnet $h prints usage on stdout" grep -q '^usage: convnet' "$T/out"
+done
+expect_ok "convnet --version" -- "$BIN" --version
+for c in train eval info forward bench; do
+  if expect_ok "convnet $c --help" -- "$BIN" "$c" --help; then
+    check "convnet $c --help prints usage on stdout" grep -q "^usage: convnet $c" "$T/out"
+  fi
+done
+expect_fail "no command" 2 "usage: convnet" -- "$BIN"
+expect_fail "unknown command" 2 "unknown command 'frobnicate'" -- "$BIN" frobnicate
+for c in train eval info forward bench; do
+  expect_fail "$c: unknown option" 2 "unknown option '--frobnicate'" -- "$BIN" "$c" --frobnicate
+done
+
+# ---------------------------------------------------------------------------------------------
+# 2. info: parameters and MACs of every architecture
+# ---------------------------------------------------------------------------------------------
+section "2. info: parameters and MACs of every architecture"
+expect_ok "info --list" -- "$BIN" info --list
+check "info --list names all ten models" $PY -c '
+import sys
+names = {s.strip() for s in open(sys.argv[1]).read().split(",")}
+want = {"resnet18","resnet34","resnet50","resnet101","resnet152","resnet20","resnet32","resnet44","resnet56","resnet110"}
+sys.exit(None if want <= names else "missing %s" % (want - names))' "$T/out"
+declare -A PARAMS=([resnet18]=11689512 [resnet34]=21797672 [resnet50]=25557032 [resnet101]=44549160
+                   [resnet152]=60192808)
+for m in resnet18 resnet34 resnet50 resnet101 resnet152; do
+  if expect_ok "info --model $m --json" -- "$BIN" info --model "$m" --json; then
+    check "info $m: params ${PARAMS[$m]}, 3 channels, 1000 classes, 224x224" json_check \
+      "d['model'] == '$m' and d['params'] == ${PARAMS[$m]} and d['in_channels'] == 3 and d['num_classes'] == 1000 and (d['input_h'], d['input_w']) == (224, 224) and sum(l['params'] for l in d['layers']) == d['params'] and sum(l['macs'] for l in d['layers']) == d['macs']" "$T/out"
+    case $m in
+      resnet18) check "info resnet18: 1814073344 MACs at 224" json_check "d['macs'] == 1814073344" "$T/out" ;;
+      resnet50) check "info resnet50: 4089184256 MACs at 224" json_check "d['macs'] == 4089184256" "$T/out" ;;
+    esac
+  fi
+done
+# CIFAR ResNets (6n+2): 16/32/64 channels; params for 3 channels and 10 classes by formula,
+# checked against the torch reference implementation.
+$PY - "$REPO" >"$T/cifar_params" 2>&1 <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1] + "/tests/parity")
+from cifar_resnet import cifar_resnet
+for d in (20, 32, 44, 56, 110):
+    for c, k in ((3, 10), (1, 10)):
+        print(d, c, k, sum(p.numel() for p in cifar_resnet(d, c, k).parameters()))
+EOF
+for m in resnet20 resnet32 resnet44 resnet56 resnet110; do
+  d=${m#resnet}
+  for ck in "3 10" "1 10"; do
+    read -r c k <<<"$ck"
+    want=$(awk -v d="$d" -v c="$c" -v k="$k" '$1 == d && $2 == c && $3 == k {print $4}' "$T/cifar_params")
+    if expect_ok "info --model $m --in-channels $c --num-classes $k --json" -- \
+        "$BIN" info --model "$m" --in-channels "$c" --num-classes "$k" --json; then
+      check "info $m ($c ch, $k classes): params == torch's ${want:-?}" json_check \
+        "d['params'] == ${want:-0} and d['in_channels'] == $c and d['num_classes'] == $k and (d['input_h'], d['input_w']) == (32, 32)" "$T/out"
+    fi
+  done
+done
+if expect_ok "info --model resnet20 (defaults)" -- "$BIN" info --model resnet20 --json; then
+  check "info resnet20 defaults: 3 channels, 10 classes, 32x32" json_check \
+    "d['in_channels'] == 3 and d['num_classes'] == 10 and (d['input_h'], d['input_w']) == (32, 32)" "$T/out"
+fi
+if expect_ok "info resnet20 --in-channels 1 --num-classes 10 --json" -- \
+    "$BIN" info --model resnet20 --in-channels 1 --num-classes 10 --json; then
+  check "info resnet20 (1 ch, 10 classes): 269434 params" json_check "d['params'] == 269434" "$T/out"
+fi
+if expect_ok "info resnet18 --input-size 96x128" -- "$BIN" info --model resnet18 --input-size 96x128 --json; then
+  check "info resnet18 96x128: H, W kept apart through the net" json_check \
+    "d['macs'] == $(cat "$T/macs_resnet18_96x128") and (d['input_h'], d['input_w']) == (96, 128) and [l for l in d['layers'] if l['name'] == 'conv1'][0]['shape'] == [64, 48, 64] and [l for l in d['layers'] if l['name'] == 'layer4.1.conv2'][0]['shape'] == [512, 3, 4] and d['layers'][-1]['shape'][0] == 1000 and d['params'] == 11689512" "$T/out"
+fi
+expect_ok "info resnet18 (text table)" -- "$BIN" info --model resnet18 &&
+  check "info text output has the totals" grep -q '^total: 11689512 parameters' "$T/out"
+# Every padded conv/pool of these nets keeps a 1x1 map at 1x1 (as in PyTorch), so no input
+# size in range is too small; sizes outside [1, 8192] are usage errors.
+if expect_ok "info resnet50 --input-size 1" -- "$BIN" info --model resnet50 --input-size 1 --json; then
+  check "info resnet50 1x1: every layer at least 1x1" json_check \
+    "all(l['shape'][1] >= 1 and l['shape'][2] >= 1 for l in d['layers'])" "$T/out"
+fi
+expect_fail "info --input-size 0" 2 "--input-size '0'" -- "$BIN" info --model resnet50 --input-size 0
+expect_fail "info --input-size 0x5" 2 "--input-size '0x5'" -- "$BIN" info --model resnet18 --input-size 0x5
+expect_fail "info --input-size 5x" 2 "--input-size '5x'" -- "$BIN" info --model resnet18 --input-size 5x
+expect_fail "info --input-size 8193" 2 "--input-size '8193'" -- "$BIN" info --model resnet18 --input-size 8193
+expect_fail "info --input-size -3x5" 2 "--input-size '-3x5'" -- "$BIN" info --model resnet18 --input-size -3x5
+expect_fail "info without a model" 2 "--model" -- "$BIN" info
+expect_fail "info MODEL --num-classes" 2 "--num-classes" -- "$BIN" info "$T/r20.safetensors" --num-classes 5
+
+# ---------------------------------------------------------------------------------------------
+# 3. bad arguments
+# ---------------------------------------------------------------------------------------------
+section "3. bad arguments"
+KNOWN="resnet18, resnet34, resnet50, resnet101, resnet152, resnet20, resnet32, resnet44, resnet56, resnet110"
+expect_fail "info: unknown model lists the known ones" 2 "unknown model 'resnet99'" "$KNOWN" -- \
+  "$BIN" info --model resnet99
+expect_fail "bench: unknown model" 2 "unknown model 'vgg16'" "$KNOWN" -- "$BIN" bench --model vgg16
+expect_fail "train: unknown model" 2 "unknown model 'resnet99'" "resnet20" -- \
+  "$BIN" train --model resnet99 --out "$T/o_badmodel" --limit-train 32 --limit-test 32 --epochs 1 --threads 2
+TR=("$BIN" train --out "$T/o_args" --limit-train 32 --limit-test 32 --threads 2)
+expect_fail "train --epochs 0" 2 "--epochs '0'" -- "${TR[@]}" --epochs 0
+expect_fail "train --epochs abc" 2 "--epochs 'abc'" -- "${TR[@]}" --epochs abc
+expect_fail "train --epochs 3x" 2 "--epochs '3x'" -- "${TR[@]}" --epochs 3x
+expect_fail "train --epochs 99999999999" 2 "--epochs '99999999999'" -- "${TR[@]}" --epochs 99999999999
+expect_fail "train --batch -1" 2 "--batch '-1'" -- "${TR[@]}" --batch -1
+expect_fail "train --batch 0" 2 "--batch '0'" -- "${TR[@]}" --batch 0
+expect_fail "train --lr -1" 2 "--lr '-1'" -- "${TR[@]}" --lr -1
+expect_fail "train --lr 0" 2 "--lr '0'" -- "${TR[@]}" --lr 0
+expect_fail "train --lr nan" 2 "--lr 'nan'" -- "${TR[@]}" --lr nan
+expect_fail "train --lr inf" 2 "--lr 'inf'" -- "${TR[@]}" --lr inf
+expect_fail "train --label-smoothing 1.5" 2 "--label-smoothing '1.5'" -- "${TR[@]}" --label-smoothing 1.5
+expect_fail "train --momentum 1" 2 "--momentum '1'" -- "${TR[@]}" --momentum 1
+expect_fail "train --weight-decay -0.1" 2 "--weight-decay '-0.1'" -- "${TR[@]}" --weight-decay -0.1
+expect_fail "train --optimizer foo" 2 "--optimizer 'foo'" -- "${TR[@]}" --optimizer foo
+expect_fail "train --schedule foo" 2 "--schedule 'foo'" -- "${TR[@]}" --schedule foo
+expect_fail "train --threads 0" 2 "--threads '0'" -- "${TR[@]}" --threads 0
+expect_fail "train --seed -1" 2 "--seed '-1'" -- "${TR[@]}" --seed -1
+# strtoull skips leading blanks and wraps negatives: " -1" must not become 2^64-1.
+# (--data nosuch stops the run before training.)
+expect_fail "train --seed ' -1'" 2 "--seed ' -1'" -- "${TR[@]}" --seed " -1" --data nosuch
+expect_fail "train --crop-pad 65" 2 "--crop-pad '65'" -- "${TR[@]}" --crop-pad 65
+expect_fail "train --warmup > epochs" 2 "--warmup" -- "${TR[@]}" --epochs 1 --warmup 5
+expect_fail "train --data foo" 2 "--data 'foo'" "fashion-mnist" -- "${TR[@]}" --data foo
+expect_fail "train --data mnist (no dir)" 2 "mnist:DIR" -- "${TR[@]}" --data mnist
+expect_fail "train --data fashion-mnist:/nonexistent" 1 "/nonexistent" -- "${TR[@]}" --data fashion-mnist:/nonexistent/fm
+for opt in --epochs --batch --lr --model --data --out --resume --optimizer --seed --threads; do
+  expect_fail "train $opt without a value" 2 "$opt needs a value" -- "$BIN" train "$opt"
+done
+expect_fail "info --input-size without a value" 2 "--input-size needs a value" -- "$BIN" info --model resnet18 --input-size
+expect_fail "eval --data without a value" 2 "--data needs a value" -- "$BIN" eval "$T/r20.safetensors" --data
+expect_fail "forward --output without a value" 2 "--output needs a value" -- "$BIN" forward "$T/r20.safetensors" --input "$T/in.safetensors" --output
+expect_fail "bench --runs without a value" 2 "--runs needs a value" -- "$BIN" bench --model resnet20 --runs
+expect_fail "bench --runs 0" 2 "--runs '0'" -- "$BIN" bench --model resnet20 --runs 0
+expect_fail "bench --batch 0" 2 "--batch '0'" -- "$BIN" bench --model resnet20 --batch 0
+expect_fail "eval --threads 0" 2 "--threads '0'" -- "$BIN" eval "$T/r20.safetensors" --threads 0
+expect_fail "eval --split foo" 2 "--split 'foo'" -- "$BIN" eval "$T/r20.safetensors" --split foo
+expect_fail "eval --limit 0" 2 "--limit '0'" -- "$BIN" eval "$T/r20.safetensors" --limit 0
+expect_fail "eval --data foo" 2 "--data 'foo'" -- "$BIN" eval "$T/r20.safetensors" --data foo --limit 8
+expect_fail "eval --data fashion-mnist:/nonexistent" 1 "/nonexistent/fm" -- \
+  "$BIN" eval "$T/r20.safetensors" --data fashion-mnist:/nonexistent/fm --limit 8
+expect_fail "forward without --input/--output" 2 "--input and --output" -- "$BIN" forward "$T/r20.safetensors"
+expect_fail "two model files" 2 "unknown option '$T/r20_plain.safetensors'" -- \
+  "$BIN" info "$T/r20.safetensors" "$T/r20_plain.safetensors"
+expect_fail "model file of another architecture than --model" 2 "resnet20" "resnet32" -- \
+  "$BIN" info "$T/r20.safetensors" --model resnet32
+
+# ---------------------------------------------------------------------------------------------
+# 4. bad model files, for every command that opens one
+# ---------------------------------------------------------------------------------------------
+section "4. bad model files, for every command that opens one"
+# cmd_line CMD FILE: sets CMD to the command line of CMD on model FILE, with cheap options
+cmd_line() {
+  case $1 in
+    eval) CMD=("$BIN" eval "$2" --limit 8 --threads 2) ;;
+    info) CMD=("$BIN" info "$2") ;;
+    forward) CMD=("$BIN" forward "$2" --input "$T/in.safetensors" --output "$T/fwd_bad_out.safetensors" --threads 2) ;;
+    bench) CMD=("$BIN" bench "$2" --runs 1 --warmup 0 --threads 2) ;;
+  esac
+}
+BADFILES=(
+  "nonexistent|1|$T/nonexistent.safetensors|cannot open"
+  "zero-byte file|1|$T/empty.safetensors|"
+  "5-byte file|1|$T/short.safetensors|"
+  "truncated file|1|$T/truncated.safetensors|"
+  "header length > file|1|$T/hdrlen.safetensors|"
+  "header length 2^62|1|$T/hdrlen_huge.safetensors|"
+  "header not JSON|1|$T/notjson.safetensors|"
+  "data_offsets out of range|1|$T/offsets.safetensors|fc.weight"
+  "overlapping data_offsets|1|$T/overlap.safetensors|overlap"
+  "negative dimension|1|$T/negshape.safetensors|fc.bias"
+  "unknown dtype|1|$T/baddtype.safetensors|F99"
+  "conv1.weight of the wrong shape|1|$T/wrongshape.safetensors|conv1.weight"
+  "missing tensor|1|$T/missing.safetensors|layer2.1.bn2.running_var"
+  "unexpected tensor|1|$T/extra.safetensors|head.extra.weight"
+  "int32 weights|1|$T/intweight.safetensors|fc.weight"
+  "a directory|1|$T/data_empty|"
+  "plain state_dict without --model|2|$T/r20_plain.safetensors|--model"
+)
+for cmd in eval info forward bench; do
+  for spec in "${BADFILES[@]}"; do
+    IFS='|' read -r what code file sub <<<"$spec"
+    cmd_line "$cmd" "$file"
+    if [[ -n $sub ]]; then
+      expect_fail "$cmd: $what" "$code" "$file" "$sub" -- "${CMD[@]}"
+    else
+      expect_fail "$cmd: $what" "$code" "$file" -- "${CMD[@]}"
+    fi
+  done
+done
+# a file whose metadata names an unknown architecture is a bad file (exit 1), not a usage error
+expect_fail "info: unknown architecture in the file's metadata (exit 1)" 1 "$T/badarch.safetensors" "resnet999" -- \
+  "$BIN" info "$T/badarch.safetensors"
+check "forward: no output file after model load failures" test ! -e "$T/fwd_bad_out.safetensors"
+
+# the good fixtures load
+expect_ok "info of a PyTorch-written resnet20" -- "$BIN" info "$T/r20.safetensors" --json &&
+  check "info of the PyTorch resnet20: 269434 params" json_check "d['params'] == 269434 and d['model'] == 'resnet20'" "$T/out"
+expect_ok "info of a plain resnet20 state_dict with --model" -- "$BIN" info "$T/r20_plain.safetensors" --model resnet20 --json &&
+  check "plain resnet20 state_dict: 1 channel, 10 classes from its shapes" json_check \
+    "d['in_channels'] == 1 and d['num_classes'] == 10 and d['params'] == 269434" "$T/out"
+expect_fail "plain resnet20 state_dict as a resnet32" 1 "$T/r20_plain.safetensors" -- \
+  "$BIN" info "$T/r20_plain.safetensors" --model resnet32
+if expect_ok "info of a torchvision resnet18 state_dict with --model resnet18" -- \
+    "$BIN" info "$T/tv_resnet18.safetensors" --model resnet18 --json; then
+  check "torchvision resnet18: 11689512 params, 3 ch, 1000 classes" json_check \
+    "d['params'] == 11689512 and d['in_channels'] == 3 and d['num_classes'] == 1000" "$T/out"
+fi
+expect_fail "torchvision resnet18 state_dict without --model" 2 "$T/tv_resnet18.safetensors" "--model" -- \
+  "$BIN" info "$T/tv_resnet18.safetensors"
+# logits of the torchvision model agree with PyTorch's
+compare_logits() { # convnet OUT, reference, relative tolerance
+  $PY - "$REPO" "$1" "$2" "$3" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1] + "/tests/parity")
+import numpy as np, st
+got, want = st.load(sys.argv[2])[0]["logits"], st.load(sys.argv[3])[0]["logits"]
+if got.shape != want.shape:
+    sys.exit(f"shape {got.shape} != {want.shape}")
+if not np.all(np.isfinite(got)):
+    sys.exit("non-finite logits")
+err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
+if err > float(sys.argv[4]):
+    sys.exit(f"max relative error {err:.3e} > {sys.argv[4]}")
+EOF
+}
+if expect_ok "forward of the torchvision resnet18 state_dict" -- "$BIN" forward "$T/tv_resnet18.safetensors" \
+    --model resnet18 --input "$T/tv_in.safetensors" --output "$T/tv_out.safetensors" --threads 2; then
+  check "torchvision resnet18: convnet logits == PyTorch logits" compare_logits "$T/tv_out.safetensors" "$T/tv_ref_logits.safetensors" 1e-4
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 5. bad IDX data
+# ---------------------------------------------------------------------------------------------
+section "5. bad IDX data"
+EV=("$BIN" eval "$T/r20.safetensors" --limit 16 --threads 2 --data)
+expect_ok "eval on an uncompressed copy of the test split" -- "${EV[@]}" "fashion-mnist:$T/data_ok"
+expect_fail "IDX: wrong magic" 1 "$T/data_magic/t10k-images-idx3-ubyte" "magic" -- "${EV[@]}" "fashion-mnist:$T/data_magic"
+expect_fail "IDX: truncated images" 1 "$T/data_trunc/t10k-images-idx3-ubyte" "truncated" -- "${EV[@]}" "fashion-mnist:$T/data_trunc"
+expect_fail "IDX: truncated gzip images" 1 "$T/data_truncgz/t10k-images-idx3-ubyte.gz" -- "${EV[@]}" "fashion-mnist:$T/data_truncgz"
+expect_fail "IDX: 9999 labels for 10000 images" 1 "$T/data_count/t10k-labels-idx1-ubyte" "9999" "10000" -- "${EV[@]}" "fashion-mnist:$T/data_count"
+expect_fail "IDX: label value 10" 1 "$T/data_label/t10k-labels-idx1-ubyte" "is 10" -- "${EV[@]}" "fashion-mnist:$T/data_label"
+expect_fail "IDX: trailing bytes" 1 "$T/data_trailing/t10k-images-idx3-ubyte" "trailing" -- "${EV[@]}" "fashion-mnist:$T/data_trailing"
+expect_fail "IDX: empty directory" 1 "$T/data_empty" "t10k-images-idx3-ubyte" -- "${EV[@]}" "fashion-mnist:$T/data_empty"
+expect_fail "train on a corrupted test split" 1 "$T/data_label/t10k-labels-idx1-ubyte" -- \
+  "$BIN" train --data "fashion-mnist:$T/data_label" --out "$T/o_badidx" --limit-train 32 --limit-test 32 --epochs 1 --threads 2
+check "train on corrupted data wrote no model" test ! -e "$T/o_badidx/model.safetensors"
+
+# ---------------------------------------------------------------------------------------------
+# 6. forward
+# ---------------------------------------------------------------------------------------------
+section "6. forward"
+if expect_ok "forward round trip (2x1x28x28) --json" -- "$BIN" forward "$T/r20.safetensors" \
+    --input "$T/in.safetensors" --output "$T/out_logits.safetensors" --json --threads 2; then
+  cp "$T/out" "$T/fwd.json"
+  check "forward --json summary" json_check "d['batch'] == 2 and d['classes'] == 10 and d['model'] == 'resnet20'" "$T/fwd.json"
+  check "forward: logits (2, 10), finite, == PyTorch's" compare_logits "$T/out_logits.safetensors" "$T/r20_ref_logits.safetensors" 1e-4
+fi
+expect_ok "forward of a plain state_dict with --model" -- "$BIN" forward "$T/r20_plain.safetensors" --model resnet20 \
+  --input "$T/in.safetensors" --output "$T/out_plain.safetensors" --threads 2 &&
+  check "forward: plain state_dict gives the same logits" cmp -s "$T/out_plain.safetensors" "$T/out_logits.safetensors"
+expect_ok "forward of a float64 input" -- "$BIN" forward "$T/r20.safetensors" \
+  --input "$T/in_f64.safetensors" --output "$T/out_f64.safetensors" --threads 2 &&
+  check "forward: float64 input gives the float32 logits" compare_logits "$T/out_f64.safetensors" "$T/r20_ref_logits.safetensors" 1e-4
+expect_fail "forward: int32 input" 1 "$T/in_i32.safetensors" "I32" -- "$BIN" forward "$T/r20.safetensors" \
+  --input "$T/in_i32.safetensors" --output "$T/o1.safetensors"
+expect_fail "forward: input with N = 0" 1 "$T/in_empty.safetensors" -- "$BIN" forward "$T/r20.safetensors" \
+  --input "$T/in_empty.safetensors" --output "$T/o1.safetensors"
+expect_fail "forward: no 'input' tensor" 1 "$T/in_noinput.safetensors" "'input'" -- "$BIN" forward "$T/r20.safetensors" \
+  --input "$T/in_noinput.safetensors" --output "$T/o1.safetensors"
+expect_fail "forward: 3 channels into a 1-channel model" 1 "$T/in_3ch.safetensors" -- "$BIN" forward "$T/r20.safetensors" \
+  --input "$T/in_3ch.safetensors" --output "$T/o1.safetensors"
+expect_fail "forward: 3-d input" 1 "$T/in_3d.safetensors" -- "$BIN" forward "$T/r20.safetensors" \
+  --input "$T/in_3d.safetensors" --output "$T/o1.safetensors"
+expect_fail "forward: input file missing" 1 "$T/nope.safetensors" -- "$BIN" forward "$T/r20.safetensors" \
+  --input "$T/nope.safetensors" --output "$T/o1.safetensors"
+expect_fail "forward: input file corrupt" 1 "$T/truncated.safetensors" -- "$BIN" forward "$T/r20.safetensors" \
+  --input "$T/truncated.safetensors" --output "$T/o1.safetensors"
+check "forward: failures wrote no output" test ! -e "$T/o1.safetensors"
+expect_fail "forward: output into a nonexistent directory" 1 "$T/no/such/dir/o.safetensors" -- \
+  "$BIN" forward "$T/r20.safetensors" --input "$T/in.safetensors" --output "$T/no/such/dir/o.safetensors"
+check "forward: nothing created for a nonexistent directory" test ! -e "$T/no"
+mkdir -p "$T/fo/target.safetensors"
+expect_fail "forward: output path is a directory" 1 "$T/fo/target.safetensors" -- \
+  "$BIN" forward "$T/r20.safetensors" --input "$T/in.safetensors" --output "$T/fo/target.safetensors"
+check "forward: no temporary file left after a failed write" \
+  test "$(find "$T/fo" -mindepth 1 | wc -l)" -eq 1
+cp "$T/out_logits.safetensors" "$T/keep.safetensors"
+sum_before=$(sha "$T/keep.safetensors")
+expect_fail "forward: failing run with an existing output" 1 "$T/in_3ch.safetensors" -- "$BIN" forward "$T/r20.safetensors" \
+  --input "$T/in_3ch.safetensors" --output "$T/keep.safetensors"
+check "forward: existing output untouched by a failing run" test "$(sha "$T/keep.safetensors")" = "$sum_before"
+expect_ok "bench of a model file --json" -- "$BIN" bench "$T/r20.safetensors" --runs 2 --warmup 1 --batch 2 --threads 2 --json &&
+  check "bench --json summary" json_check "d['batch'] == 2 and d['runs'] == 2 and d['median_ms'] > 0 and d['mode'] == 'inference'" "$T/out"
+expect_ok "bench --train --model resnet20" -- "$BIN" bench --model resnet20 --in-channels 1 --num-classes 10 \
+  --train --runs 1 --warmup 0 --batch 2 --threads 2 --json &&
+  check "bench --train --json summary" json_check "d['mode'] == 'train' and d['img_per_s'] > 0" "$T/out"
+
+# ---------------------------------------------------------------------------------------------
+# 7. training, eval of its model, exact resume
+# ---------------------------------------------------------------------------------------------
+section "7. training, eval of its model, exact resume"
+A=$T/runA B=$T/runB
+if expect_ok "train run A (2 epochs) --json" -- "$BIN" train "${TRAIN_ARGS[@]}" --out "$A" --json; then
+  cp "$T/out" "$T/trainA.json"
+  check "train A: JSON summary" json_check "d['epochs'] == 2 and d['params'] == 269434 and 0 <= d['test_acc'] <= 1 and d['train_loss'] > 0" "$T/trainA.json"
+fi
+check "train A: model, checkpoint and metrics written" test -s "$A/model.safetensors" -a -s "$A/checkpoint.safetensors" -a -s "$A/metrics.csv"
+check "train A: metrics.csv has a header and one row per epoch" $PY -c '
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+assert rows[0] == ["epoch","lr","train_loss","train_acc","test_loss","test_acc","seconds","img_per_s"], rows[0]
+assert [r[0] for r in rows[1:]] == ["1", "2"], rows
+assert all(len(r) == 8 for r in rows), rows' "$A/metrics.csv"
+check "train A: final metrics row == JSON summary" $PY -c '
+import csv, json, sys
+row = list(csv.DictReader(open(sys.argv[1])))[-1]
+d = json.load(open(sys.argv[2]))
+for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
+    assert abs(float(row[k]) - d[k]) <= 1e-6 * max(1, abs(d[k])), (k, row[k], d[k])' "$A/metrics.csv" "$T/trainA.json"
+if expect_ok "eval of A's model (same test limit)" -- "$BIN" eval "$A/model.safetensors" --limit "$LE" --threads 2 --json; then
+  cp "$T/out" "$T/evalA.json"
+  check "eval accuracy == train's final test_acc" $PY -c '
+import json, sys
+e, t = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert e["samples"] == int(sys.argv[3]), e
+assert e["accuracy"] == t["test_acc"], (e["accuracy"], t["test_acc"])
+assert abs(e["loss"] - t["test_loss"]) <= 1e-5 * max(1, abs(t["test_loss"])), (e["loss"], t["test_loss"])' \
+    "$T/evalA.json" "$T/trainA.json" "$LE"
+fi
+expect_ok "eval text output" -- "$BIN" eval "$A/model.safetensors" --limit 16 --threads 2 &&
+  check "eval text output names the accuracy" grep -q "accuracy" "$T/out"
+expect_ok "train run B (--stop-after 1)" -- "$BIN" train "${TRAIN_ARGS[@]}" --out "$B" --stop-after 1
+check "train B: stopped after epoch 1 (no model yet, one metrics row)" $PY -c '
+import os, sys
+assert not os.path.exists(sys.argv[1] + "/model.safetensors")
+assert os.path.exists(sys.argv[1] + "/checkpoint.safetensors")
+assert len(open(sys.argv[1] + "/metrics.csv").read().splitlines()) == 2' "$B"
+check "train B: tells how to resume" grep -qF -- "--resume $B" "$T/out"
+expect_ok "train --resume B" -- "$BIN" train --resume "$B" --threads 2 --json
+check "exact resume: model.safetensors of A and resumed B are byte-identical" cmp "$A/model.safetensors" "$B/model.safetensors"
+check "exact resume: checkpoints are byte-identical" cmp "$A/checkpoint.safetensors" "$B/checkpoint.safetensors"
+check "exact resume: metrics.csv loss/accuracy columns agree" $PY -c '
+import csv, sys
+a = [r[:6] for r in csv.reader(open(sys.argv[1]))]
+b = [r[:6] for r in csv.reader(open(sys.argv[2]))]
+assert a == b, (a, b)' "$A/metrics.csv" "$B/metrics.csv"
+# resuming a finished run: nothing to do, the model stays the same
+cp "$A/model.safetensors" "$T/A_model_copy"
+expect_ok "train --resume of a finished run" -- "$BIN" train --resume "$A" --threads 2 --json &&
+  check "resume of a finished run reports its accuracy" json_check "d['test_acc'] == $(cat "$T/trainA.json" | $PY -c 'import json,sys; print(repr(json.load(sys.stdin)["test_acc"]))')" "$T/out"
+check "resume of a finished run leaves the model unchanged" cmp "$A/model.safetensors" "$T/A_model_copy"
+mkdir -p "$T/nockpt"
+expect_fail "resume of a directory without a checkpoint" 1 "$T/nockpt" "checkpoint.safetensors" -- \
+  "$BIN" train --resume "$T/nockpt" --threads 2
+mkdir -p "$T/badckpt"
+if [[ -f $A/checkpoint.safetensors ]]; then
+  head -c 100000 "$A/checkpoint.safetensors" >"$T/badckpt/checkpoint.safetensors"
+  s=$(sha "$T/badckpt/checkpoint.safetensors")
+  expect_fail "resume of a truncated checkpoint" 1 "$T/badckpt/checkpoint.safetensors" -- \
+    "$BIN" train --resume "$T/badckpt" --threads 2
+  check "truncated checkpoint left untouched" test "$(sha "$T/badckpt/checkpoint.safetensors")" = "$s"
+  check "no model written by a failed resume" test ! -e "$T/badckpt/model.safetensors"
+fi
+mkdir -p "$T/modelckpt"
+cp "$T/r20.safetensors" "$T/modelckpt/checkpoint.safetensors"
+s=$(sha "$T/modelckpt/checkpoint.safetensors")
+expect_fail "resume of a model file posing as a checkpoint" 1 "$T/modelckpt/checkpoint.safetensors" "checkpoint" -- \
+  "$BIN" train --resume "$T/modelckpt" --threads 2
+check "non-checkpoint left untouched" test "$(sha "$T/modelckpt/checkpoint.safetensors")" = "$s"
+
+# A checkpoint edited after the fact: drop tensors and/or change its training configuration.
+edit_ckpt() { # SRC DST_DIR JSON_UPDATES [TENSOR_TO_DROP...]
+  $PY - "$REPO" "$@" <<'EOF'
+import json, os, sys
+sys.path.insert(0, sys.argv[1] + "/tests/parity")
+import st
+src, dst, upd, drop = sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5:]
+t, m = st.load(src)
+for k in drop:
+    del t[k]
+c = json.loads(m["checkpoint"])
+c.update(upd)
+m["checkpoint"] = json.dumps(c)
+os.makedirs(dst, exist_ok=True)
+st.save(os.path.join(dst, "checkpoint.safetensors"), t, m)
+EOF
+}
+if [[ -f $B/checkpoint.safetensors ]]; then
+  edit_ckpt "$B/checkpoint.safetensors" "$T/ck_noopt" '{}' optim:state0
+  s=$(sha "$T/ck_noopt/checkpoint.safetensors")
+  # a resume that fails after the model was built must free it (LeakSanitizer watches)
+  expect_fail "resume of a checkpoint without its optimizer state" 1 "$T/ck_noopt/checkpoint.safetensors" "optim:state0" -- \
+    "$BIN" train --resume "$T/ck_noopt" --threads 2
+  check "checkpoint without optimizer state left untouched" test "$(sha "$T/ck_noopt/checkpoint.safetensors")" = "$s"
+  edit_ckpt "$B/checkpoint.safetensors" "$T/ck_batch0" '{"batch": 0}'
+  # the checkpoint's own settings are validated, with a message naming the checkpoint
+  expect_fail "resume of a checkpoint with batch 0" 1 "$T/ck_batch0/checkpoint.safetensors" -- \
+    "$BIN" train --resume "$T/ck_batch0" --threads 2
+  edit_ckpt "$B/checkpoint.safetensors" "$T/ck_epochs0" '{"epochs": 0, "epoch": 1}'
+  expect_fail "resume of a checkpoint with epochs 0" 1 "$T/ck_epochs0/checkpoint.safetensors" -- \
+    "$BIN" train --resume "$T/ck_epochs0" --threads 2
+fi
+expect_fail "resume of a nonexistent directory" 1 "$T/no_such_run" -- "$BIN" train --resume "$T/no_such_run" --threads 2
+# a mistyped --resume DIR must not leave an empty DIR behind
+check "failed resume does not create the directory" test ! -e "$T/no_such_run"
+
+# ---------------------------------------------------------------------------------------------
+# 8. atomic writes: a failing train run leaves an existing model alone
+# ---------------------------------------------------------------------------------------------
+section "8. atomic writes: a failing train run leaves an existing model alone"
+mkdir -p "$T/keepout"
+cp "$T/r20.safetensors" "$T/keepout/model.safetensors"
+s=$(sha "$T/keepout/model.safetensors")
+expect_fail "train with bad --data into a used --out" 2 "--data 'nosuch'" -- \
+  "$BIN" train "${TRAIN_ARGS[@]}" --data nosuch --out "$T/keepout"
+expect_fail "train with a missing dataset dir into a used --out" 1 "/nonexistent/fm" -- \
+  "$BIN" train "${TRAIN_ARGS[@]}" --data fashion-mnist:/nonexistent/fm --out "$T/keepout"
+expect_fail "train with a bad --init into a used --out" 1 "$T/truncated.safetensors" -- \
+  "$BIN" train "${TRAIN_ARGS[@]}" --init "$T/truncated.safetensors" --out "$T/keepout"
+check "existing model.safetensors unchanged after failed runs" test "$(sha "$T/keepout/model.safetensors")" = "$s"
+check "no temporary files left in --out" test "$(find "$T/keepout" -name '*.tmp*' | wc -l)" -eq 0
+expect_fail "train --out under a regular file" 1 "$T/r20.safetensors" -- \
+  "$BIN" train "${TRAIN_ARGS[@]}" --out "$T/r20.safetensors/sub"
+
+# ---------------------------------------------------------------------------------------------
+# 9. a convnet model loads in PyTorch and gives the same logits
+# ---------------------------------------------------------------------------------------------
+section "9. a convnet model loads in PyTorch and gives the same logits"
+if [[ -f $REPO/tests/parity/check_torch_load.py && -f $A/model.safetensors ]]; then
+  if expect_ok "forward of A's model for the PyTorch check" -- "$BIN" forward "$A/model.safetensors" \
+      --input "$T/in.safetensors" --output "$T/A_logits.safetensors" --threads 2; then
+    $PY - "$REPO" "$T/in.safetensors" "$T/A_logits.safetensors" "$T/A_ref.safetensors" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1] + "/tests/parity")
+import st
+st.save(sys.argv[4], {"input": st.load(sys.argv[2])[0]["input"], "logits": st.load(sys.argv[3])[0]["logits"]})
+EOF
+    check "convnet's trained model loads in PyTorch (check_torch_load.py)" \
+      $PY "$REPO/tests/parity/check_torch_load.py" "$A/model.safetensors" "$T/A_ref.safetensors"
+  fi
+else
+  failed=$((failed + 1))
+  echo "FAIL: PyTorch load check: no check_torch_load.py or no model from run A" >&2
+fi
+
+summary
