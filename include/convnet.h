@@ -126,6 +126,15 @@ typedef struct cn_layer_info {
 /* Plans the model for (h, w) and fills *rows (owned by the model, valid until the next call). */
 cn_status cn_model_layers(cn_model *m, int h, int w, const cn_layer_info **rows, int *count);
 
+/* Per-op-type time of the forward and backward passes, accumulated while profiling is on
+ * (turning it on resets the counters). Returns the number of rows written (at most max_rows). */
+void cn_model_set_profiling(cn_model *m, int on);
+typedef struct cn_op_time {
+    const char *op;
+    double forward_s, backward_s;
+} cn_op_time;
+int cn_model_profile(const cn_model *m, cn_op_time *rows, int max_rows);
+
 /* ---------------------------------------------------------------- optimizers */
 
 typedef enum cn_optim_kind { CN_OPTIM_SGD, CN_OPTIM_ADAMW } cn_optim_kind;

@@ -15,7 +15,8 @@ static const char *help =
     "  --input-size HxW      default: the model's usual size\n"
     "  --runs N              timed runs (default 20)\n"
     "  --warmup N            untimed runs first (default 3)\n"
-    "  --train               time training steps instead of inference\n";
+    "  --train               time training steps instead of inference\n"
+    "  --profile             also print the share of time per op type\n";
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -26,7 +27,7 @@ int cmd_bench(int argc, char **argv) {
     const char *C = "bench";
     cli_model_opts o;
     cli_model_opts_init(&o);
-    int runs = 20, warmup = 3, train = 0;
+    int runs = 20, warmup = 3, train = 0, profile = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(help, stdout);
@@ -44,6 +45,8 @@ int cmd_bench(int argc, char **argv) {
                 return EXIT_USAGE;
         } else if (!strcmp(argv[i], "--train")) {
             train = 1;
+        } else if (!strcmp(argv[i], "--profile")) {
+            profile = 1;
         } else {
             cli_err(C, "unknown option '%s' (see convnet bench --help)", argv[i]);
             return EXIT_USAGE;
@@ -74,6 +77,7 @@ int cmd_bench(int argc, char **argv) {
         if ((st = cn_optim_create(&opt, m, &oc)) != CN_OK) goto fail;
     }
     for (int r = -warmup; r < runs; r++) {
+        if (r == 0 && profile) cn_model_set_profiling(m, 1);
         double t0 = cli_now();
         if (train) {
             cn_model_zero_grad(m);
@@ -87,6 +91,10 @@ int cmd_bench(int argc, char **argv) {
         }
         if (r >= 0) times[r] = cli_now() - t0;
     }
+    cn_op_time prof[32];
+    int nprof = profile ? cn_model_profile(m, prof, 32) : 0;
+    double ptotal = 0;
+    for (int i = 0; i < nprof; i++) ptotal += prof[i].forward_s + prof[i].backward_s;
     qsort(times, runs, sizeof *times, cmp_d);
     double med = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
     if (o.json) {
@@ -102,6 +110,14 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "min_ms", times[0] * 1e3);
         cJSON_AddNumberToObject(j, "max_ms", times[runs - 1] * 1e3);
         cJSON_AddNumberToObject(j, "img_per_s", n / med);
+        if (nprof) {
+            cJSON *po = cJSON_AddObjectToObject(j, "profile_ms_per_run");
+            for (int i = 0; i < nprof; i++) {
+                cJSON *e = cJSON_AddObjectToObject(po, prof[i].op);
+                cJSON_AddNumberToObject(e, "forward", prof[i].forward_s * 1e3 / runs);
+                cJSON_AddNumberToObject(e, "backward", prof[i].backward_s * 1e3 / runs);
+            }
+        }
         char *s = cJSON_Print(j);
         puts(s);
         free(s);
@@ -111,6 +127,13 @@ int cmd_bench(int argc, char **argv) {
                "%.1f img/s\n",
                cn_model_name(m), train ? "train step" : "inference", n, h, w, cn_model_threads(m),
                med * 1e3, times[0] * 1e3, times[runs - 1] * 1e3, runs, n / med);
+        if (nprof) {
+            printf("\n%-12s %12s %12s %8s\n", "op", "forward ms", "backward ms", "share");
+            for (int i = 0; i < nprof; i++)
+                printf("%-12s %12.3f %12.3f %7.1f%%\n", prof[i].op, prof[i].forward_s * 1e3 / runs,
+                       prof[i].backward_s * 1e3 / runs,
+                       100 * (prof[i].forward_s + prof[i].backward_s) / ptotal);
+        }
     }
     rc = EXIT_OK;
     goto out;

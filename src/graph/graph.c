@@ -546,6 +546,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
     for (int i = 0; i < g->nnodes; i++) {
         cn_node *nd = &g->nodes[i];
         if (nd->fused) continue;
+        double t0 = g->profile ? omp_get_wtime() : 0;
         cn_tensor *out = &g->tensors[nd->relu_out >= 0 ? nd->relu_out : nd->out];
         const cn_tensor *in = nd->op == CN_OP_INPUT ? NULL : &g->tensors[nd->in[0]];
         cn_conv_desc d = nd->desc;
@@ -590,6 +591,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
                               cn_entry_data(g, nd->p[1]), n, in->h * in->w * in->c, out->c);
             break;
         }
+        if (g->profile) g->op_time[0][nd->op] += omp_get_wtime() - t0;
     }
 }
 
@@ -602,6 +604,7 @@ void cn_graph_backward(cn_graph *g, int n) {
     for (int i = g->nnodes - 1; i >= 0; i--) {
         cn_node *nd = &g->nodes[i];
         if (nd->op == CN_OP_INPUT || nd->fused) continue;
+        double t0 = g->profile ? omp_get_wtime() : 0;
         cn_tensor *out = &g->tensors[nd->relu_out >= 0 ? nd->relu_out : nd->out];
         cn_tensor *in = &g->tensors[nd->in[0]];
         /* the input image needs no gradient */
@@ -654,6 +657,7 @@ void cn_graph_backward(cn_graph *g, int n) {
                                in->h * in->w * in->c, out->c);
             break;
         }
+        if (g->profile) g->op_time[1][nd->op] += omp_get_wtime() - t0;
     }
 }
 

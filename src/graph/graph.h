@@ -103,6 +103,9 @@ typedef struct cn_graph {
     void *scratch;          /* small per-op scratch (batch-norm sums) */
     void *arena;            /* all activations of the plan */
     int planned;
+    /* profiling: seconds per op type, forward [0] and backward [1], when profile is set */
+    int profile;
+    double op_time[2][CN_OP_LINEAR + 1];
 } cn_graph;
 
 void cn_graph_init(cn_graph *g);

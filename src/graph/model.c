@@ -405,3 +405,20 @@ cn_status cn_model_layers(cn_model *m, int h, int w, const cn_layer_info **rows,
     *count = m->g.nnodes;
     return CN_OK;
 }
+
+void cn_model_set_profiling(cn_model *m, int on) {
+    m->g.profile = on;
+    memset(m->g.op_time, 0, sizeof m->g.op_time);
+}
+
+int cn_model_profile(const cn_model *m, cn_op_time *rows, int max_rows) {
+    int k = 0;
+    for (int op = 0; op <= CN_OP_LINEAR && k < max_rows; op++) {
+        if (m->g.op_time[0][op] == 0 && m->g.op_time[1][op] == 0) continue;
+        rows[k].op = cn_op_name((cn_op)op);
+        rows[k].forward_s = m->g.op_time[0][op];
+        rows[k].backward_s = m->g.op_time[1][op];
+        k++;
+    }
+    return k;
+}

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/simd.h"
 #include "ops/ops.h"
 
 enum { NBLOCKS = 32 };
@@ -14,42 +15,38 @@ enum { NBLOCKS = 32 };
 /* acc[c] = sum over rows, computed blockwise into part (NBLOCKS * 2c doubles); mode 0: x,
  * 1: (x - mean)^2, 2: dy into acc and dy * (x - mean) into acc2, where dy is zeroed wherever
  * mask (the output of a fused ReLU) is not positive. */
+static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
+                                 const float *restrict x, const float *restrict dy,
+                                 const float *restrict mean, const float *restrict mask,
+                                 size_t lo, size_t hi, int c, int mode) {
+    for (size_t i = lo; i < hi; i++) {
+        const float *xr = x + i * c;
+        if (mode == 0) {
+            for (int j = 0; j < c; j++) p[j] += xr[j];
+        } else if (mode == 1) {
+            for (int j = 0; j < c; j++) {
+                double v = xr[j] - mean[j];
+                p[j] += v * v;
+            }
+        } else {
+            const float *g = dy + i * c, *r = mask ? mask + i * c : NULL;
+            for (int j = 0; j < c; j++) {
+                float gj = r && !(r[j] > 0) ? 0.0f : g[j];
+                p[j] += gj;
+                p2[j] += (double)gj * (xr[j] - mean[j]);
+            }
+        }
+    }
+}
+
 static void channel_sums(double *acc, double *acc2, double *part, const float *restrict x,
                          const float *restrict dy, const float *restrict mean, size_t m, int c,
                          int mode, const float *restrict mask) {
     memset(part, 0, sizeof(double) * NBLOCKS * 2 * c);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < NBLOCKS; b++) {
-        size_t lo = m * b / NBLOCKS, hi = m * (b + 1) / NBLOCKS;
-        double *restrict p = part + (size_t)b * c * 2, *restrict p2 = p + c;
-        for (size_t i = lo; i < hi; i++) {
-            const float *xr = x + i * c;
-            if (mode == 0) {
-#pragma omp simd
-                for (int j = 0; j < c; j++) p[j] += xr[j];
-            } else if (mode == 1) {
-#pragma omp simd
-                for (int j = 0; j < c; j++) {
-                    double v = xr[j] - mean[j];
-                    p[j] += v * v;
-                }
-            } else if (!mask) {
-                const float *g = dy + i * c;
-#pragma omp simd
-                for (int j = 0; j < c; j++) {
-                    p[j] += g[j];
-                    p2[j] += (double)g[j] * (xr[j] - mean[j]);
-                }
-            } else {
-                const float *g = dy + i * c, *r = mask + i * c;
-#pragma omp simd
-                for (int j = 0; j < c; j++) {
-                    float gj = r[j] > 0 ? g[j] : 0.0f;
-                    p[j] += gj;
-                    p2[j] += (double)gj * (xr[j] - mean[j]);
-                }
-            }
-        }
+        double *p = part + (size_t)b * c * 2;
+        block_sums(p, p + c, x, dy, mean, mask, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c, mode);
     }
     for (int j = 0; j < c; j++) {
         double s = 0, s2 = 0;
@@ -64,24 +61,34 @@ static void channel_sums(double *acc, double *acc2, double *part, const float *r
 
 size_t cn_batchnorm_scratch(int c) { return sizeof(double) * ((size_t)NBLOCKS * 2 * c + 2 * c) + sizeof(float) * 3 * c; }
 
+static CN_CLONES void scale_shift_rows(float *restrict y, const float *restrict x,
+                                       const float *restrict sc, const float *restrict sh,
+                                       size_t lo, size_t hi, int c, int relu) {
+    for (size_t i = lo; i < hi; i++)
+        for (int j = 0; j < c; j++) {
+            float v = x[i * c + j] * sc[j] + sh[j];
+            y[i * c + j] = relu && v < 0 ? 0.0f : v;
+        }
+}
+
 static void scale_shift(float *restrict y, const float *restrict x, const float *restrict sc,
                         const float *restrict sh, size_t m, int c, int relu) {
-    if (relu) {
+    int nb = m < 64 ? 1 : 64;
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < m; i++) {
-#pragma omp simd
-            for (int j = 0; j < c; j++) {
-                float v = x[i * c + j] * sc[j] + sh[j];
-                y[i * c + j] = v > 0 ? v : 0.0f;
-            }
+    for (int b = 0; b < nb; b++) scale_shift_rows(y, x, sc, sh, m * b / nb, m * (b + 1) / nb, c, relu);
+}
+
+/* dx += k0 * dy' + k1 * x + k2, dy' = dy masked by a fused ReLU's output when mask is set */
+static CN_CLONES void bn_dx_rows(float *restrict dx, const float *restrict dy,
+                                 const float *restrict x, const float *restrict mask,
+                                 const float *restrict k0, const float *restrict k1,
+                                 const float *restrict k2, size_t lo, size_t hi, int c) {
+    for (size_t i = lo; i < hi; i++)
+        for (int j = 0; j < c; j++) {
+            float g = dy[i * c + j];
+            if (mask && !(mask[i * c + j] > 0)) g = 0.0f;
+            dx[i * c + j] += k0[j] * g + k1[j] * x[i * c + j] + k2[j];
         }
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < m; i++) {
-#pragma omp simd
-        for (int j = 0; j < c; j++) y[i * c + j] = x[i * c + j] * sc[j] + sh[j];
-    }
 }
 
 /* scratch layout: part (NBLOCKS * 2c doubles), sum (2c doubles), k (3c floats) */
@@ -174,25 +181,10 @@ void cn_batchnorm_relu_backward_train(float *dx, float *dgamma, float *dbeta, co
         k[2 * c + j] = (float)(-a * (mdy - mdyx * mean[j]));
     }
     if (dx) {
-        const float *restrict k0 = k, *restrict k1 = k + c, *restrict k2 = k + 2 * c;
-        float *restrict dxr = dx;
-        if (relu_out) {
+        int nb = m < 64 ? 1 : 64;
 #pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < m; i++) {
-#pragma omp simd
-                for (int j = 0; j < c; j++) {
-                    float g = relu_out[i * c + j] > 0 ? dy[i * c + j] : 0.0f;
-                    dxr[i * c + j] += k0[j] * g + k1[j] * x[i * c + j] + k2[j];
-                }
-            }
-        } else {
-#pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < m; i++) {
-#pragma omp simd
-                for (int j = 0; j < c; j++)
-                    dxr[i * c + j] += k0[j] * dy[i * c + j] + k1[j] * x[i * c + j] + k2[j];
-            }
-        }
+        for (int b = 0; b < nb; b++)
+            bn_dx_rows(dx, dy, x, relu_out, k, k + c, k + 2 * c, m * b / nb, m * (b + 1) / nb, c);
     }
 }
 

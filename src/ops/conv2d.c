@@ -11,6 +11,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "core/simd.h"
 #include "kernels/gemm.h"
 #include "ops/ops.h"
 
@@ -80,7 +81,7 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
 /* col[r][(kh*KW + kw)*cg + ci] = in[n][ih][iw][g*cg + ci] for output rows m0..m0+rows.
  * With one group a whole kernel row (KW pixels x C channels) is contiguous in NHWC, so it is one
  * copy when it lies inside the image. */
-static void im2col(float *restrict col, const float *restrict in, const cn_conv_desc *d, int g,
+static CN_CLONES void im2col(float *restrict col, const float *restrict in, const cn_conv_desc *d, int g,
                    size_t m0, int rows) {
     int cg = d->c / d->groups, kg = d->kh * d->kw * cg;
     size_t img = (size_t)d->oh * d->ow;
@@ -113,7 +114,7 @@ static void im2col(float *restrict col, const float *restrict in, const cn_conv_
     }
 }
 
-static void col2im_add(float *restrict din, const float *restrict col, const cn_conv_desc *d,
+static CN_CLONES void col2im_add(float *restrict din, const float *restrict col, const cn_conv_desc *d,
                        int g, size_t m0, int rows) {
     int cg = d->c / d->groups, kg = d->kh * d->kw * cg;
     size_t img = (size_t)d->oh * d->ow;
