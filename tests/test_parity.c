@@ -94,9 +94,61 @@ static void eval_case(const char *file) {
     cn_st_close(f);
 }
 
-/* Runs `steps` optimizer steps on the same batch from the file's initial state and compares the
- * parameters with "<prefix>.<name>". */
-static void optim_case(cn_st_file *f, const char *file, const char *prefix, cn_optim_kind kind) {
+/* Compares every parameter with "<prefix><name>". SGD must match within 1e-3 everywhere. AdamW's
+ * first step moves each weight by about lr * g / (|g| + eps), so the few weights whose gradient is
+ * within rounding of zero move by an amount float32 rounding decides (PyTorch's own float32
+ * result differs from its float64 one there, by up to 1.6e-2 on resnet18): after one AdamW step
+ * at most max(4, 1e-4 of the elements) may differ by more than 1e-3 relative, after the second
+ * (whose gradients inherit those differences) at most 1e-3 of them; none by more than the 2 lr
+ * that two steps can move a weight. */
+static void compare_params(cn_model *m, cn_st_file *f, const char *file, const char *prefix,
+                           int adamw, int step, float lr) {
+    double worst = 0;
+    const char *wname = "";
+    int64_t loose = 0, total = 0;
+    int wild = 0;
+    for (int i = 0; i < cn_model_tensor_count(m); i++) {
+        cn_tensor_info ti;
+        cn_model_tensor_info(m, i, &ti);
+        if (!ti.is_param) continue;
+        char key[256];
+        snprintf(key, sizeof key, "%s%s", prefix, ti.name);
+        size_t cnt;
+        float *ref = read_tensor(f, key, &cnt), *got = malloc(sizeof(float) * ti.count);
+        CHECK(ref != NULL, "%s: no %s", file, key);
+        if (ref) {
+            cn_model_tensor_get(m, i, got);
+            double mb = 1e-6;
+            for (size_t k = 0; k < cnt; k++) mb = fabs(ref[k]) > mb ? fabs(ref[k]) : mb;
+            for (size_t k = 0; k < cnt; k++) {
+                double d = fabs((double)got[k] - ref[k]);
+                if (d != d) d = INFINITY;
+                if (d > 1e-3 * mb) {
+                    loose++;
+                    if (d > 2.0 * lr) wild = 1;
+                }
+                if (d / mb > worst) worst = d / mb, wname = ti.name;
+            }
+            total += (int64_t)cnt;
+        }
+        free(ref);
+        free(got);
+    }
+    printf("  %-40s %-7s params worst rel err %.3g (%s), %lld of %lld beyond 1e-3\n", file, prefix,
+           worst, wname, (long long)loose, (long long)total);
+    if (adamw) {
+        int64_t allowed = step == 1 ? (total / 10000 > 4 ? total / 10000 : 4) : total / 1000;
+        CHECK(!wild && loose <= allowed,
+              "%s: %s %lld elements beyond 1e-3 (worst %g at %s)", file, prefix, (long long)loose,
+              worst, wname);
+    } else {
+        CHECK(worst <= 1e-3, "%s: %s params rel err %g > 1e-3 at %s", file, prefix, worst, wname);
+    }
+}
+
+/* Two optimizer steps on the same batch from the file's initial state; the parameters after each
+ * are compared with "<tag>1.<name>" and "<tag>.<name>". */
+static void optim_case(cn_st_file *f, const char *file, const char *tag, cn_optim_kind kind) {
     cn_model *m = load_case(f);
     if (!m) return;
     const cn_st_tensor *in = cn_st_find(f, "input");
@@ -110,36 +162,17 @@ static void optim_case(cn_st_file *f, const char *file, const char *prefix, cn_o
     else oc.lr = 1e-3f, oc.weight_decay = 0.05f;
     cn_optim *o;
     CHECK(cn_optim_create(&o, m, &oc) == CN_OK, "optim: %s", cn_errmsg());
-    for (int s = 0; s < 2; s++) {
+    for (int s = 1; s <= 2; s++) {
         cn_model_zero_grad(m);
         cn_model_forward(m, x, n, h, w, 1, NULL);
         float loss;
         cn_model_loss(m, labels, 0.1f, &loss, NULL);
-        if (getenv("CN_VERBOSE")) printf("    %s step %d loss %.7f\n", prefix, s, loss);
         cn_model_backward(m);
         cn_optim_step(o, oc.lr);
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, s == 1 ? "%s1." : "%s.", tag);
+        compare_params(m, f, file, prefix, kind == CN_OPTIM_ADAMW, s, oc.lr);
     }
-    double worst = 0;
-    const char *wname = "";
-    for (int i = 0; i < cn_model_tensor_count(m); i++) {
-        cn_tensor_info ti;
-        cn_model_tensor_info(m, i, &ti);
-        if (!ti.is_param) continue;
-        char key[256];
-        snprintf(key, sizeof key, "%s.%s", prefix, ti.name);
-        size_t cnt;
-        float *ref = read_tensor(f, key, &cnt), *got = malloc(sizeof(float) * ti.count);
-        CHECK(ref != NULL, "%s: no %s", file, key);
-        if (ref) {
-            cn_model_tensor_get(m, i, got);
-            double e = max_rel_err(got, ref, cnt, 1e-6);
-            if (e > worst) worst = e, wname = ti.name;
-        }
-        free(ref);
-        free(got);
-    }
-    printf("  %-40s %s x2 params worst rel err %.3g (%s)\n", file, prefix, worst, wname);
-    CHECK(worst <= 1e-3, "%s: %s params rel err %g > 1e-3 at %s", file, prefix, worst, wname);
     cn_optim_free(o);
     free(x);
     free(lab);
