@@ -47,6 +47,9 @@ void cli_progress_line(cli_progress *p, int force, const char *fmt, ...)
     ;
 void cli_progress_done(cli_progress *p);
 double cli_now(void);
+/* Prints a JSON document on stdout and frees it. */
+struct cJSON;
+void cli_print_json(struct cJSON *j);
 void cli_fmt_duration(char *buf, size_t n, double s);
 
 int cmd_train(int argc, char **argv);

@@ -118,10 +118,7 @@ int cmd_bench(int argc, char **argv) {
                 cJSON_AddNumberToObject(e, "backward", prof[i].backward_s * 1e3 / runs);
             }
         }
-        char *s = cJSON_Print(j);
-        puts(s);
-        free(s);
-        cJSON_Delete(j);
+        cli_print_json(j);
     } else {
         printf("%s %s batch %d %dx%d threads %d: median %.3f ms (min %.3f, max %.3f) over %d runs, "
                "%.1f img/s\n",

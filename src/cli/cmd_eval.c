@@ -69,10 +69,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "accuracy", acc);
         cJSON_AddNumberToObject(j, "loss", loss);
         cJSON_AddNumberToObject(j, "seconds", secs);
-        char *s = cJSON_Print(j);
-        puts(s);
-        free(s);
-        cJSON_Delete(j);
+        cli_print_json(j);
     } else {
         printf("%s on %s (%s, %d samples): accuracy %.2f%% loss %.4f (%.1f s)\n", cn_model_name(m),
                data, train_split ? "train" : "test", count, 100 * acc, loss, secs);

@@ -89,10 +89,7 @@ int cmd_forward(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "classes", k);
         cJSON_AddNumberToObject(j, "seconds", secs);
         cJSON_AddStringToObject(j, "output", out_path);
-        char *s = cJSON_Print(j);
-        puts(s);
-        free(s);
-        cJSON_Delete(j);
+        cli_print_json(j);
     } else {
         printf("wrote logits (%d x %d) to %s in %.3f s\n", n, k, out_path, secs);
     }

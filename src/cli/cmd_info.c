@@ -68,10 +68,7 @@ int cmd_info(int argc, char **argv) {
             cJSON_AddNumberToObject(l, "macs", (double)rows[i].macs);
             cJSON_AddItemToArray(layers, l);
         }
-        char *s = cJSON_Print(j);
-        puts(s);
-        free(s);
-        cJSON_Delete(j);
+        cli_print_json(j);
     } else {
         printf("%s: %d input channel(s), %d classes, input %dx%d\n\n", cn_model_name(m),
                cn_model_in_channels(m), cn_model_num_classes(m), h, w);

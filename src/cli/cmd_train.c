@@ -158,10 +158,7 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "test_acc", r.test_acc);
         cJSON_AddNumberToObject(o, "seconds", r.seconds);
         cJSON_AddNumberToObject(o, "img_per_s", r.img_per_s);
-        char *s = cJSON_Print(o);
-        puts(s);
-        free(s);
-        cJSON_Delete(o);
+        cli_print_json(o);
     } else {
         if (c.stop_after && r.epochs_done < c.epochs)
             printf("stopped after epoch %d of %d; continue with: convnet train --resume %s\n",

@@ -1,3 +1,4 @@
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -122,4 +123,11 @@ void cli_progress_line(cli_progress *p, int force, const char *fmt, ...) {
 
 void cli_progress_done(cli_progress *p) {
     if (p->tty) fputc('\n', stderr);
+}
+
+void cli_print_json(cJSON *j) {
+    char *s = j ? cJSON_Print(j) : NULL;
+    puts(s ? s : "{}");
+    free(s);
+    cJSON_Delete(j);
 }

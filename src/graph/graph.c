@@ -310,33 +310,30 @@ float *cn_entry_grad(const cn_graph *g, int e) {
     return cn_entry_is_param(en->kind) ? g->grads + en->offset : NULL;
 }
 
-/* OIHW (torchvision) <-> OHWI (internal) */
-void cn_entry_get(const cn_graph *g, int e, const float *src, float *dst) {
-    const cn_entry *en = &g->entries[e];
-    if (en->kind != CN_ENTRY_CONV_WEIGHT) {
-        memcpy(dst, src, sizeof(float) * en->count);
-        return;
-    }
+/* OIHW (torchvision) <-> OHWI (internal); to_torch chooses the direction. */
+static void permute_conv(const cn_entry *en, const float *src, float *dst, int to_torch) {
     int64_t O = en->shape[0], I = en->shape[1], H = en->shape[2], W = en->shape[3];
     for (int64_t o = 0; o < O; o++)
         for (int64_t i = 0; i < I; i++)
             for (int64_t y = 0; y < H; y++)
-                for (int64_t x = 0; x < W; x++)
-                    dst[((o * I + i) * H + y) * W + x] = src[((o * H + y) * W + x) * I + i];
+                for (int64_t x = 0; x < W; x++) {
+                    size_t oihw = (size_t)(((o * I + i) * H + y) * W + x);
+                    size_t ohwi = (size_t)(((o * H + y) * W + x) * I + i);
+                    if (to_torch) dst[oihw] = src[ohwi];
+                    else dst[ohwi] = src[oihw];
+                }
+}
+
+void cn_entry_get(const cn_graph *g, int e, const float *src, float *dst) {
+    const cn_entry *en = &g->entries[e];
+    if (en->kind == CN_ENTRY_CONV_WEIGHT) permute_conv(en, src, dst, 1);
+    else memcpy(dst, src, sizeof(float) * en->count);
 }
 
 void cn_entry_set(const cn_graph *g, int e, const float *src, float *dst) {
     const cn_entry *en = &g->entries[e];
-    if (en->kind != CN_ENTRY_CONV_WEIGHT) {
-        memcpy(dst, src, sizeof(float) * en->count);
-        return;
-    }
-    int64_t O = en->shape[0], I = en->shape[1], H = en->shape[2], W = en->shape[3];
-    for (int64_t o = 0; o < O; o++)
-        for (int64_t i = 0; i < I; i++)
-            for (int64_t y = 0; y < H; y++)
-                for (int64_t x = 0; x < W; x++)
-                    dst[((o * H + y) * W + x) * I + i] = src[((o * I + i) * H + y) * W + x];
+    if (en->kind == CN_ENTRY_CONV_WEIGHT) permute_conv(en, src, dst, 0);
+    else memcpy(dst, src, sizeof(float) * en->count);
 }
 
 void cn_graph_init_params(cn_graph *g, uint64_t seed, int zero_init_residual) {
