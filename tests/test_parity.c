@@ -94,7 +94,12 @@ static void eval_case(const char *file) {
     cn_st_close(f);
 }
 
-/* Compares every parameter with "<prefix><name>". SGD must match within 1e-3 everywhere. AdamW's
+/* Compares every parameter with "<prefix><name>". After one SGD step every element must match
+ * within 1e-3. The second step's gradients come from weights that already differ by rounding, and
+ * where a BN output sits within rounding of 0 the ReLU after it passes or blocks the gradient
+ * depending on that rounding (checked: our data gradient agrees with a second algorithm to 5e-7,
+ * yet flips a few such kinks): after two SGD steps at most 1e-4 of the elements may differ by more
+ * than 1e-3 relative. AdamW's
  * first step moves each weight by about lr * g / (|g| + eps), so the few weights whose gradient is
  * within rounding of zero move by an amount float32 rounding decides (PyTorch's own float32
  * result differs from its float64 one there, by up to 1.6e-2 on resnet18): after one AdamW step
@@ -136,8 +141,8 @@ static void compare_params(cn_model *m, cn_st_file *f, const char *file, const c
     }
     printf("  %-40s %-7s params worst rel err %.3g (%s), %lld of %lld beyond 1e-3\n", file, prefix,
            worst, wname, (long long)loose, (long long)total);
-    if (adamw) {
-        int64_t allowed = step == 1 ? (total / 10000 > 4 ? total / 10000 : 4) : total / 1000;
+    if (adamw || step == 2) {
+        int64_t allowed = adamw && step == 2 ? total / 1000 : total / 10000 > 4 ? total / 10000 : 4;
         CHECK(!wild && loose <= allowed,
               "%s: %s %lld elements beyond 1e-3 (worst %g at %s)", file, prefix, (long long)loose,
               worst, wname);

@@ -68,13 +68,37 @@ static plan make_plan(const cn_conv_desc *d, int nthreads) {
     return p;
 }
 
+/* For stride 1, the data gradient of a convolution is itself a convolution: of dY with the
+ * filters flipped in space and transposed in channels, padded by k - 1 - p. Running it as one
+ * (im2col of dY + GEMM straight into dX) replaces the scatter-add of col2im. */
+static int data_grad_as_conv(const cn_conv_desc *d, cn_conv_desc *t) {
+    if (d->sh != 1 || d->sw != 1 || d->groups != 1 || is_pointwise(d) || d->ph > d->kh - 1 ||
+        d->pw > d->kw - 1)
+        return 0;
+    cn_conv_desc u = {d->n, d->oh, d->ow, d->oc, d->c, d->kh, d->kw, 1, 1,
+                      d->kh - 1 - d->ph, d->kw - 1 - d->pw, 1, 0, 0};
+    if (!cn_conv_desc_init(&u) || u.oh != d->h || u.ow != d->w) return 0;
+    *t = u;
+    return 1;
+}
+
+static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
+    plan p = make_plan(d, nthreads);
+    return (size_t)p.rows * p.kg * (p.parallel ? nthreads : 1);
+}
+
 size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     if (is_depthwise(d)) return 0;
+    if (!backward) return forward_workspace(d, nthreads);
     plan p = make_plan(d, nthreads);
     int threads = p.parallel ? nthreads : 1;
-    size_t per = (size_t)p.rows * p.kg * (backward ? 2 : 1);
-    size_t total = per * threads;
-    if (backward && threads > 1) total += (size_t)(threads - 1) * d->oc * p.kg;
+    size_t total = (size_t)p.rows * p.kg * 2 * threads;
+    if (threads > 1) total += (size_t)(threads - 1) * d->oc * p.kg;
+    cn_conv_desc t;
+    if (data_grad_as_conv(d, &t)) {
+        size_t flip = (size_t)d->oc * d->kh * d->kw * d->c + forward_workspace(&t, nthreads);
+        if (flip > total) total = flip;
+    }
     return total;
 }
 
@@ -232,22 +256,19 @@ static void dw_backward(float *din, float *dw, float *dbias, const float *dout, 
 /* ---- general path ---- */
 
 static void forward_chunk(float *out, const float *in, const float *w, const cn_conv_desc *d,
-                          const plan *p, size_t m0, int rows, float *col) {
+                          const plan *p, size_t m0, int rows, float *col, float beta) {
     for (int g = 0; g < d->groups; g++) {
         const float *a = col;
         if (is_pointwise(d)) a = in + m0 * d->c;
         else im2col(col, in, d, g, m0, rows);
         cn_sgemm(0, 1, rows, p->ocg, p->kg, 1.0f, a, p->kg, w + (size_t)g * p->ocg * p->kg,
-                 p->kg, 0.0f, out + m0 * d->oc + (size_t)g * p->ocg, d->oc);
+                 p->kg, beta, out + m0 * d->oc + (size_t)g * p->ocg, d->oc);
     }
 }
 
-void cn_conv2d_forward(float *out, const float *in, const float *w, const float *bias,
-                       const cn_conv_desc *d, float *ws, int nthreads) {
-    if (is_depthwise(d)) {
-        dw_forward(out, in, w, bias, d);
-        return;
-    }
+/* out = conv(in, w) (beta 0) or out += conv(in, w) (beta 1), without bias */
+static void conv_gemm(float *out, const float *in, const float *w, const cn_conv_desc *d,
+                      float *ws, int nthreads, float beta) {
     plan p = make_plan(d, nthreads);
     if (p.parallel) {
 #pragma omp parallel num_threads(nthreads)
@@ -257,19 +278,29 @@ void cn_conv2d_forward(float *out, const float *in, const float *w, const float 
             for (size_t ch = 0; ch < p.nchunks; ch++) {
                 size_t m0 = ch * p.rows;
                 int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
-                forward_chunk(out, in, w, d, &p, m0, rows, col);
+                forward_chunk(out, in, w, d, &p, m0, rows, col, beta);
             }
         }
     } else {
         for (size_t m0 = 0; m0 < p.m; m0 += p.rows) {
             int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
-            forward_chunk(out, in, w, d, &p, m0, rows, ws);
+            forward_chunk(out, in, w, d, &p, m0, rows, ws, beta);
         }
     }
+}
+
+void cn_conv2d_forward(float *out, const float *in, const float *w, const float *bias,
+                       const cn_conv_desc *d, float *ws, int nthreads) {
+    if (is_depthwise(d)) {
+        dw_forward(out, in, w, bias, d);
+        return;
+    }
+    conv_gemm(out, in, w, d, ws, nthreads, 0.0f);
+    size_t m = (size_t)d->n * d->oh * d->ow;
     if (bias) {
 #pragma omp parallel for schedule(static)
-        for (size_t m = 0; m < p.m; m++)
-            for (int c = 0; c < d->oc; c++) out[m * d->oc + c] += bias[c];
+        for (size_t i = 0; i < m; i++)
+            for (int c = 0; c < d->oc; c++) out[i * d->oc + c] += bias[c];
     }
 }
 
@@ -305,10 +336,16 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
         dw_backward(din, dw, dbias, dout, in, w, d, nthreads);
         return;
     }
+    cn_conv_desc tr;
+    float *din_conv = din;
+    int flip = din && data_grad_as_conv(d, &tr);
+    if (flip) din = NULL; /* computed below as a convolution */
     plan p = make_plan(d, nthreads);
     size_t per = (size_t)p.rows * p.kg * 2;
     size_t wsize = (size_t)d->oc * p.kg;
-    if (p.parallel) {
+    if (!dw && !din) {
+        /* only the bias and/or the flipped data gradient are wanted */
+    } else if (p.parallel) {
         float *priv = ws + per * nthreads;
         if (dw) memset(priv, 0, sizeof(float) * wsize * (nthreads - 1));
 #pragma omp parallel num_threads(nthreads)
@@ -342,6 +379,19 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
             for (size_t m = 0; m < p.m; m++) acc += dout[m * d->oc + c];
             dbias[c] += (float)acc;
         }
+    }
+    if (flip) {
+        /* wt (C, KH, KW, OC): wt[ci][ky][kx][co] = w[co][KH-1-ky][KW-1-kx][ci]; the weight
+         * pass is over, so its workspace is free */
+        float *wt = ws;
+        int C = d->c, OC = d->oc, KH = d->kh, KW = d->kw;
+        for (int co = 0; co < OC; co++)
+            for (int ky = 0; ky < KH; ky++)
+                for (int kx = 0; kx < KW; kx++)
+                    for (int ci = 0; ci < C; ci++)
+                        wt[(((size_t)ci * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)) * OC + co] =
+                            w[(((size_t)co * KH + ky) * KW + kx) * C + ci];
+        conv_gemm(din_conv, dout, wt, &tr, ws + (size_t)OC * KH * KW * C, nthreads, 1.0f);
     }
 }
 
