@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(gcc make libc6-dev libcjson-dev zlib1g-dev dataset-fashion-mnist)
 if [[ "${1:-}" == "--tests" ]]; then
-  pkgs+=(python3 python3-numpy python3-torch python3-torchvision clang)
+  pkgs+=(python3 python3-numpy python3-torch python3-torchvision)
 fi
 
 missing=()

@@ -15,7 +15,7 @@
 #include "kernels/gemm.h"
 #include "ops/ops.h"
 
-enum { CHUNK_FLOATS = 1 << 17, IMAGE_PARALLEL_MAX_FLOATS = 1 << 21 };
+enum { CHUNK_FLOATS = 1 << 19, IMAGE_PARALLEL_MAX_FLOATS = 1 << 21 };
 
 int cn_conv_desc_init(cn_conv_desc *d) {
     if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oc <= 0 || d->kh <= 0 ||
