@@ -82,17 +82,108 @@ static int data_grad_as_conv(const cn_conv_desc *d, cn_conv_desc *t) {
     return 1;
 }
 
+/* Implicit GEMM for stride-1 convolutions (no im2col): in a zero-padded copy of the image, the
+ * KW*C values that kernel row ky reads for output pixel (oy, ox) start at pixel (oy + ky, ox), and
+ * consecutive pixels are C floats apart. So kernel row ky is one GEMM whose A is the padded image
+ * itself with a row stride of C (rows overlap), over every pixel of the padded width (the last
+ * KW - 1 columns of each row are computed and dropped). */
+static int implicit_ok(const cn_conv_desc *d) {
+    return d->sh == 1 && d->sw == 1 && d->groups == 1 && !is_pointwise(d);
+}
+
+typedef struct implicit_dims {
+    int hp, wp;       /* padded image */
+    size_t rows;      /* output rows computed per image, in padded-width coordinates */
+    size_t per;       /* workspace floats per image: padded copy + output rows */
+} implicit_dims;
+
+static implicit_dims implicit_plan(const cn_conv_desc *d) {
+    implicit_dims q;
+    q.hp = d->h + 2 * d->ph;
+    q.wp = d->w + 2 * d->pw;
+    q.rows = (size_t)(d->oh - 1) * q.wp + d->ow;
+    q.per = (size_t)q.hp * q.wp * d->c + q.rows * d->oc;
+    return q;
+}
+
+static int implicit_parallel(const cn_conv_desc *d, int nthreads) {
+    return nthreads > 1 && d->n >= 2 * nthreads;
+}
+
+static CN_CLONES void pad_image(float *restrict dst, const float *restrict src,
+                                const cn_conv_desc *d, int hp, int wp) {
+    size_t rowlen = (size_t)wp * d->c;
+    for (int y = 0; y < hp; y++) {
+        float *row = dst + y * rowlen;
+        int sy = y - d->ph;
+        if (sy < 0 || sy >= d->h) {
+            memset(row, 0, sizeof(float) * rowlen);
+            continue;
+        }
+        memset(row, 0, sizeof(float) * d->pw * d->c);
+        memcpy(row + (size_t)d->pw * d->c, src + (size_t)sy * d->w * d->c,
+               sizeof(float) * d->w * d->c);
+        memset(row + (size_t)(d->pw + d->w) * d->c, 0,
+               sizeof(float) * (wp - d->pw - d->w) * d->c);
+    }
+}
+
+static CN_CLONES void take_rows(float *restrict out, const float *restrict t,
+                                const cn_conv_desc *d, int wp, float beta) {
+    for (int oy = 0; oy < d->oh; oy++)
+        for (int ox = 0; ox < d->ow; ox++) {
+            float *o = out + ((size_t)oy * d->ow + ox) * d->oc;
+            const float *v = t + ((size_t)oy * wp + ox) * d->oc;
+            if (beta != 0)
+                for (int c = 0; c < d->oc; c++) o[c] += v[c];
+            else
+                for (int c = 0; c < d->oc; c++) o[c] = v[c];
+        }
+}
+
+static void implicit_image(float *out, const float *in, const float *w, const cn_conv_desc *d,
+                           const implicit_dims *q, float *ws, float beta) {
+    float *pad = ws, *t = ws + (size_t)q->hp * q->wp * d->c;
+    pad_image(pad, in, d, q->hp, q->wp);
+    int k = d->kw * d->c, ldb = d->kh * d->kw * d->c;
+    for (int ky = 0; ky < d->kh; ky++)
+        cn_sgemm(0, 1, (int)q->rows, d->oc, k, 1.0f, pad + (size_t)ky * q->wp * d->c, d->c,
+                 w + (size_t)ky * k, ldb, ky ? 1.0f : 0.0f, t, d->oc);
+    take_rows(out, t, d, q->wp, beta);
+}
+
+static void conv_implicit(float *out, const float *in, const float *w, const cn_conv_desc *d,
+                          float *ws, int nthreads, float beta) {
+    implicit_dims q = implicit_plan(d);
+    size_t in_img = (size_t)d->h * d->w * d->c, out_img = (size_t)d->oh * d->ow * d->oc;
+    if (implicit_parallel(d, nthreads)) {
+#pragma omp parallel num_threads(nthreads)
+        {
+            float *mine = ws + (size_t)omp_get_thread_num() * q.per;
+#pragma omp for schedule(static)
+            for (int n = 0; n < d->n; n++)
+                implicit_image(out + n * out_img, in + n * in_img, w, d, &q, mine, beta);
+        }
+    } else {
+        for (int n = 0; n < d->n; n++)
+            implicit_image(out + n * out_img, in + n * in_img, w, d, &q, ws, beta);
+    }
+}
+
 static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
+    if (implicit_ok(d)) return implicit_plan(d).per * (implicit_parallel(d, nthreads) ? nthreads : 1);
     plan p = make_plan(d, nthreads);
     return (size_t)p.rows * p.kg * (p.parallel ? nthreads : 1);
 }
 
 size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     if (is_depthwise(d)) return 0;
-    if (!backward) return forward_workspace(d, nthreads);
+    size_t fw = forward_workspace(d, nthreads);
+    if (!backward) return fw;
     plan p = make_plan(d, nthreads);
     int threads = p.parallel ? nthreads : 1;
     size_t total = (size_t)p.rows * p.kg * 2 * threads;
+    if (fw > total) total = fw;
     if (threads > 1) total += (size_t)(threads - 1) * d->oc * p.kg;
     cn_conv_desc t;
     if (data_grad_as_conv(d, &t)) {
@@ -269,6 +360,10 @@ static void forward_chunk(float *out, const float *in, const float *w, const cn_
 /* out = conv(in, w) (beta 0) or out += conv(in, w) (beta 1), without bias */
 static void conv_gemm(float *out, const float *in, const float *w, const cn_conv_desc *d,
                       float *ws, int nthreads, float beta) {
+    if (implicit_ok(d)) {
+        conv_implicit(out, in, w, d, ws, nthreads, beta);
+        return;
+    }
     plan p = make_plan(d, nthreads);
     if (p.parallel) {
 #pragma omp parallel num_threads(nthreads)
