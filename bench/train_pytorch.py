@@ -138,11 +138,18 @@ def speed_run(args, x_pad, y):
     gen = torch.Generator().manual_seed(args.seed)
     n = len(x_pad)
     t0 = None
+    # --compute-only times forward + backward + step on one prepared batch, as convnet's
+    # `bench --train` does (its data loader runs on another thread during training)
+    fixed_idx = torch.randint(0, n, (args.batch,), generator=gen)
+    fixed_x = to_device_layout(augment(x_pad[fixed_idx], gen), args.channels_last)
     for step in range(WARMUP_STEPS + args.max_steps):
         if step == WARMUP_STEPS:
             t0 = time.perf_counter()
-        idx = torch.randint(0, n, (args.batch,), generator=gen)
-        xb = to_device_layout(augment(x_pad[idx], gen), args.channels_last)
+        if args.compute_only:
+            xb, idx = fixed_x, fixed_idx
+        else:
+            idx = torch.randint(0, n, (args.batch,), generator=gen)
+            xb = to_device_layout(augment(x_pad[idx], gen), args.channels_last)
         train_step(model, opt, sched, xb, y[idx], args.label_smoothing)
     rate = args.max_steps * args.batch / (time.perf_counter() - t0)
     print(f"train_img_per_s {rate:.1f}")
@@ -197,6 +204,8 @@ def main():
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--json", action="store_true", help="print a JSON summary line at the end")
+    p.add_argument("--compute-only", action="store_true",
+                   help="with --max-steps: time one prepared batch, without data preparation")
     p.add_argument("--max-steps", type=int, default=0,
                    help="speed-only run: images/s over N steps after 5 warm-up steps")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")

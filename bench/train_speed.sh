@@ -13,7 +13,7 @@ for ((r = 0; r < rounds; r++)); do
   o=$(build/release/convnet bench --model resnet20 --in-channels 1 --num-classes 10 --input-size 28 \
         --batch 128 --train --runs 20 --warmup 3 --threads "$threads" --json |
       /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["img_per_s"])')
-  t=$(bash bench/train_pytorch.sh --max-steps 20 --threads "$threads" 2>/dev/null |
+  t=$(bash bench/train_pytorch.sh --max-steps 20 --compute-only --threads "$threads" 2>/dev/null |
       sed -n 's/^train_img_per_s //p' | tail -n 1)
   echo "round $((r + 1)): convnet $o img/s, pytorch $t img/s" >&2
   ours+=("$o") theirs+=("$t")

@@ -170,6 +170,51 @@ static void conv_implicit(float *out, const float *in, const float *w, const cn_
     }
 }
 
+/* dW[:, ky] += dYp^T * A_ky per image, with dY laid out on the padded width (zero in the dropped
+ * columns) so that it lines up with the rows of A_ky. */
+static void implicit_wgrad_image(float *dw, const float *dout, const float *in,
+                                 const cn_conv_desc *d, const implicit_dims *q, float *ws) {
+    float *pad = ws, *dy = ws + (size_t)q->hp * q->wp * d->c;
+    pad_image(pad, in, d, q->hp, q->wp);
+    for (size_t r = 0; r < q->rows; r++) {
+        int oy = (int)(r / q->wp), ox = (int)(r % q->wp);
+        float *dst = dy + r * d->oc;
+        if (ox < d->ow) memcpy(dst, dout + ((size_t)oy * d->ow + ox) * d->oc, sizeof(float) * d->oc);
+        else memset(dst, 0, sizeof(float) * d->oc);
+    }
+    int k = d->kw * d->c, ldw = d->kh * d->kw * d->c;
+    for (int ky = 0; ky < d->kh; ky++)
+        cn_sgemm(1, 0, d->oc, k, (int)q->rows, 1.0f, dy, d->oc, pad + (size_t)ky * q->wp * d->c,
+                 d->c, 1.0f, dw + (size_t)ky * k, ldw);
+}
+
+static void implicit_wgrad(float *dw, const float *dout, const float *in, const cn_conv_desc *d,
+                           float *ws, int nthreads) {
+    implicit_dims q = implicit_plan(d);
+    size_t in_img = (size_t)d->h * d->w * d->c, out_img = (size_t)d->oh * d->ow * d->oc;
+    size_t wsize = (size_t)d->oc * d->kh * d->kw * d->c;
+    if (implicit_parallel(d, nthreads)) {
+        float *priv = ws + q.per * nthreads;
+        memset(priv, 0, sizeof(float) * wsize * (nthreads - 1));
+#pragma omp parallel num_threads(nthreads)
+        {
+            int t = omp_get_thread_num();
+            float *mine = t == 0 ? dw : priv + (size_t)(t - 1) * wsize;
+#pragma omp for schedule(static)
+            for (int n = 0; n < d->n; n++)
+                implicit_wgrad_image(mine, dout + n * out_img, in + n * in_img, d, &q,
+                                     ws + (size_t)t * q.per);
+        }
+        for (int t = 1; t < nthreads; t++) {
+            const float *src = priv + (size_t)(t - 1) * wsize;
+            for (size_t i = 0; i < wsize; i++) dw[i] += src[i];
+        }
+    } else {
+        for (int n = 0; n < d->n; n++)
+            implicit_wgrad_image(dw, dout + n * out_img, in + n * in_img, d, &q, ws);
+    }
+}
+
 static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
     if (implicit_ok(d)) return implicit_plan(d).per * (implicit_parallel(d, nthreads) ? nthreads : 1);
     plan p = make_plan(d, nthreads);
@@ -180,6 +225,8 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     if (is_depthwise(d)) return 0;
     size_t fw = forward_workspace(d, nthreads);
     if (!backward) return fw;
+    if (implicit_ok(d) && implicit_parallel(d, nthreads))
+        fw += (size_t)(nthreads - 1) * d->oc * d->kh * d->kw * d->c;
     plan p = make_plan(d, nthreads);
     int threads = p.parallel ? nthreads : 1;
     size_t total = (size_t)p.rows * p.kg * 2 * threads;
@@ -432,9 +479,13 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
         return;
     }
     cn_conv_desc tr;
-    float *din_conv = din;
+    float *din_conv = din, *dw_implicit = NULL;
     int flip = din && data_grad_as_conv(d, &tr);
     if (flip) din = NULL; /* computed below as a convolution */
+    if (dw && implicit_ok(d)) {
+        dw_implicit = dw;
+        dw = NULL; /* below, without im2col */
+    }
     plan p = make_plan(d, nthreads);
     size_t per = (size_t)p.rows * p.kg * 2;
     size_t wsize = (size_t)d->oc * p.kg;
@@ -475,6 +526,7 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
             dbias[c] += (float)acc;
         }
     }
+    if (dw_implicit) implicit_wgrad(dw_implicit, dout, in, d, ws, nthreads);
     if (flip) {
         /* wt (C, KH, KW, OC): wt[ci][ky][kx][co] = w[co][KH-1-ky][KW-1-kx][ci]; the weight
          * pass is over, so its workspace is free */
