@@ -55,7 +55,6 @@ cn_status cn_model_create(cn_model **out, const cn_model_config *cfg) {
 void cn_model_free(cn_model *m) {
     if (!m) return;
     cn_graph_free(&m->g);
-    free(m->dlogits);
     free(m->rows);
     free(m->arch_json);
     free(m);

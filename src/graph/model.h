@@ -11,7 +11,6 @@ struct cn_model {
     cn_graph g;
     int threads;
     int last_n, last_train, have_dlogits;
-    float *dlogits;
     cn_layer_info *rows;
     char *arch_json;
 };

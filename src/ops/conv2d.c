@@ -340,7 +340,7 @@ static void dw_forward(float *out, const float *in, const float *w, const float 
 }
 
 static void dw_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
-                        const float *w, const cn_conv_desc *d, int nthreads) {
+                        const float *w, const cn_conv_desc *d) {
     int C = d->c, KK = d->kh * d->kw;
     if (din) {
         /* parallel over images: scatters stay inside one image */
@@ -362,7 +362,6 @@ static void dw_backward(float *din, float *dw, float *dbias, const float *dout, 
                     }
                 }
     }
-    (void)nthreads;
     /* Weight and bias gradients: parallel over channels, so every sum runs in a fixed order. */
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -475,7 +474,7 @@ static void backward_chunk(float *din, float *dw, const float *dout, const float
 void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
                         const float *w, const cn_conv_desc *d, float *ws, int nthreads) {
     if (is_depthwise(d)) {
-        dw_backward(din, dw, dbias, dout, in, w, d, nthreads);
+        dw_backward(din, dw, dbias, dout, in, w, d);
         return;
     }
     cn_conv_desc tr;
