@@ -12,9 +12,10 @@
 
 enum { NBLOCKS = 32 };
 
-/* acc[c] = sum over rows, computed blockwise into part (NBLOCKS * 2c doubles); mode 0: x,
- * 1: (x - mean)^2, 2: dy into acc and dy * (x - mean) into acc2, where dy is zeroed wherever
- * mask (the output of a fused ReLU) is not positive. */
+/* acc[c] = sum over rows, computed blockwise into part (NBLOCKS * 2c doubles); mode 0: x into
+ * acc and x^2 into acc2 (one pass for mean and variance: in double, E[x^2] - E[x]^2 loses nothing
+ * that matters for float data), 2: dy into acc and dy * (x - mean) into acc2, where dy is zeroed
+ * wherever mask (the output of a fused ReLU) is not positive. */
 static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
                                  const float *restrict x, const float *restrict dy,
                                  const float *restrict mean, const float *restrict mask,
@@ -22,11 +23,10 @@ static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
     for (size_t i = lo; i < hi; i++) {
         const float *xr = x + i * c;
         if (mode == 0) {
-            for (int j = 0; j < c; j++) p[j] += xr[j];
-        } else if (mode == 1) {
             for (int j = 0; j < c; j++) {
-                double v = xr[j] - mean[j];
-                p[j] += v * v;
+                double v = xr[j];
+                p[j] += v;
+                p2[j] += v * v;
             }
         } else {
             const float *g = dy + i * c, *r = mask ? mask + i * c : NULL;
@@ -118,16 +118,18 @@ void cn_batchnorm_relu_forward_train(float *y, float *save, float *running_mean,
                                      float momentum, void *scratch, int relu) {
     bn_scratch s = split(scratch, c);
     float *mean = save, *invstd = save + c, *sc = s.k, *sh = s.k + c;
-    channel_sums(s.sum, NULL, s.part, x, NULL, NULL, m, c, 0, NULL);
-    for (int j = 0; j < c; j++) mean[j] = (float)(s.sum[j] / (double)m);
-    channel_sums(s.sum + c, NULL, s.part, x, NULL, mean, m, c, 1, NULL);
+    channel_sums(s.sum, s.sum + c, s.part, x, NULL, NULL, m, c, 0, NULL);
     for (int j = 0; j < c; j++) {
-        double var = s.sum[c + j] / (double)m;
+        double mu = s.sum[j] / (double)m;
+        double ss = s.sum[c + j] - s.sum[j] * mu; /* sum of squared deviations */
+        if (ss < 0) ss = 0;
+        double var = ss / (double)m;
+        mean[j] = (float)mu;
         invstd[j] = (float)(1.0 / sqrt(var + eps));
         sc[j] = gamma[j] * invstd[j];
         sh[j] = beta[j] - mean[j] * sc[j];
         if (running_mean) {
-            double unbiased = m > 1 ? s.sum[c + j] / (double)(m - 1) : var;
+            double unbiased = m > 1 ? ss / (double)(m - 1) : var;
             running_mean[j] = (1 - momentum) * running_mean[j] + momentum * mean[j];
             running_var[j] = (float)((1 - momentum) * running_var[j] + momentum * unbiased);
         }
