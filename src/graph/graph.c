@@ -523,6 +523,22 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
             if (!nd->argmax) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
         }
     }
+    /* Gradient aliasing, from the last node back so that a chain relu <- add <- bn resolves to
+     * one buffer. Only tensors with a single consumer qualify: nothing else accumulates there. */
+    for (int i = 0; i < g->ntensors; i++) g->tensors[i].grad_alias = 0;
+    for (int i = g->nnodes - 1; train && i >= 0; i--) {
+        cn_node *nd = &g->nodes[i];
+        nd->grad_alias = 0;
+        if (nd->fused || (nd->op != CN_OP_RELU && nd->op != CN_OP_ADD)) continue;
+        for (int k = 0; k < (nd->op == CN_OP_ADD ? 2 : 1); k++) {
+            int t = nd->in[k];
+            if (t == g->nodes[0].out || g->tensors[t].dead || consumers(g, t) != 1) continue;
+            if (nd->op == CN_OP_ADD && k == 1 && nd->in[0] == nd->in[1]) continue;
+            g->tensors[t].grad = g->tensors[nd->out].grad;
+            g->tensors[t].grad_alias = 1;
+            nd->grad_alias |= 1 << k;
+        }
+    }
     g->scratch = malloc(scratch ? scratch : 1);
     if (!g->scratch) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
     g->batch = batch;
@@ -596,7 +612,7 @@ void cn_graph_backward(cn_graph *g, int n) {
     omp_set_num_threads(g->threads);
     /* every activation gradient but the output's starts at zero: backward accumulates */
     for (int i = 0; i < g->ntensors - 1; i++)
-        if (!g->tensors[i].dead)
+        if (!g->tensors[i].dead && !g->tensors[i].grad_alias)
             memset(g->tensors[i].grad, 0, sizeof(float) * numel(&g->tensors[i], n));
     for (int i = g->nnodes - 1; i >= 0; i--) {
         cn_node *nd = &g->nodes[i];
@@ -623,7 +639,8 @@ void cn_graph_backward(cn_graph *g, int n) {
                 g->scratch, nd->relu_out >= 0 ? out->data : NULL);
             break;
         case CN_OP_RELU:
-            if (din) cn_relu_backward(din, out->grad, out->data, numel(out, n));
+            if (nd->grad_alias) cn_relu_backward_inplace(out->grad, out->data, numel(out, n));
+            else if (din) cn_relu_backward(din, out->grad, out->data, numel(out, n));
             break;
         case CN_OP_MAXPOOL:
             if (din) cn_maxpool_backward(din, out->grad, nd->argmax, &d);
@@ -637,7 +654,8 @@ void cn_graph_backward(cn_graph *g, int n) {
         case CN_OP_ADD: {
             int b = nd->in[1];
             float *db = g->nodes[0].out == b ? NULL : g->tensors[b].grad;
-            cn_add_backward(din, db, out->grad, numel(out, n));
+            cn_add_backward(nd->grad_alias & 1 ? NULL : din, nd->grad_alias & 2 ? NULL : db,
+                            out->grad, numel(out, n));
             break;
         }
         case CN_OP_SHORTCUT_A:

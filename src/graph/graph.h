@@ -59,6 +59,7 @@ static inline int cn_entry_is_param(cn_entry_kind k) { return k <= CN_ENTRY_BN_B
 typedef struct cn_tensor {
     int c, h, w;      /* per sample; h, w set by planning */
     int dead;         /* never materialised (the output of a BN fused with its ReLU) */
+    int grad_alias;   /* grad shares its consumer's output gradient buffer (see plan) */
     float *data;      /* (batch, h, w, c) */
     float *grad;      /* same, training only */
 } cn_tensor;
@@ -80,6 +81,10 @@ typedef struct cn_node {
      * output itself (relu_out >= 0) and the ReLU node is skipped (fused = 1) */
     int relu_out;
     int fused;
+    /* gradient aliasing, decided by planning: a ReLU masks its output gradient in place and
+     * passes the buffer on; an add hands its output gradient to inputs it is the only consumer
+     * of (bit 0: in[0], bit 1: in[1]) instead of copying it */
+    int grad_alias;
     /* filled by planning */
     cn_conv_desc desc;
     float *save;            /* BN: mean and invstd of the last train forward */

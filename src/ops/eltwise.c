@@ -15,6 +15,11 @@ static CN_CLONES void relu_back_rows(float *restrict dx, const float *restrict d
     for (size_t i = lo; i < hi; i++) dx[i] += y[i] > 0 ? dy[i] : 0.0f;
 }
 
+static CN_CLONES void relu_mask_rows(float *restrict dy, const float *restrict y, size_t lo,
+                                     size_t hi) {
+    for (size_t i = lo; i < hi; i++) dy[i] = y[i] > 0 ? dy[i] : 0.0f;
+}
+
 static CN_CLONES void add_rows(float *restrict y, const float *restrict a, const float *restrict b,
                                size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; i++) y[i] = a[i] + b[i];
@@ -35,6 +40,12 @@ void cn_relu_backward(float *restrict dx, const float *restrict dy, const float 
     int nb = n < SERIAL_BELOW ? 1 : NB;
 #pragma omp parallel for schedule(static) if (nb > 1)
     for (int b = 0; b < nb; b++) relu_back_rows(dx, dy, y, n * b / nb, n * (b + 1) / nb);
+}
+
+void cn_relu_backward_inplace(float *dy, const float *y, size_t n) {
+    int nb = n < SERIAL_BELOW ? 1 : NB;
+#pragma omp parallel for schedule(static) if (nb > 1)
+    for (int b = 0; b < nb; b++) relu_mask_rows(dy, y, n * b / nb, n * (b + 1) / nb);
 }
 
 void cn_add_forward(float *restrict y, const float *restrict a, const float *restrict b, size_t n) {

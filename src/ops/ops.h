@@ -73,6 +73,10 @@ void cn_relu_forward(float *restrict y, const float *restrict x, size_t n);
 void cn_relu_backward(float *restrict dx, const float *restrict dy, const float *restrict y,
                       size_t n);
 
+/* dy = dy where y > 0, else 0: the backward written over its own input, for a ReLU that is the
+ * only consumer of its input (the executor then shares one gradient buffer) */
+void cn_relu_backward_inplace(float *dy, const float *y, size_t n);
+
 /* ---- add: y = a + b (the residual connection) ---- */
 void cn_add_forward(float *restrict y, const float *restrict a, const float *restrict b, size_t n);
 /* da += dy; db += dy */
