@@ -62,16 +62,19 @@ int cmd_bench(int argc, char **argv);
 
 /* Common model options of eval/info/forward/bench: a MODEL file, and/or --model NAME (a fresh
  * model, or the architecture of a plain torchvision state_dict), --in-channels, --num-classes,
- * --threads, --input-size, --batch, --json. parse returns 1 when argv[*i] was one of them, -1 on a
- * bad value, 0 otherwise. */
+ * --threads, --input-size, --batch, --json, and --help (which prints `help`). parse returns 1 when
+ * argv[*i] was one of them, CLI_HELP after printing the help, -1 on a bad value, 0 otherwise. */
+enum { CLI_HELP = 2 };
 typedef struct cli_model_opts {
     const char *path, *name;
     int in_channels, num_classes, threads, h, w, batch, json, seed_set;
     uint64_t seed;
 } cli_model_opts;
 void cli_model_opts_init(cli_model_opts *o);
-int cli_model_opts_parse(const char *cmd, cli_model_opts *o, int argc, char **argv, int *i);
-int cli_model_open(const char *cmd, const cli_model_opts *o, cn_model **m);
+int cli_model_opts_parse(const char *cmd, const char *help, cli_model_opts *o, int argc,
+                         char **argv, int *i);
+/* Opens or creates the model; an unset --input-size becomes the model's usual size. */
+int cli_model_open(const char *cmd, cli_model_opts *o, cn_model **m);
 #define CLI_MODEL_HELP                                                                         \
     "  MODEL                 a .safetensors model (convnet's, or torchvision's with --model)\n" \
     "  --model NAME          architecture (a fresh model without MODEL); known: see convnet info --list\n" \

@@ -29,11 +29,8 @@ int cmd_bench(int argc, char **argv) {
     cli_model_opts_init(&o);
     int runs = 20, warmup = 3, train = 0, profile = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(help, stdout);
-            return EXIT_OK;
-        }
-        int r = cli_model_opts_parse(C, &o, argc, argv, &i);
+        int r = cli_model_opts_parse(C, help, &o, argc, argv, &i);
+        if (r == CLI_HELP) return EXIT_OK;
         if (r < 0) return EXIT_USAGE;
         if (r) continue;
         const char *v;
@@ -55,7 +52,7 @@ int cmd_bench(int argc, char **argv) {
     cn_model *m;
     int rc = cli_model_open(C, &o, &m);
     if (rc) return rc;
-    int h = o.h ? o.h : cn_model_default_size(m), w = o.w ? o.w : cn_model_default_size(m);
+    int h = o.h, w = o.w;
     int n = o.batch, c = cn_model_in_channels(m), k = cn_model_num_classes(m);
     size_t count = (size_t)n * c * h * w;
     float *x = malloc(sizeof(float) * count);

@@ -22,11 +22,8 @@ int cmd_eval(int argc, char **argv) {
     o.batch = 500;
     int train_split = 0, limit = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(help, stdout);
-            return EXIT_OK;
-        }
-        int r = cli_model_opts_parse(C, &o, argc, argv, &i);
+        int r = cli_model_opts_parse(C, help, &o, argc, argv, &i);
+        if (r == CLI_HELP) return EXIT_OK;
         if (r < 0) return EXIT_USAGE;
         if (r) continue;
         const char *v;

@@ -20,11 +20,8 @@ int cmd_forward(int argc, char **argv) {
     cli_model_opts o;
     cli_model_opts_init(&o);
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(help, stdout);
-            return EXIT_OK;
-        }
-        int r = cli_model_opts_parse(C, &o, argc, argv, &i);
+        int r = cli_model_opts_parse(C, help, &o, argc, argv, &i);
+        if (r == CLI_HELP) return EXIT_OK;
         if (r < 0) return EXIT_USAGE;
         if (r) continue;
         if (!strcmp(argv[i], "--input")) {

@@ -18,15 +18,12 @@ int cmd_info(int argc, char **argv) {
     cli_model_opts o;
     cli_model_opts_init(&o);
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(help, stdout);
-            return EXIT_OK;
-        }
         if (!strcmp(argv[i], "--list")) {
             printf("%s\n", cn_model_list());
             return EXIT_OK;
         }
-        int r = cli_model_opts_parse(C, &o, argc, argv, &i);
+        int r = cli_model_opts_parse(C, help, &o, argc, argv, &i);
+        if (r == CLI_HELP) return EXIT_OK;
         if (r < 0) return EXIT_USAGE;
         if (!r) {
             cli_err(C, "unknown option '%s' (see convnet info --help)", argv[i]);
@@ -36,7 +33,7 @@ int cmd_info(int argc, char **argv) {
     cn_model *m;
     int rc = cli_model_open(C, &o, &m);
     if (rc) return rc;
-    int h = o.h ? o.h : cn_model_default_size(m), w = o.w ? o.w : cn_model_default_size(m);
+    int h = o.h, w = o.w;
     const cn_layer_info *rows;
     int n;
     cn_status st = cn_model_layers(m, h, w, &rows, &n);

@@ -7,8 +7,13 @@ void cli_model_opts_init(cli_model_opts *o) {
     o->batch = 1;
 }
 
-int cli_model_opts_parse(const char *C, cli_model_opts *o, int argc, char **argv, int *i) {
+int cli_model_opts_parse(const char *C, const char *help, cli_model_opts *o, int argc,
+                         char **argv, int *i) {
     const char *a = argv[*i], *v;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        fputs(help, stdout);
+        return CLI_HELP;
+    }
     if (!strcmp(a, "--json")) {
         o->json = 1;
         return 1;
@@ -36,7 +41,7 @@ int cli_model_opts_parse(const char *C, cli_model_opts *o, int argc, char **argv
     return 0;
 }
 
-int cli_model_open(const char *C, const cli_model_opts *o, cn_model **m) {
+int cli_model_open(const char *C, cli_model_opts *o, cn_model **m) {
     cn_model_config cfg;
     cn_model_config_default(&cfg);
     cfg.name = o->name;
@@ -58,5 +63,7 @@ int cli_model_open(const char *C, const cli_model_opts *o, cn_model **m) {
         cli_err(C, "name a MODEL file or an architecture with --model NAME");
         return EXIT_USAGE;
     }
-    return st == CN_OK ? EXIT_OK : cli_fail(C, st);
+    if (st != CN_OK) return cli_fail(C, st);
+    if (!o->h) o->h = o->w = cn_model_default_size(*m);
+    return EXIT_OK;
 }
