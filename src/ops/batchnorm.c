@@ -8,32 +8,55 @@
 #include <string.h>
 
 #include "core/simd.h"
+#include "ops/activation.h"
 #include "ops/ops.h"
 
 enum { NBLOCKS = 32 };
 
+/* What the backward sees of a fused activation: the ReLU's output (its mask), or the scale and
+ * shift of the normalisation (sc = gamma * invstd, sh = beta - mean * sc) to recompute the SiLU's
+ * input from x. */
+typedef struct act_in {
+    cn_act act;
+    const float *mask; /* (M, C) the ReLU output */
+    const float *sc, *sh; /* (C) */
+} act_in;
+
 /* acc[c] = sum over rows, computed blockwise into part (NBLOCKS * 2c doubles); mode 0: x into
  * acc and x^2 into acc2 (one pass for mean and variance: in double, E[x^2] - E[x]^2 loses nothing
- * that matters for float data), 2: dy into acc and dy * (x - mean) into acc2, where dy is zeroed
- * wherever mask (the output of a fused ReLU) is not positive. */
+ * that matters for float data), 2: g into acc and g * (x - mean) into acc2, where g is dy through
+ * the fused activation's derivative (zeroed wherever a ReLU's output is not positive, multiplied
+ * by silu'(x * sc + sh) after a SiLU). */
 static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
                                  const float *restrict x, const float *restrict dy,
-                                 const float *restrict mean, const float *restrict mask,
-                                 size_t lo, size_t hi, int c, int mode) {
+                                 const float *restrict mean, const act_in *a, size_t lo,
+                                 size_t hi, int c, int mode) {
     for (size_t i = lo; i < hi; i++) {
-        const float *xr = x + i * c;
+        const float *xr = x + i * c, *g = dy + i * c;
         if (mode == 0) {
             for (int j = 0; j < c; j++) {
                 double v = xr[j];
                 p[j] += v;
                 p2[j] += v * v;
             }
-        } else {
-            const float *g = dy + i * c, *r = mask ? mask + i * c : NULL;
+        } else if (a->act == CN_ACT_SILU) {
+            const float *restrict sc = a->sc, *restrict sh = a->sh;
             for (int j = 0; j < c; j++) {
-                float gj = r && !(r[j] > 0) ? 0.0f : g[j];
+                float gj = g[j] * cn_silu_grad1(xr[j] * sc[j] + sh[j]);
                 p[j] += gj;
                 p2[j] += (double)gj * (xr[j] - mean[j]);
+            }
+        } else if (a->act == CN_ACT_RELU) {
+            const float *restrict r = a->mask + i * c;
+            for (int j = 0; j < c; j++) {
+                float gj = r[j] > 0 ? g[j] : 0.0f;
+                p[j] += gj;
+                p2[j] += (double)gj * (xr[j] - mean[j]);
+            }
+        } else {
+            for (int j = 0; j < c; j++) {
+                p[j] += g[j];
+                p2[j] += (double)g[j] * (xr[j] - mean[j]);
             }
         }
     }
@@ -41,12 +64,12 @@ static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
 
 static void channel_sums(double *acc, double *acc2, double *part, const float *restrict x,
                          const float *restrict dy, const float *restrict mean, size_t m, int c,
-                         int mode, const float *restrict mask) {
+                         int mode, const act_in *a) {
     memset(part, 0, sizeof(double) * NBLOCKS * 2 * c);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < NBLOCKS; b++) {
         double *p = part + (size_t)b * c * 2;
-        block_sums(p, p + c, x, dy, mean, mask, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c, mode);
+        block_sums(p, p + c, x, dy, mean, a, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c, mode);
     }
     for (int j = 0; j < c; j++) {
         double s = 0, s2 = 0;
@@ -59,39 +82,61 @@ static void channel_sums(double *acc, double *acc2, double *part, const float *r
     }
 }
 
-size_t cn_batchnorm_scratch(int c) { return sizeof(double) * ((size_t)NBLOCKS * 2 * c + 2 * c) + sizeof(float) * 3 * c; }
+size_t cn_batchnorm_scratch(int c) { return sizeof(double) * ((size_t)NBLOCKS * 2 * c + 2 * c) + sizeof(float) * 5 * c; }
 
 static CN_CLONES void scale_shift_rows(float *restrict y, const float *restrict x,
                                        const float *restrict sc, const float *restrict sh,
-                                       size_t lo, size_t hi, int c, int relu) {
-    for (size_t i = lo; i < hi; i++)
-        for (int j = 0; j < c; j++) {
-            float v = x[i * c + j] * sc[j] + sh[j];
-            y[i * c + j] = relu && v < 0 ? 0.0f : v;
-        }
+                                       size_t lo, size_t hi, int c, cn_act act) {
+    for (size_t i = lo; i < hi; i++) {
+        const float *xr = x + i * c;
+        float *yr = y + i * c;
+        if (act == CN_ACT_SILU)
+            for (int j = 0; j < c; j++) yr[j] = cn_silu1(xr[j] * sc[j] + sh[j]);
+        else if (act == CN_ACT_RELU)
+            for (int j = 0; j < c; j++) {
+                float v = xr[j] * sc[j] + sh[j];
+                yr[j] = v < 0 ? 0.0f : v;
+            }
+        else
+            for (int j = 0; j < c; j++) yr[j] = xr[j] * sc[j] + sh[j];
+    }
 }
 
 static void scale_shift(float *restrict y, const float *restrict x, const float *restrict sc,
-                        const float *restrict sh, size_t m, int c, int relu) {
+                        const float *restrict sh, size_t m, int c, cn_act act) {
     int nb = m < 64 ? 1 : 64;
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < nb; b++) scale_shift_rows(y, x, sc, sh, m * b / nb, m * (b + 1) / nb, c, relu);
+    for (int b = 0; b < nb; b++) scale_shift_rows(y, x, sc, sh, m * b / nb, m * (b + 1) / nb, c, act);
 }
 
-/* dx += k0 * dy' + k1 * x + k2, dy' = dy masked by a fused ReLU's output when mask is set */
+/* dx += k0 * g + k1 * x + k2, g = dy through the fused activation's derivative (see block_sums) */
 static CN_CLONES void bn_dx_rows(float *restrict dx, const float *restrict dy,
-                                 const float *restrict x, const float *restrict mask,
+                                 const float *restrict x, const act_in *a,
                                  const float *restrict k0, const float *restrict k1,
                                  const float *restrict k2, size_t lo, size_t hi, int c) {
-    for (size_t i = lo; i < hi; i++)
-        for (int j = 0; j < c; j++) {
-            float g = dy[i * c + j];
-            if (mask && !(mask[i * c + j] > 0)) g = 0.0f;
-            dx[i * c + j] += k0[j] * g + k1[j] * x[i * c + j] + k2[j];
+    for (size_t i = lo; i < hi; i++) {
+        const float *xr = x + i * c, *g = dy + i * c;
+        float *d = dx + i * c;
+        if (a->act == CN_ACT_SILU) {
+            const float *restrict sc = a->sc, *restrict sh = a->sh;
+            for (int j = 0; j < c; j++) {
+                float gj = g[j] * cn_silu_grad1(xr[j] * sc[j] + sh[j]);
+                d[j] += k0[j] * gj + k1[j] * xr[j] + k2[j];
+            }
+        } else if (a->act == CN_ACT_RELU) {
+            const float *restrict r = a->mask + i * c;
+            for (int j = 0; j < c; j++) {
+                float gj = r[j] > 0 ? g[j] : 0.0f;
+                d[j] += k0[j] * gj + k1[j] * xr[j] + k2[j];
+            }
+        } else {
+            for (int j = 0; j < c; j++) d[j] += k0[j] * g[j] + k1[j] * xr[j] + k2[j];
         }
+    }
 }
 
-/* scratch layout: part (NBLOCKS * 2c doubles), sum (2c doubles), k (3c floats) */
+/* scratch layout: part (NBLOCKS * 2c doubles), sum (2c doubles), k (5c floats: the dx
+ * coefficients, then the SiLU's scale and shift) */
 typedef struct bn_scratch {
     double *part, *sum;
     float *k;
@@ -108,14 +153,22 @@ static bn_scratch split(void *scratch, int c) {
 void cn_batchnorm_forward_train(float *y, float *save, float *running_mean, float *running_var,
                                 const float *x, const float *gamma, const float *beta, size_t m,
                                 int c, float eps, float momentum, void *scratch) {
-    cn_batchnorm_relu_forward_train(y, save, running_mean, running_var, x, gamma, beta, m, c, eps,
-                                    momentum, scratch, 0);
+    cn_batchnorm_act_forward_train(y, save, running_mean, running_var, x, gamma, beta, m, c, eps,
+                                   momentum, scratch, CN_ACT_NONE);
 }
 
 void cn_batchnorm_relu_forward_train(float *y, float *save, float *running_mean,
                                      float *running_var, const float *x, const float *gamma,
                                      const float *beta, size_t m, int c, float eps,
                                      float momentum, void *scratch, int relu) {
+    cn_batchnorm_act_forward_train(y, save, running_mean, running_var, x, gamma, beta, m, c, eps,
+                                   momentum, scratch, relu ? CN_ACT_RELU : CN_ACT_NONE);
+}
+
+void cn_batchnorm_act_forward_train(float *y, float *save, float *running_mean, float *running_var,
+                                    const float *x, const float *gamma, const float *beta,
+                                    size_t m, int c, float eps, float momentum, void *scratch,
+                                    cn_act act) {
     bn_scratch s = split(scratch, c);
     float *mean = save, *invstd = save + c, *sc = s.k, *sh = s.k + c;
     channel_sums(s.sum, s.sum + c, s.part, x, NULL, NULL, m, c, 0, NULL);
@@ -134,43 +187,66 @@ void cn_batchnorm_relu_forward_train(float *y, float *save, float *running_mean,
             running_var[j] = (float)((1 - momentum) * running_var[j] + momentum * unbiased);
         }
     }
-    scale_shift(y, x, sc, sh, m, c, relu);
+    scale_shift(y, x, sc, sh, m, c, act);
 }
 
 void cn_batchnorm_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
                                const float *running_mean, const float *running_var, size_t m,
                                int c, float eps, void *scratch) {
-    cn_batchnorm_relu_forward_eval(y, x, gamma, beta, running_mean, running_var, m, c, eps,
-                                   scratch, 0);
+    cn_batchnorm_act_forward_eval(y, x, gamma, beta, running_mean, running_var, m, c, eps,
+                                  scratch, CN_ACT_NONE);
 }
 
 void cn_batchnorm_relu_forward_eval(float *y, const float *x, const float *gamma,
                                     const float *beta, const float *running_mean,
                                     const float *running_var, size_t m, int c, float eps,
                                     void *scratch, int relu) {
+    cn_batchnorm_act_forward_eval(y, x, gamma, beta, running_mean, running_var, m, c, eps,
+                                  scratch, relu ? CN_ACT_RELU : CN_ACT_NONE);
+}
+
+void cn_batchnorm_act_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
+                                   const float *running_mean, const float *running_var, size_t m,
+                                   int c, float eps, void *scratch, cn_act act) {
     float *sc = split(scratch, c).k;
     for (int j = 0; j < c; j++) {
         float inv = (float)(1.0 / sqrt((double)running_var[j] + eps));
         sc[j] = gamma[j] * inv;
         sc[c + j] = beta[j] - running_mean[j] * sc[j];
     }
-    scale_shift(y, x, sc, sc + c, m, c, relu);
+    scale_shift(y, x, sc, sc + c, m, c, act);
 }
 
 void cn_batchnorm_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
                                  const float *x, const float *gamma, const float *save, size_t m,
                                  int c, void *scratch) {
-    cn_batchnorm_relu_backward_train(dx, dgamma, dbeta, dy, x, gamma, save, m, c, scratch, NULL);
+    cn_batchnorm_act_backward_train(dx, dgamma, dbeta, dy, x, gamma, NULL, save, m, c, scratch,
+                                    CN_ACT_NONE, NULL);
 }
 
 void cn_batchnorm_relu_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
                                       const float *x, const float *gamma, const float *save,
                                       size_t m, int c, void *scratch, const float *relu_out) {
+    cn_batchnorm_act_backward_train(dx, dgamma, dbeta, dy, x, gamma, NULL, save, m, c, scratch,
+                                    relu_out ? CN_ACT_RELU : CN_ACT_NONE, relu_out);
+}
+
+void cn_batchnorm_act_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                     const float *x, const float *gamma, const float *beta,
+                                     const float *save, size_t m, int c, void *scratch,
+                                     cn_act act, const float *out) {
     bn_scratch s = split(scratch, c);
     const float *mean = save, *invstd = save + c;
-    double *sdy = s.sum, *sdyx = s.sum + c; /* sum(dy), sum(dy * (x - mean)) */
-    float *k = s.k;
-    channel_sums(sdy, sdyx, s.part, x, dy, mean, m, c, 2, relu_out);
+    double *sdy = s.sum, *sdyx = s.sum + c; /* sum(g), sum(g * (x - mean)), g = dL/d(bn output) */
+    float *k = s.k, *sc = s.k + 3 * c, *sh = s.k + 4 * c;
+    act_in a = {act, out, sc, sh};
+    if (act == CN_ACT_SILU)
+        /* the same expressions as the forward, so the SiLU sees the same input bits */
+        for (int j = 0; j < c; j++) {
+            sc[j] = gamma[j] * invstd[j];
+            sh[j] = beta[j] - mean[j] * sc[j];
+        }
+    channel_sums(sdy, sdyx, s.part, x, dy, mean, m, c, 2, &a);
     for (int j = 0; j < c; j++) {
         if (dbeta) dbeta[j] += (float)sdy[j];
         if (dgamma) dgamma[j] += (float)(sdyx[j] * invstd[j]);
@@ -186,7 +262,7 @@ void cn_batchnorm_relu_backward_train(float *dx, float *dgamma, float *dbeta, co
         int nb = m < 64 ? 1 : 64;
 #pragma omp parallel for schedule(static)
         for (int b = 0; b < nb; b++)
-            bn_dx_rows(dx, dy, x, relu_out, k, k + c, k + 2 * c, m * b / nb, m * (b + 1) / nb, c);
+            bn_dx_rows(dx, dy, x, &a, k, k + c, k + 2 * c, m * b / nb, m * (b + 1) / nb, c);
     }
 }
 
@@ -200,7 +276,8 @@ void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
         k[j] = running_mean[j];
         k[c + j] = (float)(1.0 / sqrt((double)running_var[j] + eps));
     }
-    channel_sums(s.sum, s.sum + c, s.part, x, dy, k, m, c, 2, NULL);
+    act_in none = {CN_ACT_NONE, NULL, NULL, NULL};
+    channel_sums(s.sum, s.sum + c, s.part, x, dy, k, m, c, 2, &none);
     for (int j = 0; j < c; j++) {
         if (dbeta) dbeta[j] += (float)s.sum[j];
         if (dgamma) dgamma[j] += (float)(s.sum[c + j] * k[c + j]);

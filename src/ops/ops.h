@@ -54,8 +54,25 @@ void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
                                 const float *running_var, size_t m, int c, float eps,
                                 void *scratch);
 
-/* The same with a ReLU fused after the normalisation (torchvision's bn -> relu): y = max(0, bn(x)).
- * The backward takes dy = d/d(relu output) and the relu output itself as the mask. */
+/* The same with an activation fused after the normalisation (torchvision's bn -> relu, and
+ * EfficientNet's bn -> silu): y = act(bn(x)). The backward takes dy = d/d(activation output) and
+ * out = the activation output (the ReLU mask; unused otherwise). For SiLU the pre-activation is
+ * recomputed from x, save (mean, invstd), gamma and beta, so the BN output need not be stored;
+ * beta may be NULL unless act is CN_ACT_SILU. */
+typedef enum cn_act { CN_ACT_NONE = 0, CN_ACT_RELU = 1, CN_ACT_SILU = 2 } cn_act;
+void cn_batchnorm_act_forward_train(float *y, float *save, float *running_mean, float *running_var,
+                                    const float *x, const float *gamma, const float *beta,
+                                    size_t m, int c, float eps, float momentum, void *scratch,
+                                    cn_act act);
+void cn_batchnorm_act_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
+                                   const float *running_mean, const float *running_var, size_t m,
+                                   int c, float eps, void *scratch, cn_act act);
+void cn_batchnorm_act_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                     const float *x, const float *gamma, const float *beta,
+                                     const float *save, size_t m, int c, void *scratch,
+                                     cn_act act, const float *out);
+/* The former ReLU-only names, kept as thin wrappers of the above (relu: 0 or 1; relu_out NULL
+ * means no ReLU). */
 void cn_batchnorm_relu_forward_train(float *y, float *save, float *running_mean,
                                      float *running_var, const float *x, const float *gamma,
                                      const float *beta, size_t m, int c, float eps,
@@ -76,6 +93,35 @@ void cn_relu_backward(float *restrict dx, const float *restrict dy, const float 
 /* dy = dy where y > 0, else 0: the backward written over its own input, for a ReLU that is the
  * only consumer of its input (the executor then shares one gradient buffer) */
 void cn_relu_backward_inplace(float *dy, const float *y, size_t n);
+
+/* ---- SiLU y = x * sigmoid(x): https://pytorch.org/docs/1.13/generated/torch.nn.SiLU.html ---- */
+void cn_silu_forward(float *y, const float *x, size_t n);
+void cn_silu_backward(float *dx, const float *dy, const float *x, size_t n); /* dx += dy * silu'(x) */
+/* ---- sigmoid: https://pytorch.org/docs/1.13/generated/torch.nn.Sigmoid.html ---- */
+void cn_sigmoid_forward(float *y, const float *x, size_t n);
+/* dx += dy * y * (1 - y), y = the forward output */
+void cn_sigmoid_backward(float *dx, const float *dy, const float *y, size_t n);
+
+/* ---- channel scale, the multiply of squeeze-and-excitation (torchvision's
+ * SqueezeExcitation: scale * input): y[n,p,c] = x[n,p,c] * s[n,c]; x, y (N, HW, C), s (N, C) ---- */
+void cn_scale_forward(float *y, const float *x, const float *s, int n, int hw, int c);
+/* dx += dy * s; ds[n,c] += sum_p dy * x */
+void cn_scale_backward(float *dx, float *ds, const float *dy, const float *x, const float *s,
+                       int n, int hw, int c);
+
+/* ---- dropout (https://pytorch.org/docs/1.13/generated/torch.nn.Dropout.html) and stochastic
+ * depth (https://pytorch.org/vision/0.14/generated/torchvision.ops.StochasticDepth.html, mode
+ * "row") as a multiply by a mask.
+ * cn_dropout_mask fills count floats with 0 (probability p) or 1/(1-p) (probability 1-p); all 0
+ * when p >= 1, all 1 when p <= 0. Deterministic: the values depend only on (seed, stream, step)
+ * and the index, not on threads. */
+void cn_dropout_mask(float *mask, size_t count, float p, uint64_t seed, uint64_t stream,
+                     uint64_t step);
+/* y[i] = x[i] * mask[i / per]  (per = 1: dropout, element masks; per = H*W*C: drop path, one
+ * value per sample) */
+void cn_mask_forward(float *y, const float *x, const float *mask, size_t n, size_t per);
+/* dx += dy * mask[i / per] */
+void cn_mask_backward(float *dx, const float *dy, const float *mask, size_t n, size_t per);
 
 /* ---- add: y = a + b (the residual connection) ---- */
 void cn_add_forward(float *restrict y, const float *restrict a, const float *restrict b, size_t n);
