@@ -41,6 +41,7 @@ for b in release asan; do
   run "gemm [$b]" build/$b/tests/test_gemm
   run "io [$b]" build/$b/tests/test_io
   run "ops [$b]" build/$b/tests/test_ops
+  run "ops-effnet [$b]" build/$b/tests/test_ops_effnet
   run "models [$b]" build/$b/tests/test_models "$refs"
   run "parity [$b]" build/$b/tests/test_parity "$refs"
   run "train [$b]" build/$b/tests/test_train
