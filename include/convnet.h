@@ -59,6 +59,13 @@ typedef struct cn_model_config {
     int zero_init_residual; /* zero the last BN scale of each residual branch */
     uint64_t seed;          /* initialisation */
     int threads;            /* 0: all cores */
+    /* EfficientNet only; 0 (or negative for the probabilities) keeps the model's default */
+    double phi;             /* "efficientnet": compound scaling, width 1.1^phi, depth 1.2^phi,
+                             * resolution 224 * 1.15^phi */
+    double width_mult, depth_mult; /* "efficientnet": explicit multipliers instead of phi */
+    int resolution;         /* the default input size */
+    float dropout;          /* classifier dropout probability; < 0: default */
+    float stochastic_depth; /* the last block's drop-path probability; < 0: default (0.2) */
 } cn_model_config;
 
 void cn_model_config_default(cn_model_config *cfg);
@@ -77,6 +84,9 @@ const char *cn_model_name(const cn_model *m);
 int cn_model_in_channels(const cn_model *m);
 int cn_model_num_classes(const cn_model *m);
 int cn_model_default_size(const cn_model *m);
+/* Dropout and stochastic depth draw their masks from (seed, step), so that a training run is
+ * reproducible and resumes exactly; cn_train sets it before each step. */
+void cn_model_set_noise(cn_model *m, uint64_t seed, uint64_t step);
 int64_t cn_model_param_count(const cn_model *m);
 /* The architecture as a JSON object (owned by the model, valid until the next call). */
 const char *cn_model_arch_json(const cn_model *m);
@@ -125,6 +135,19 @@ typedef struct cn_layer_info {
 } cn_layer_info;
 /* Plans the model for (h, w) and fills *rows (owned by the model, valid until the next call). */
 cn_status cn_model_layers(cn_model *m, int h, int w, const cn_layer_info **rows, int *count);
+
+/* EfficientNet's derived stage table at an input size: the scaled MBConv settings of each of
+ * the 7 stages (stem and head excluded) with the stage's input and output map sizes, parameters
+ * and MACs per image. Returns the number of rows (0 for a model without stages). */
+typedef struct cn_stage_info {
+    int expand, kernel, stride, in_channels, out_channels, repeats;
+    int in_h, in_w, out_h, out_w;
+    int64_t params, macs;
+} cn_stage_info;
+int cn_model_stages(cn_model *m, int h, int w, cn_stage_info *rows, int max_rows);
+/* EfficientNet's width and depth multipliers (1 for other models). */
+double cn_model_width_mult(const cn_model *m);
+double cn_model_depth_mult(const cn_model *m);
 
 /* Per-op-type time of the forward and backward passes, accumulated while profiling is on
  * (turning it on resets the counters). Returns the number of rows written (at most max_rows). */
@@ -187,6 +210,9 @@ typedef struct cn_train_progress {
 
 typedef struct cn_train_config {
     const char *model;          /* architecture name (ignored when resuming or with init) */
+    const cn_model_config *model_config; /* optional architecture options of a fresh model
+                                          * (EfficientNet scaling, dropout); its name, channels,
+                                          * classes, seed and threads are taken from here */
     const char *init;           /* start from this model file instead of a fresh init */
     const char *data;           /* "fashion-mnist[:DIR]" or "mnist:DIR" */
     const char *out_dir;        /* checkpoint, final model, metrics.csv */

@@ -49,6 +49,149 @@ static void check_shape(cn_model *m, const char *name, int ndim, const int64_t *
     CHECK(ok, "%s: %s has the wrong shape", cn_model_name(m), name);
 }
 
+static void check_names_file(cn_model *m, const char *path);
+
+/* torchvision's _make_divisible(v, 8), written out again here rather than shared */
+static int divisible8(double v) {
+    int nv = (int)(v + 4) / 8 * 8;
+    if (nv < 8) nv = 8;
+    if (nv < 0.9 * v) nv += 8;
+    return nv;
+}
+
+static cn_model *make_effnet(const char *name, double phi, int inc, int ncls) {
+    cn_model_config c;
+    cn_model_config_default(&c);
+    c.name = name;
+    c.phi = phi;
+    c.in_channels = inc;
+    c.num_classes = ncls;
+    cn_model *m = NULL;
+    cn_status st = cn_model_create(&m, &c);
+    CHECK(st == CN_OK, "create %s phi %g: %s", name, phi, cn_errmsg());
+    return m;
+}
+
+static void effnet_checks(const char *refs) {
+    /* torchvision 0.14's parameter counts and default resolutions */
+    static const struct { const char *name; int64_t params; int size; float eps; } v[8] = {
+        {"efficientnet_b0", 5288548, 224, 1e-5f},  {"efficientnet_b1", 7794184, 240, 1e-5f},
+        {"efficientnet_b2", 9109994, 288, 1e-5f},  {"efficientnet_b3", 12233232, 300, 1e-5f},
+        {"efficientnet_b4", 19341616, 380, 1e-5f}, {"efficientnet_b5", 30389784, 456, 1e-3f},
+        {"efficientnet_b6", 43040704, 528, 1e-3f}, {"efficientnet_b7", 66347960, 600, 1e-3f},
+    };
+    for (int i = 0; i < 8; i++) {
+        cn_model *m = make_effnet(v[i].name, 0, 0, 0);
+        if (!m) continue;
+        CHECK(cn_model_param_count(m) == v[i].params, "%s: %lld parameters, expected %lld",
+              v[i].name, (long long)cn_model_param_count(m), (long long)v[i].params);
+        CHECK(cn_model_default_size(m) == v[i].size, "%s: default size %d", v[i].name,
+              cn_model_default_size(m));
+        if (refs) {
+            char path[1024];
+            snprintf(path, sizeof path, "%s/names_%s.txt", refs, v[i].name);
+            check_names_file(m, path);
+        }
+        cn_model_free(m);
+    }
+    /* B0 structure: stem, SE widths max(1, in/4), head 4x the last stage, classifier */
+    cn_model *b0 = make_effnet("efficientnet_b0", 0, 1, 10);
+    if (b0) {
+        int64_t stem[4] = {32, 1, 3, 3}, fc1[4] = {8, 32, 1, 1}, fc1b[4] = {4, 96, 1, 1},
+                dw[4] = {144, 1, 5, 5}, head[4] = {1280, 320, 1, 1}, cls[2] = {10, 1280};
+        check_shape(b0, "features.0.0.weight", 4, stem);
+        check_shape(b0, "features.1.0.block.1.fc1.weight", 4, fc1);
+        check_shape(b0, "features.2.0.block.2.fc1.weight", 4, fc1b);
+        check_shape(b0, "features.3.0.block.1.0.weight", 4, dw);
+        check_shape(b0, "features.8.0.weight", 4, head);
+        check_shape(b0, "classifier.1.weight", 2, cls);
+        /* 28x28 Fashion-MNIST images go all the way through */
+        const cn_layer_info *rows;
+        int n;
+        CHECK(cn_model_layers(b0, 28, 28, &rows, &n) == CN_OK && rows[n - 1].c == 10, "28x28: %s",
+              cn_errmsg());
+        CHECK(cn_model_layers(b0, 224, 224, &rows, &n) == CN_OK, "%s", cn_errmsg());
+        int64_t macs = 0;
+        for (int i = 0; i < n; i++) macs += rows[i].macs;
+        /* convolution and linear MACs as forward hooks count them on torchvision's 3-channel,
+         * 1000-class model (385,814,752), less 2 input channels of the stem (2 x 32 x 112 x 112
+         * x 9) and 990 classes (990 x 1280) */
+        CHECK(macs == 385814752LL - 7225344 - 1267200, "efficientnet_b0 MACs %lld", (long long)macs);
+        /* classifier init: U(+-1/sqrt(out_features)), zero bias */
+        float w[12800], b[10];
+        cn_model_tensor_get(b0, cn_model_tensor_find(b0, "classifier.1.weight"), w);
+        cn_model_tensor_get(b0, cn_model_tensor_find(b0, "classifier.1.bias"), b);
+        float mx = 0;
+        for (int k = 0; k < 12800; k++) mx = fabsf(w[k]) > mx ? fabsf(w[k]) : mx;
+        CHECK(mx <= 1 / sqrtf(10) && mx > 0.9f / sqrtf(10), "classifier bound %g", mx);
+        CHECK(b[0] == 0 && b[9] == 0, "classifier bias starts at 0");
+        cn_model_free(b0);
+    }
+    /* compound scaling for phi = 0..7 against the arithmetic of Tan and Le (2019) and the
+     * rounding of torchvision (channels to multiples of 8, depth rounded up); with the refs, the
+     * parameter count of torchvision's EfficientNet built with the same multipliers */
+    static const int base_c[8] = {32, 16, 24, 40, 80, 112, 192, 320}, base_r[7] = {1, 2, 2, 3, 3, 4, 1};
+    FILE *tf = NULL;
+    if (refs) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/phi_table.txt", refs);
+        tf = fopen(path, "r");
+        CHECK(tf != NULL, "no %s", path);
+    }
+    for (int phi = 0; phi <= 7; phi++) {
+        cn_model *m = make_effnet("efficientnet", phi, 0, 0);
+        if (!m) continue;
+        double wm = pow(1.1, phi), dm = pow(1.2, phi);
+        int res = (int)floor(224 * pow(1.15, phi) + 0.5);
+        CHECK(fabs(cn_model_width_mult(m) - wm) < 1e-12 && fabs(cn_model_depth_mult(m) - dm) < 1e-12,
+              "phi %d: multipliers %g %g", phi, cn_model_width_mult(m), cn_model_depth_mult(m));
+        CHECK(cn_model_default_size(m) == res, "phi %d: resolution %d, expected %d", phi,
+              cn_model_default_size(m), res);
+        cn_stage_info st[7];
+        int ns = cn_model_stages(m, 64, 64, st, 7), bad = 0;
+        CHECK(ns == 7, "phi %d: %d stages", phi, ns);
+        for (int s = 0; s < ns; s++) {
+            bad += st[s].in_channels != divisible8(base_c[s] * wm);
+            bad += st[s].out_channels != divisible8(base_c[s + 1] * wm);
+            bad += st[s].repeats != (int)ceil(base_r[s] * dm);
+        }
+        CHECK(!bad, "phi %d: %d stage settings differ from the arithmetic", phi, bad);
+        if (tf) {
+            int tphi;
+            long long tparams;
+            if (fscanf(tf, "%d %lld", &tphi, &tparams) == 2)
+                CHECK(tphi == phi && tparams == cn_model_param_count(m),
+                      "phi %d: %lld parameters, torchvision %lld", phi,
+                      (long long)cn_model_param_count(m), tparams);
+            else
+                CHECK(0, "phi_table.txt: no row for phi %d", phi);
+        }
+        cn_model_free(m);
+    }
+    if (tf) fclose(tf);
+    /* options that do not apply are errors, not silently ignored */
+    cn_model_config c;
+    cn_model_config_default(&c);
+    cn_model *m = NULL;
+    c.name = "efficientnet_b3";
+    c.phi = 2;
+    CHECK(cn_model_create(&m, &c) == CN_ERR_ARG && strstr(cn_errmsg(), "efficientnet"), "phi on b3");
+    c.name = "resnet18";
+    c.phi = 0;
+    c.dropout = 0.5f;
+    CHECK(cn_model_create(&m, &c) == CN_ERR_ARG, "dropout on a ResNet accepted");
+    c.name = "efficientnet";
+    c.dropout = 1.5f;
+    CHECK(cn_model_create(&m, &c) == CN_ERR_ARG, "dropout 1.5 accepted");
+    c.dropout = -1;
+    c.width_mult = 100;
+    CHECK(cn_model_create(&m, &c) == CN_ERR_ARG, "width 100 accepted");
+    c.width_mult = 0.5;
+    c.depth_mult = 0.5;
+    CHECK(cn_model_create(&m, &c) == CN_OK, "width 0.5: %s", cn_errmsg());
+    cn_model_free(m);
+}
+
 static void check_names_file(cn_model *m, const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return;
@@ -174,6 +317,7 @@ int main(int argc, char **argv) {
     cn_model_free(a);
     cn_model_free(b);
     cn_model_free(c);
+    effnet_checks(refs);
     /* errors are statuses with messages, never aborts */
     cn_model_config cfg;
     cn_model_config_default(&cfg);

@@ -30,6 +30,8 @@ int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, i
 int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t *out);
 int cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, float *out);
 /* "HxW" or "S" */
+int cli_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
+               double *out);
 int cli_size(const char *cmd, const char *opt, const char *s, int *h, int *w);
 /* The value after option argv[*i]; NULL (with a message) if missing. */
 const char *cli_value(const char *cmd, int argc, char **argv, int *i);
@@ -69,16 +71,31 @@ typedef struct cli_model_opts {
     const char *path, *name;
     int in_channels, num_classes, threads, h, w, batch, json, seed_set;
     uint64_t seed;
+    /* EfficientNet */
+    double phi, width_mult, depth_mult;
+    int resolution;
+    float dropout, stochastic_depth; /* < 0: unset */
 } cli_model_opts;
 void cli_model_opts_init(cli_model_opts *o);
 int cli_model_opts_parse(const char *cmd, const char *help, cli_model_opts *o, int argc,
                          char **argv, int *i);
+/* The EfficientNet options alone (--phi, --width-mult, ...), for commands with their own parsing;
+ * returns as cli_model_opts_parse. cli_effnet_config copies them into a model config. */
+int cli_effnet_opts_parse(const char *cmd, cli_model_opts *o, int argc, char **argv, int *i);
+void cli_effnet_config(const cli_model_opts *o, cn_model_config *cfg);
 /* Opens or creates the model; an unset --input-size becomes the model's usual size. */
 int cli_model_open(const char *cmd, cli_model_opts *o, cn_model **m);
+#define CLI_EFFNET_HELP                                                                        \
+    "  --phi PHI             --model efficientnet: compound scaling (width 1.1^PHI, depth 1.2^PHI,\n" \
+    "                        resolution 224*1.15^PHI)\n"                                       \
+    "  --width-mult W --depth-mult D   --model efficientnet: explicit multipliers\n"          \
+    "  --resolution R        EfficientNet: the default input size\n"                           \
+    "  --dropout P --stochastic-depth P   EfficientNet: classifier dropout, last block's drop path\n"
 #define CLI_MODEL_HELP                                                                         \
     "  MODEL                 a .safetensors model (convnet's, or torchvision's with --model)\n" \
     "  --model NAME          architecture (a fresh model without MODEL); known: see convnet info --list\n" \
     "  --in-channels C       input channels of a fresh model\n"                                 \
     "  --num-classes K       classes of a fresh model\n"                                        \
+    CLI_EFFNET_HELP                                                                            \
     "  --threads N           default: all cores\n"                                              \
     "  --json                machine-readable summary on stdout\n"

@@ -8,7 +8,8 @@
 static const char *help =
     "usage: convnet info MODEL | --model NAME [options]\n"
     "\n"
-    "The layer table (output shape, parameters, MACs per image) and the totals.\n"
+    "The layer table (output shape, parameters, MACs per image) and the totals; for an\n"
+    "EfficientNet also the derived stage table (channels, repeats, kernel, stride, resolution).\n"
     "\n" CLI_MODEL_HELP
     "  --input-size HxW      default: the model's usual size (224 ImageNet, 32 CIFAR)\n"
     "  --list                the known architectures\n";
@@ -43,6 +44,13 @@ int cmd_info(int argc, char **argv) {
     }
     int64_t params = cn_model_param_count(m), macs = 0;
     for (int i = 0; i < n; i++) macs += rows[i].macs;
+    cn_stage_info stages[16];
+    int ns = cn_model_stages(m, h, w, stages, 16);
+    st = cn_model_layers(m, h, w, &rows, &n); /* the stage table re-planned; rows stay valid */
+    if (st != CN_OK) {
+        cn_model_free(m);
+        return cli_fail(C, st);
+    }
     if (o.json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", cn_model_name(m));
@@ -52,6 +60,28 @@ int cmd_info(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "input_w", w);
         cJSON_AddNumberToObject(j, "params", (double)params);
         cJSON_AddNumberToObject(j, "macs", (double)macs);
+        if (ns) {
+            cJSON_AddNumberToObject(j, "width_mult", cn_model_width_mult(m));
+            cJSON_AddNumberToObject(j, "depth_mult", cn_model_depth_mult(m));
+            cJSON *sa = cJSON_AddArrayToObject(j, "stages");
+            for (int i = 0; i < ns; i++) {
+                const cn_stage_info *r = &stages[i];
+                cJSON *l = cJSON_CreateObject();
+                cJSON_AddNumberToObject(l, "expand", r->expand);
+                cJSON_AddNumberToObject(l, "kernel", r->kernel);
+                cJSON_AddNumberToObject(l, "stride", r->stride);
+                cJSON_AddNumberToObject(l, "in_channels", r->in_channels);
+                cJSON_AddNumberToObject(l, "out_channels", r->out_channels);
+                cJSON_AddNumberToObject(l, "repeats", r->repeats);
+                cJSON_AddNumberToObject(l, "in_h", r->in_h);
+                cJSON_AddNumberToObject(l, "in_w", r->in_w);
+                cJSON_AddNumberToObject(l, "out_h", r->out_h);
+                cJSON_AddNumberToObject(l, "out_w", r->out_w);
+                cJSON_AddNumberToObject(l, "params", (double)r->params);
+                cJSON_AddNumberToObject(l, "macs", (double)r->macs);
+                cJSON_AddItemToArray(sa, l);
+            }
+        }
         cJSON *layers = cJSON_AddArrayToObject(j, "layers");
         for (int i = 0; i < n; i++) {
             cJSON *l = cJSON_CreateObject();
@@ -75,6 +105,22 @@ int cmd_info(int argc, char **argv) {
             snprintf(shape, sizeof shape, "%dx%dx%d", rows[i].c, rows[i].h, rows[i].w);
             printf("%-28s %-12s %18s %12lld %14lld\n", rows[i].name, rows[i].op, shape,
                    (long long)rows[i].params, (long long)rows[i].macs);
+        }
+        if (ns) {
+            printf("\nstages (width x%.4g, depth x%.4g):\n", cn_model_width_mult(m),
+                   cn_model_depth_mult(m));
+            printf("%-6s %6s %6s %6s %8s %8s %7s %12s %12s %12s %14s\n", "stage", "expand",
+                   "kernel", "stride", "in_ch", "out_ch", "repeats", "input", "output", "params",
+                   "MACs");
+            for (int i = 0; i < ns; i++) {
+                const cn_stage_info *r = &stages[i];
+                char in[32], out[32];
+                snprintf(in, sizeof in, "%dx%d", r->in_h, r->in_w);
+                snprintf(out, sizeof out, "%dx%d", r->out_h, r->out_w);
+                printf("%-6d %6d %6d %6d %8d %8d %7d %12s %12s %12lld %14lld\n", i + 1, r->expand,
+                       r->kernel, r->stride, r->in_channels, r->out_channels, r->repeats, in, out,
+                       (long long)r->params, (long long)r->macs);
+            }
         }
         printf("\ntotal: %lld parameters (%.2f M), %lld MACs (%.3f G) per image\n",
                (long long)params, params / 1e6, (long long)macs, macs / 1e9);

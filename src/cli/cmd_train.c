@@ -11,7 +11,8 @@ static const char *help =
     "Trains a model, evaluating on the test split after every epoch. Writes DIR/metrics.csv,\n"
     "an atomic checkpoint DIR/checkpoint.safetensors each epoch and DIR/model.safetensors.\n"
     "\n"
-    "  --model NAME          architecture (resnet20, resnet18, ...; default resnet20)\n"
+    "  --model NAME          architecture (resnet20, resnet18, efficientnet_b0, ...; default resnet20)\n"
+    CLI_EFFNET_HELP
     "  --init MODEL          start from this model file instead of a fresh initialisation\n"
     "  --data SPEC           fashion-mnist[:DIR] (default; Debian's dataset-fashion-mnist) or mnist:DIR\n"
     "  --out DIR             output directory (default runs/default)\n"
@@ -76,8 +77,13 @@ int cmd_train(int argc, char **argv) {
     const char *opt_name = "sgd", *sched = "cosine";
     float lr = 0, wd = 0, mom = 0.9f;
     int nesterov = 1;
+    cli_model_opts eo;
+    cli_model_opts_init(&eo);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
+        int r = cli_effnet_opts_parse(C, &eo, argc, argv, &i);
+        if (r < 0) return EXIT_USAGE;
+        if (r) continue;
 #define VAL() \
     if (!(v = cli_value(C, argc, argv, &i))) return EXIT_USAGE
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -144,6 +150,10 @@ int cmd_train(int argc, char **argv) {
     c.progress = on_progress;
     c.user = &ps;
     c.step_epochs = step_epochs;
+    cn_model_config mc;
+    cn_model_config_default(&mc);
+    cli_effnet_config(&eo, &mc);
+    c.model_config = &mc;
     cn_train_result r;
     cn_status st = cn_train(&c, &r);
     if (st != CN_OK) return cli_fail(C, st);

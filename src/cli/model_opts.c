@@ -5,6 +5,32 @@
 void cli_model_opts_init(cli_model_opts *o) {
     memset(o, 0, sizeof *o);
     o->batch = 1;
+    o->dropout = o->stochastic_depth = -1.0f;
+}
+
+int cli_effnet_opts_parse(const char *C, cli_model_opts *o, int argc, char **argv, int *i) {
+    const char *a = argv[*i], *v;
+    if (strcmp(a, "--phi") && strcmp(a, "--width-mult") && strcmp(a, "--depth-mult") &&
+        strcmp(a, "--resolution") && strcmp(a, "--dropout") && strcmp(a, "--stochastic-depth"))
+        return 0;
+    if (!(v = cli_value(C, argc, argv, i))) return -1;
+    int bad;
+    if (!strcmp(a, "--phi")) bad = cli_double(C, a, v, -10, 12, &o->phi);
+    else if (!strcmp(a, "--width-mult")) bad = cli_double(C, a, v, 0.05, 16, &o->width_mult);
+    else if (!strcmp(a, "--depth-mult")) bad = cli_double(C, a, v, 0.05, 16, &o->depth_mult);
+    else if (!strcmp(a, "--resolution")) bad = cli_int(C, a, v, 8, 16384, &o->resolution);
+    else if (!strcmp(a, "--dropout")) bad = cli_float(C, a, v, 0, 1, &o->dropout);
+    else bad = cli_float(C, a, v, 0, 1, &o->stochastic_depth);
+    return bad ? -1 : 1;
+}
+
+void cli_effnet_config(const cli_model_opts *o, cn_model_config *cfg) {
+    cfg->phi = o->phi;
+    cfg->width_mult = o->width_mult;
+    cfg->depth_mult = o->depth_mult;
+    cfg->resolution = o->resolution;
+    cfg->dropout = o->dropout;
+    cfg->stochastic_depth = o->stochastic_depth;
 }
 
 int cli_model_opts_parse(const char *C, const char *help, cli_model_opts *o, int argc,
@@ -34,6 +60,8 @@ int cli_model_opts_parse(const char *C, const char *help, cli_model_opts *o, int
         }
         return 1;
     }
+    int r = cli_effnet_opts_parse(C, o, argc, argv, i);
+    if (r) return r;
     if (a[0] != '-' && !o->path) {
         o->path = a;
         return 1;
@@ -49,10 +77,13 @@ int cli_model_open(const char *C, cli_model_opts *o, cn_model **m) {
     cfg.num_classes = o->num_classes;
     cfg.threads = o->threads;
     cfg.seed = o->seed;
+    cli_effnet_config(o, &cfg);
     cn_status st;
     if (o->path) {
-        if (o->in_channels || o->num_classes) {
-            cli_err(C, "--in-channels and --num-classes describe a fresh model; %s has its own",
+        if (o->in_channels || o->num_classes || o->phi != 0 || o->width_mult != 0 ||
+            o->depth_mult != 0 || o->resolution || o->dropout >= 0 || o->stochastic_depth >= 0) {
+            cli_err(C, "--in-channels, --num-classes and the EfficientNet scaling options describe "
+                       "a fresh model; %s has its own",
                     o->path);
             return EXIT_USAGE;
         }

@@ -63,6 +63,14 @@ int cli_float(const char *cmd, const char *opt, const char *s, double lo, double
     return 0;
 }
 
+int cli_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
+               double *out) {
+    float unused;
+    if (cli_float(cmd, opt, s, lo, hi, &unused)) return -1;
+    *out = strtod(s, NULL);
+    return 0;
+}
+
 int cli_size(const char *cmd, const char *opt, const char *s, int *h, int *w) {
     char *end;
     errno = 0;

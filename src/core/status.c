@@ -5,9 +5,13 @@
 #include <string.h>
 
 static _Thread_local char errbuf[1024];
+static _Thread_local cn_status last_status;
+
+cn_status cn_last_status(void) { return last_status != CN_OK ? last_status : CN_ERR_INTERNAL; }
 
 cn_status cn_error(cn_status st, const char *fmt, ...) {
     va_list ap;
+    last_status = st;
     va_start(ap, fmt);
     vsnprintf(errbuf, sizeof errbuf, fmt, ap);
     va_end(ap);

@@ -23,6 +23,10 @@ cn_status cn_error_context(cn_status st, const char *fmt, ...)
 #endif
     ;
 
+/* The status of the last cn_error() on this thread (CN_ERR_INTERNAL if none): for builders that
+ * report failure as -1 after recording the error. */
+cn_status cn_last_status(void);
+
 #define CN_TRY(expr)                         \
     do {                                     \
         cn_status cn__st = (expr);           \

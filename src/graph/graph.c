@@ -13,9 +13,10 @@
 enum { STREAM_INIT = 1 };
 
 const char *cn_op_name(cn_op op) {
-    static const char *names[] = {"input",  "conv2d",  "batchnorm2d", "relu",
-                                  "maxpool", "avgpool", "avgpool1",    "add",
-                                  "shortcut", "flatten", "linear"};
+    static const char *names[] = {"input",    "conv2d",  "batchnorm2d", "relu",    "maxpool",
+                                  "avgpool",  "avgpool1", "add",        "shortcut", "flatten",
+                                  "linear",   "silu",    "sigmoid",     "scale",   "dropout",
+                                  "droppath"};
     return (unsigned)op < sizeof names / sizeof *names ? names[op] : "?";
 }
 
@@ -25,8 +26,10 @@ static void free_plan(cn_graph *g) {
     for (int i = 0; i < g->nnodes; i++) {
         free(g->nodes[i].save);
         free(g->nodes[i].argmax);
+        free(g->nodes[i].mask);
         g->nodes[i].save = NULL;
         g->nodes[i].argmax = NULL;
+        g->nodes[i].mask = NULL;
     }
     free(g->arena);
     free(g->workspace);
@@ -87,7 +90,7 @@ static cn_node *new_node(cn_graph *g, cn_op op, const char *name, int in0, int i
     nd->in[1] = in1;
     nd->p[0] = nd->p[1] = -1;
     nd->buf[0] = nd->buf[1] = nd->buf[2] = -1;
-    nd->relu_out = -1;
+    nd->act_out = -1;
     return nd;
 }
 
@@ -147,7 +150,8 @@ int cn_g_conv(cn_graph *g, const char *name, int x, int oc, int k, int stride, i
         return -1;
     }
     int64_t shape[4] = {oc, c / groups, k, k};
-    int w = add_entry(g, name, "weight", CN_ENTRY_CONV_WEIGHT, 4, shape, oc / groups * k * k);
+    /* torch's fan_out of a conv weight is size(0) * kh * kw, whatever the groups */
+    int w = add_entry(g, name, "weight", CN_ENTRY_CONV_WEIGHT, 4, shape, oc * k * k);
     int b = bias ? add_entry(g, name, "bias", CN_ENTRY_CONV_BIAS, 1, shape, 0) : -1;
     if (w < 0 || (bias && b < 0)) return -1;
     cn_node *nd = new_node(g, CN_OP_CONV, name, x, -1);
@@ -249,9 +253,15 @@ int cn_g_flatten(cn_graph *g, int x) { return simple(g, CN_OP_FLATTEN, "flatten"
 
 int cn_g_linear(cn_graph *g, const char *name, int x, int oc) {
     if (!check_in(g, x)) return -1;
-    const cn_node *prev = &g->nodes[g->nnodes - 1];
-    int k = g->tensors[x].c;
-    if (k == 0 && prev->op == CN_OP_FLATTEN) k = g->tensors[prev->in[0]].c;
+    /* after flatten (and a dropout on it) the features are known only at planning; here the
+     * channels of the map that was flattened stand for them (1x1 after global pooling) */
+    int k = g->tensors[x].c, src = x;
+    for (int i = g->nnodes - 1; k == 0 && i >= 0; i--) {
+        const cn_node *nd = &g->nodes[i];
+        if (nd->out != src || (nd->op != CN_OP_FLATTEN && nd->op != CN_OP_DROPOUT)) break;
+        src = nd->in[0];
+        k = g->tensors[src].c;
+    }
     int64_t shape[2] = {oc, k};
     int w = add_entry(g, name, "weight", CN_ENTRY_LINEAR_WEIGHT, 2, shape, k);
     int b = add_entry(g, name, "bias", CN_ENTRY_LINEAR_BIAS, 1, shape, k);
@@ -266,29 +276,70 @@ int cn_g_linear(cn_graph *g, const char *name, int x, int oc) {
     return t;
 }
 
+int cn_g_silu(cn_graph *g, int x) {
+    return check_in(g, x) ? simple(g, CN_OP_SILU, "silu", x, -1, g->tensors[x].c) : -1;
+}
+
+int cn_g_sigmoid(cn_graph *g, int x) {
+    return check_in(g, x) ? simple(g, CN_OP_SIGMOID, "sigmoid", x, -1, g->tensors[x].c) : -1;
+}
+
+int cn_g_scale(cn_graph *g, int x, int s) {
+    if (!check_in(g, x) || !check_in(g, s)) return -1;
+    if (g->tensors[x].c != g->tensors[s].c) {
+        cn_error(CN_ERR_SHAPE, "channel scale of %d channels by %d values", g->tensors[x].c,
+                 g->tensors[s].c);
+        return -1;
+    }
+    return simple(g, CN_OP_SCALE, "scale", x, s, g->tensors[x].c);
+}
+
+static int drop(cn_graph *g, cn_op op, const char *name, int x, float p) {
+    if (!check_in(g, x)) return -1;
+    if (!(p >= 0.0f && p <= 1.0f)) {
+        cn_error(CN_ERR_ARG, "%s: drop probability %g is outside [0, 1]", name, p);
+        return -1;
+    }
+    int t = simple(g, op, name, x, -1, g->tensors[x].c);
+    if (t >= 0) g->nodes[g->nnodes - 1].a.drop.p = p;
+    return t;
+}
+
+int cn_g_dropout(cn_graph *g, const char *name, int x, float p) {
+    return drop(g, CN_OP_DROPOUT, name, x, p);
+}
+
+int cn_g_droppath(cn_graph *g, const char *name, int x, float p) {
+    return drop(g, CN_OP_DROPPATH, name, x, p);
+}
+
+static int two_inputs(cn_op op) { return op == CN_OP_ADD || op == CN_OP_SCALE; }
+
 static int consumers(const cn_graph *g, int t) {
     int k = 0;
     for (int i = 0; i < g->nnodes; i++)
         k += (g->nodes[i].op != CN_OP_INPUT && g->nodes[i].in[0] == t) +
-             (g->nodes[i].op == CN_OP_ADD && g->nodes[i].in[1] == t);
+             (two_inputs(g->nodes[i].op) && g->nodes[i].in[1] == t);
     return k;
 }
 
-/* BN followed by its only consumer, a ReLU: one pass instead of two, forward and backward. */
-static void fuse_bn_relu(cn_graph *g) {
+/* BN followed by its only consumer, a ReLU or a SiLU: one pass instead of two, forward and
+ * backward. */
+static void fuse_bn_act(cn_graph *g) {
     for (int i = 0; i + 1 < g->nnodes; i++) {
-        cn_node *bn = &g->nodes[i], *relu = &g->nodes[i + 1];
-        if (bn->op != CN_OP_BN || relu->op != CN_OP_RELU || relu->in[0] != bn->out ||
-            consumers(g, bn->out) != 1 || bn->out == g->ntensors - 1)
+        cn_node *bn = &g->nodes[i], *act = &g->nodes[i + 1];
+        if (bn->op != CN_OP_BN || (act->op != CN_OP_RELU && act->op != CN_OP_SILU) ||
+            act->in[0] != bn->out || consumers(g, bn->out) != 1 || bn->out == g->ntensors - 1)
             continue;
-        bn->relu_out = relu->out;
-        relu->fused = 1;
+        bn->act_out = act->out;
+        bn->act = act->op == CN_OP_RELU ? CN_ACT_RELU : CN_ACT_SILU;
+        act->fused = 1;
         g->tensors[bn->out].dead = 1;
     }
 }
 
 cn_status cn_graph_finalize(cn_graph *g) {
-    fuse_bn_relu(g);
+    fuse_bn_act(g);
     g->params = calloc(g->nparams ? g->nparams : 1, sizeof(float));
     g->grads = calloc(g->nparams ? g->nparams : 1, sizeof(float));
     g->buffers = calloc(g->nbuffers ? g->nbuffers : 1, sizeof(float));
@@ -350,6 +401,12 @@ void cn_graph_init_params(cn_graph *g, uint64_t seed, int zero_init_residual) {
         }
         case CN_ENTRY_LINEAR_WEIGHT:
         case CN_ENTRY_LINEAR_BIAS: {
+            if (en->init_alt) {
+                /* EfficientNet: U(+-1/sqrt(out_features)) weights, zero biases */
+                float bound = en->kind == CN_ENTRY_LINEAR_BIAS ? 0.0f : 1.0f / sqrtf((float)en->shape[0]);
+                for (size_t i = 0; i < en->count; i++) d[i] = bound * (2 * cn_rng_uniform(&r) - 1);
+                break;
+            }
             /* nn.Linear's default: kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(fan_in), +) */
             float bound = 1.0f / sqrtf((float)en->fan);
             for (size_t i = 0; i < en->count; i++) d[i] = bound * (2 * cn_rng_uniform(&r) - 1);
@@ -442,6 +499,21 @@ static cn_status plan_shapes(cn_graph *g, int h, int w) {
             out->w = in->w;
             break;
         }
+        case CN_OP_DROPOUT:
+        case CN_OP_DROPPATH:
+            out->h = in->h;
+            out->w = in->w;
+            out->c = in->c;
+            break;
+        case CN_OP_SCALE: {
+            const cn_tensor *sc = &g->tensors[nd->in[1]];
+            if (sc->h != 1 || sc->w != 1)
+                return cn_error(CN_ERR_SHAPE, "%s: channel scale by a %dx%d map, not 1x1",
+                                nd->name, sc->h, sc->w);
+            out->h = in->h;
+            out->w = in->w;
+            break;
+        }
         case CN_OP_FLATTEN:
             out->h = out->w = 1;
             out->c = in->h * in->w * in->c;
@@ -522,6 +594,13 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
             nd->argmax = malloc(sizeof(int32_t) * batch * t->h * t->w * t->c);
             if (!nd->argmax) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
         }
+        if (nd->op == CN_OP_DROPOUT || nd->op == CN_OP_DROPPATH) {
+            const cn_tensor *t = &g->tensors[nd->out];
+            size_t k = nd->op == CN_OP_DROPOUT ? (size_t)t->h * t->w * t->c : 1;
+            nd->mask = malloc(sizeof(float) * batch * k);
+            if (!nd->mask) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
+            for (size_t j = 0; j < batch * k; j++) nd->mask[j] = 1.0f;
+        }
     }
     /* Gradient aliasing, from the last node back so that a chain relu <- add <- bn resolves to
      * one buffer. Only tensors with a single consumer qualify: nothing else accumulates there. */
@@ -560,7 +639,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         cn_node *nd = &g->nodes[i];
         if (nd->fused) continue;
         double t0 = g->profile ? omp_get_wtime() : 0;
-        cn_tensor *out = &g->tensors[nd->relu_out >= 0 ? nd->relu_out : nd->out];
+        cn_tensor *out = &g->tensors[nd->act_out >= 0 ? nd->act_out : nd->out];
         const cn_tensor *in = nd->op == CN_OP_INPUT ? NULL : &g->tensors[nd->in[0]];
         cn_conv_desc d = nd->desc;
         d.n = n;
@@ -575,15 +654,15 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
             size_t m = (size_t)n * in->h * in->w;
             float *gamma = cn_entry_data(g, nd->p[0]), *beta = cn_entry_data(g, nd->p[1]);
             float *rm = cn_entry_data(g, nd->buf[0]), *rv = cn_entry_data(g, nd->buf[1]);
-            int relu = nd->relu_out >= 0;
+            cn_act act = nd->act_out >= 0 ? nd->act : CN_ACT_NONE;
             if (train) {
-                cn_batchnorm_relu_forward_train(out->data, nd->save, rm, rv, in->data, gamma,
-                                                beta, m, in->c, nd->a.bn.eps, nd->a.bn.momentum,
-                                                g->scratch, relu);
+                cn_batchnorm_act_forward_train(out->data, nd->save, rm, rv, in->data, gamma, beta,
+                                               m, in->c, nd->a.bn.eps, nd->a.bn.momentum,
+                                               g->scratch, act);
                 g->counters[g->entries[nd->buf[2]].offset] += 1;
             } else {
-                cn_batchnorm_relu_forward_eval(out->data, in->data, gamma, beta, rm, rv, m, in->c,
-                                               nd->a.bn.eps, g->scratch, relu);
+                cn_batchnorm_act_forward_eval(out->data, in->data, gamma, beta, rm, rv, m, in->c,
+                                              nd->a.bn.eps, g->scratch, act);
             }
             break;
         }
@@ -603,6 +682,26 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
             cn_linear_forward(out->data, in->data, cn_entry_data(g, nd->p[0]),
                               cn_entry_data(g, nd->p[1]), n, in->h * in->w * in->c, out->c);
             break;
+        case CN_OP_SILU: cn_silu_forward(out->data, in->data, numel(out, n)); break;
+        case CN_OP_SIGMOID: cn_sigmoid_forward(out->data, in->data, numel(out, n)); break;
+        case CN_OP_SCALE:
+            cn_scale_forward(out->data, in->data, g->tensors[nd->in[1]].data, n, in->h * in->w,
+                             in->c);
+            break;
+        case CN_OP_DROPOUT:
+        case CN_OP_DROPPATH: {
+            size_t per = nd->op == CN_OP_DROPOUT ? 1 : (size_t)in->h * in->w * in->c;
+            if (!train || nd->a.drop.p == 0.0f) {
+                memcpy(out->data, in->data, sizeof(float) * numel(out, n));
+                break;
+            }
+            if (!g->external_masks)
+                cn_dropout_mask(nd->mask, numel(out, n) / per, nd->a.drop.p, g->noise_seed,
+                                (uint64_t)i, g->noise_step);
+            cn_mask_forward(out->data, in->data, nd->mask, numel(out, n), per);
+            break;
+        }
+        case CN_OP_COUNT: break;
         }
         if (g->profile) g->op_time[0][nd->op] += omp_get_wtime() - t0;
     }
@@ -618,7 +717,7 @@ void cn_graph_backward(cn_graph *g, int n) {
         cn_node *nd = &g->nodes[i];
         if (nd->op == CN_OP_INPUT || nd->fused) continue;
         double t0 = g->profile ? omp_get_wtime() : 0;
-        cn_tensor *out = &g->tensors[nd->relu_out >= 0 ? nd->relu_out : nd->out];
+        cn_tensor *out = &g->tensors[nd->act_out >= 0 ? nd->act_out : nd->out];
         cn_tensor *in = &g->tensors[nd->in[0]];
         /* the input image needs no gradient */
         float *din = g->nodes[0].out == nd->in[0] ? NULL : in->grad;
@@ -633,10 +732,11 @@ void cn_graph_backward(cn_graph *g, int n) {
                                g->threads);
             break;
         case CN_OP_BN:
-            cn_batchnorm_relu_backward_train(
+            cn_batchnorm_act_backward_train(
                 din, cn_entry_grad(g, nd->p[0]), cn_entry_grad(g, nd->p[1]), out->grad, in->data,
-                cn_entry_data(g, nd->p[0]), nd->save, (size_t)n * in->h * in->w, in->c,
-                g->scratch, nd->relu_out >= 0 ? out->data : NULL);
+                cn_entry_data(g, nd->p[0]), cn_entry_data(g, nd->p[1]), nd->save,
+                (size_t)n * in->h * in->w, in->c, g->scratch,
+                nd->act_out >= 0 ? nd->act : CN_ACT_NONE, nd->act_out >= 0 ? out->data : NULL);
             break;
         case CN_OP_RELU:
             if (nd->grad_alias) cn_relu_backward_inplace(out->grad, out->data, numel(out, n));
@@ -671,6 +771,30 @@ void cn_graph_backward(cn_graph *g, int n) {
                                out->grad, in->data, cn_entry_data(g, nd->p[0]), n,
                                in->h * in->w * in->c, out->c);
             break;
+        case CN_OP_SILU:
+            if (din) cn_silu_backward(din, out->grad, in->data, numel(out, n));
+            break;
+        case CN_OP_SIGMOID:
+            if (din) cn_sigmoid_backward(din, out->grad, out->data, numel(out, n));
+            break;
+        case CN_OP_SCALE: {
+            int s = nd->in[1];
+            float *ds = g->nodes[0].out == s ? NULL : g->tensors[s].grad;
+            cn_scale_backward(din, ds, out->grad, in->data, g->tensors[s].data, n,
+                              in->h * in->w, in->c);
+            break;
+        }
+        case CN_OP_DROPOUT:
+        case CN_OP_DROPPATH:
+            if (!din) break;
+            if (nd->a.drop.p == 0.0f) {
+                cn_add_backward(din, NULL, out->grad, numel(out, n));
+            } else {
+                size_t per = nd->op == CN_OP_DROPOUT ? 1 : (size_t)in->h * in->w * in->c;
+                cn_mask_backward(din, out->grad, nd->mask, numel(out, n), per);
+            }
+            break;
+        case CN_OP_COUNT: break;
         }
         if (g->profile) g->op_time[1][nd->op] += omp_get_wtime() - t0;
     }

@@ -23,7 +23,13 @@ typedef enum cn_op {
     CN_OP_ADD,
     CN_OP_SHORTCUT_A,
     CN_OP_FLATTEN,
-    CN_OP_LINEAR
+    CN_OP_LINEAR,
+    CN_OP_SILU,
+    CN_OP_SIGMOID,
+    CN_OP_SCALE,    /* x (N,H,W,C) times s (N,1,1,C): the multiply of squeeze-and-excitation */
+    CN_OP_DROPOUT,  /* element mask, identity in eval */
+    CN_OP_DROPPATH, /* stochastic depth, "row" mode: one mask value per sample */
+    CN_OP_COUNT
 } cn_op;
 
 const char *cn_op_name(cn_op op);
@@ -52,6 +58,7 @@ typedef struct cn_entry {
     size_t offset;    /* into params/grads (params), buffers (buffers) or counters */
     int fan;          /* init: fan_out for conv weights, fan_in for linear */
     int zero_init;    /* BN weight that zero_init_residual zeroes */
+    int init_alt;     /* EfficientNet's linear init: weight U(+-1/sqrt(out_features)), bias 0 */
 } cn_entry;
 
 static inline int cn_entry_is_param(cn_entry_kind k) { return k <= CN_ENTRY_BN_BIAS; }
@@ -76,10 +83,13 @@ typedef struct cn_node {
         struct { int k, stride, pad; } pool;
         struct { int oc, stride; } shortcut;
         struct { int oc; } linear;
+        struct { float p; } drop;
     } a;
-    /* fusion, decided by cn_graph_finalize: a BN whose only consumer is a ReLU writes the ReLU's
-     * output itself (relu_out >= 0) and the ReLU node is skipped (fused = 1) */
-    int relu_out;
+    /* fusion, decided by cn_graph_finalize: a BN whose only consumer is a ReLU or a SiLU writes
+     * the activation's output itself (act_out >= 0, act the kind) and the activation node is
+     * skipped (fused = 1) */
+    int act_out;
+    cn_act act;
     int fused;
     /* gradient aliasing, decided by planning: a ReLU masks its output gradient in place and
      * passes the buffer on; an add hands its output gradient to inputs it is the only consumer
@@ -89,6 +99,7 @@ typedef struct cn_node {
     cn_conv_desc desc;
     float *save;            /* BN: mean and invstd of the last train forward */
     int32_t *argmax;        /* max pool */
+    float *mask;            /* dropout / drop path: the last train forward's mask */
 } cn_node;
 
 typedef struct cn_graph {
@@ -110,7 +121,11 @@ typedef struct cn_graph {
     int planned;
     /* profiling: seconds per op type, forward [0] and backward [1], when profile is set */
     int profile;
-    double op_time[2][CN_OP_LINEAR + 1];
+    double op_time[2][CN_OP_COUNT];
+    /* dropout and drop-path masks come from (noise_seed, noise_step); with external_masks set
+     * the forward keeps whatever the caller wrote into the nodes' masks (parity tests) */
+    uint64_t noise_seed, noise_step;
+    int external_masks;
 } cn_graph;
 
 void cn_graph_init(cn_graph *g);
@@ -129,6 +144,11 @@ int cn_g_add(cn_graph *g, int a, int b);
 int cn_g_shortcut_a(cn_graph *g, int x, int oc, int stride);
 int cn_g_flatten(cn_graph *g, int x);
 int cn_g_linear(cn_graph *g, const char *name, int x, int oc);
+int cn_g_silu(cn_graph *g, int x);
+int cn_g_sigmoid(cn_graph *g, int x);
+int cn_g_scale(cn_graph *g, int x, int s);
+int cn_g_dropout(cn_graph *g, const char *name, int x, float p);
+int cn_g_droppath(cn_graph *g, const char *name, int x, float p);
 
 /* Allocates the flat state arrays once building is done. */
 cn_status cn_graph_finalize(cn_graph *g);

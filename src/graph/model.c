@@ -15,6 +15,8 @@
 void cn_model_config_default(cn_model_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->name = "resnet18";
+    cfg->dropout = -1.0f;
+    cfg->stochastic_depth = -1.0f;
 }
 
 const char *cn_model_list(void) { return cn_model_names(); }
@@ -22,6 +24,47 @@ const char *cn_model_list(void) { return cn_model_names(); }
 static int default_threads(void) {
     int t = omp_get_num_procs();
     return t > 0 ? t : 1;
+}
+
+/* The EfficientNet options of a config, checked and applied to the architecture. */
+static cn_status apply_effnet_options(cn_arch *a, const cn_model_config *cfg) {
+    int effnet = a->family == CN_FAMILY_EFFICIENTNET, generic = !strcmp(a->name, "efficientnet");
+    int scaled = cfg->phi != 0 || cfg->width_mult != 0 || cfg->depth_mult != 0;
+    if (!effnet && (scaled || cfg->resolution || cfg->dropout >= 0 || cfg->stochastic_depth >= 0))
+        return cn_error(CN_ERR_ARG,
+                        "phi, width/depth multipliers, resolution, dropout and stochastic depth "
+                        "apply to EfficientNets, not to %s",
+                        a->name);
+    if (scaled && !generic)
+        return cn_error(CN_ERR_ARG,
+                        "%s has fixed multipliers; compound scaling (phi, width and depth "
+                        "multipliers) applies to the model 'efficientnet'",
+                        a->name);
+    if (cfg->phi != 0 && (cfg->width_mult != 0 || cfg->depth_mult != 0))
+        return cn_error(CN_ERR_ARG, "give either phi or width/depth multipliers, not both");
+    if (cfg->phi != 0) {
+        if (!(cfg->phi >= -10 && cfg->phi <= 12))
+            return cn_error(CN_ERR_ARG, "phi %g is out of range [-10, 12]", cfg->phi);
+        cn_effnet_phi(cfg->phi, &a->width_mult, &a->depth_mult, &a->default_size);
+    }
+    if (cfg->width_mult != 0) a->width_mult = cfg->width_mult;
+    if (cfg->depth_mult != 0) a->depth_mult = cfg->depth_mult;
+    if (cfg->resolution) {
+        if (cfg->resolution < 1 || cfg->resolution > 16384)
+            return cn_error(CN_ERR_ARG, "resolution %d is out of range [1, 16384]", cfg->resolution);
+        a->default_size = cfg->resolution;
+    }
+    if (cfg->dropout >= 0) a->dropout = cfg->dropout;
+    if (cfg->stochastic_depth >= 0) a->stochastic_depth = cfg->stochastic_depth;
+    if (effnet && (!(a->width_mult >= 0.05 && a->width_mult <= 16) ||
+                   !(a->depth_mult >= 0.05 && a->depth_mult <= 16)))
+        return cn_error(CN_ERR_ARG,
+                        "width multiplier %g and depth multiplier %g must be in [0.05, 16]",
+                        a->width_mult, a->depth_mult);
+    if (effnet && (!(a->dropout <= 1) || !(a->stochastic_depth <= 1)))
+        return cn_error(CN_ERR_ARG, "dropout %g and stochastic depth %g must be in [0, 1]",
+                        a->dropout, a->stochastic_depth);
+    return CN_OK;
 }
 
 static cn_status model_new(cn_model **out, const cn_arch *a, int threads) {
@@ -47,9 +90,15 @@ cn_status cn_model_create(cn_model **out, const cn_model_config *cfg) {
     CN_TRY(cn_arch_lookup(&a, cfg->name));
     if (cfg->in_channels) a.in_channels = cfg->in_channels;
     if (cfg->num_classes) a.num_classes = cfg->num_classes;
+    CN_TRY(apply_effnet_options(&a, cfg));
     CN_TRY(model_new(out, &a, cfg->threads));
     cn_graph_init_params(&(*out)->g, cfg->seed, cfg->zero_init_residual);
     return CN_OK;
+}
+
+void cn_model_set_noise(cn_model *m, uint64_t seed, uint64_t step) {
+    m->g.noise_seed = seed;
+    m->g.noise_step = step;
 }
 
 void cn_model_free(cn_model *m) {
@@ -77,6 +126,13 @@ const char *cn_model_arch_json(const cn_model *m) {
     cJSON_AddStringToObject(o, "name", m->arch.name);
     cJSON_AddNumberToObject(o, "in_channels", m->arch.in_channels);
     cJSON_AddNumberToObject(o, "num_classes", m->arch.num_classes);
+    if (m->arch.family == CN_FAMILY_EFFICIENTNET) {
+        cJSON_AddNumberToObject(o, "width_mult", m->arch.width_mult);
+        cJSON_AddNumberToObject(o, "depth_mult", m->arch.depth_mult);
+        cJSON_AddNumberToObject(o, "resolution", m->arch.default_size);
+        cJSON_AddNumberToObject(o, "dropout", m->arch.dropout);
+        cJSON_AddNumberToObject(o, "stochastic_depth", m->arch.stochastic_depth);
+    }
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s) return "{}";
@@ -112,6 +168,26 @@ static cn_status arch_from_json(cn_arch *a, const char *json, const char *path) 
             st = cn_error(CN_ERR_FORMAT, "%s: 'arch' has out-of-range in_channels or num_classes",
                           path);
     }
+    if (st == CN_OK && a->family == CN_FAMILY_EFFICIENTNET) {
+        /* the scaling and regularisation, when the file records them */
+        cn_model_config cfg;
+        cn_model_config_default(&cfg);
+        const cJSON *v;
+        int generic = !strcmp(a->name, "efficientnet");
+        if (generic && cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(o, "width_mult")))
+            cfg.width_mult = v->valuedouble;
+        if (generic && cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(o, "depth_mult")))
+            cfg.depth_mult = v->valuedouble;
+        if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(o, "resolution")))
+            cfg.resolution = v->valuedouble >= 1 && v->valuedouble <= 16384 ? v->valueint : -1;
+        if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(o, "dropout")))
+            cfg.dropout = v->valuedouble >= 0 && v->valuedouble <= 1 ? (float)v->valuedouble : 2;
+        if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(o, "stochastic_depth")))
+            cfg.stochastic_depth =
+                v->valuedouble >= 0 && v->valuedouble <= 1 ? (float)v->valuedouble : 2;
+        if (apply_effnet_options(a, &cfg) != CN_OK)
+            st = cn_error_context(CN_ERR_FORMAT, "%s: metadata 'arch'", path);
+    }
     cJSON_Delete(o);
     return st;
 }
@@ -119,14 +195,16 @@ static cn_status arch_from_json(cn_arch *a, const char *json, const char *path) 
 /* A plain torchvision state_dict: the widths that vary come from the weights' shapes. */
 static cn_status arch_from_weights(cn_arch *a, const cn_st_file *f, const char *name) {
     CN_TRY(cn_arch_lookup(a, name));
-    const cn_st_tensor *c1 = cn_st_find(f, "conv1.weight"), *fc = cn_st_find(f, "fc.weight");
+    int effnet = a->family == CN_FAMILY_EFFICIENTNET;
+    const char *first = effnet ? "features.0.0.weight" : "conv1.weight";
+    const char *last = effnet ? "classifier.1.weight" : "fc.weight";
+    const cn_st_tensor *c1 = cn_st_find(f, first), *fc = cn_st_find(f, last);
     if (!c1 || c1->ndim != 4 || !fc || fc->ndim != 2)
-        return cn_error(CN_ERR_FORMAT,
-                        "%s: not a %s state_dict (no 4-d 'conv1.weight' and 2-d 'fc.weight')",
-                        cn_st_path(f), name);
+        return cn_error(CN_ERR_FORMAT, "%s: not a %s state_dict (no 4-d '%s' and 2-d '%s')",
+                        cn_st_path(f), name, first, last);
     if (c1->shape[1] < 1 || c1->shape[1] > 4096 || fc->shape[0] < 1 || fc->shape[0] > 1000000)
-        return cn_error(CN_ERR_FORMAT, "%s: conv1.weight or fc.weight has an out-of-range shape",
-                        cn_st_path(f));
+        return cn_error(CN_ERR_FORMAT, "%s: %s or %s has an out-of-range shape",
+                        cn_st_path(f), first, last);
     a->in_channels = (int)c1->shape[1];
     a->num_classes = (int)fc->shape[0];
     return CN_OK;
@@ -207,6 +285,7 @@ cn_status cn_model_open_file(cn_model **out, const cn_st_file *f, const cn_model
                             cfg->name);
     } else if (cfg && cfg->name) {
         CN_TRY(arch_from_weights(&a, f, cfg->name));
+        CN_TRY(apply_effnet_options(&a, cfg));
     } else {
         return cn_error(CN_ERR_ARG,
                         "%s has no convnet metadata: name its architecture (--model NAME) to "
@@ -288,6 +367,7 @@ cn_status cn_model_forward_nhwc(cn_model *m, const float *x, int n, int h, int w
         batch = m->g.batch;
     CN_TRY(cn_graph_plan(&m->g, batch, h, w, train, m->threads));
     cn_graph_forward(&m->g, x, n, train);
+    if (train) m->g.noise_step++; /* the next step draws new masks unless set */
     m->last_n = n;
     m->last_train = train;
     m->have_dlogits = 0;
@@ -405,6 +485,50 @@ cn_status cn_model_layers(cn_model *m, int h, int w, const cn_layer_info **rows,
     return CN_OK;
 }
 
+int cn_model_stages(cn_model *m, int h, int w, cn_stage_info *rows, int max_rows) {
+    if (m->arch.family != CN_FAMILY_EFFICIENTNET) return 0;
+    const cn_layer_info *layers;
+    int n;
+    if (cn_model_layers(m, h, w, &layers, &n) != CN_OK) return 0;
+    cn_effnet_stage st[7];
+    cn_effnet_stages(&m->arch, st);
+    int k = 0;
+    for (int s = 0; s < 7 && k < max_rows; s++, k++) {
+        cn_stage_info *r = &rows[k];
+        memset(r, 0, sizeof *r);
+        r->expand = st[s].expand;
+        r->kernel = st[s].kernel;
+        r->stride = st[s].stride;
+        r->in_channels = st[s].in_c;
+        r->out_channels = st[s].out_c;
+        r->repeats = st[s].repeats;
+        char prefix[32];
+        int plen = snprintf(prefix, sizeof prefix, "features.%d.", s + 1), first = 1;
+        for (int i = 0; i < n; i++) {
+            if (strncmp(layers[i].name, prefix, (size_t)plen) != 0) continue;
+            if (first) {
+                /* the input of the stage is the output of the node before its first one */
+                const cn_tensor *t = &m->g.tensors[m->g.nodes[i].in[0]];
+                r->in_h = t->h;
+                r->in_w = t->w;
+                first = 0;
+            }
+            r->out_h = layers[i].h;
+            r->out_w = layers[i].w;
+            r->params += layers[i].params;
+            r->macs += layers[i].macs;
+        }
+    }
+    return k;
+}
+
+double cn_model_width_mult(const cn_model *m) {
+    return m->arch.family == CN_FAMILY_EFFICIENTNET ? m->arch.width_mult : 1.0;
+}
+double cn_model_depth_mult(const cn_model *m) {
+    return m->arch.family == CN_FAMILY_EFFICIENTNET ? m->arch.depth_mult : 1.0;
+}
+
 void cn_model_set_profiling(cn_model *m, int on) {
     m->g.profile = on;
     memset(m->g.op_time, 0, sizeof m->g.op_time);
@@ -412,7 +536,7 @@ void cn_model_set_profiling(cn_model *m, int on) {
 
 int cn_model_profile(const cn_model *m, cn_op_time *rows, int max_rows) {
     int k = 0;
-    for (int op = 0; op <= CN_OP_LINEAR && k < max_rows; op++) {
+    for (int op = 0; op < CN_OP_COUNT && k < max_rows; op++) {
         if (m->g.op_time[0][op] == 0 && m->g.op_time[1][op] == 0) continue;
         rows[k].op = cn_op_name((cn_op)op);
         rows[k].forward_s = m->g.op_time[0][op];

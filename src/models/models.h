@@ -4,12 +4,34 @@
 
 #include "graph/graph.h"
 
+typedef enum cn_family { CN_FAMILY_RESNET, CN_FAMILY_CIFAR_RESNET, CN_FAMILY_EFFICIENTNET } cn_family;
+
 typedef struct cn_arch {
     char name[32];
+    cn_family family;
+    int depth;          /* ResNets */
     int in_channels;
     int num_classes;
     int default_size;   /* the input size the model is usually run at */
+    /* EfficientNet: compound-scaling multipliers, regularisation and batch-norm settings */
+    double width_mult, depth_mult;
+    float dropout, stochastic_depth;
+    float bn_eps, bn_momentum;
 } cn_arch;
+
+/* EfficientNet's compound scaling (Tan and Le 2019): depth 1.2^phi, width 1.1^phi, resolution
+ * 224 * 1.15^phi rounded to the nearest integer. */
+void cn_effnet_phi(double phi, double *width_mult, double *depth_mult, int *resolution);
+/* torchvision's _make_divisible(v, 8) and the depth rounding of MBConvConfig */
+int cn_effnet_channels(double channels, double width_mult);
+int cn_effnet_repeats(int repeats, double depth_mult);
+
+/* One stage of the MBConv table after scaling. */
+typedef struct cn_effnet_stage {
+    int expand, kernel, stride, in_c, out_c, repeats;
+} cn_effnet_stage;
+/* Fills the 7 stages; returns the head (last conv) width. */
+int cn_effnet_stages(const cn_arch *a, cn_effnet_stage st[7]);
 
 /* Fills defaults (in_channels, num_classes, default_size) for a known name; CN_ERR_ARG for an
  * unknown one, with the list of known names in the message. */
@@ -20,5 +42,6 @@ const char *cn_model_names(void);
 
 cn_status cn_build_resnet(cn_graph *g, const cn_arch *a, int depth);
 cn_status cn_build_cifar_resnet(cn_graph *g, const cn_arch *a, int depth);
+cn_status cn_build_efficientnet(cn_graph *g, const cn_arch *a);
 
 #endif

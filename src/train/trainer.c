@@ -327,6 +327,7 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
         } else {
             cn_model_config mc;
             cn_model_config_default(&mc);
+            if (c.model_config) mc = *c.model_config;
             mc.name = c.model;
             mc.in_channels = train.c;
             mc.num_classes = train.num_classes;
@@ -375,6 +376,7 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
         while ((b = cn_loader_next(&loader))) {
             lr = cn_schedule_lr(&sched, step, total);
             cn_model_zero_grad(m);
+            cn_model_set_noise(m, c.seed, (uint64_t)step);
             if ((st = cn_model_forward_nhwc(m, b->x, b->n, train.h, train.w, 1, NULL)) != CN_OK)
                 goto done;
             float loss;

@@ -52,12 +52,73 @@ MAX_CANCELLATION = 8.0
 CALIB_BATCH = 8
 
 
+# EfficientNet cases run with these (dropout, stochastic depth) overrides and, when on, with
+# masks drawn here and handed to both sides (see share_masks).
+NOISE = {}
+
+
 def build(name, in_channels, num_classes):
+    if name.startswith("efficientnet"):
+        model = torchvision.models.__dict__[name](num_classes=num_classes)
+        if in_channels != 3:  # what convnet's in_channels gives: the same stem with C inputs
+            old = model.features[0][0]
+            model.features[0][0] = nn.Conv2d(in_channels, old.out_channels, 3, 2, 1, bias=False)
+            nn.init.kaiming_normal_(model.features[0][0].weight, mode="fan_out")
+        drop, sd = NOISE.get("rates", (None, None))
+        if drop is not None:
+            model.classifier[0].p = drop
+            for m in model.modules():
+                if isinstance(m, torchvision.ops.StochasticDepth):
+                    m.p = m.p * sd / 0.2
+        if "masks" in NOISE:
+            share_masks(model, NOISE["masks"])
+        return model
     if hasattr(torchvision.models, name):
         assert in_channels == 3
         return torchvision.models.__dict__[name](num_classes=num_classes)
     depth = int(name[len("resnet") :])
     return cifar_resnet(depth, in_channels=in_channels, num_classes=num_classes)
+
+
+class MaskMul(nn.Module):
+    """Dropout / StochasticDepth with a fixed mask in training (identity in eval)."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.mask = mask
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        m = self.mask.to(x.dtype)
+        if m.dim() == 1:
+            m = m.view((-1,) + (1,) * (x.dim() - 1))
+        return x * m
+
+
+def draw_masks(model, batch, gen):
+    """Masks as torch draws them: Bernoulli(1 - p) scaled by 1 / (1 - p), one per sample for
+    stochastic depth ("row" mode), one per element for the classifier's dropout."""
+    masks = {}
+    for mname, m in model.named_modules():
+        if isinstance(m, torchvision.ops.StochasticDepth) and m.p > 0:
+            keep = 1.0 - m.p
+            masks[mname] = torch.bernoulli(torch.full((batch,), keep), generator=gen) / keep
+    drop = model.classifier[0]
+    feats = model.classifier[1].in_features
+    keep = 1.0 - drop.p
+    masks["classifier.0"] = torch.bernoulli(torch.full((batch, feats), keep), generator=gen) / keep
+    return masks
+
+
+def share_masks(model, masks):
+    for mname, mask in masks.items():
+        parent, _, child = mname.rpartition(".")
+        setattr(model.get_submodule(parent), child, MaskMul(mask))
+
+
+def final_linear(model):
+    return model.fc if hasattr(model, "fc") else model.classifier[1]
 
 
 @torch.no_grad()
@@ -94,20 +155,21 @@ def calibrate_fc(model, sample_shape, train, seed):
     probe = copy.deepcopy(model)  # a train-mode forward would move running stats
     probe.train(train)
     feats = []
-    hook = probe.fc.register_forward_hook(lambda mod, inp, out: feats.append(inp[0]))
+    hook = final_linear(probe).register_forward_hook(lambda mod, inp, out: feats.append(inp[0]))
     gen = torch.Generator().manual_seed(seed)
     probe(torch.randn((CALIB_BATCH,) + tuple(sample_shape), generator=gen))
     hook.remove()
     f = feats[0]
     mu = f.mean(0)
-    w = model.fc.weight
+    fc = final_linear(model)
+    w = fc.weight
     common = w @ mu  # [classes], identical for every input
     spread = ((f - mu) @ w.T).std()
     ratio = common.pow(2).mean().sqrt() / spread
     alpha = 1.0 if ratio <= MAX_CANCELLATION else 1.0 - 1.0 / MAX_CANCELLATION
-    logits = f @ w.T + (model.fc.bias - alpha * common)
+    logits = f @ w.T + (fc.bias - alpha * common)
     scale = LOGIT_STD / logits.std()
-    model.fc.bias.sub_(alpha * common).mul_(scale)
+    fc.bias.sub_(alpha * common).mul_(scale)
     w.mul_(scale)
 
 
@@ -210,9 +272,20 @@ def train_results(make_model, x, labels):
     return out
 
 
-def train_case(path, name, in_channels, num_classes, input_shape, seed, shadow):
+def train_case(path, name, in_channels, num_classes, input_shape, seed, shadow, noise=None):
+    """noise: for EfficientNets, None (dropout and stochastic depth off) or "masks" (on, with
+    masks shared with the C side through the file as mask.<module>)."""
+    NOISE.clear()
+    extra, masks = {}, {}
+    if name.startswith("efficientnet"):
+        NOISE["rates"] = (0.0, 0.0) if noise is None else (0.2, 0.2)
+        extra = {"dropout": NOISE["rates"][0], "stochastic_depth": NOISE["rates"][1]}
     model, x = initial_model(name, in_channels, num_classes, input_shape, True, seed)
     labels = torch.randint(0, num_classes, (input_shape[0],))
+    if noise == "masks":
+        masks = draw_masks(model, input_shape[0], torch.Generator().manual_seed(seed + 100))
+        NOISE["masks"] = masks
+        model = fresh(name, in_channels, num_classes, model.state_dict(), torch.float32)
     init = state_tensors(model)
 
     def make(dtype):
@@ -224,11 +297,14 @@ def train_case(path, name, in_channels, num_classes, input_shape, seed, shadow):
         "mode": "train",
         "num_classes": str(num_classes),
         "in_channels": str(in_channels),
+        **{k: str(v) for k, v in extra.items()},
         **TRAIN_META,
     }
     if shadow:
         meta.update(conditioning(res, train_results(make(torch.float64), x, labels)))
-    st.save(path, {**init, "input": x, "labels": labels, **res}, meta)
+    mask_t = {"mask." + k: v.float().contiguous() for k, v in masks.items()}
+    st.save(path, {**init, "input": x, "labels": labels, **res, **mask_t}, meta)
+    NOISE.clear()
     return meta
 
 
@@ -255,11 +331,17 @@ def main():
         ("resnet20_train", train_case, ("resnet20", 1, 10, (4, 1, 28, 28), 5)),
         ("resnet20_train_nonsquare", train_case, ("resnet20", 1, 10, (3, 1, 28, 36), 6)),
         ("resnet18_train_small", train_case, ("resnet18", 3, 10, (3, 3, 64, 80), 7)),
+        ("efficientnet_b0_eval", eval_case, ("efficientnet_b0", 1000, (1, 3, 224, 224), 8)),
+        ("efficientnet_b3_eval", eval_case, ("efficientnet_b3", 1000, (1, 3, 300, 300), 9)),
+        ("efficientnet_b0_train", train_case, ("efficientnet_b0", 3, 10, (4, 3, 64, 64), 10)),
+        ("efficientnet_b0_train_masks", train_case,
+         ("efficientnet_b0", 3, 10, (4, 3, 64, 64), 11, "masks")),
     ]
     for stem, run, case_args in cases:
         path = os.path.join(outdir, stem + ".safetensors")
         t = time.time()
-        meta = run(path, *case_args, shadow)
+        meta = run(path, *case_args[:5], shadow, *case_args[5:]) if run is train_case else \
+            run(path, *case_args, shadow)
         cond = " ".join(f"{k[len('f64_relerr.'):]}={v}" for k, v in meta.items() if k.startswith("f64_relerr."))
         print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB, {time.time() - t:.1f} s) {cond}".rstrip())
     # the state_dict order and shapes of every architecture, for tests/test_models.c
@@ -269,6 +351,18 @@ def main():
         with open(os.path.join(outdir, f"names_{name}.txt"), "w") as f:
             for k, v in model.state_dict().items():
                 f.write(f"{k} {','.join(str(d) for d in v.shape)}\n")
+    for name in ("efficientnet_b%d" % i for i in range(8)):
+        model = build(name, 3, 1000)
+        with open(os.path.join(outdir, f"names_{name}.txt"), "w") as f:
+            for k, v in model.state_dict().items():
+                f.write(f"{k} {','.join(str(d) for d in v.shape)}\n")
+    # compound scaling: torchvision's EfficientNet built with phi's multipliers
+    from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
+    with open(os.path.join(outdir, "phi_table.txt"), "w") as f:
+        for phi in range(8):
+            conf, last = _efficientnet_conf("efficientnet_b0", width_mult=1.1 ** phi, depth_mult=1.2 ** phi)
+            model = EfficientNet(conf, 0.2, last_channel=last)
+            f.write(f"{phi} {sum(p.numel() for p in model.parameters())}\n")
     print(f"make_refs: {len(cases)} files in {time.time() - t0:.1f} s")
 
 
