@@ -1,7 +1,7 @@
 /* The ops EfficientNet adds, against double-precision references and finite differences:
  * - depthwise conv2d forward, data gradient, weight and bias gradient vs direct loops, on every
- *   fast path (3x3 / 5x5, stride 1 / 2) and on odd shapes (channel tails, 1x1 to 3x3 maps, other
- *   kernels and paddings, batch 1 and 3, 1 and 2 threads), with and without bias;
+ *   fast path (3x3 / 5x5, stride 1 / 2) and on odd shapes (channel tails, 1x1 to 4x4 maps, other
+ *   kernels and paddings, batches 1 to 13, 1 to 3 threads), with and without bias;
  * - SiLU and sigmoid accuracy in ulp over [-100, 100] and at the extremes;
  * - finite-difference checks of silu, sigmoid, channel scale, mask multiply and batch norm with a
  *   fused SiLU or ReLU;
@@ -161,6 +161,15 @@ static void dw_tests(void) {
                 dw_case(2, 9, 9, 40, k, k, s, s, p, p, t, 1, 4);
                 dw_case(2, 9, 9, 40, k, k, s, s, p, p, t, 0, 3);
             }
+        /* narrow maps take blocks of up to 8 images, 4 at a time through a tap table: batches
+         * of 5 to 13 with remainders, channel tails of 8 and 3 */
+        dw_case(9, 2, 2, 40, 3, 3, 1, 1, 1, 1, t, 1, 7);
+        dw_case(13, 1, 1, 24, 5, 5, 1, 1, 2, 2, t, 1, 7);
+        dw_case(6, 4, 4, 56, 5, 5, 2, 2, 2, 2, t, 1, 7);
+        dw_case(5, 7, 7, 19, 3, 3, 1, 1, 1, 1, t, 0, 7);
+        dw_case(10, 3, 3, 48, 3, 3, 2, 2, 1, 1, t, 1, 7);
+        dw_case(8, 12, 12, 32, 5, 5, 1, 1, 2, 2, t, 1, 7);
+        dw_case(7, 5, 5, 12, 7, 7, 2, 2, 3, 3, t, 1, 7);
         /* the generic path: other kernels, strides, rectangular kernels */
         dw_case(2, 9, 9, 32, 7, 7, 1, 1, 3, 3, t, 1, 7);
         dw_case(2, 11, 10, 19, 7, 7, 2, 2, 3, 3, t, 1, 7);
@@ -176,6 +185,9 @@ static void dw_tests(void) {
     dw_case(2, 14, 14, 240, 5, 5, 1, 1, 2, 2, 2, 0, 7);
     dw_case(2, 7, 7, 1152, 5, 5, 1, 1, 2, 2, 2, 0, 7);
     dw_case(1, 56, 56, 32, 3, 3, 1, 1, 1, 1, 2, 0, 7);
+    /* three threads: uneven task shares, three partial sums */
+    dw_case(3, 9, 9, 40, 3, 3, 2, 2, 1, 1, 3, 1, 7);
+    dw_case(1, 1, 1, 56, 5, 5, 1, 1, 2, 2, 3, 1, 7);
 }
 
 /* ---- SiLU and sigmoid accuracy ---- */

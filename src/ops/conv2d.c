@@ -1,5 +1,5 @@
-/* conv2d on NHWC activations and OHWI weights, by im2col + GEMM in row chunks, with a direct
- * kernel for depthwise convolution.
+/* conv2d on NHWC activations and OHWI weights, by im2col + GEMM in row chunks; depthwise
+ * convolution goes to its own kernels (depthwise.c).
  * https://pytorch.org/docs/1.13/generated/torch.nn.Conv2d.html
  *
  * Chunking: the M = N*OH*OW output rows are processed in chunks whose im2col buffer fits in L2.
@@ -222,7 +222,7 @@ static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
 }
 
 size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
-    if (is_depthwise(d)) return 0;
+    if (is_depthwise(d)) return cn_dwconv_workspace(d, nthreads, backward);
     size_t fw = forward_workspace(d, nthreads);
     if (!backward) return fw;
     if (implicit_ok(d) && implicit_parallel(d, nthreads))
@@ -313,83 +313,6 @@ static CN_CLONES void col2im_add(float *restrict din, const float *restrict col,
     }
 }
 
-/* ---- depthwise: direct loops, vectorised over channels (the innermost, contiguous axis) ---- */
-
-static void dw_forward(float *out, const float *in, const float *w, const float *bias,
-                       const cn_conv_desc *d) {
-    int C = d->c, KK = d->kh * d->kw;
-#pragma omp parallel for schedule(static)
-    for (int row = 0; row < d->n * d->oh; row++) {
-        int n = row / d->oh, oy = row % d->oh;
-        for (int ox = 0; ox < d->ow; ox++) {
-            float *o = out + (((size_t)n * d->oh + oy) * d->ow + ox) * C;
-            for (int c = 0; c < C; c++) o[c] = bias ? bias[c] : 0.0f;
-            for (int ky = 0; ky < d->kh; ky++) {
-                int iy = oy * d->sh - d->ph + ky;
-                if (iy < 0 || iy >= d->h) continue;
-                for (int kx = 0; kx < d->kw; kx++) {
-                    int ix = ox * d->sw - d->pw + kx;
-                    if (ix < 0 || ix >= d->w) continue;
-                    const float *x = in + (((size_t)n * d->h + iy) * d->w + ix) * C;
-                    int k = ky * d->kw + kx;
-                    for (int c = 0; c < C; c++) o[c] += x[c] * w[(size_t)c * KK + k];
-                }
-            }
-        }
-    }
-}
-
-static void dw_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
-                        const float *w, const cn_conv_desc *d) {
-    int C = d->c, KK = d->kh * d->kw;
-    if (din) {
-        /* parallel over images: scatters stay inside one image */
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < d->n; n++)
-            for (int oy = 0; oy < d->oh; oy++)
-                for (int ox = 0; ox < d->ow; ox++) {
-                    const float *g = dout + (((size_t)n * d->oh + oy) * d->ow + ox) * C;
-                    for (int ky = 0; ky < d->kh; ky++) {
-                        int iy = oy * d->sh - d->ph + ky;
-                        if (iy < 0 || iy >= d->h) continue;
-                        for (int kx = 0; kx < d->kw; kx++) {
-                            int ix = ox * d->sw - d->pw + kx;
-                            if (ix < 0 || ix >= d->w) continue;
-                            float *x = din + (((size_t)n * d->h + iy) * d->w + ix) * C;
-                            int k = ky * d->kw + kx;
-                            for (int c = 0; c < C; c++) x[c] += g[c] * w[(size_t)c * KK + k];
-                        }
-                    }
-                }
-    }
-    /* Weight and bias gradients: parallel over channels, so every sum runs in a fixed order. */
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) {
-        for (int k = 0; k < KK; k++) {
-            int ky = k / d->kw, kx = k % d->kw;
-            double acc = 0;
-            for (int n = 0; n < d->n; n++)
-                for (int oy = 0; oy < d->oh; oy++) {
-                    int iy = oy * d->sh - d->ph + ky;
-                    if (iy < 0 || iy >= d->h) continue;
-                    for (int ox = 0; ox < d->ow; ox++) {
-                        int ix = ox * d->sw - d->pw + kx;
-                        if (ix < 0 || ix >= d->w) continue;
-                        acc += (double)dout[(((size_t)n * d->oh + oy) * d->ow + ox) * C + c] *
-                               in[(((size_t)n * d->h + iy) * d->w + ix) * C + c];
-                    }
-                }
-            if (dw) dw[(size_t)c * KK + k] += (float)acc;
-        }
-        if (dbias) {
-            double acc = 0;
-            size_t m = (size_t)d->n * d->oh * d->ow;
-            for (size_t i = 0; i < m; i++) acc += dout[i * C + c];
-            dbias[c] += (float)acc;
-        }
-    }
-}
-
 /* ---- general path ---- */
 
 static void forward_chunk(float *out, const float *in, const float *w, const cn_conv_desc *d,
@@ -433,7 +356,7 @@ static void conv_gemm(float *out, const float *in, const float *w, const cn_conv
 void cn_conv2d_forward(float *out, const float *in, const float *w, const float *bias,
                        const cn_conv_desc *d, float *ws, int nthreads) {
     if (is_depthwise(d)) {
-        dw_forward(out, in, w, bias, d);
+        cn_dwconv_forward(out, in, w, bias, d, ws, nthreads);
         return;
     }
     conv_gemm(out, in, w, d, ws, nthreads, 0.0f);
@@ -474,7 +397,7 @@ static void backward_chunk(float *din, float *dw, const float *dout, const float
 void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
                         const float *w, const cn_conv_desc *d, float *ws, int nthreads) {
     if (is_depthwise(d)) {
-        dw_backward(din, dw, dbias, dout, in, w, d);
+        cn_dwconv_backward(din, dw, dbias, dout, in, w, d, ws, nthreads);
         return;
     }
     cn_conv_desc tr;

@@ -30,6 +30,15 @@ void cn_conv2d_forward(float *out, const float *in, const float *weight, const f
 void cn_conv2d_backward(float *din, float *dweight, float *dbias, const float *dout,
                         const float *in, const float *weight, const cn_conv_desc *d, float *ws,
                         int nthreads);
+/* Depthwise convolution (groups == c == oc, weight (C, KH, KW, 1)), which cn_conv2d_* hand to
+ * (vectorised over channels, specialised for 3x3 and 5x5 with stride 1 and 2). Same contract,
+ * workspace included: cn_conv2d_workspace returns cn_dwconv_workspace for these. */
+size_t cn_dwconv_workspace(const cn_conv_desc *d, int nthreads, int backward);
+void cn_dwconv_forward(float *out, const float *in, const float *weight, const float *bias,
+                       const cn_conv_desc *d, float *ws, int nthreads);
+void cn_dwconv_backward(float *din, float *dweight, float *dbias, const float *dout,
+                        const float *in, const float *weight, const cn_conv_desc *d, float *ws,
+                        int nthreads);
 /* Naive references (direct 7-deep loops), used by tests. */
 void cn_conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias,
                            const cn_conv_desc *d);

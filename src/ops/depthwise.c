@@ -1,0 +1,544 @@
+/* Depthwise convolution (groups == C == OC) on NHWC activations: the fast path of cn_conv2d_*.
+ * https://pytorch.org/docs/1.13/generated/torch.nn.Conv2d.html (groups = in_channels)
+ *
+ * Every loop is vectorised over channels, the contiguous axis: 16 at a time (GNU C vector
+ * extensions: one zmm with AVX-512, two ymm with AVX2), then 8, then one by one. The weights
+ * (C, KH, KW) are repacked per call to (KH, KW, C) in the workspace, so that the weights of a tap
+ * are a channel vector too.
+ * - Forward: each output pixel is a sum over taps. Interior pixels of 3x3 and 5x5 kernels with
+ *   stride 1 or 2 go four at a time through kernels specialised on the size (taps unrolled, no
+ *   bounds checks, one weight load per four products); every other pixel (borders, tiny maps,
+ *   other kernels and strides) goes through a table of the taps that fall inside the image.
+ * - Data gradient: for stride 1 it is a forward of dY with the flipped filters and padding
+ *   K-1-P, added into dX (so it takes the same fast kernels); otherwise a gather in which each
+ *   input pixel sums the output pixels that read it. Either way a task owns its dX rows: no
+ *   scatter, no races.
+ * - Weight and bias gradient: for an output row and a kernel row, the products are summed in
+ *   float registers along the row (each kernel column over the contiguous range of output pixels
+ *   for which it lies inside the image), then added to per-thread partial sums in double that
+ *   are reduced in thread order at the end (the same bits for the same thread count).
+ * Parallel tasks are (image, row, channel slice); rows are cut into channel slices only when
+ * there are too few rows to share (1x1 and 2x2 maps, batch 1). */
+#include <omp.h>
+#include <string.h>
+
+#include "core/simd.h"
+#include "ops/ops.h"
+
+/* a += x * w as one fused multiply-add where the CPU has it: ISO C mode (-std=c11) turns gcc's
+ * contraction off by default, and these loops are mostly multiply-adds (clang contracts within
+ * an expression by default). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
+/* Vectors of 16 and 8 floats, and their unaligned, aliasing twins for loads and stores (as the
+ * x86 intrinsics headers define __m512_u). Loads and stores are macros: a function returning a
+ * vector would trip -Wpsabi in the baseline (SSE2) clone. */
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+#define LD16(p) ((v16) * (const v16u *)(p))
+#define ST16(p, v) (*(v16u *)(p) = (v))
+#define LD8(p) ((v8) * (const v8u *)(p))
+#define ST8(p, v) (*(v8u *)(p) = (v))
+/* p[0..n) += v in double */
+#define FLUSH(p, v, n)                                            \
+    do {                                                          \
+        float t_[n];                                              \
+        memcpy(t_, &(v), sizeof t_);                              \
+        for (int j_ = 0; j_ < (n); j_++) (p)[j_] += t_[j_];       \
+    } while (0)
+
+#define INLINE static inline __attribute__((always_inline))
+
+enum {
+    TMAX = 64,            /* taps per pass of a tap table */
+    SERIAL_BELOW = 1 << 15 /* multiply-adds below which one thread does it all */
+};
+
+/* One pass: in (N, H, W, C) -> out (N, OH, OW, C), filters (KH, KW, C) after repacking. */
+typedef struct geo {
+    int n, h, w, c, oh, ow, kh, kw, sh, sw, ph, pw;
+} geo;
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+size_t cn_dwconv_workspace(const cn_conv_desc *d, int nthreads, int backward) {
+    size_t kc = round16((size_t)d->kh * d->kw * d->c);
+    if (!backward) return kc;
+    size_t part = round16(2 * ((size_t)d->kh * d->kw + 1) * d->c); /* doubles, as floats */
+    return 2 * kc + (size_t)(nthreads < 1 ? 1 : nthreads) * part;
+}
+
+/* ---- the sum over a table of taps: any pixel, any kernel ----
+ * A table lists the taps of one output pixel that fall inside the image (input pixel, weights);
+ * it is the same for that pixel in every image, so a task applies it to a block of images, four
+ * at a time to share the weight loads. */
+
+typedef struct taps {
+    const float *x[TMAX], *w[TMAX]; /* input pixel (in the first image) and weights per tap */
+    int n, first;
+    float *o;              /* the output pixel in the first image */
+    size_t os, xs;         /* floats from one image to the next, in output and input */
+    int m;                 /* images */
+    const float *bias;
+    int acc, c0, c1;       /* add to o instead of setting it; channels [c0, c1) */
+} taps;
+
+/* images [i, i + M) of the table: o = (acc ? o : bias or 0) + sum_t x[t] * w[t] */
+INLINE void taps_sum_m(const taps *t, int i, const float *bias, int acc, const int M) {
+    float *o = t->o + i * t->os;
+    size_t os = t->os, xs = t->xs, xo = i * xs;
+    int c = t->c0, c1 = t->c1, nt = t->n;
+    for (; c + 16 <= c1; c += 16) {
+        v16 a[4];
+        for (int j = 0; j < M; j++) a[j] = acc ? LD16(o + j * os + c) : bias ? LD16(bias + c) : (v16){0};
+        for (int k = 0; k < nt; k++) {
+            v16 wv = LD16(t->w[k] + c);
+            const float *x = t->x[k] + xo + c;
+            for (int j = 0; j < M; j++) a[j] += LD16(x + j * xs) * wv;
+        }
+        for (int j = 0; j < M; j++) ST16(o + j * os + c, a[j]);
+    }
+    if (c + 8 <= c1) {
+        v8 a[4];
+        for (int j = 0; j < M; j++) a[j] = acc ? LD8(o + j * os + c) : bias ? LD8(bias + c) : (v8){0};
+        for (int k = 0; k < nt; k++) {
+            v8 wv = LD8(t->w[k] + c);
+            const float *x = t->x[k] + xo + c;
+            for (int j = 0; j < M; j++) a[j] += LD8(x + j * xs) * wv;
+        }
+        for (int j = 0; j < M; j++) ST8(o + j * os + c, a[j]);
+        c += 8;
+    }
+    for (; c < c1; c++)
+        for (int j = 0; j < M; j++) {
+            float a = acc ? o[j * os + c] : bias ? bias[c] : 0.0f;
+            for (int k = 0; k < nt; k++) a += t->x[k][xo + j * xs + c] * t->w[k][c];
+            o[j * os + c] = a;
+        }
+}
+
+/* Applies the taps listed so far. The first pass sets the output (or adds to it, with acc);
+ * later passes (tables longer than TMAX) add. */
+INLINE void taps_flush(taps *t) {
+    const float *bias = t->first ? t->bias : NULL;
+    int acc = t->first ? t->acc : 1, i = 0;
+    for (; i + 4 <= t->m; i += 4) taps_sum_m(t, i, bias, acc, 4);
+    for (; i < t->m; i++) taps_sum_m(t, i, bias, acc, 1);
+    t->n = 0;
+    t->first = 0;
+}
+
+INLINE void taps_push(taps *t, const float *x, const float *w) {
+    t->x[t->n] = x;
+    t->w[t->n] = w;
+    if (++t->n == TMAX) taps_flush(t);
+}
+
+/* output pixel (oy, ox) through the taps inside the image; img: the first image */
+INLINE void fwd_pixel(taps *t, const float *img, const float *wr, const geo *g, int oy, int ox) {
+    t->n = 0, t->first = 1;
+    int iy0 = oy * g->sh - g->ph, ix0 = ox * g->sw - g->pw;
+    for (int ky = 0; ky < g->kh; ky++) {
+        int iy = iy0 + ky;
+        if (iy < 0 || iy >= g->h) continue;
+        for (int kx = 0; kx < g->kw; kx++) {
+            int ix = ix0 + kx;
+            if (ix < 0 || ix >= g->w) continue;
+            taps_push(t, img + ((size_t)iy * g->w + ix) * g->c, wr + (size_t)(ky * g->kw + kx) * g->c);
+        }
+    }
+    if (t->n || t->first) taps_flush(t);
+}
+
+/* ---- forward, interior pixels of KxK kernels with stride S (K, S constants once inlined) ----
+ * rows: the first of the K input rows; output pixels [oxa, oxb) of the row, whose taps all lie
+ * inside; channels [c0, c1), a multiple of 16. */
+INLINE void fwd_interior(float *restrict orow, const float *rows, const float *wr,
+                         const float *bias, int w, int c, int pw, int oxa, int oxb, int c0,
+                         int c1, int acc, const int K, const int S) {
+    size_t rs = (size_t)w * c;
+    int ox = oxa;
+    for (; ox + 4 <= oxb; ox += 4) {
+        const float *base = rows + (size_t)(ox * S - pw) * c;
+        float *o = orow + (size_t)ox * c;
+        for (int ch = c0; ch < c1; ch += 16) {
+            v16 z = !acc && bias ? LD16(bias + ch) : (v16){0};
+            v16 a0 = z, a1 = z, a2 = z, a3 = z;
+            for (int ky = 0; ky < K; ky++) {
+                const float *r = base + ky * rs + ch, *wk = wr + (size_t)ky * K * c + ch;
+                for (int kx = 0; kx < K; kx++) {
+                    v16 wv = LD16(wk + (size_t)kx * c);
+                    a0 += LD16(r + (size_t)kx * c) * wv;
+                    a1 += LD16(r + (size_t)(kx + S) * c) * wv;
+                    a2 += LD16(r + (size_t)(kx + 2 * S) * c) * wv;
+                    a3 += LD16(r + (size_t)(kx + 3 * S) * c) * wv;
+                }
+            }
+            if (acc) {
+                a0 += LD16(o + ch);
+                a1 += LD16(o + c + ch);
+                a2 += LD16(o + 2 * (size_t)c + ch);
+                a3 += LD16(o + 3 * (size_t)c + ch);
+            }
+            ST16(o + ch, a0);
+            ST16(o + c + ch, a1);
+            ST16(o + 2 * (size_t)c + ch, a2);
+            ST16(o + 3 * (size_t)c + ch, a3);
+        }
+    }
+    for (; ox < oxb; ox++) {
+        const float *base = rows + (size_t)(ox * S - pw) * c;
+        float *o = orow + (size_t)ox * c;
+        for (int ch = c0; ch < c1; ch += 16) {
+            v16 a = !acc && bias ? LD16(bias + ch) : (v16){0};
+            for (int ky = 0; ky < K; ky++) {
+                const float *r = base + ky * rs + ch, *wk = wr + (size_t)ky * K * c + ch;
+                for (int kx = 0; kx < K; kx++) a += LD16(r + (size_t)kx * c) * LD16(wk + (size_t)kx * c);
+            }
+            if (acc) a += LD16(o + ch);
+            ST16(o + ch, a);
+        }
+    }
+}
+
+static int fast_kernel(const geo *g) {
+    return g->kh == g->kw && g->sh == g->sw && (g->kh == 3 || g->kh == 5) &&
+           (g->sh == 1 || g->sh == 2);
+}
+
+/* Output row oy of images [n0, n1), channels [c0, c1): out = bias + conv, or out += conv (acc). */
+static CN_CLONES void fwd_task(float *out, const float *in, const float *wr, const float *bias,
+                               const geo *g, int oy, int n0, int n1, int c0, int c1, int acc) {
+    int c = g->c;
+    size_t xs = (size_t)g->h * g->w * c, os = (size_t)g->oh * g->ow * c;
+    const float *img = in + n0 * xs;
+    float *orow = out + ((size_t)n0 * g->oh + oy) * g->ow * c;
+    int iy0 = oy * g->sh - g->ph;
+    int cf = c0 + (c1 - c0) / 16 * 16; /* channels [c0, cf) take the fast kernels */
+    int oxa = 0, oxb = 0;              /* pixels [oxa, oxb) have every tap inside */
+    if (fast_kernel(g) && iy0 >= 0 && iy0 + g->kh <= g->h && cf > c0) {
+        int s = g->sw;
+        oxa = (g->pw + s - 1) / s;
+        oxb = g->w - g->kw + g->pw >= 0 ? (g->w - g->kw + g->pw) / s + 1 : 0;
+        if (oxb > g->ow) oxb = g->ow;
+        if (oxb < oxa) oxb = oxa;
+        for (int i = 0; i < n1 - n0; i++) {
+            const float *rows = img + i * xs + (size_t)iy0 * g->w * c;
+            float *o = orow + i * os;
+            switch (g->kh * 10 + s) {
+            case 31: fwd_interior(o, rows, wr, bias, g->w, c, g->pw, oxa, oxb, c0, cf, acc, 3, 1); break;
+            case 32: fwd_interior(o, rows, wr, bias, g->w, c, g->pw, oxa, oxb, c0, cf, acc, 3, 2); break;
+            case 51: fwd_interior(o, rows, wr, bias, g->w, c, g->pw, oxa, oxb, c0, cf, acc, 5, 1); break;
+            default: fwd_interior(o, rows, wr, bias, g->w, c, g->pw, oxa, oxb, c0, cf, acc, 5, 2); break;
+            }
+        }
+    }
+    taps t;
+    t.os = os, t.xs = xs, t.m = n1 - n0, t.bias = bias, t.acc = acc;
+    for (int ox = 0; ox < g->ow; ox++) {
+        int inside = ox >= oxa && ox < oxb;
+        if (inside && cf == c1) continue;
+        t.o = orow + (size_t)ox * c;
+        t.c0 = inside ? cf : c0, t.c1 = c1;
+        fwd_pixel(&t, img, wr, g, oy, ox);
+    }
+}
+
+/* ---- data gradient by gather: din[n, iy, ix] += sum of dout[n, oy, ox] * w[ky, kx] over the
+ * (oy, ox) with oy * sh - ph + ky = iy and ox * sw - pw + kx = ix ---- */
+static CN_CLONES void din_task(float *din, const float *dout, const float *wr, const geo *g,
+                               int iy, int n0, int n1, int c0, int c1) {
+    int c = g->c;
+    size_t xs = (size_t)g->oh * g->ow * c, os = (size_t)g->h * g->w * c;
+    const float *dimg = dout + n0 * xs;
+    float *drow = din + ((size_t)n0 * g->h + iy) * g->w * c;
+    taps t;
+    t.os = os, t.xs = xs, t.m = n1 - n0, t.bias = NULL, t.acc = 1, t.c0 = c0, t.c1 = c1;
+    for (int ix = 0; ix < g->w; ix++) {
+        t.o = drow + (size_t)ix * c;
+        t.n = 0, t.first = 1;
+        for (int ky = 0; ky < g->kh; ky++) {
+            int v = iy + g->ph - ky;
+            if (v < 0 || v % g->sh || v / g->sh >= g->oh) continue;
+            int oy = v / g->sh;
+            for (int kx = 0; kx < g->kw; kx++) {
+                int u = ix + g->pw - kx;
+                if (u < 0 || u % g->sw || u / g->sw >= g->ow) continue;
+                taps_push(&t, dimg + ((size_t)oy * g->ow + u / g->sw) * c,
+                          wr + (size_t)(ky * g->kw + kx) * c);
+            }
+        }
+        if (t.n) taps_flush(&t);
+    }
+}
+
+/* ---- weight and bias gradient ---- */
+
+/* the output pixels [*lo, *hi) for which kernel column kx reads inside the image */
+INLINE void col_range(const geo *g, int kx, int *lo, int *hi) {
+    int a = g->pw - kx, b = g->w - 1 + g->pw - kx, s = g->sw;
+    *lo = a <= 0 ? 0 : (a + s - 1) / s;
+    *hi = b < 0 ? 0 : b / s + 1;
+    if (*hi > g->ow) *hi = g->ow;
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* One output row and kernel row ky, over m images (dY rows drow + i * ds, input rows
+ * xrow + i * xs): dwk[kx][c] += sum over the images and over ox in the column range of kx of
+ * dY[ox][c] * x[ox * S - pw + kx][c]. K and S are constants (the fast kernels) or 0 (any width
+ * and stride). Output pixels [lo[0], hi[K-1]) use every kernel column: there one dY load serves
+ * K products. Sums run in float registers and are added in double once per call. */
+INLINE void wgrad_krow(double *restrict dwk, const float *drow, size_t ds, const float *xrow,
+                       size_t xs, int m, const geo *g, int c0, int c1, const int K, const int S) {
+    int c = g->c, pw = g->pw, kw = K ? K : g->kw, s = S ? S : g->sw;
+    int lo[5], hi[5];
+    for (int kx = 0; kx < K; kx++) col_range(g, kx, &lo[kx], &hi[kx]);
+    int ch = c0;
+    if (K) {
+        int A = lo[0], B = hi[K - 1];
+        for (; ch + 16 <= c1; ch += 16) {
+            v16 a[5];
+            for (int kx = 0; kx < K; kx++) a[kx] = (v16){0};
+            for (int i = 0; i < m; i++) {
+                const float *d = drow + i * ds + ch, *x = xrow + i * xs + ch;
+                if (A < B) {
+                    for (int ox = A; ox < B; ox++) {
+                        v16 dv = LD16(d + (size_t)ox * c);
+                        const float *xp = x + (size_t)(ox * S - pw) * c;
+                        for (int kx = 0; kx < K; kx++) a[kx] += dv * LD16(xp + (size_t)kx * c);
+                    }
+                    for (int kx = 0; kx < K; kx++) {
+                        for (int ox = lo[kx]; ox < A; ox++)
+                            a[kx] += LD16(d + (size_t)ox * c) * LD16(x + (size_t)(ox * S - pw + kx) * c);
+                        for (int ox = B; ox < hi[kx]; ox++)
+                            a[kx] += LD16(d + (size_t)ox * c) * LD16(x + (size_t)(ox * S - pw + kx) * c);
+                    }
+                } else {
+                    for (int kx = 0; kx < K; kx++)
+                        for (int ox = lo[kx]; ox < hi[kx]; ox++)
+                            a[kx] += LD16(d + (size_t)ox * c) * LD16(x + (size_t)(ox * S - pw + kx) * c);
+                }
+            }
+            for (int kx = 0; kx < K; kx++) FLUSH(dwk + (size_t)kx * c + ch, a[kx], 16);
+        }
+    } else {
+        for (; ch + 16 <= c1; ch += 16)
+            for (int kx = 0; kx < kw; kx++) {
+                int l, h;
+                col_range(g, kx, &l, &h);
+                v16 a = {0};
+                for (int i = 0; i < m; i++) {
+                    const float *d = drow + i * ds + ch, *x = xrow + i * xs + ch;
+                    for (int ox = l; ox < h; ox++)
+                        a += LD16(d + (size_t)ox * c) * LD16(x + (size_t)(ox * s - pw + kx) * c);
+                }
+                FLUSH(dwk + (size_t)kx * c + ch, a, 16);
+            }
+    }
+    /* the channel tail: 8, then one at a time */
+    for (int kx = 0; kx < kw && ch < c1; kx++) {
+        int l, h, e = ch;
+        col_range(g, kx, &l, &h);
+        if (e + 8 <= c1) {
+            v8 a = {0};
+            for (int i = 0; i < m; i++) {
+                const float *d = drow + i * ds + e, *x = xrow + i * xs + e;
+                for (int ox = l; ox < h; ox++)
+                    a += LD8(d + (size_t)ox * c) * LD8(x + (size_t)(ox * s - pw + kx) * c);
+            }
+            FLUSH(dwk + (size_t)kx * c + e, a, 8);
+            e += 8;
+        }
+        for (; e < c1; e++) {
+            float a = 0;
+            for (int i = 0; i < m; i++) {
+                const float *d = drow + i * ds + e, *x = xrow + i * xs + e;
+                for (int ox = l; ox < h; ox++) a += d[(size_t)ox * c] * x[(size_t)(ox * s - pw + kx) * c];
+            }
+            dwk[(size_t)kx * c + e] += a;
+        }
+    }
+}
+
+/* Output row oy of images [n0, n1), channels [c0, c1): adds to the partial sums dwp (KH, KW, C)
+ * and dbp (C) (either may be NULL). */
+static CN_CLONES void wgrad_task(double *dwp, double *dbp, const float *dout, const float *in,
+                                 const geo *g, int oy, int n0, int n1, int c0, int c1) {
+    int c = g->c, m = n1 - n0;
+    size_t ds = (size_t)g->oh * g->ow * c, xs = (size_t)g->h * g->w * c;
+    const float *drow = dout + ((size_t)n0 * g->oh + oy) * g->ow * c;
+    if (dbp) {
+        int ch = c0;
+        for (; ch + 16 <= c1; ch += 16) {
+            v16 a = {0};
+            for (int i = 0; i < m; i++)
+                for (int ox = 0; ox < g->ow; ox++) a += LD16(drow + i * ds + (size_t)ox * c + ch);
+            FLUSH(dbp + ch, a, 16);
+        }
+        if (ch + 8 <= c1) {
+            v8 a = {0};
+            for (int i = 0; i < m; i++)
+                for (int ox = 0; ox < g->ow; ox++) a += LD8(drow + i * ds + (size_t)ox * c + ch);
+            FLUSH(dbp + ch, a, 8);
+            ch += 8;
+        }
+        for (; ch < c1; ch++) {
+            float a = 0;
+            for (int i = 0; i < m; i++)
+                for (int ox = 0; ox < g->ow; ox++) a += drow[i * ds + (size_t)ox * c + ch];
+            dbp[ch] += a;
+        }
+    }
+    if (!dwp) return;
+    int fast = fast_kernel(g), kw = g->kw, s = g->sw;
+    for (int ky = 0; ky < g->kh; ky++) {
+        int iy = oy * g->sh - g->ph + ky;
+        if (iy < 0 || iy >= g->h) continue;
+        const float *xrow = in + ((size_t)n0 * g->h + iy) * g->w * c;
+        double *dwk = dwp + (size_t)ky * kw * c;
+        if (!fast) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 0, 0);
+        else if (kw == 3 && s == 1) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 3, 1);
+        else if (kw == 3) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 3, 2);
+        else if (s == 1) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 5, 1);
+        else wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 5, 2);
+    }
+}
+
+/* ---- drivers ---- */
+
+static geo geo_of(const cn_conv_desc *d) {
+    geo g = {d->n, d->h, d->w, d->c, d->oh, d->ow, d->kh, d->kw, d->sh, d->sw, d->ph, d->pw};
+    return g;
+}
+
+/* wr (KH*KW, C) from w (C, KH*KW), taps reversed when flip (the filters rotated by 180 degrees) */
+static void repack(float *restrict wr, const float *restrict w, int c, int kk, int flip) {
+    for (int ch = 0; ch < c; ch++)
+        for (int t = 0; t < kk; t++) wr[(size_t)(flip ? kk - 1 - t : t) * c + ch] = w[(size_t)ch * kk + t];
+}
+
+/* Tasks: (block of images, row, channel slice). Narrow rows (tiny maps) take blocks of up to 8
+ * images, so that a tap table or a register sum serves more pixels; rows are cut into channel
+ * slices (whole 16-channel blocks, the last one with the tail) only when there are fewer than 4
+ * (block, row) pairs per thread. */
+typedef struct split {
+    int n, rows, nb, nblk, ns, c16, c;
+    long tasks;
+} split;
+
+static split make_split(int n, int rows, int width, int c, int nthreads) {
+    split s = {n, rows, width >= 32 ? 1 : width >= 8 ? 4 : 8, 0, 1, c / 16, c, 0};
+    if (s.nb > n) s.nb = n;
+    while (s.nb > 1 && (long)((n + s.nb - 1) / s.nb) * rows < 4L * nthreads) s.nb /= 2;
+    s.nblk = (n + s.nb - 1) / s.nb;
+    long pairs = (long)s.nblk * rows;
+    if (nthreads > 1 && pairs < 4L * nthreads && s.c16 > 1) {
+        s.ns = (int)((4L * nthreads + pairs - 1) / pairs);
+        if (s.ns > s.c16) s.ns = s.c16;
+    }
+    s.tasks = pairs * s.ns;
+    return s;
+}
+
+typedef struct task {
+    int row, n0, n1, c0, c1;
+} task;
+
+static task task_of(const split *s, long t) {
+    task k;
+    int sl = (int)(t % s->ns);
+    long r = t / s->ns;
+    k.row = (int)(r % s->rows);
+    k.n0 = (int)(r / s->rows) * s->nb;
+    k.n1 = k.n0 + s->nb < s->n ? k.n0 + s->nb : s->n;
+    k.c0 = sl ? 16 * (int)((long)s->c16 * sl / s->ns) : 0;
+    k.c1 = sl + 1 < s->ns ? 16 * (int)((long)s->c16 * (sl + 1) / s->ns) : s->c;
+    return k;
+}
+
+static int threads_for(const geo *g, int nthreads) {
+    double macs = (double)g->n * g->oh * g->ow * g->c * g->kh * g->kw;
+    return nthreads < 1 || macs < SERIAL_BELOW ? 1 : nthreads;
+}
+
+/* out = bias + conv(in) (acc 0) or out += conv(in) (acc 1) */
+static void forward_pass(float *out, const float *in, const float *wr, const float *bias,
+                         const geo *g, int nthreads, int acc) {
+    int nt = threads_for(g, nthreads);
+    split s = make_split(g->n, g->oh, g->ow, g->c, nt);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (long t = 0; t < s.tasks; t++) {
+        task k = task_of(&s, t);
+        fwd_task(out, in, wr, bias, g, k.row, k.n0, k.n1, k.c0, k.c1, acc);
+    }
+}
+
+void cn_dwconv_forward(float *out, const float *in, const float *w, const float *bias,
+                       const cn_conv_desc *d, float *ws, int nthreads) {
+    geo g = geo_of(d);
+    repack(ws, w, d->c, d->kh * d->kw, 0);
+    forward_pass(out, in, ws, bias, &g, nthreads, 0);
+}
+
+void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                        const float *w, const cn_conv_desc *d, float *ws, int nthreads) {
+    geo g = geo_of(d);
+    int c = d->c, kk = d->kh * d->kw;
+    size_t kc = round16((size_t)kk * c);
+    float *wr = ws, *wf = ws + kc;
+    if (din) {
+        if (d->sh == 1 && d->sw == 1 && d->ph <= d->kh - 1 && d->pw <= d->kw - 1) {
+            /* a stride-1 forward of dout with the flipped filters, padded by K-1-P */
+            geo t = {d->n, d->oh, d->ow, c, d->h, d->w, d->kh, d->kw, 1, 1,
+                     d->kh - 1 - d->ph, d->kw - 1 - d->pw};
+            repack(wf, w, c, kk, 1);
+            forward_pass(din, dout, wf, NULL, &t, nthreads, 1);
+        } else {
+            repack(wr, w, c, kk, 0);
+            int nt = threads_for(&g, nthreads);
+            split s = make_split(d->n, d->h, d->w, c, nt);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+            for (long t = 0; t < s.tasks; t++) {
+                task k = task_of(&s, t);
+                din_task(din, dout, wr, &g, k.row, k.n0, k.n1, k.c0, k.c1);
+            }
+        }
+    }
+    if (!dw && !dbias) return;
+    /* per-thread partial sums: (KK, C) weight, then (C) bias, in double */
+    double *part = (double *)(ws + 2 * kc);
+    size_t stride = round16(2 * ((size_t)kk + 1) * c) / 2;
+    int nt = threads_for(&g, nthreads), used = 1;
+    split s = make_split(d->n, d->oh, d->ow, c, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = omp_get_thread_num();
+#pragma omp single
+        used = omp_get_num_threads();
+        double *p = part + (size_t)t * stride;
+        memset(p, 0, sizeof(double) * ((size_t)kk + 1) * c);
+#pragma omp for schedule(static)
+        for (long i = 0; i < s.tasks; i++) {
+            task k = task_of(&s, i);
+            wgrad_task(dw ? p : NULL, dbias ? p + (size_t)kk * c : NULL, dout, in, &g, k.row,
+                       k.n0, k.n1, k.c0, k.c1);
+        }
+    }
+    if (dw)
+        for (int t = 0; t < kk; t++)
+            for (int ch = 0; ch < c; ch++) {
+                double acc = 0;
+                for (int k = 0; k < used; k++) acc += part[(size_t)k * stride + (size_t)t * c + ch];
+                dw[(size_t)ch * kk + t] += (float)acc;
+            }
+    if (dbias)
+        for (int ch = 0; ch < c; ch++) {
+            double acc = 0;
+            for (int k = 0; k < used; k++) acc += part[(size_t)k * stride + (size_t)kk * c + ch];
+            dbias[ch] += (float)acc;
+        }
+}
