@@ -20,6 +20,15 @@ const char *cn_op_name(cn_op op) {
     return (unsigned)op < sizeof names / sizeof *names ? names[op] : "?";
 }
 
+int cn_node_profile_slot(const cn_node *nd) {
+    int dw = nd->op == CN_OP_CONV && nd->a.conv.groups > 1 && nd->a.conv.groups == nd->a.conv.oc;
+    return dw ? CN_OP_COUNT : (int)nd->op;
+}
+
+const char *cn_profile_slot_name(int slot) {
+    return slot == CN_OP_COUNT ? "conv2d_dw" : cn_op_name((cn_op)slot);
+}
+
 void cn_graph_init(cn_graph *g) { memset(g, 0, sizeof *g); }
 
 static void free_plan(cn_graph *g) {
@@ -703,7 +712,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         }
         case CN_OP_COUNT: break;
         }
-        if (g->profile) g->op_time[0][nd->op] += omp_get_wtime() - t0;
+        if (g->profile) g->op_time[0][cn_node_profile_slot(nd)] += omp_get_wtime() - t0;
     }
 }
 
@@ -796,7 +805,7 @@ void cn_graph_backward(cn_graph *g, int n) {
             break;
         case CN_OP_COUNT: break;
         }
-        if (g->profile) g->op_time[1][nd->op] += omp_get_wtime() - t0;
+        if (g->profile) g->op_time[1][cn_node_profile_slot(nd)] += omp_get_wtime() - t0;
     }
 }
 

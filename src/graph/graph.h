@@ -121,7 +121,7 @@ typedef struct cn_graph {
     int planned;
     /* profiling: seconds per op type, forward [0] and backward [1], when profile is set */
     int profile;
-    double op_time[2][CN_OP_COUNT];
+    double op_time[2][CN_OP_COUNT + 1]; /* the last slot: depthwise convolutions */
     /* dropout and drop-path masks come from (noise_seed, noise_step); with external_masks set
      * the forward keeps whatever the caller wrote into the nodes' masks (parity tests) */
     uint64_t noise_seed, noise_step;
@@ -129,6 +129,9 @@ typedef struct cn_graph {
 } cn_graph;
 
 void cn_graph_init(cn_graph *g);
+/* The profiling slot of a node: its op, or CN_OP_COUNT for a depthwise convolution. */
+int cn_node_profile_slot(const cn_node *nd);
+const char *cn_profile_slot_name(int slot);
 void cn_graph_free(cn_graph *g);
 
 /* Builders. Each returns the output tensor id, or -1 after recording an error. */

@@ -536,9 +536,9 @@ void cn_model_set_profiling(cn_model *m, int on) {
 
 int cn_model_profile(const cn_model *m, cn_op_time *rows, int max_rows) {
     int k = 0;
-    for (int op = 0; op < CN_OP_COUNT && k < max_rows; op++) {
+    for (int op = 0; op <= CN_OP_COUNT && k < max_rows; op++) {
         if (m->g.op_time[0][op] == 0 && m->g.op_time[1][op] == 0) continue;
-        rows[k].op = cn_op_name((cn_op)op);
+        rows[k].op = cn_profile_slot_name(op);
         rows[k].forward_s = m->g.op_time[0][op];
         rows[k].backward_s = m->g.op_time[1][op];
         k++;
