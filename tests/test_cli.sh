@@ -762,4 +762,55 @@ else
   echo "FAIL: PyTorch load check: no check_torch_load.py or no model from run A" >&2
 fi
 
+# ---------------------------------------------------------------------------------------------
+# 10. EfficientNet: scaling options, stage table, training with dropout and drop path, exact
+#     resume, PyTorch interoperability
+# ---------------------------------------------------------------------------------------------
+section "10. EfficientNet"
+if expect_ok "info --model efficientnet --phi 2.5 --json" -- "$BIN" info --model efficientnet --phi 2.5 --json; then
+  check "phi 2.5: multipliers, resolution and the stage table" json_check \
+    "abs(d['width_mult'] - 1.1**2.5) < 1e-12 and abs(d['depth_mult'] - 1.2**2.5) < 1e-12 and d['input_h'] == round(224 * 1.15**2.5) and len(d['stages']) == 7 and [s['repeats'] for s in d['stages']] == [__import__('math').ceil(r * 1.2**2.5) for r in (1, 2, 2, 3, 3, 4, 1)] and sum(s['params'] for s in d['stages']) < d['params']" "$T/out"
+fi
+expect_ok "info efficientnet_b0 (text, stage table)" -- "$BIN" info --model efficientnet_b0 &&
+  check "info text shows the stages" grep -q "^stages" "$T/out"
+expect_ok "info --width-mult/--depth-mult/--resolution" -- "$BIN" info --model efficientnet --width-mult 0.5 --depth-mult 0.5 --resolution 96 --json &&
+  check "explicit multipliers and resolution" json_check "d['input_h'] == 96 and d['stages'][1]['out_channels'] == 16 and d['stages'][5]['repeats'] == 2" "$T/out"
+expect_fail "--phi on a ResNet" 2 "apply to EfficientNets" -- "$BIN" info --model resnet18 --phi 1
+expect_fail "--phi on efficientnet_b3" 2 "compound scaling" -- "$BIN" info --model efficientnet_b3 --phi 1
+expect_fail "--phi and --width-mult together" 2 "either phi" -- "$BIN" info --model efficientnet --phi 1 --width-mult 1.2
+expect_fail "--dropout 1.5" 2 "--dropout '1.5'" -- "$BIN" info --model efficientnet_b0 --dropout 1.5
+expect_fail "--phi nan" 2 "--phi 'nan'" -- "$BIN" info --model efficientnet --phi nan
+expect_fail "--width-mult 0" 2 "--width-mult '0'" -- "$BIN" info --model efficientnet --width-mult 0
+E=$T/effA EB=$T/effB
+EFF_ARGS=(--model efficientnet --width-mult 0.5 --depth-mult 0.5 --dropout 0.3 --stochastic-depth 0.3
+          --limit-train 64 --limit-test 32 --batch 16 --epochs 2 --threads 2 --seed 3)
+if expect_ok "train a small EfficientNet (dropout, drop path)" -- "$BIN" train "${EFF_ARGS[@]}" --out "$E" --json; then
+  check "EfficientNet run: JSON summary" json_check "d['epochs'] == 2 and d['train_loss'] > 0" "$T/out"
+fi
+expect_ok "train the same, stopped after epoch 1" -- "$BIN" train "${EFF_ARGS[@]}" --out "$EB" --stop-after 1
+expect_ok "resume it" -- "$BIN" train --resume "$EB" --threads 2
+check "EfficientNet exact resume (dropout and drop-path masks from seed and step)" cmp "$E/model.safetensors" "$EB/model.safetensors"
+if expect_ok "eval of the EfficientNet" -- "$BIN" eval "$E/model.safetensors" --limit 32 --threads 2 --json; then
+  check "eval JSON" json_check "d['samples'] == 32 and 0 <= d['accuracy'] <= 1" "$T/out"
+fi
+$PY - "$REPO" "$T/eff_in.safetensors" <<'EOF'
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1] + "/tests/parity")
+import st
+st.save(sys.argv[2], {"input": np.random.default_rng(5).standard_normal((2, 1, 28, 28)).astype(np.float32)})
+EOF
+if expect_ok "forward of the EfficientNet" -- "$BIN" forward "$E/model.safetensors" \
+    --input "$T/eff_in.safetensors" --output "$T/eff_logits.safetensors" --threads 2; then
+  $PY - "$REPO" "$T/eff_in.safetensors" "$T/eff_logits.safetensors" "$T/eff_ref.safetensors" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1] + "/tests/parity")
+import st
+st.save(sys.argv[4], {"input": st.load(sys.argv[2])[0]["input"], "logits": st.load(sys.argv[3])[0]["logits"]})
+EOF
+  check "the scaled EfficientNet loads in PyTorch with the same logits" \
+    $PY "$REPO/tests/parity/check_torch_load.py" "$E/model.safetensors" "$T/eff_ref.safetensors"
+fi
+expect_fail "scaling options with a model file" 2 "describe a fresh model" -- \
+  "$BIN" info "$E/model.safetensors" --phi 1
+
 summary

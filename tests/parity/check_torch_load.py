@@ -3,7 +3,8 @@
 usage: /usr/bin/python3 tests/parity/check_torch_load.py MODEL.safetensors REF.safetensors
 
 MODEL is convnet's output; its __metadata__ has "arch", a JSON string with at
-least "name" (e.g. "resnet18", "resnet20").  REF holds `input` (NCHW) and the
+least "name" (e.g. "resnet18", "resnet20", "efficientnet_b0"; "efficientnet" also
+has "width_mult" and "depth_mult").  REF holds `input` (NCHW) and the
 `logits` convnet computed for it.  The model is rebuilt from torchvision or
 cifar_resnet, loaded with load_state_dict(strict=True) and run in eval mode.
 Exit status 0 when max|torch - ref| / max(max|ref|, 1e-6) <= 1e-4, else 1.
@@ -47,11 +48,30 @@ def infer_int(arch, meta, key, fallback):
     return fallback
 
 
+def build_efficientnet(name, arch, in_channels, num_classes):
+    """torchvision's EfficientNet; "efficientnet" (compound scaling) from the arch's multipliers."""
+    from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
+    if name == "efficientnet":
+        conf, last = _efficientnet_conf("efficientnet_b0", width_mult=float(arch["width_mult"]),
+                                        depth_mult=float(arch["depth_mult"]))
+        model = EfficientNet(conf, float(arch.get("dropout", 0.2)), last_channel=last, num_classes=num_classes)
+    else:
+        model = torchvision.models.__dict__[name](num_classes=num_classes)
+    if in_channels != 3:
+        old = model.features[0][0]
+        model.features[0][0] = nn.Conv2d(in_channels, old.out_channels, 3, 2, 1, bias=False)
+    return model
+
+
 def build_model(arch, meta, tensors):
     name = str(arch.get("name") or meta.get("model") or "").lower()
+    effnet = name.startswith("efficientnet")
+    first, last = ("features.0.0.weight", "classifier.1.weight") if effnet else ("conv1.weight", "fc.weight")
     # Shapes in the file are the ground truth when the metadata omits a field.
-    in_channels = infer_int(arch, meta, "in_channels", tensors["conv1.weight"].shape[1])
-    num_classes = infer_int(arch, meta, "num_classes", tensors["fc.weight"].shape[0])
+    in_channels = infer_int(arch, meta, "in_channels", tensors[first].shape[1])
+    num_classes = infer_int(arch, meta, "num_classes", tensors[last].shape[0])
+    if effnet:
+        return build_efficientnet(name, arch, in_channels, num_classes), name, in_channels, num_classes
     if name in TORCHVISION_RESNETS:
         model = torchvision.models.__dict__[name](num_classes=num_classes)
         if in_channels != 3:
