@@ -258,18 +258,17 @@ static CN_CLONES void din_task(float *din, const float *dout, const float *wr, c
     float *drow = din + ((size_t)n0 * g->h + iy) * g->w * c;
     taps t;
     t.os = os, t.xs = xs, t.m = n1 - n0, t.bias = NULL, t.acc = 1, t.c0 = c0, t.c1 = c1;
+    /* the kernel rows that reach row iy come every sh rows, from ky0 at output row oy0 down */
+    int ky0 = (iy + g->ph) % g->sh, oy0 = (iy + g->ph) / g->sh;
     for (int ix = 0; ix < g->w; ix++) {
+        int kx0 = (ix + g->pw) % g->sw, ox0 = (ix + g->pw) / g->sw;
         t.o = drow + (size_t)ix * c;
         t.n = 0, t.first = 1;
-        for (int ky = 0; ky < g->kh; ky++) {
-            int v = iy + g->ph - ky;
-            if (v < 0 || v % g->sh || v / g->sh >= g->oh) continue;
-            int oy = v / g->sh;
-            for (int kx = 0; kx < g->kw; kx++) {
-                int u = ix + g->pw - kx;
-                if (u < 0 || u % g->sw || u / g->sw >= g->ow) continue;
-                taps_push(&t, dimg + ((size_t)oy * g->ow + u / g->sw) * c,
-                          wr + (size_t)(ky * g->kw + kx) * c);
+        for (int ky = ky0, oy = oy0; ky < g->kh && oy >= 0; ky += g->sh, oy--) {
+            if (oy >= g->oh) continue;
+            for (int kx = kx0, ox = ox0; kx < g->kw && ox >= 0; kx += g->sw, ox--) {
+                if (ox >= g->ow) continue;
+                taps_push(&t, dimg + ((size_t)oy * g->ow + ox) * c, wr + (size_t)(ky * g->kw + kx) * c);
             }
         }
         if (t.n) taps_flush(&t);
