@@ -8,17 +8,19 @@
  * - Forward: each output pixel is a sum over taps. Interior pixels of 3x3 and 5x5 kernels with
  *   stride 1 or 2 go four at a time through kernels specialised on the size (taps unrolled, no
  *   bounds checks, one weight load per four products); every other pixel (borders, tiny maps,
- *   other kernels and strides) goes through a table of the taps that fall inside the image.
+ *   other kernels and strides) goes through a table of the taps that fall inside the image,
+ *   applied to a block of images at once (the table is the same in every image).
  * - Data gradient: for stride 1 it is a forward of dY with the flipped filters and padding
  *   K-1-P, added into dX (so it takes the same fast kernels); otherwise a gather in which each
  *   input pixel sums the output pixels that read it. Either way a task owns its dX rows: no
  *   scatter, no races.
- * - Weight and bias gradient: for an output row and a kernel row, the products are summed in
- *   float registers along the row (each kernel column over the contiguous range of output pixels
- *   for which it lies inside the image), then added to per-thread partial sums in double that
- *   are reduced in thread order at the end (the same bits for the same thread count).
- * Parallel tasks are (image, row, channel slice); rows are cut into channel slices only when
- * there are too few rows to share (1x1 and 2x2 maps, batch 1). */
+ * - Weight and bias gradient: for an output row (of a block of images) and a kernel row, the
+ *   products are summed in float registers along the row (each kernel column over the contiguous
+ *   range of output pixels for which it lies inside the image), then added to per-thread partial
+ *   sums in double that are reduced in thread order at the end (the same bits for the same
+ *   thread count).
+ * Parallel tasks are (block of images, row, channel slice): blocks of up to 8 images for narrow
+ * maps, channel slices only when there are too few rows to share (1x1 maps at batch 1). */
 #include <omp.h>
 #include <string.h>
 
