@@ -365,7 +365,6 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
         fprintf(csv, "epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds,img_per_s\n");
     fflush(csv);
     double t_start = now_s();
-    int64_t images_total = 0;
     for (int epoch = epoch_done + 1; epoch <= c.epochs; epoch++) {
         double t0 = now_s();
         if ((st = cn_loader_start(&loader, epoch, 0)) != CN_OK) goto done;
@@ -395,7 +394,6 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
             sum_loss += (double)loss * b->n;
             hits += correct;
             seen += b->n;
-            images_total += b->n;
             if (c.progress) {
                 cn_train_progress p = {0};
                 p.epoch = epoch;
