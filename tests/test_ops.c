@@ -72,6 +72,29 @@ static void conv_case(int n, int h, int w, int c, int oc, int k, int s, int p, i
     double ef = max_rel_err(out, ref, nout, 1e-6);
     CHECK(ef < 1e-5, "conv fwd n%d %dx%dx%d->%d k%d s%d p%d g%d t%d: rel err %g", n, h, w, c, oc,
           k, s, p, groups, threads, ef);
+    /* the inference epilogue: act(conv * scale + shift + res) against the reference conv with
+     * the same arithmetic done afterwards in double, for every activation */
+    {
+        float *scale = randv(oc, 1), *shift = randv(oc, 1), *res = randv(nout, 1);
+        float *fo = malloc(sizeof(float) * nout), *want = malloc(sizeof(float) * nout);
+        cn_conv2d_forward_ref(ref, in, wt, NULL, &d);
+        for (int act = CN_ACT_NONE; act <= CN_ACT_SIGMOID; act++) {
+            cn_epilogue ep = {scale, shift, act == CN_ACT_RELU ? NULL : res, (cn_act)act};
+            cn_conv2d_forward_fused(fo, in, wt, &ep, &d, ws, threads);
+            for (size_t i = 0; i < nout; i++) {
+                int ch = (int)(i % oc);
+                double v = (double)ref[i] * scale[ch] + shift[ch] + (ep.res ? res[i] : 0);
+                if (act == CN_ACT_RELU) v = v < 0 ? 0 : v;
+                if (act == CN_ACT_SILU) v = v / (1 + exp(-v));
+                if (act == CN_ACT_SIGMOID) v = 1 / (1 + exp(-v));
+                want[i] = (float)v;
+            }
+            double e = max_rel_err(fo, want, nout, 1e-6);
+            CHECK(e < 1e-5, "fused conv n%d %dx%dx%d->%d k%d s%d g%d t%d act %d: rel err %g", n, h,
+                  w, c, oc, k, s, groups, threads, act, e);
+        }
+        free(scale); free(shift); free(res); free(fo); free(want);
+    }
     /* backward accumulates: start from a known non-zero value */
     float *din = malloc(sizeof(float) * nin), *dw = malloc(sizeof(float) * nw),
           *db = malloc(sizeof(float) * oc);

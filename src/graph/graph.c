@@ -36,6 +36,8 @@ static void free_plan(cn_graph *g) {
         free(g->nodes[i].save);
         free(g->nodes[i].argmax);
         free(g->nodes[i].mask);
+        free(g->nodes[i].fold);
+        g->nodes[i].fold = NULL;
         g->nodes[i].save = NULL;
         g->nodes[i].argmax = NULL;
         g->nodes[i].mask = NULL;
@@ -100,6 +102,7 @@ static cn_node *new_node(cn_graph *g, cn_op op, const char *name, int in0, int i
     nd->p[0] = nd->p[1] = -1;
     nd->buf[0] = nd->buf[1] = nd->buf[2] = -1;
     nd->act_out = -1;
+    nd->fuse_out = nd->fuse_bn = nd->fuse_res = -1;
     return nd;
 }
 
@@ -347,8 +350,84 @@ static void fuse_bn_act(cn_graph *g) {
     }
 }
 
+/* The node that consumes t, when exactly one does; -1 otherwise. */
+static int sole_consumer(const cn_graph *g, int t) {
+    if (consumers(g, t) != 1) return -1;
+    for (int i = 0; i < g->nnodes; i++) {
+        const cn_node *nd = &g->nodes[i];
+        if (nd->op != CN_OP_INPUT && (nd->in[0] == t || (two_inputs(nd->op) && nd->in[1] == t)))
+            return i;
+    }
+    return -1;
+}
+
+static int producer(const cn_graph *g, int t) {
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].out == t) return i;
+    return -1;
+}
+
+static cn_act act_of(cn_op op) {
+    return op == CN_OP_RELU ? CN_ACT_RELU : op == CN_OP_SILU ? CN_ACT_SILU
+         : op == CN_OP_SIGMOID ? CN_ACT_SIGMOID : CN_ACT_NONE;
+}
+
+/* The inference fusion described at cn_node.fuse_out. */
+static void fuse_inference(cn_graph *g) {
+    for (int i = 0; i < g->nnodes; i++) {
+        cn_node *cv = &g->nodes[i];
+        if (cv->op != CN_OP_CONV) continue;
+        int cur = cv->out, k, absorbed[8], na = 0, res = -1, bn = -1;
+        cn_act act = CN_ACT_NONE;
+        if ((k = sole_consumer(g, cur)) >= 0 && g->nodes[k].op == CN_OP_BN) {
+            bn = k;
+            absorbed[na++] = k;
+            if (g->nodes[k].act_out >= 0) {
+                act = g->nodes[k].act;
+                absorbed[na++] = producer(g, g->nodes[k].act_out);
+                cur = g->nodes[k].act_out;
+            } else {
+                cur = g->nodes[k].out;
+            }
+        }
+        if (act == CN_ACT_NONE && (k = sole_consumer(g, cur)) >= 0 &&
+            act_of(g->nodes[k].op) != CN_ACT_NONE) {
+            act = act_of(g->nodes[k].op);
+            absorbed[na++] = k;
+            cur = g->nodes[k].out;
+        }
+        while (act == CN_ACT_NONE && na < 4 && (k = sole_consumer(g, cur)) >= 0 &&
+               (g->nodes[k].op == CN_OP_DROPOUT || g->nodes[k].op == CN_OP_DROPPATH)) {
+            absorbed[na++] = k;
+            cur = g->nodes[k].out;
+        }
+        if (act == CN_ACT_NONE && (k = sole_consumer(g, cur)) >= 0 && g->nodes[k].op == CN_OP_ADD) {
+            const cn_node *add = &g->nodes[k];
+            int other = add->in[0] == cur ? add->in[1] : add->in[0];
+            if (other != cur && producer(g, other) < i) {
+                res = other;
+                absorbed[na++] = k;
+                cur = add->out;
+                int r = sole_consumer(g, cur);
+                if (r >= 0 && act_of(g->nodes[r].op) != CN_ACT_NONE && g->nodes[r].op != CN_OP_SIGMOID) {
+                    act = act_of(g->nodes[r].op);
+                    absorbed[na++] = r;
+                    cur = g->nodes[r].out;
+                }
+            }
+        }
+        if (!na) continue;
+        cv->fuse_out = cur;
+        cv->fuse_bn = bn;
+        cv->fuse_res = res;
+        cv->fuse_act = act;
+        for (int a = 0; a < na; a++) g->nodes[absorbed[a]].eval_skip = 1;
+    }
+}
+
 cn_status cn_graph_finalize(cn_graph *g) {
     fuse_bn_act(g);
+    fuse_inference(g);
     g->params = calloc(g->nparams ? g->nparams : 1, sizeof(float));
     g->grads = calloc(g->nparams ? g->nparams : 1, sizeof(float));
     g->buffers = calloc(g->nbuffers ? g->nbuffers : 1, sizeof(float));
@@ -603,6 +682,10 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
             nd->argmax = malloc(sizeof(int32_t) * batch * t->h * t->w * t->c);
             if (!nd->argmax) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
         }
+        if (nd->fuse_out >= 0) {
+            nd->fold = malloc(sizeof(float) * 2 * nd->a.conv.oc);
+            if (!nd->fold) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
+        }
         if (nd->op == CN_OP_DROPOUT || nd->op == CN_OP_DROPPATH) {
             const cn_tensor *t = &g->tensors[nd->out];
             size_t k = nd->op == CN_OP_DROPOUT ? (size_t)t->h * t->w * t->c : 1;
@@ -642,12 +725,44 @@ const cn_tensor *cn_graph_output(const cn_graph *g) { return &g->tensors[g->nten
 
 static size_t numel(const cn_tensor *t, int n) { return (size_t)n * t->h * t->w * t->c; }
 
+/* An eval-mode convolution with its absorbed chain (see cn_node.fuse_out). */
+static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
+    int oc = nd->a.conv.oc;
+    const float *bias = nd->p[1] >= 0 ? cn_entry_data(g, nd->p[1]) : NULL;
+    cn_epilogue ep = {nd->fold, nd->fold + oc, NULL, nd->fuse_act};
+    for (int c = 0; c < oc; c++) {
+        nd->fold[c] = 1.0f;
+        nd->fold[oc + c] = bias ? bias[c] : 0.0f;
+    }
+    if (nd->fuse_bn >= 0) {
+        const cn_node *bn = &g->nodes[nd->fuse_bn];
+        const float *gamma = cn_entry_data(g, bn->p[0]), *beta = cn_entry_data(g, bn->p[1]);
+        const float *rm = cn_entry_data(g, bn->buf[0]), *rv = cn_entry_data(g, bn->buf[1]);
+        float *scale = nd->fold, *shift = nd->fold + oc;
+        for (int c = 0; c < oc; c++) {
+            /* the same expressions as cn_batchnorm_act_forward_eval */
+            scale[c] = gamma[c] * (float)(1.0 / sqrt((double)rv[c] + bn->a.bn.eps));
+            shift[c] = beta[c] - rm[c] * scale[c] + (bias ? bias[c] * scale[c] : 0.0f);
+        }
+    }
+    if (nd->fuse_res >= 0) ep.res = g->tensors[nd->fuse_res].data;
+    cn_conv_desc d = nd->desc;
+    d.n = n;
+    cn_conv2d_forward_fused(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data,
+                            cn_entry_data(g, nd->p[0]), &ep, &d, g->workspace, g->threads);
+}
+
 void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
     omp_set_num_threads(g->threads);
     for (int i = 0; i < g->nnodes; i++) {
         cn_node *nd = &g->nodes[i];
-        if (nd->fused) continue;
+        if (nd->fused || (!train && nd->eval_skip)) continue;
         double t0 = g->profile ? omp_get_wtime() : 0;
+        if (!train && nd->fuse_out >= 0) {
+            conv_fused_forward(g, nd, n);
+            if (g->profile) g->op_time[0][cn_node_profile_slot(nd)] += omp_get_wtime() - t0;
+            continue;
+        }
         cn_tensor *out = &g->tensors[nd->act_out >= 0 ? nd->act_out : nd->out];
         const cn_tensor *in = nd->op == CN_OP_INPUT ? NULL : &g->tensors[nd->in[0]];
         cn_conv_desc d = nd->desc;

@@ -91,6 +91,14 @@ typedef struct cn_node {
     int act_out;
     cn_act act;
     int fused;
+    /* inference fusion, also decided by cn_graph_finalize and used by eval forwards only: a
+     * convolution absorbs the chain after it (its BN, folded into the epilogue's per-channel
+     * scale and shift; the activation; eval-identity dropout and drop path; a residual add whose
+     * other input is already computed; an activation after the add) and writes the chain's last
+     * tensor, fuse_out (-1: nothing absorbed). Absorbed nodes have eval_skip set. */
+    int fuse_out, fuse_bn, fuse_res;
+    cn_act fuse_act;
+    int eval_skip;
     /* gradient aliasing, decided by planning: a ReLU masks its output gradient in place and
      * passes the buffer on; an add hands its output gradient to inputs it is the only consumer
      * of (bit 0: in[0], bit 1: in[1]) instead of copying it */
@@ -100,6 +108,7 @@ typedef struct cn_node {
     float *save;            /* BN: mean and invstd of the last train forward */
     int32_t *argmax;        /* max pool */
     float *mask;            /* dropout / drop path: the last train forward's mask */
+    float *fold;            /* fused conv: the epilogue's scale and shift (2 x oc) */
 } cn_node;
 
 typedef struct cn_graph {

@@ -13,6 +13,7 @@
 
 #include "core/simd.h"
 #include "kernels/gemm.h"
+#include "ops/activation.h"
 #include "ops/ops.h"
 
 enum { CHUNK_FLOATS = 1 << 19, IMAGE_PARALLEL_MAX_FLOATS = 1 << 21 };
@@ -128,8 +129,61 @@ static CN_CLONES void pad_image(float *restrict dst, const float *restrict src,
     }
 }
 
+/* ---- fused epilogue ---- */
+
+static CN_CLONES void epilogue_affine(float *restrict y, const float *restrict x,
+                                      const float *restrict res, size_t rows, int oc,
+                                      const float *restrict scale, const float *restrict shift) {
+    for (size_t i = 0; i < rows; i++) {
+        const float *xr = x + i * oc;
+        float *yr = y + i * oc;
+        if (res) {
+            const float *rr = res + i * oc;
+            for (int c = 0; c < oc; c++) yr[c] = xr[c] * scale[c] + shift[c] + rr[c];
+        } else {
+            for (int c = 0; c < oc; c++) yr[c] = xr[c] * scale[c] + shift[c];
+        }
+    }
+}
+
+static CN_CLONES void epilogue_act(float *restrict y, size_t n, cn_act act) {
+    if (act == CN_ACT_RELU)
+        for (size_t i = 0; i < n; i++) y[i] = y[i] < 0 ? 0.0f : y[i];
+    else if (act == CN_ACT_SILU)
+        for (size_t i = 0; i < n; i++) y[i] = cn_silu1(y[i]);
+    else if (act == CN_ACT_SIGMOID)
+        for (size_t i = 0; i < n; i++) y[i] = cn_sigmoid1(y[i]);
+}
+
+/* y and x may be the same block (the affine loop reads each element before writing it) */
+static void epilogue(float *y, const float *x, const float *res, size_t rows, int oc,
+                     const cn_epilogue *ep) {
+    epilogue_affine(y, x, res, rows, oc, ep->scale, ep->shift);
+    epilogue_act(y, rows * (size_t)oc, ep->act);
+}
+
+void cn_epilogue_rows(float *y, const float *x, const float *res, size_t rows, int oc,
+                      const cn_epilogue *ep) {
+    size_t per = rows * (size_t)oc < 32768 ? rows : (32768 + (size_t)oc - 1) / (size_t)oc;
+    size_t nb = (rows + per - 1) / per;
+#pragma omp parallel for schedule(static) if (nb > 1)
+    for (size_t b = 0; b < nb; b++) {
+        size_t r0 = b * per, r = r0 + per <= rows ? per : rows - r0;
+        epilogue(y + r0 * oc, x + r0 * oc, res ? res + r0 * oc : NULL, r, oc, ep);
+    }
+}
+
 static CN_CLONES void take_rows(float *restrict out, const float *restrict t,
-                                const cn_conv_desc *d, int wp, float beta) {
+                                const cn_conv_desc *d, int wp, float beta,
+                                const cn_epilogue *ep, const float *res) {
+    if (ep) {
+        for (int oy = 0; oy < d->oh; oy++) {
+            size_t o = (size_t)oy * d->ow * d->oc;
+            epilogue(out + o, t + (size_t)oy * wp * d->oc, res ? res + o : NULL, (size_t)d->ow,
+                     d->oc, ep);
+        }
+        return;
+    }
     for (int oy = 0; oy < d->oh; oy++)
         for (int ox = 0; ox < d->ow; ox++) {
             float *o = out + ((size_t)oy * d->ow + ox) * d->oc;
@@ -142,18 +196,20 @@ static CN_CLONES void take_rows(float *restrict out, const float *restrict t,
 }
 
 static void implicit_image(float *out, const float *in, const float *w, const cn_conv_desc *d,
-                           const implicit_dims *q, float *ws, float beta) {
+                           const implicit_dims *q, float *ws, float beta, const cn_epilogue *ep,
+                           const float *res) {
     float *pad = ws, *t = ws + (size_t)q->hp * q->wp * d->c;
     pad_image(pad, in, d, q->hp, q->wp);
     int k = d->kw * d->c, ldb = d->kh * d->kw * d->c;
     for (int ky = 0; ky < d->kh; ky++)
         cn_sgemm(0, 1, (int)q->rows, d->oc, k, 1.0f, pad + (size_t)ky * q->wp * d->c, d->c,
                  w + (size_t)ky * k, ldb, ky ? 1.0f : 0.0f, t, d->oc);
-    take_rows(out, t, d, q->wp, beta);
+    take_rows(out, t, d, q->wp, beta, ep, res);
 }
 
 static void conv_implicit(float *out, const float *in, const float *w, const cn_conv_desc *d,
-                          float *ws, int nthreads, float beta) {
+                          float *ws, int nthreads, float beta, const cn_epilogue *ep) {
+    const float *res = ep ? ep->res : NULL;
     implicit_dims q = implicit_plan(d);
     size_t in_img = (size_t)d->h * d->w * d->c, out_img = (size_t)d->oh * d->ow * d->oc;
     if (implicit_parallel(d, nthreads)) {
@@ -162,11 +218,13 @@ static void conv_implicit(float *out, const float *in, const float *w, const cn_
             float *mine = ws + (size_t)omp_get_thread_num() * q.per;
 #pragma omp for schedule(static)
             for (int n = 0; n < d->n; n++)
-                implicit_image(out + n * out_img, in + n * in_img, w, d, &q, mine, beta);
+                implicit_image(out + n * out_img, in + n * in_img, w, d, &q, mine, beta, ep,
+                               res ? res + n * out_img : NULL);
         }
     } else {
         for (int n = 0; n < d->n; n++)
-            implicit_image(out + n * out_img, in + n * in_img, w, d, &q, ws, beta);
+            implicit_image(out + n * out_img, in + n * in_img, w, d, &q, ws, beta, ep,
+                           res ? res + n * out_img : NULL);
     }
 }
 
@@ -316,7 +374,8 @@ static CN_CLONES void col2im_add(float *restrict din, const float *restrict col,
 /* ---- general path ---- */
 
 static void forward_chunk(float *out, const float *in, const float *w, const cn_conv_desc *d,
-                          const plan *p, size_t m0, int rows, float *col, float beta) {
+                          const plan *p, size_t m0, int rows, float *col, float beta,
+                          const cn_epilogue *ep) {
     for (int g = 0; g < d->groups; g++) {
         const float *a = col;
         if (is_pointwise(d)) a = in + m0 * d->c;
@@ -324,13 +383,17 @@ static void forward_chunk(float *out, const float *in, const float *w, const cn_
         cn_sgemm(0, 1, rows, p->ocg, p->kg, 1.0f, a, p->kg, w + (size_t)g * p->ocg * p->kg,
                  p->kg, beta, out + m0 * d->oc + (size_t)g * p->ocg, d->oc);
     }
+    if (ep)
+        epilogue(out + m0 * d->oc, out + m0 * d->oc, ep->res ? ep->res + m0 * d->oc : NULL,
+                 (size_t)rows, d->oc, ep);
 }
 
-/* out = conv(in, w) (beta 0) or out += conv(in, w) (beta 1), without bias */
+/* out = conv(in, w) (beta 0) or out += conv(in, w) (beta 1), without bias; with an epilogue
+ * (beta 0 only) applied to each block of rows as it leaves the GEMM */
 static void conv_gemm(float *out, const float *in, const float *w, const cn_conv_desc *d,
-                      float *ws, int nthreads, float beta) {
+                      float *ws, int nthreads, float beta, const cn_epilogue *ep) {
     if (implicit_ok(d)) {
-        conv_implicit(out, in, w, d, ws, nthreads, beta);
+        conv_implicit(out, in, w, d, ws, nthreads, beta, ep);
         return;
     }
     plan p = make_plan(d, nthreads);
@@ -342,13 +405,13 @@ static void conv_gemm(float *out, const float *in, const float *w, const cn_conv
             for (size_t ch = 0; ch < p.nchunks; ch++) {
                 size_t m0 = ch * p.rows;
                 int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
-                forward_chunk(out, in, w, d, &p, m0, rows, col, beta);
+                forward_chunk(out, in, w, d, &p, m0, rows, col, beta, ep);
             }
         }
     } else {
         for (size_t m0 = 0; m0 < p.m; m0 += p.rows) {
             int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
-            forward_chunk(out, in, w, d, &p, m0, rows, ws, beta);
+            forward_chunk(out, in, w, d, &p, m0, rows, ws, beta, ep);
         }
     }
 }
@@ -359,13 +422,24 @@ void cn_conv2d_forward(float *out, const float *in, const float *w, const float 
         cn_dwconv_forward(out, in, w, bias, d, ws, nthreads);
         return;
     }
-    conv_gemm(out, in, w, d, ws, nthreads, 0.0f);
+    conv_gemm(out, in, w, d, ws, nthreads, 0.0f, NULL);
     size_t m = (size_t)d->n * d->oh * d->ow;
     if (bias) {
 #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < m; i++)
             for (int c = 0; c < d->oc; c++) out[i * d->oc + c] += bias[c];
     }
+}
+
+void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
+                             const cn_epilogue *ep, const cn_conv_desc *d, float *ws,
+                             int nthreads) {
+    if (is_depthwise(d)) {
+        cn_dwconv_forward(out, in, w, NULL, d, ws, nthreads);
+        cn_epilogue_rows(out, out, ep->res, (size_t)d->n * d->oh * d->ow, d->oc, ep);
+        return;
+    }
+    conv_gemm(out, in, w, d, ws, nthreads, 0.0f, ep);
 }
 
 static void backward_chunk(float *din, float *dw, const float *dout, const float *in,
@@ -460,7 +534,7 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
                     for (int ci = 0; ci < C; ci++)
                         wt[(((size_t)ci * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)) * OC + co] =
                             w[(((size_t)co * KH + ky) * KW + kx) * C + ci];
-        conv_gemm(din_conv, dout, wt, &tr, ws + (size_t)OC * KH * KW * C, nthreads, 1.0f);
+        conv_gemm(din_conv, dout, wt, &tr, ws + (size_t)OC * KH * KW * C, nthreads, 1.0f, NULL);
     }
 }
 

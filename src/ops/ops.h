@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* activations fused into batch norm and convolution epilogues (sigmoid only in the latter) */
+typedef enum cn_act { CN_ACT_NONE = 0, CN_ACT_RELU = 1, CN_ACT_SILU = 2, CN_ACT_SIGMOID = 3 } cn_act;
+
 /* ---- conv2d: https://pytorch.org/docs/1.13/generated/torch.nn.Conv2d.html ----
  * weight: (OC, KH, KW, C/groups) (OHWI; converted from torchvision's OIHW at the file boundary)
  * in: (N, H, W, C)  out: (N, OH, OW, OC)  bias: (OC) or NULL. Dilation is 1. */
@@ -39,6 +42,21 @@ void cn_dwconv_forward(float *out, const float *in, const float *weight, const f
 void cn_dwconv_backward(float *din, float *dweight, float *dbias, const float *dout,
                         const float *in, const float *weight, const cn_conv_desc *d, float *ws,
                         int nthreads);
+/* Inference convolution with its epilogue fused: out = act(conv(in, w) * scale + shift + res)
+ * per output channel, applied while each block of output rows is still in cache. scale and
+ * shift (OC values each) are required; res NULL means no residual, else it is (N, OH, OW, OC)
+ * like out and must not alias it. A batch norm in eval mode folds into scale = gamma / sqrt(var + eps) and
+ * shift = beta - mean * scale (+ bias * scale for a convolution with a bias). */
+typedef struct cn_epilogue {
+    const float *scale, *shift, *res;
+    cn_act act;
+} cn_epilogue;
+void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
+                             const cn_epilogue *ep, const cn_conv_desc *d, float *ws,
+                             int nthreads);
+/* The epilogue alone on rows x oc values: y = act(x * scale + shift + res); y may be x. */
+void cn_epilogue_rows(float *y, const float *x, const float *res, size_t rows, int oc,
+                      const cn_epilogue *ep);
 /* Naive references (direct 7-deep loops), used by tests. */
 void cn_conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias,
                            const cn_conv_desc *d);
@@ -68,7 +86,7 @@ void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
  * out = the activation output (the ReLU mask; unused otherwise). For SiLU the pre-activation is
  * recomputed from x, save (mean, invstd), gamma and beta, so the BN output need not be stored;
  * beta may be NULL unless act is CN_ACT_SILU. */
-typedef enum cn_act { CN_ACT_NONE = 0, CN_ACT_RELU = 1, CN_ACT_SILU = 2 } cn_act;
+
 void cn_batchnorm_act_forward_train(float *y, float *save, float *running_mean, float *running_var,
                                     const float *x, const float *gamma, const float *beta,
                                     size_t m, int c, float eps, float momentum, void *scratch,
