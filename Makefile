@@ -4,7 +4,7 @@ BUILD ?= release
 CC ?= cc
 O := build/$(BUILD)
 
-WARN := -Wall -Wextra -Werror -Wno-unknown-pragmas -Wno-format-truncation
+WARN := -Wall -Wextra -Wpointer-arith -Werror -Wno-unknown-pragmas -Wno-format-truncation
 BASE := -std=c11 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc $(WARN)
 ifeq ($(BUILD),asan)
   OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

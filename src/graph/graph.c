@@ -4,6 +4,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -623,6 +624,66 @@ static cn_status plan_shapes(cn_graph *g, int h, int w) {
     return CN_OK;
 }
 
+/* Inference memory: tensors share the arena by liveness. Walking the nodes in eval order, each
+ * node's output gets the first gap of the arena that fits it (or the top), and the tensors whose
+ * last reader was that node are released only after, so no output overlaps its own inputs.
+ * offset[t] is SIZE_MAX for a tensor an eval forward never writes. Returns the arena size. */
+static size_t plan_eval_offsets(const cn_graph *g, int batch, size_t *offset) {
+    int nt = g->ntensors;
+    int *last = malloc(sizeof(int) * (size_t)nt);
+    size_t *size = malloc(sizeof(size_t) * (size_t)nt);
+    int *live = malloc(sizeof(int) * (size_t)nt);
+    if (!last || !size || !live) {
+        free(last), free(size), free(live);
+        return SIZE_MAX;
+    }
+    for (int t = 0; t < nt; t++) {
+        const cn_tensor *x = &g->tensors[t];
+        size[t] = ((size_t)batch * x->h * x->w * x->c + 15) & ~(size_t)15;
+        offset[t] = SIZE_MAX;
+        last[t] = -1;
+    }
+    for (int i = 0; i < g->nnodes; i++) {
+        const cn_node *nd = &g->nodes[i];
+        if (nd->op == CN_OP_INPUT || nd->fused || nd->eval_skip) continue;
+        last[nd->in[0]] = i;
+        if (two_inputs(nd->op)) last[nd->in[1]] = i;
+        if (nd->fuse_res >= 0) last[nd->fuse_res] = i;
+    }
+    last[nt - 1] = g->nnodes; /* the logits outlive the forward */
+    int nlive = 0;
+    size_t top = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        const cn_node *nd = &g->nodes[i];
+        if (nd->fused || nd->eval_skip) continue;
+        int out = nd->fuse_out >= 0 ? nd->fuse_out : nd->act_out >= 0 ? nd->act_out : nd->out;
+        if (offset[out] == SIZE_MAX) {
+            /* first fit among the gaps between live blocks (kept sorted by offset) */
+            size_t at = 0;
+            int k = 0;
+            for (; k < nlive; k++) {
+                if (offset[live[k]] >= at + size[out]) break;
+                size_t end = offset[live[k]] + size[live[k]];
+                if (end > at) at = end;
+            }
+            offset[out] = at;
+            memmove(live + k + 1, live + k, sizeof(int) * (size_t)(nlive - k));
+            live[k] = out;
+            nlive++;
+            if (at + size[out] > top) top = at + size[out];
+        }
+        for (int k = 0; k < nlive;)
+            if (last[live[k]] <= i && live[k] != out) {
+                memmove(live + k, live + k + 1, sizeof(int) * (size_t)(nlive - k - 1));
+                nlive--;
+            } else {
+                k++;
+            }
+    }
+    free(last), free(size), free(live);
+    return top;
+}
+
 cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int threads) {
     if (g->planned && g->batch == batch && g->in_h == h && g->in_w == w &&
         g->train_plan >= train && g->threads == threads)
@@ -639,6 +700,16 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
         total += (n + 15) & ~(size_t)15;
     }
     if (train) total *= 2;
+    size_t *offset = NULL;
+    if (!train) {
+        offset = malloc(sizeof(size_t) * (size_t)g->ntensors);
+        if (!offset) return cn_error(CN_ERR_NOMEM, "out of memory");
+        total = plan_eval_offsets(g, batch, offset);
+        if (total == SIZE_MAX) {
+            free(offset);
+            return cn_error(CN_ERR_NOMEM, "out of memory");
+        }
+    }
     for (int i = 0; i < g->nnodes; i++) {
         cn_node *nd = &g->nodes[i];
         if (nd->op == CN_OP_CONV) {
@@ -652,6 +723,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
     g->arena = malloc(sizeof(float) * (total ? total : 1));
     g->workspace = malloc(sizeof(float) * (ws ? ws : 1));
     if (!g->arena || !g->workspace) {
+        free(offset);
         free_plan(g);
         return cn_error(CN_ERR_NOMEM, "out of memory planning %zu MB of activations for batch %d",
                         total * 4 >> 20, batch);
@@ -660,6 +732,10 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
     float *p = g->arena;
     for (int i = 0; i < g->ntensors; i++) {
         cn_tensor *t = &g->tensors[i];
+        if (offset) {
+            t->data = offset[i] == SIZE_MAX ? NULL : (float *)g->arena + offset[i];
+            continue;
+        }
         if (t->dead) continue;
         size_t n = ((size_t)batch * t->h * t->w * t->c + 15) & ~(size_t)15;
         t->data = p;
@@ -669,6 +745,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
             p += n;
         }
     }
+    free(offset);
     for (int i = 0; i < g->nnodes; i++) {
         cn_node *nd = &g->nodes[i];
         if (nd->op == CN_OP_BN) {
