@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,9 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 PEERS = os.path.join(ROOT, "bench", "peers")
 OUT = os.path.join(ROOT, "build", "peers")
-CONVNET = os.path.join(ROOT, "build", "release", "convnet")
+BUILT = os.path.join(ROOT, "build", "release", "convnet")
+# the run measures a copy, so a rebuild in the working tree during the run changes nothing
+CONVNET = os.path.join(OUT, "convnet")
 PY = "/usr/bin/python3"
 TORCH_BENCH = os.path.join(PEERS, "torch_bench.py")
 ORT_BENCH = os.path.join(PEERS, "ort_bench.js")
@@ -214,6 +217,9 @@ def main():
         ap.error("--threads takes a list like 1,2")
     os.makedirs(OUT, exist_ok=True)
     t_start = time.time()
+    shutil.copy2(BUILT, CONVNET + ".tmp")
+    os.replace(CONVNET + ".tmp", CONVNET)
+    commit = git_rev()
 
     # the workloads: (mode, model, batch, spec)
     work = []
@@ -298,7 +304,7 @@ def main():
         "quick": a.quick,
         "elapsed_s": elapsed,
         "load": [load_start, loadavg()],
-        "convnet_commit": git_rev(),
+        "convnet_commit": commit,
         "versions": versions(results),
         "peak": {str(t): r for t, r in peak.items()},
         "macs": {m: {"macs": v[0], "source": v[1]} for m, v in macs.items()},
