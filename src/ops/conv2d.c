@@ -162,17 +162,6 @@ static void epilogue(float *y, const float *x, const float *res, size_t rows, in
     epilogue_act(y, rows * (size_t)oc, ep->act);
 }
 
-void cn_epilogue_rows(float *y, const float *x, const float *res, size_t rows, int oc,
-                      const cn_epilogue *ep) {
-    size_t per = rows * (size_t)oc < 32768 ? rows : (32768 + (size_t)oc - 1) / (size_t)oc;
-    size_t nb = (rows + per - 1) / per;
-#pragma omp parallel for schedule(static) if (nb > 1)
-    for (size_t b = 0; b < nb; b++) {
-        size_t r0 = b * per, r = r0 + per <= rows ? per : rows - r0;
-        epilogue(y + r0 * oc, x + r0 * oc, res ? res + r0 * oc : NULL, r, oc, ep);
-    }
-}
-
 static CN_CLONES void take_rows(float *restrict out, const float *restrict t,
                                 const cn_conv_desc *d, int wp, float beta,
                                 const cn_epilogue *ep, const float *res) {
@@ -435,8 +424,7 @@ void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
                              const cn_epilogue *ep, const cn_conv_desc *d, float *ws,
                              int nthreads) {
     if (is_depthwise(d)) {
-        cn_dwconv_forward(out, in, w, NULL, d, ws, nthreads);
-        cn_epilogue_rows(out, out, ep->res, (size_t)d->n * d->oh * d->ow, d->oc, ep);
+        cn_dwconv_forward_fused(out, in, w, ep, d, ws, nthreads);
         return;
     }
     conv_gemm(out, in, w, d, ws, nthreads, 0.0f, ep);

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "core/simd.h"
+#include "ops/activation.h"
 #include "ops/ops.h"
 
 /* a += x * w as one fused multiply-add where the CPU has it: ISO C mode (-std=c11) turns gcc's
@@ -466,15 +467,38 @@ static int threads_for(const geo *g, int nthreads) {
     return nthreads < 1 || macs < SERIAL_BELOW ? 1 : nthreads;
 }
 
-/* out = bias + conv(in) (acc 0) or out += conv(in) (acc 1) */
+/* The inference epilogue (cn_epilogue) on output row oy of images [n0, n1), channels [c0, c1),
+ * right after fwd_task wrote it. */
+static CN_CLONES void epilogue_task(float *out, const geo *g, int oy, int n0, int n1, int c0,
+                                    int c1, const cn_epilogue *ep) {
+    int c = g->c;
+    const float *restrict sc = ep->scale, *restrict sh = ep->shift;
+    for (int n = n0; n < n1; n++) {
+        size_t at = (((size_t)n * g->oh + oy) * g->ow) * c;
+        for (int ox = 0; ox < g->ow; ox++, at += c) {
+            float *restrict o = out + at;
+            const float *restrict r = ep->res ? ep->res + at : NULL;
+            for (int j = c0; j < c1; j++) o[j] = o[j] * sc[j] + sh[j] + (r ? r[j] : 0.0f);
+            if (ep->act == CN_ACT_RELU)
+                for (int j = c0; j < c1; j++) o[j] = o[j] < 0 ? 0.0f : o[j];
+            else if (ep->act == CN_ACT_SILU)
+                for (int j = c0; j < c1; j++) o[j] = cn_silu1(o[j]);
+            else if (ep->act == CN_ACT_SIGMOID)
+                for (int j = c0; j < c1; j++) o[j] = cn_sigmoid1(o[j]);
+        }
+    }
+}
+
+/* out = bias + conv(in) (acc 0) or out += conv(in) (acc 1); then the epilogue, if any */
 static void forward_pass(float *out, const float *in, const float *wr, const float *bias,
-                         const geo *g, int nthreads, int acc) {
+                         const geo *g, int nthreads, int acc, const cn_epilogue *ep) {
     int nt = threads_for(g, nthreads);
     split s = make_split(g->n, g->oh, g->ow, g->c, nt);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (long t = 0; t < s.tasks; t++) {
         task k = task_of(&s, t);
         fwd_task(out, in, wr, bias, g, k.row, k.n0, k.n1, k.c0, k.c1, acc);
+        if (ep) epilogue_task(out, g, k.row, k.n0, k.n1, k.c0, k.c1, ep);
     }
 }
 
@@ -482,7 +506,14 @@ void cn_dwconv_forward(float *out, const float *in, const float *w, const float 
                        const cn_conv_desc *d, float *ws, int nthreads) {
     geo g = geo_of(d);
     repack(ws, w, d->c, d->kh * d->kw, 0);
-    forward_pass(out, in, ws, bias, &g, nthreads, 0);
+    forward_pass(out, in, ws, bias, &g, nthreads, 0, NULL);
+}
+
+void cn_dwconv_forward_fused(float *out, const float *in, const float *w, const cn_epilogue *ep,
+                             const cn_conv_desc *d, float *ws, int nthreads) {
+    geo g = geo_of(d);
+    repack(ws, w, d->c, d->kh * d->kw, 0);
+    forward_pass(out, in, ws, NULL, &g, nthreads, 0, ep);
 }
 
 void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
@@ -497,7 +528,7 @@ void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, 
             geo t = {d->n, d->oh, d->ow, c, d->h, d->w, d->kh, d->kw, 1, 1,
                      d->kh - 1 - d->ph, d->kw - 1 - d->pw};
             repack(wf, w, c, kk, 1);
-            forward_pass(din, dout, wf, NULL, &t, nthreads, 1);
+            forward_pass(din, dout, wf, NULL, &t, nthreads, 1, NULL);
         } else {
             repack(wr, w, c, kk, 0);
             int nt = threads_for(&g, nthreads);

@@ -54,9 +54,9 @@ typedef struct cn_epilogue {
 void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
                              const cn_epilogue *ep, const cn_conv_desc *d, float *ws,
                              int nthreads);
-/* The epilogue alone on rows x oc values: y = act(x * scale + shift + res); y may be x. */
-void cn_epilogue_rows(float *y, const float *x, const float *res, size_t rows, int oc,
-                      const cn_epilogue *ep);
+/* The depthwise kernels with the same epilogue (called by cn_conv2d_forward_fused). */
+void cn_dwconv_forward_fused(float *out, const float *in, const float *w, const cn_epilogue *ep,
+                             const cn_conv_desc *d, float *ws, int nthreads);
 /* Naive references (direct 7-deep loops), used by tests. */
 void cn_conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias,
                            const cn_conv_desc *d);
