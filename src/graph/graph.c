@@ -868,7 +868,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
             break;
         }
         case CN_OP_RELU: cn_relu_forward(out->data, in->data, numel(out, n)); break;
-        case CN_OP_MAXPOOL: cn_maxpool_forward(out->data, nd->argmax, in->data, &d); break;
+        case CN_OP_MAXPOOL: cn_maxpool_forward(out->data, train ? nd->argmax : NULL, in->data, &d); break;
         case CN_OP_AVGPOOL: cn_avgpool_forward(out->data, in->data, &d); break;
         case CN_OP_GAP: cn_gap_forward(out->data, in->data, n, in->h * in->w, in->c); break;
         case CN_OP_ADD:

@@ -5,38 +5,47 @@
 #include <float.h>
 #include <string.h>
 
+#include "core/simd.h"
 #include "ops/ops.h"
 
-void cn_maxpool_forward(float *out, int32_t *argmax, const float *in, const cn_conv_desc *d) {
+/* One output pixel: branch-free selects (the first maximum wins; NaN propagates as in PyTorch),
+ * so the channel loops vectorise; argmax NULL in inference. */
+static CN_CLONES void maxpool_row(float *restrict out, int32_t *restrict argmax,
+                                  const float *restrict in, const cn_conv_desc *d, int n, int oy) {
     int C = d->c;
-#pragma omp parallel for schedule(static)
-    for (int row = 0; row < d->n * d->oh; row++) {
-        int n = row / d->oh, oy = row % d->oh;
-        for (int ox = 0; ox < d->ow; ox++) {
-            size_t o = (((size_t)n * d->oh + oy) * d->ow + ox) * C;
-            for (int c = 0; c < C; c++) {
-                out[o + c] = -FLT_MAX;
-                if (argmax) argmax[o + c] = -1;
-            }
-            for (int ky = 0; ky < d->kh; ky++) {
-                int iy = oy * d->sh - d->ph + ky;
-                if (iy < 0 || iy >= d->h) continue;
-                for (int kx = 0; kx < d->kw; kx++) {
-                    int ix = ox * d->sw - d->pw + kx;
-                    if (ix < 0 || ix >= d->w) continue;
-                    int32_t base = (int32_t)((iy * d->w + ix) * C);
-                    const float *x = in + (size_t)n * d->h * d->w * C + base;
+    for (int ox = 0; ox < d->ow; ox++) {
+        size_t o = (((size_t)n * d->oh + oy) * d->ow + ox) * C;
+        float *restrict y = out + o;
+        int32_t *restrict a = argmax ? argmax + o : NULL;
+        for (int c = 0; c < C; c++) y[c] = -FLT_MAX;
+        if (a)
+            for (int c = 0; c < C; c++) a[c] = -1;
+        for (int ky = 0; ky < d->kh; ky++) {
+            int iy = oy * d->sh - d->ph + ky;
+            if (iy < 0 || iy >= d->h) continue;
+            for (int kx = 0; kx < d->kw; kx++) {
+                int ix = ox * d->sw - d->pw + kx;
+                if (ix < 0 || ix >= d->w) continue;
+                int32_t base = (int32_t)((iy * d->w + ix) * C);
+                const float *restrict x = in + (size_t)n * d->h * d->w * C + base;
+                if (a) {
                     for (int c = 0; c < C; c++) {
-                        /* '>' keeps the first maximum, and NaN propagates as in PyTorch */
-                        if (x[c] > out[o + c] || x[c] != x[c]) {
-                            out[o + c] = x[c];
-                            if (argmax) argmax[o + c] = base + c;
-                        }
+                        int take = x[c] > y[c] || x[c] != x[c];
+                        y[c] = take ? x[c] : y[c];
+                        a[c] = take ? base + c : a[c];
                     }
+                } else {
+                    for (int c = 0; c < C; c++) y[c] = x[c] > y[c] || x[c] != x[c] ? x[c] : y[c];
                 }
             }
         }
     }
+}
+
+void cn_maxpool_forward(float *out, int32_t *argmax, const float *in, const cn_conv_desc *d) {
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < d->n * d->oh; row++)
+        maxpool_row(out, argmax, in, d, row / d->oh, row % d->oh);
 }
 
 void cn_maxpool_backward(float *din, const float *dout, const int32_t *argmax,
