@@ -787,6 +787,14 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
             nd->grad_alias |= 1 << k;
         }
     }
+    for (int i = 0; i < g->ntensors; i++) g->tensors[i].grad_set = 0;
+    for (int i = 0; train && i < g->nnodes; i++) {
+        const cn_node *nd = &g->nodes[i];
+        int t = nd->in[0];
+        if (nd->op == CN_OP_BN && t != g->nodes[0].out && !g->tensors[t].dead &&
+            !g->tensors[t].grad_alias && consumers(g, t) == 1)
+            g->tensors[t].grad_set = 1;
+    }
     g->scratch = malloc(scratch ? scratch : 1);
     if (!g->scratch) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
     g->batch = batch;
@@ -912,7 +920,7 @@ void cn_graph_backward(cn_graph *g, int n) {
     omp_set_num_threads(g->threads);
     /* every activation gradient but the output's starts at zero: backward accumulates */
     for (int i = 0; i < g->ntensors - 1; i++)
-        if (!g->tensors[i].dead && !g->tensors[i].grad_alias)
+        if (!g->tensors[i].dead && !g->tensors[i].grad_alias && !g->tensors[i].grad_set)
             memset(g->tensors[i].grad, 0, sizeof(float) * numel(&g->tensors[i], n));
     for (int i = g->nnodes - 1; i >= 0; i--) {
         cn_node *nd = &g->nodes[i];
@@ -933,7 +941,8 @@ void cn_graph_backward(cn_graph *g, int n) {
                                g->threads);
             break;
         case CN_OP_BN:
-            cn_batchnorm_act_backward_train(
+            (din && in->grad_set ? cn_batchnorm_act_backward_train_set
+                                 : cn_batchnorm_act_backward_train)(
                 din, cn_entry_grad(g, nd->p[0]), cn_entry_grad(g, nd->p[1]), out->grad, in->data,
                 cn_entry_data(g, nd->p[0]), cn_entry_data(g, nd->p[1]), nd->save,
                 (size_t)n * in->h * in->w, in->c, g->scratch,

@@ -20,6 +20,7 @@ typedef struct act_in {
     cn_act act;
     const float *mask; /* (M, C) the ReLU output */
     const float *sc, *sh; /* (C) */
+    int set;              /* backward: write dx instead of adding to it */
 } act_in;
 
 /* acc[c] = sum over rows, computed blockwise into part (NBLOCKS * 2c doubles); mode 0: x into
@@ -109,7 +110,8 @@ static void scale_shift(float *restrict y, const float *restrict x, const float 
     for (int b = 0; b < nb; b++) scale_shift_rows(y, x, sc, sh, m * b / nb, m * (b + 1) / nb, c, act);
 }
 
-/* dx += k0 * g + k1 * x + k2, g = dy through the fused activation's derivative (see block_sums) */
+/* dx += k0 * g + k1 * x + k2 (or dx = ... with a->set, never reading dx), g = dy through the
+ * fused activation's derivative (see block_sums) */
 static CN_CLONES void bn_dx_rows(float *restrict dx, const float *restrict dy,
                                  const float *restrict x, const act_in *a,
                                  const float *restrict k0, const float *restrict k1,
@@ -119,16 +121,30 @@ static CN_CLONES void bn_dx_rows(float *restrict dx, const float *restrict dy,
         float *d = dx + i * c;
         if (a->act == CN_ACT_SILU) {
             const float *restrict sc = a->sc, *restrict sh = a->sh;
-            for (int j = 0; j < c; j++) {
-                float gj = g[j] * cn_silu_grad1(xr[j] * sc[j] + sh[j]);
-                d[j] += k0[j] * gj + k1[j] * xr[j] + k2[j];
-            }
+            if (a->set)
+                for (int j = 0; j < c; j++) {
+                    float gj = g[j] * cn_silu_grad1(xr[j] * sc[j] + sh[j]);
+                    d[j] = k0[j] * gj + k1[j] * xr[j] + k2[j];
+                }
+            else
+                for (int j = 0; j < c; j++) {
+                    float gj = g[j] * cn_silu_grad1(xr[j] * sc[j] + sh[j]);
+                    d[j] += k0[j] * gj + k1[j] * xr[j] + k2[j];
+                }
         } else if (a->act == CN_ACT_RELU) {
             const float *restrict r = a->mask + i * c;
-            for (int j = 0; j < c; j++) {
-                float gj = r[j] > 0 ? g[j] : 0.0f;
-                d[j] += k0[j] * gj + k1[j] * xr[j] + k2[j];
-            }
+            if (a->set)
+                for (int j = 0; j < c; j++) {
+                    float gj = r[j] > 0 ? g[j] : 0.0f;
+                    d[j] = k0[j] * gj + k1[j] * xr[j] + k2[j];
+                }
+            else
+                for (int j = 0; j < c; j++) {
+                    float gj = r[j] > 0 ? g[j] : 0.0f;
+                    d[j] += k0[j] * gj + k1[j] * xr[j] + k2[j];
+                }
+        } else if (a->set) {
+            for (int j = 0; j < c; j++) d[j] = k0[j] * g[j] + k1[j] * xr[j] + k2[j];
         } else {
             for (int j = 0; j < c; j++) d[j] += k0[j] * g[j] + k1[j] * xr[j] + k2[j];
         }
@@ -231,15 +247,15 @@ void cn_batchnorm_relu_backward_train(float *dx, float *dgamma, float *dbeta, co
                                     relu_out ? CN_ACT_RELU : CN_ACT_NONE, relu_out);
 }
 
-void cn_batchnorm_act_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
-                                     const float *x, const float *gamma, const float *beta,
-                                     const float *save, size_t m, int c, void *scratch,
-                                     cn_act act, const float *out) {
+static void backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
+                           const float *x, const float *gamma, const float *beta,
+                           const float *save, size_t m, int c, void *scratch, cn_act act,
+                           const float *out, int set) {
     bn_scratch s = split(scratch, c);
     const float *mean = save, *invstd = save + c;
     double *sdy = s.sum, *sdyx = s.sum + c; /* sum(g), sum(g * (x - mean)), g = dL/d(bn output) */
     float *k = s.k, *sc = s.k + 3 * c, *sh = s.k + 4 * c;
-    act_in a = {act, out, sc, sh};
+    act_in a = {act, out, sc, sh, set};
     if (act == CN_ACT_SILU)
         /* the same expressions as the forward, so the SiLU sees the same input bits */
         for (int j = 0; j < c; j++) {
@@ -266,6 +282,20 @@ void cn_batchnorm_act_backward_train(float *dx, float *dgamma, float *dbeta, con
     }
 }
 
+void cn_batchnorm_act_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                     const float *x, const float *gamma, const float *beta,
+                                     const float *save, size_t m, int c, void *scratch,
+                                     cn_act act, const float *out) {
+    backward_train(dx, dgamma, dbeta, dy, x, gamma, beta, save, m, c, scratch, act, out, 0);
+}
+
+void cn_batchnorm_act_backward_train_set(float *dx, float *dgamma, float *dbeta,
+                                         const float *dy, const float *x, const float *gamma,
+                                         const float *beta, const float *save, size_t m, int c,
+                                         void *scratch, cn_act act, const float *out) {
+    backward_train(dx, dgamma, dbeta, dy, x, gamma, beta, save, m, c, scratch, act, out, 1);
+}
+
 void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const float *dy,
                                 const float *x, const float *gamma, const float *running_mean,
                                 const float *running_var, size_t m, int c, float eps,
@@ -276,7 +306,7 @@ void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
         k[j] = running_mean[j];
         k[c + j] = (float)(1.0 / sqrt((double)running_var[j] + eps));
     }
-    act_in none = {CN_ACT_NONE, NULL, NULL, NULL};
+    act_in none = {CN_ACT_NONE, NULL, NULL, NULL, 0};
     channel_sums(s.sum, s.sum + c, s.part, x, dy, k, m, c, 2, &none);
     for (int j = 0; j < c; j++) {
         if (dbeta) dbeta[j] += (float)s.sum[j];

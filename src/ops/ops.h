@@ -98,6 +98,12 @@ void cn_batchnorm_act_backward_train(float *dx, float *dgamma, float *dbeta, con
                                      const float *x, const float *gamma, const float *beta,
                                      const float *save, size_t m, int c, void *scratch,
                                      cn_act act, const float *out);
+/* The same, but dx is SET (written without being read) rather than accumulated: for an input
+ * whose only consumer is this batch norm, so that its gradient needs no zeroing first. */
+void cn_batchnorm_act_backward_train_set(float *dx, float *dgamma, float *dbeta,
+                                         const float *dy, const float *x, const float *gamma,
+                                         const float *beta, const float *save, size_t m, int c,
+                                         void *scratch, cn_act act, const float *out);
 /* The former ReLU-only names, kept as thin wrappers of the above (relu: 0 or 1; relu_out NULL
  * means no ReLU). */
 void cn_batchnorm_relu_forward_train(float *y, float *save, float *running_mean,
