@@ -1,5 +1,6 @@
-/* Compares cn_sgemm against cn_sgemm_ref on awkward shapes, for every kernel path the CPU has,
- * and checks that results are bit-identical for 1 and 2 threads. */
+/* Compares cn_sgemm against cn_sgemm_ref on awkward shapes, for every kernel path the CPU has and
+ * every kernel of each path (forced), and checks that results are bit-identical for 1, 2 and 3
+ * threads. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -10,6 +11,9 @@
 #include "kernels/gemm.h"
 
 static int n_pass, n_fail;
+/* when > 0, the lda of the next cases (ta == 0): rows of A may overlap, as in the implicit GEMM of
+ * a 3x3 convolution (lda = C, K = 3*C) */
+static int lda_force;
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
 static float frand(void) {
@@ -27,8 +31,10 @@ static void fill(float *p, size_t n) {
  * beta == 0 to prove it is never read. Returns 0 on success. */
 static int run_case(const char *path, int ta, int tb, int M, int N, int K, int pad, float alpha,
                     float beta, int check_threads) {
-    const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
-    const size_t asz = (size_t)(ta ? K : M) * lda + 1, bsz = (size_t)(tb ? N : K) * ldb + 1;
+    const int lda = lda_force > 0 && !ta ? lda_force : (ta ? M : K) + pad;
+    const int ldb = (tb ? K : N) + pad, ldc = N + pad;
+    const size_t asz = ta ? (size_t)K * lda + 1 : (size_t)(M - 1) * lda + K + 1;
+    const size_t bsz = (size_t)(tb ? N : K) * ldb + 1;
     const size_t csz = (size_t)M * ldc + 1;
     float *A = malloc(asz * sizeof *A), *B = malloc(bsz * sizeof *B);
     float *C = malloc(csz * sizeof *C), *R = malloc(csz * sizeof *R);
@@ -74,11 +80,11 @@ static int run_case(const char *path, int ta, int tb, int M, int N, int K, int p
             if (memcmp(&C[(size_t)i * ldc + j], &C2[(size_t)i * ldc + j], sizeof(float))) bad = 2;
     if (!bad && memcmp(&C[csz - 1], &C2[csz - 1], sizeof(float))) bad = 2;
 
-    if (!bad && check_threads) {
+    for (int threads = 2; threads <= 3 && !bad && check_threads; threads++) {
         float *C3 = malloc(csz * sizeof *C3);
         if (C3) {
             memcpy(C3, C2, csz * sizeof *C3);
-            omp_set_num_threads(2);
+            omp_set_num_threads(threads);
             cn_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C3, ldc);
             omp_set_num_threads(1);
             if (memcmp(C, C3, csz * sizeof *C3)) bad = 3;
@@ -87,8 +93,9 @@ static int run_case(const char *path, int ta, int tb, int M, int N, int K, int p
     }
 
     if (bad) {
-        printf("FAIL %s ta=%d tb=%d M=%d N=%d K=%d pad=%d alpha=%g beta=%g: %s (rel err %.3g)\n",
-               path, ta, tb, M, N, K, pad, alpha, beta,
+        printf("FAIL %s ta=%d tb=%d M=%d N=%d K=%d pad=%d lda=%d alpha=%g beta=%g: %s (rel err "
+               "%.3g)\n",
+               path, ta, tb, M, N, K, pad, lda, alpha, beta,
                bad == 1 ? "wrong values" : bad == 2 ? "wrote outside C" : "thread-count dependent",
                worst);
         n_fail++;
@@ -148,6 +155,50 @@ int main(void) {
         /* K == 0 and alpha == 0 only scale C. */
         run_case(name, 0, 0, 5, 6, 0, 1, 1.0f, 0.5f, 0);
         run_case(name, 0, 1, 5, 6, 0, 1, 1.0f, 0.0f, 0);
+
+        /* Every kernel of the path, forced: tails of each tile, every ta/tb, and shapes big
+         * enough to run on 2 and 3 threads (the dot kernels apply to ta == 0, tb == 1 only;
+         * other cases fall back to the automatic choice). */
+        static const int shp[][3] = {{1, 1, 1},   {5, 17, 3},    {29, 37, 41},  {49, 100, 67},
+                                     {61, 35, 300}, {3, 200, 19}, {130, 150, 33}, {2, 9, 700},
+                                     {49, 300, 80}, {200, 90, 70}, {16, 1152, 64}, {50, 97, 400}};
+        const int nshp = (int)(sizeof shp / sizeof shp[0]);
+        for (int kn = 0; kn < cn_sgemm_kernel_count(); kn++) {
+            cn_sgemm_force_kernel(kn);
+            char kname[64];
+            snprintf(kname, sizeof kname, "%s/%s", name, cn_sgemm_kernel_name(kn));
+            for (int t = 0; t < 4; t++)
+                for (int i = 0; i < nshp; i++, c++) {
+                    const int M = shp[i][0], N = shp[i][1], K = shp[i][2];
+                    run_case(kname, t & 1, t >> 1, M, N, K, c % 3, c % 2 ? 0.5f : 1.0f,
+                             betas[c % 3], (double)M * N * K >= 1 << 20);
+                }
+        }
+        cn_sgemm_force_kernel(-1);
+
+        /* The automatic choice on convolution shapes (ta = 0, tb = 1): tiny M (GEMV), small M
+         * (the swapped path, with the rows past a multiple of 16 as GEMVs), narrow N, small K. */
+        static const int ms[] = {1, 2, 3, 4, 7, 16, 17, 19, 33, 48, 49, 51, 61, 64, 65, 98, 196};
+        static const int ns[] = {4, 8, 16, 24, 40, 80, 112, 144, 240, 1152};
+        static const int ks[] = {4, 16, 31, 32, 48, 96, 144, 320};
+        for (size_t im = 0; im < sizeof ms / sizeof ms[0]; im++)
+            for (size_t in = 0; in < sizeof ns / sizeof ns[0]; in++)
+                for (size_t ik = 0; ik < sizeof ks / sizeof ks[0]; ik++, c++) {
+                    const int M = ms[im], N = ns[in], K = ks[ik];
+                    if ((c % 3) && (double)M * N * K < 1 << 20) continue; /* sample small ones */
+                    run_case(name, 0, 1, M, N, K, c % 4 == 0 ? 0 : c % 5, c % 2 ? -0.5f : 1.0f,
+                             betas[c % 3], (double)M * N * K >= 1 << 20);
+                }
+        /* The implicit 3x3 convolution: rows of A overlap (lda = C < K = 3*C). */
+        static const int conv[][3] = {{58 * 5 + 56, 64, 64}, {30 * 3 + 28, 128, 128},
+                                      {16 * 13 + 14, 256, 256}, {9 * 6 + 7, 512, 512},
+                                      {9 * 6 + 7, 24, 40}, {20, 48, 16}};
+        for (size_t i = 0; i < sizeof conv / sizeof conv[0]; i++) {
+            lda_force = conv[i][2];
+            run_case(name, 0, 1, conv[i][0], conv[i][1], 3 * conv[i][2], 0, 1.0f,
+                     i % 2 ? 1.0f : 0.0f, 1);
+            lda_force = 0;
+        }
     }
     cn_sgemm_force_path(-1);
     printf("gemm: %d passed, %d failed\n", n_pass, n_fail);

@@ -1,10 +1,16 @@
-/* Packed SGEMM driver: Goto/BLIS-style blocking (NC columns, KC depth, MC rows), packing of A
- * (and of B unless it can be streamed as is), register-tiled micro-kernels chosen once per process
- * from the CPU features, and OpenMP threading over a 2-D grid of C blocks.
+/* SGEMM driver. Three algorithms, chosen from the shape alone:
+ *  - packed (Goto/BLIS): blocking in NC columns, KC depth, MC rows, packing of A (unless the
+ *    "rows" kernels read it in place) and of B (unless it can be streamed as is), register-tiled
+ *    micro-kernels whose width is chosen by N, and OpenMP threading over a 2-D grid of C blocks;
+ *  - swapped (ta == 0, tb == 1, 4 <= M <= 64): C^T = B * A^T, so that the weights of a layer
+ *    applied to few pixels are read in place instead of packed;
+ *  - dot (ta == 0, tb == 1, M <= 3, and the rows left over by the swapped path): GEMV-like dot
+ *    products with both operands read in place.
+ * The micro-kernels are chosen once per process from the CPU features.
  *
- * Determinism: every element of C is produced by one micro-kernel call per KC block, summing k in
- * increasing order, with the same KC partition whatever the thread count; threads only decide
- * which C elements they own. Hence the bits never depend on the number of threads. */
+ * Determinism: every element of C is produced by the same kernel calls, summing k in the same
+ * order, with the same KC partition whatever the thread count; threads only decide which C
+ * elements they own. Hence the bits never depend on the number of threads. */
 #include "kernels/gemm.h"
 
 #include <omp.h>
@@ -26,39 +32,69 @@ typedef void (*ukernel_fn)(size_t kc, const float *a, size_t as, const float *b,
 #define UKERNEL_PAIR(tile) \
     UKERNEL_DECL(f32_gemm_ukernel_##tile##_kmajor__avx512); \
     UKERNEL_DECL(f32_gemm_ukernel_##tile##_rows__avx512)
+UKERNEL_PAIR(14x16);
 UKERNEL_PAIR(12x32);
 UKERNEL_PAIR(14x32);
 UKERNEL_PAIR(8x48);
 UKERNEL_PAIR(6x64);
-UKERNEL_PAIR(28x16);
-UKERNEL_PAIR(14x16);
+UKERNEL_PAIR(5x80);
+UKERNEL_PAIR(4x96);
 UKERNEL_DECL(f32_gemm_ukernel_6x16__avx2);
 void f32_gemm_pack_bt__avx512(size_t kc, size_t cols, const float *src, size_t ld, size_t nr,
                               float *dst);
 UKERNEL_DECL(f32_gemm_ukernel_4x8__scalar);
+void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
+                              size_t ldc, float alpha, float beta);
+
+typedef void (*dot_fn)(size_t kc, const float *a, size_t lda, const float *b, size_t ldb,
+                       float *c, size_t ldc, size_t mr, size_t nr, float alpha, float beta);
+#define DOT_DECL(tile)                                                                        \
+    void f32_gemm_dot_##tile##__avx512(size_t kc, const float *a, size_t lda, const float *b, \
+                                       size_t ldb, float *c, size_t ldc, size_t mr, size_t nr,  \
+                                       float alpha, float beta)
+DOT_DECL(1x16);
+DOT_DECL(2x8);
 
 typedef struct ukernel {
     ukernel_fn kmajor; /* A from packed panels */
     ukernel_fn rows;   /* A read in place from row-major storage (ta == 0), or NULL */
     int mr, nr;
     float speed; /* relative throughput on full tiles, for choosing between tile shapes */
+    const char *name;
 } ukernel;
 
+/* One tile per width up to 144 columns, so that a narrow N (the output channels of a
+ * convolution) is covered with little padding; wide N uses the tiles that run fastest. */
 #define AVX512_TILE(tile, mr, nr, speed)                                                  \
     {f32_gemm_ukernel_##tile##_kmajor__avx512, f32_gemm_ukernel_##tile##_rows__avx512, mr, \
-     nr, speed}
+     nr, speed, #tile "_avx512"}
 static const ukernel kernels_avx512[] = {
-    AVX512_TILE(12x32, 12, 32, 1.00f),
+    AVX512_TILE(14x32, 14, 32, 1.00f),
+    AVX512_TILE(12x32, 12, 32, 0.95f),
     AVX512_TILE(8x48, 8, 48, 1.00f),
     AVX512_TILE(6x64, 6, 64, 0.98f),
-    AVX512_TILE(14x16, 14, 16, 0.95f),
+    AVX512_TILE(5x80, 5, 80, 0.97f),
+    AVX512_TILE(4x96, 4, 96, 0.93f),
+    AVX512_TILE(14x16, 14, 16, 0.92f),
 };
-static const ukernel kernels_avx2[] = {{f32_gemm_ukernel_6x16__avx2, NULL, 6, 16, 1.0f}};
-static const ukernel kernels_generic[] = {{f32_gemm_ukernel_4x8__scalar, NULL, 4, 8, 1.0f}};
+static const ukernel kernels_avx2[] = {{f32_gemm_ukernel_6x16__avx2, NULL, 6, 16, 1.0f, "6x16_avx2"}};
+static const ukernel kernels_generic[] = {
+    {f32_gemm_ukernel_4x8__scalar, NULL, 4, 8, 1.0f, "4x8_scalar"}};
+
+typedef struct dkernel {
+    dot_fn fn;
+    int mr, nr;
+    const char *name;
+} dkernel;
+static const dkernel dot_kernels[] = {
+    {f32_gemm_dot_1x16__avx512, 1, 16, "dot1x16_avx512"},
+    {f32_gemm_dot_2x8__avx512, 2, 8, "dot2x8_avx512"},
+};
 
 enum { PATH_GENERIC = 0, PATH_AVX2 = 1, PATH_AVX512 = 2 };
 
 static atomic_int chosen_path = -1;
+static atomic_int forced_kernel = -1;
 
 static int detect_path(void) {
     const cn_cpu_features *f = cn_cpu();
@@ -90,13 +126,50 @@ const char *cn_sgemm_path_name(void) {
     }
 }
 
+static const ukernel *kernel_set(int path, size_t *n) {
+    if (path == PATH_AVX512) {
+        *n = sizeof kernels_avx512 / sizeof kernels_avx512[0];
+        return kernels_avx512;
+    }
+    *n = 1;
+    return path == PATH_AVX2 ? kernels_avx2 : kernels_generic;
+}
+
+/* the dot-product kernels exist for AVX-512 only */
+static int dot_available(int path) { return path == PATH_AVX512; }
+
+int cn_sgemm_kernel_count(void) {
+    size_t n;
+    kernel_set(current_path(), &n);
+    return (int)n + dot_available(current_path());
+}
+
+const char *cn_sgemm_kernel_name(int i) {
+    size_t n;
+    const ukernel *set = kernel_set(current_path(), &n);
+    if (i >= 0 && (size_t)i < n) return set[i].name;
+    if ((size_t)i == n && dot_available(current_path())) return "dot_avx512";
+    return NULL;
+}
+
+void cn_sgemm_force_kernel(int i) {
+    atomic_store_explicit(&forced_kernel, i, memory_order_relaxed);
+}
+
 static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 static size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
 
 /* Cache blocking: a KC x NR B micro-panel stays in L1 across the MC rows, the MC x KC packed A
- * block stays in L2 across the NC columns. */
-enum { KC_MAX = 384, MC_TARGET = 336, NC_TARGET = 3072, L1_BYTES = 32 * 1024 };
+ * block stays in L2 across the NC columns. B is packed once for all threads when it is at most
+ * PREPACK_MAX floats and several threads share its columns. */
+enum {
+    KC_MAX = 384,
+    MC_TARGET = 336,
+    NC_TARGET = 3072,
+    L1_BYTES = 32 * 1024,
+    PREPACK_MAX = 1 << 20,
+};
 
 typedef struct gemm_job {
     int ta, tb;
@@ -110,6 +183,8 @@ typedef struct gemm_job {
     size_t kc_blk, mc_blk, nc_blk;
     int direct_a; /* A rows are read in place by the "rows" kernel (ta == 0) */
     int direct_b; /* B rows are read in place (tb == 0), only ragged N edges are packed */
+    float *bpre;  /* all of B packed (shared by the threads), or NULL: each packs its own */
+    size_t np;    /* N rounded up to NR: the width of one KC block of bpre */
 } gemm_job;
 
 /* Packs op(A)[i0:i0+mc, k0:k0+kc] into MR-row panels, each k-major (MR floats per k), zero
@@ -161,6 +236,23 @@ static void pack_b(const gemm_job *j, size_t k0, size_t kc, size_t j0, size_t nc
     }
 }
 
+/* Prefetches into L2 part `part` of `parts` of the source of the B panel op(B)[k0:k0+kc,
+ * j0:j0+cols]: a panel is packed from far memory (the weights of a layer are used once per call),
+ * in strided runs that the hardware prefetcher follows poorly. Issued while the previous panel
+ * is being multiplied, it makes packing a copy from L2. */
+static void prefetch_b(const gemm_job *j, size_t k0, size_t kc, size_t j0, size_t cols,
+                       size_t part, size_t parts) {
+    const size_t lines = j->tb ? cdiv(kc, 16) : cdiv(cols, 16);
+    const size_t runs = j->tb ? cols : kc;
+    const size_t total = runs * lines, from = total * part / parts, to = total * (part + 1) / parts;
+    for (size_t q = from; q < to; q++) {
+        const size_t r = q / lines, l = q % lines;
+        const float *p = j->tb ? j->B + (j0 + r) * j->ldb + k0 + 16 * l
+                               : j->B + (k0 + r) * j->ldb + j0 + 16 * l;
+        __builtin_prefetch(p, 0, 2);
+    }
+}
+
 /* Computes the C block [m0,m1) x [n0,n1) with this thread's packing buffers. */
 static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t n1, float *abuf,
                       float *bbuf) {
@@ -172,7 +264,15 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
         for (size_t pc = 0; pc < j->K; pc += j->kc_blk) {
             const size_t kc = min_sz(j->kc_blk, j->K - pc);
             const float beta = pc == 0 ? j->beta : 1.0f;
-            if (n_full < nc) pack_b(j, pc, kc, jc + n_full, nc - n_full, bbuf);
+            /* When the whole B panel fits in L1, sweeping a row panel across all of N
+             * writes C and reads A sequentially, which is what limits small-K or small-N
+             * shapes; otherwise keep a B micro-panel in L1 across the rows (BLIS order), and
+             * pack each micro-panel just before its first use, while it is still in L1. */
+            const int rows_outer = kc * round_up(nc, NR) * sizeof(float) <= L1_BYTES;
+            const int own_b = !j->bpre && n_full < nc;
+            if (own_b && rows_outer) pack_b(j, pc, kc, jc + n_full, nc - n_full, bbuf);
+            const size_t n_outer = rows_outer ? 1 : cdiv(nc, NR);
+            const size_t n_inner = rows_outer ? cdiv(nc, NR) : 1;
             for (size_t ic = m0; ic < m1; ic += j->mc_blk) {
                 const size_t mc = min_sz(j->mc_blk, m1 - ic);
                 const float *ablk = abuf;
@@ -183,15 +283,21 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
                 } else {
                     pack_a(j, ic, mc, pc, kc, abuf);
                 }
-                /* When the whole B panel fits in L1, sweeping a row panel across all of N
-                 * writes C and reads A sequentially, which is what limits small-K or small-N
-                 * shapes; otherwise keep a B micro-panel in L1 across the rows (BLIS order). */
-                const int rows_outer = kc * round_up(nc, NR) * sizeof(float) <= L1_BYTES;
-                const size_t n_outer = rows_outer ? 1 : cdiv(nc, NR);
-                const size_t n_inner = rows_outer ? cdiv(nc, NR) : 1;
                 for (size_t jo = 0; jo < n_outer; jo++) {
+                    if (own_b && !rows_outer && ic == m0 && jo * NR >= n_full) {
+                        const size_t jr = jo * NR;
+                        pack_b(j, pc, kc, jc + jr, min_sz(NR, nc - jr),
+                               bbuf + (jr - n_full) / NR * kc * NR);
+                    }
+                    /* the next panel that this thread will pack, fetched during this one */
+                    const int fetch_next = own_b && !rows_outer && ic == m0 && jo + 1 < n_outer &&
+                                           (jo + 1) * NR >= n_full;
+                    const size_t tiles = cdiv(mc, MR);
                     for (size_t ir = 0; ir < mc; ir += MR) {
                         const float *ap = ablk + ir * a_row;
+                        if (fetch_next)
+                            prefetch_b(j, pc, kc, jc + (jo + 1) * NR, min_sz(NR, nc - (jo + 1) * NR),
+                                       ir / MR, tiles);
                         if (j->direct_a && ir + MR < mc) {
                             /* A rows come from far memory in short runs that the hardware
                              * prefetcher misses; fetch the next row panel while this one runs. */
@@ -207,6 +313,9 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
                             if (jr < n_full) {
                                 bp = j->B + pc * j->ldb + jc + jr;
                                 bs = j->ldb;
+                            } else if (j->bpre) {
+                                bp = j->bpre + pc * j->np + (jc + jr) / NR * kc * NR;
+                                bs = NR;
                             } else {
                                 bp = bbuf + (jr - n_full) / NR * kc * NR;
                                 bs = NR;
@@ -221,36 +330,31 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
     }
 }
 
-static const ukernel *choose_kernel(int path, size_t M, size_t N) {
-    const ukernel *set;
+/* The tile with the least padded work; one_panel: only tiles at least N wide, if any (the
+ * swapped path re-reads the weights once per column panel). */
+static const ukernel *choose_kernel(int path, size_t M, size_t N, int one_panel) {
     size_t n;
-    if (path == PATH_AVX512) {
-        set = kernels_avx512;
-        n = sizeof kernels_avx512 / sizeof kernels_avx512[0];
-    } else if (path == PATH_AVX2) {
-        set = kernels_avx2;
-        n = 1;
-    } else {
-        set = kernels_generic;
-        n = 1;
-    }
-    const ukernel *best = set;
+    const ukernel *set = kernel_set(path, &n);
+    const int forced = atomic_load_explicit(&forced_kernel, memory_order_relaxed);
+    if (forced >= 0 && (size_t)forced < n) return &set[forced];
+    const ukernel *best = NULL;
     double best_cost = 0.0;
     for (size_t i = 0; i < n; i++) {
+        if (one_panel && (size_t)set[i].nr < N) continue;
         const double cost = (double)round_up(M, (size_t)set[i].mr) *
                             (double)round_up(N, (size_t)set[i].nr) / set[i].speed;
-        if (i == 0 || cost < best_cost) {
+        if (!best || cost < best_cost) {
             best = &set[i];
             best_cost = cost;
         }
     }
-    return best;
+    return best ? best : choose_kernel(path, M, N, 0);
 }
 
 /* Picks the tm x tn thread grid minimising the slowest thread's padded tile work plus the
- * packing it repeats (each thread packs its own rows of A and columns of B). */
-static void choose_grid(size_t tiles_m, size_t tiles_n, size_t MR, size_t NR, int T, int *tm_out,
-                        int *tn_out) {
+ * packing it does (wa, wb: relative cost of packing one row of A, one column of B, per k). */
+static void choose_grid(size_t tiles_m, size_t tiles_n, size_t MR, size_t NR, int T, double wa,
+                        double wb, int *tm_out, int *tn_out) {
     double best = -1.0;
     *tm_out = 1;
     *tn_out = 1;
@@ -260,13 +364,22 @@ static void choose_grid(size_t tiles_m, size_t tiles_n, size_t MR, size_t NR, in
         if ((size_t)tm > tiles_m || (size_t)tn > tiles_n) continue;
         const double rows = (double)cdiv(tiles_m, (size_t)tm) * MR;
         const double cols = (double)cdiv(tiles_n, (size_t)tn) * NR;
-        const double cost = rows * cols + 8.0 * (rows + cols);
+        const double cost = rows * cols + wa * rows + wb * cols;
         if (best < 0.0 || cost < best) {
             best = cost;
             *tm_out = tm;
             *tn_out = tn;
         }
     }
+}
+
+/* The threads for a problem of M*N*K multiply-adds over tiles_m x tiles_n tiles: one below the
+ * size where starting a team costs more than it saves, or inside a parallel region. */
+static int team_size(size_t M, size_t N, size_t K, size_t tiles) {
+    if (omp_in_parallel() || (double)M * N * K < (double)(1 << 20)) return 1;
+    int T = omp_get_max_threads();
+    if ((size_t)T > tiles) T = (int)tiles;
+    return T < 1 ? 1 : T;
 }
 
 static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
@@ -318,6 +431,144 @@ static float *scratch(size_t floats) {
     return s->buf;
 }
 
+/* ---- small M, transposed B: dot products of rows read in place ---- */
+
+/* One to three rows with B^T (a squeeze-and-excitation convolution, a linear layer on one
+ * sample): B is used by so few rows that packing it costs more than the multiply. Wider tiles of
+ * dot products were tried for M up to 64 and lose to the swapped path: rows of A and B are rarely
+ * 64-byte aligned, so most of their loads split cache lines. */
+static int use_dot(int path, int ta, int tb, size_t M) {
+    if (!dot_available(path) || ta || !tb) return 0;
+    const int forced = atomic_load_explicit(&forced_kernel, memory_order_relaxed);
+    if (forced >= 0) return forced == cn_sgemm_kernel_count() - 1;
+    return M <= 3;
+}
+
+static const dkernel *choose_dot(size_t M) {
+    return M == 1 ? &dot_kernels[0] : &dot_kernels[1];
+}
+
+/* K is cut into chunks (a function of K only) so that the NR rows of B of a chunk stay in L1
+ * while every row group of A (a small M x K, in L2) passes over them; the chunks add up in C. */
+enum { DOT_KC = 512 };
+
+static void dot_block(const gemm_job *j, const dkernel *dk, size_t m0, size_t m1, size_t n0,
+                      size_t n1) {
+    const size_t MR = (size_t)dk->mr, NR = (size_t)dk->nr;
+    const size_t nkb = cdiv(j->K, DOT_KC), kcb = round_up(cdiv(j->K, nkb), 16);
+    for (size_t jb = n0; jb < n1; jb += NR)
+        for (size_t pc = 0; pc < j->K; pc += kcb)
+            for (size_t ib = m0; ib < m1; ib += MR)
+                dk->fn(min_sz(kcb, j->K - pc), j->A + ib * j->lda + pc, j->lda,
+                       j->B + jb * j->ldb + pc, j->ldb, j->C + ib * j->ldc + jb, j->ldc,
+                       min_sz(MR, m1 - ib), min_sz(NR, n1 - jb), j->alpha,
+                       pc == 0 ? j->beta : 1.0f);
+}
+
+static void sgemm_dot(const gemm_job *j) {
+    const dkernel *dk = choose_dot(j->M);
+    const size_t MR = (size_t)dk->mr, NR = (size_t)dk->nr;
+    const size_t tiles_m = cdiv(j->M, MR), tiles_n = cdiv(j->N, NR);
+    int T = team_size(j->M, j->N, j->K, tiles_m * tiles_n);
+    int tm = 1, tn = 1;
+    if (T > 1) choose_grid(tiles_m, tiles_n, MR, NR, T, 0.0, 0.0, &tm, &tn);
+    T = tm * tn;
+    if (T == 1) {
+        /* no parallel region at all: entering one costs more than a small GEMV */
+        dot_block(j, dk, 0, j->M, 0, j->N);
+        return;
+    }
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num();
+        const size_t ti = (size_t)(t / tn), tj = (size_t)(t % tn);
+        const size_t m0 = min_sz(tiles_m * ti / tm * MR, j->M);
+        const size_t m1 = min_sz(tiles_m * (ti + 1) / tm * MR, j->M);
+        const size_t n0 = min_sz(tiles_n * tj / tn * NR, j->N);
+        const size_t n1 = min_sz(tiles_n * (tj + 1) / tn * NR, j->N);
+        if (m0 < m1 && n0 < n1) dot_block(j, dk, m0, m1, n0, n1);
+    }
+}
+
+/* ---- small M, transposed B: C^T = B * A^T ----
+ * With few rows of C (pixels), packing B (N x K weights) to multiply it by M rows costs about a
+ * third of the multiply at M = 49. Swapping the operands lets the "rows" micro-kernels read the
+ * weight rows in place (broadcasts) against a packed A^T, which is small (M x K), with the pixels
+ * along the vector lanes; each tile is computed over all of K into a buffer and written back
+ * transposed. */
+enum { SWAP_MAX_M = 64, SWAP_MAX_PACK = 1 << 18 };
+
+static int use_swapped(int path, int ta, int tb, size_t M, size_t K) {
+    if (path != PATH_AVX512 || ta || !tb || M > SWAP_MAX_M || K * round_up(M, 16) > SWAP_MAX_PACK)
+        return 0;
+    const int forced = atomic_load_explicit(&forced_kernel, memory_order_relaxed);
+    /* below K = 32 the transposed write-back costs more than packing B saves */
+    return forced != cn_sgemm_kernel_count() - 1 && M >= 4 && K >= 32;
+}
+
+static void dot_block(const gemm_job *j, const dkernel *dk, size_t m0, size_t m1, size_t n0,
+                      size_t n1);
+
+/* Thread t of T: packs its share of A^T into apk (shared), then computes its channels. */
+static void swapped_run(const gemm_job *j, const ukernel *uk, size_t M, float *apk, float *tmp,
+                        int t, int T) {
+    const size_t MR = (size_t)uk->mr, NR = (size_t)uk->nr, K = j->K;
+    const size_t panels = cdiv(M, NR), tiles_n = cdiv(j->N, MR), kchunks = cdiv(K, 256);
+    /* A^T panels: panel p holds pixels p*NR.., k-major, zero padded past M */
+    for (size_t q = (size_t)t; q < panels * kchunks; q += (size_t)T) {
+        const size_t p = q / kchunks, k0 = q % kchunks * 256, kn = min_sz(256, K - k0);
+        f32_gemm_pack_bt__avx512(kn, min_sz(NR, M - p * NR), j->A + p * NR * j->lda + k0, j->lda,
+                                 NR, apk + p * K * NR + k0 * NR);
+    }
+    if (T > 1) {
+#pragma omp barrier
+    }
+    const size_t n0 = min_sz(tiles_n * (size_t)t / (size_t)T * MR, j->N);
+    const size_t n1 = min_sz(tiles_n * (size_t)(t + 1) / (size_t)T * MR, j->N);
+    for (size_t p = 0; p < panels; p++) {
+        const size_t cols = min_sz(NR, M - p * NR);
+        for (size_t jr = n0; jr < n1; jr += MR) {
+            const size_t rows = min_sz(MR, n1 - jr);
+            const float *brow = j->B + jr * j->ldb;
+            if (jr + MR < n1)
+                for (size_t i = 0; i < MR; i++)
+                    for (size_t k = 0; k < K; k += 16)
+                        __builtin_prefetch(brow + (MR + i) * j->ldb + k, 0, 3);
+            uk->rows(K, brow, j->ldb, apk + p * K * NR, NR, tmp, NR, rows, cols, 1.0f, 0.0f);
+            f32_gemm_store_t__avx512(tmp, NR, rows, cols, j->C + p * NR * j->ldc + jr, j->ldc,
+                                     j->alpha, j->beta);
+        }
+    }
+    if (M < j->M && n0 < n1) dot_block(j, &dot_kernels[0], M, j->M, n0, n1);
+}
+
+static void sgemm_swapped(const gemm_job *j) {
+    /* A few rows past a multiple of 16 (M = 49 = 3*16 + 1) would pad the pixel lanes by up to a
+     * third; those rows go to the GEMV kernel instead. */
+    const size_t rem = j->M % 16, M = rem && rem <= 3 && j->M > 16 ? j->M - rem : j->M;
+    /* the "M" of the micro-kernel is N (channels), its "N" is M (pixels) */
+    const ukernel *uk = choose_kernel(PATH_AVX512, j->N, M, 1);
+    const size_t MR = (size_t)uk->mr, NR = (size_t)uk->nr, K = j->K;
+    const size_t panels = cdiv(M, NR), tiles_n = cdiv(j->N, MR);
+    int T = team_size(j->M, j->N, K, tiles_n);
+    const size_t apk_sz = round_up(K * panels * NR, 16), t_sz = round_up(MR * NR, 16);
+    float *buf = scratch(apk_sz + (size_t)T * t_sz);
+    if (!buf) {
+        cn_sgemm_ref(0, 1, (int)j->M, (int)j->N, (int)K, j->alpha, j->A, (int)j->lda, j->B,
+                     (int)j->ldb, j->beta, j->C, (int)j->ldc);
+        return;
+    }
+    if (T == 1) {
+        swapped_run(j, uk, M, buf, buf + apk_sz, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num();
+        swapped_run(j, uk, M, buf, buf + apk_sz + (size_t)t * t_sz, t, omp_get_num_threads());
+    }
+}
+
 void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
@@ -329,7 +580,15 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
                   .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C,
                   .lda = (size_t)lda, .ldb = (size_t)ldb, .ldc = (size_t)ldc};
     const int path = current_path();
-    j.uk = choose_kernel(path, j.M, j.N);
+    if (use_dot(path, ta, tb, j.M)) {
+        sgemm_dot(&j);
+        return;
+    }
+    if (use_swapped(path, ta, tb, j.M, j.K)) {
+        sgemm_swapped(&j);
+        return;
+    }
+    j.uk = choose_kernel(path, j.M, j.N, 0);
     j.fast_bt = path == PATH_AVX512 && j.uk->nr % 16 == 0;
     const size_t MR = (size_t)j.uk->mr, NR = (size_t)j.uk->nr;
 
@@ -338,39 +597,55 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
     j.kc_blk = round_up(cdiv(j.K, nkb), 4);
     j.mc_blk = MC_TARGET / MR * MR;
     j.nc_blk = round_up(NC_TARGET, NR);
+    j.np = round_up(j.N, NR);
 
     const size_t tiles_m = cdiv(j.M, MR), tiles_n = cdiv(j.N, NR);
     /* Streaming B in place saves a copy of B when it is reused by few row panels. */
     j.direct_b = !tb && tiles_m <= 8;
     j.direct_a = !ta && j.uk->rows != NULL;
 
-    int T = 1;
-    if (!omp_in_parallel() && (double)j.M * j.N * j.K >= (double)(1 << 20)) {
-        T = omp_get_max_threads();
-        if ((size_t)T > tiles_m * tiles_n) T = (int)(tiles_m * tiles_n);
-    }
+    int T = team_size(j.M, j.N, j.K, tiles_m * tiles_n);
     int tm = 1, tn = 1;
-    if (T > 1) choose_grid(tiles_m, tiles_n, MR, NR, T, &tm, &tn);
+    if (T > 1)
+        choose_grid(tiles_m, tiles_n, MR, NR, T, j.direct_a ? 0.0 : 10.0, j.direct_b ? 0.0 : 10.0,
+                    &tm, &tn);
     T = tm * tn;
+    /* Threads that split M would each pack the same columns of B: pack them once, together. */
+    const int prepack = T > 1 && tm > 1 && !j.direct_b && j.K * j.np <= PREPACK_MAX;
 
     const size_t rows_t = cdiv(tiles_m, (size_t)tm) * MR, cols_t = cdiv(tiles_n, (size_t)tn) * NR;
-    const size_t a_sz = round_up(min_sz(j.mc_blk, rows_t) * j.kc_blk, 16);
-    const size_t b_sz = round_up(min_sz(j.nc_blk, cols_t) * j.kc_blk, 16);
-    float *buf = scratch((size_t)T * (a_sz + b_sz));
+    const size_t a_sz = j.direct_a ? 0 : round_up(min_sz(j.mc_blk, rows_t) * j.kc_blk, 16);
+    const size_t b_sz = prepack ? 0 : round_up(min_sz(j.nc_blk, cols_t) * j.kc_blk, 16);
+    const size_t shared = prepack ? round_up(j.K * j.np, 16) : 0;
+    float *buf = scratch(shared + (size_t)T * (a_sz + b_sz) + 16);
     if (!buf) {
         cn_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
+    if (prepack) j.bpre = buf;
+    const size_t nkb_panels = nkb * tiles_n;
 
-#pragma omp parallel num_threads(T) if (T > 1)
+    if (T == 1) {
+        run_block(&j, 0, j.M, 0, j.N, buf, buf + a_sz);
+        return;
+    }
+#pragma omp parallel num_threads(T)
     {
-        const int t = T > 1 ? omp_get_thread_num() : 0;
+        const int t = omp_get_thread_num();
+        if (prepack) {
+#pragma omp for schedule(static)
+            for (size_t q = 0; q < nkb_panels; q++) {
+                const size_t pc = q / tiles_n * j.kc_blk, p = q % tiles_n * NR;
+                const size_t kc = min_sz(j.kc_blk, j.K - pc);
+                pack_b(&j, pc, kc, p, min_sz(NR, j.N - p), j.bpre + pc * j.np + p * kc);
+            }
+        }
         const size_t ti = (size_t)(t / tn), tj = (size_t)(t % tn);
         const size_t m0 = min_sz(tiles_m * ti / tm * MR, j.M);
         const size_t m1 = min_sz(tiles_m * (ti + 1) / tm * MR, j.M);
         const size_t n0 = min_sz(tiles_n * tj / tn * NR, j.N);
         const size_t n1 = min_sz(tiles_n * (tj + 1) / tn * NR, j.N);
-        float *abuf = buf + (size_t)t * (a_sz + b_sz);
+        float *abuf = buf + shared + (size_t)t * (a_sz + b_sz);
         if (m0 < m1 && n0 < n1) run_block(&j, m0, m1, n0, n1, abuf, abuf + a_sz);
     }
 }

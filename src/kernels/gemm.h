@@ -18,4 +18,13 @@ const char *cn_sgemm_path_name(void); /* "avx512", "avx2" or "generic" */
  * thread-safe against concurrent cn_sgemm calls. */
 void cn_sgemm_force_path(int path);
 
+/* For tests and benchmarks only: the kernels of the current path, by index (the micro-kernel
+ * tiles of the packed algorithm, then, on AVX-512, "dot_avx512": the dot-product algorithm for
+ * ta == 0, tb == 1); cn_sgemm_force_kernel(i) uses kernel i whenever it applies (-1 goes back to
+ * automatic selection; a dot index leaves other ta/tb to the automatic choice). Not thread-safe
+ * against concurrent cn_sgemm calls. */
+int cn_sgemm_kernel_count(void);
+const char *cn_sgemm_kernel_name(int i); /* NULL past the end */
+void cn_sgemm_force_kernel(int i);
+
 #endif

@@ -14,6 +14,8 @@
     size_t kc, const float *restrict a, size_t as, const float *restrict b, size_t bs,         \
         float *restrict c, size_t ldc, size_t mr, size_t nr, float alpha, float beta
 
+void f32_gemm_ukernel_14x16_kmajor__avx512(UKERNEL_ARGS);
+void f32_gemm_ukernel_14x16_rows__avx512(UKERNEL_ARGS);
 void f32_gemm_ukernel_12x32_kmajor__avx512(UKERNEL_ARGS);
 void f32_gemm_ukernel_12x32_rows__avx512(UKERNEL_ARGS);
 void f32_gemm_ukernel_14x32_kmajor__avx512(UKERNEL_ARGS);
@@ -22,12 +24,12 @@ void f32_gemm_ukernel_8x48_kmajor__avx512(UKERNEL_ARGS);
 void f32_gemm_ukernel_8x48_rows__avx512(UKERNEL_ARGS);
 void f32_gemm_ukernel_6x64_kmajor__avx512(UKERNEL_ARGS);
 void f32_gemm_ukernel_6x64_rows__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_28x16_kmajor__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_28x16_rows__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_14x16_kmajor__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_14x16_rows__avx512(UKERNEL_ARGS);
+void f32_gemm_ukernel_5x80_kmajor__avx512(UKERNEL_ARGS);
+void f32_gemm_ukernel_5x80_rows__avx512(UKERNEL_ARGS);
+void f32_gemm_ukernel_4x96_kmajor__avx512(UKERNEL_ARGS);
+void f32_gemm_ukernel_4x96_rows__avx512(UKERNEL_ARGS);
 
-enum { MAXMR = 28, MAXNV = 4 };
+enum { MAXMR = 14, MAXNV = 6 };
 
 /* Constant MR/NV after inlining lets the compiler unroll completely and keep acc[][] in zmm
  * registers; the k loop then is NV loads, MR broadcasts folded into the FMAs, MR*NV FMAs. */
@@ -37,23 +39,25 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int M
      * nothing outside A is read (their sums are discarded). */
     const float *ap[MAXMR];
     if (ROWS) {
-#pragma GCC unroll 28
+#pragma GCC unroll 14
         for (int i = 0; i < MR; i++) ap[i] = a + ((size_t)i < mr ? (size_t)i : mr - 1) * as;
     }
     __m512 acc[MAXMR][MAXNV];
-#pragma GCC unroll 28
+#pragma GCC unroll 14
     for (int i = 0; i < MR; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
 
+    /* the accumulators, the B vectors of one k and a broadcast fill at most the 32 zmm
+     * registers (MR * NV + NV + 1 <= 32 for every tile) */
     for (size_t k = 0; k < kc; k++) {
         __m512 bv[MAXNV];
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
-#pragma GCC unroll 28
+#pragma GCC unroll 14
         for (int i = 0; i < MR; i++) {
             const __m512 ai = _mm512_set1_ps(ROWS ? ap[i][k] : a[i]);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
             for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
         }
         if (!ROWS) a += as;
@@ -63,7 +67,7 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int M
     const __m512 va = _mm512_set1_ps(alpha);
     const __m512 vb = _mm512_set1_ps(beta);
     __mmask16 mask[MAXNV];
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int v = 0; v < NV; v++) {
         const size_t lo = (size_t)16 * v;
         const size_t cnt = nr > lo ? nr - lo : 0;
@@ -72,19 +76,19 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int M
     /* Same arithmetic on every path so that a C element's bits do not depend on which tile (full
      * or edge) it landed in, and hence not on the thread partition. */
     if (beta == 0.0f) {
-#pragma GCC unroll 28
+#pragma GCC unroll 14
         for (int i = 0; i < MR; i++) {
             if ((size_t)i >= mr) break;
-#pragma GCC unroll 4
+#pragma GCC unroll 6
             for (int v = 0; v < NV; v++)
                 _mm512_mask_storeu_ps(c + 16 * v, mask[v], _mm512_mul_ps(acc[i][v], va));
             c += ldc;
         }
     } else {
-#pragma GCC unroll 28
+#pragma GCC unroll 14
         for (int i = 0; i < MR; i++) {
             if ((size_t)i >= mr) break;
-#pragma GCC unroll 4
+#pragma GCC unroll 6
             for (int v = 0; v < NV; v++) {
                 const __m512 old = _mm512_maskz_loadu_ps(mask[v], c + 16 * v);
                 const __m512 r = _mm512_fmadd_ps(acc[i][v], va, _mm512_mul_ps(old, vb));
@@ -95,42 +99,20 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int M
     }
 }
 
-void f32_gemm_ukernel_12x32_kmajor__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 12, 2, 0);
-}
-void f32_gemm_ukernel_12x32_rows__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 12, 2, 1);
-}
-void f32_gemm_ukernel_14x32_kmajor__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 14, 2, 0);
-}
-void f32_gemm_ukernel_14x32_rows__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 14, 2, 1);
-}
-void f32_gemm_ukernel_8x48_kmajor__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 8, 3, 0);
-}
-void f32_gemm_ukernel_8x48_rows__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 8, 3, 1);
-}
-void f32_gemm_ukernel_6x64_kmajor__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 6, 4, 0);
-}
-void f32_gemm_ukernel_6x64_rows__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 6, 4, 1);
-}
-void f32_gemm_ukernel_28x16_kmajor__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 28, 1, 0);
-}
-void f32_gemm_ukernel_28x16_rows__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 28, 1, 1);
-}
-void f32_gemm_ukernel_14x16_kmajor__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 14, 1, 0);
-}
-void f32_gemm_ukernel_14x16_rows__avx512(UKERNEL_ARGS) {
-    tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, 14, 1, 1);
-}
+#define TILE_PAIR(MR, NV, NAME)                                                  \
+    void f32_gemm_ukernel_##NAME##_kmajor__avx512(UKERNEL_ARGS) {                 \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, MR, NV, 0);           \
+    }                                                                            \
+    void f32_gemm_ukernel_##NAME##_rows__avx512(UKERNEL_ARGS) {                   \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, MR, NV, 1);           \
+    }
+TILE_PAIR(14, 1, 14x16)
+TILE_PAIR(12, 2, 12x32)
+TILE_PAIR(14, 2, 14x32)
+TILE_PAIR(8, 3, 8x48)
+TILE_PAIR(6, 4, 6x64)
+TILE_PAIR(5, 5, 5x80)
+TILE_PAIR(4, 6, 4x96)
 
 void f32_gemm_pack_bt__avx512(size_t kc, size_t cols, const float *src, size_t ld, size_t nr,
                               float *dst);
@@ -180,6 +162,137 @@ void f32_gemm_pack_bt__avx512(size_t kc, size_t cols, const float *src, size_t l
                            : _mm512_setzero_ps();
             transpose16(r);
             for (size_t i = 0; i < kn; i++) _mm512_storeu_ps(dst + (k + i) * nr + c0, r[i]);
+        }
+    }
+}
+
+/* ---- dot-product kernels: C = A * B^T with both operands read in place ----
+ * For one to three rows of A with a transposed B (the weights of a layer), packing B costs more
+ * than the multiply (a GEMV). These kernels instead read MR rows of A and NR rows of B straight from memory, both
+ * contiguous in k, keep MR*NR = 16 vector accumulators of 16 k-lanes each, and sum the lanes at
+ * the end with one shared tree. Element (i, j) is dot(a + i*lda, b + j*ldb) over kc; rows i >= mr
+ * and j >= nr alias the last valid ones (their sums are discarded), and every accumulator is
+ * reduced in the same lane order, so a C element's bits do not depend on the tile it fell in. */
+#define DOT_ARGS                                                                             \
+    size_t kc, const float *restrict a, size_t lda, const float *restrict b, size_t ldb,      \
+        float *restrict c, size_t ldc, size_t mr, size_t nr, float alpha, float beta
+
+void f32_gemm_dot_1x16__avx512(DOT_ARGS);
+void f32_gemm_dot_2x8__avx512(DOT_ARGS);
+
+/* Sums the 16 lanes of each v[t]: lane L of the result is the sum of v[L]. Each level adds
+ * lanes l and l + 8 (then 4, 2, 1) of every vector, two vectors per instruction. */
+static inline __attribute__((always_inline)) __m512 hsum16(const __m512 acc[16]) {
+    /* the tree leaves the sum of its input s + q at lane 4*(index of q in q_of) + (index of s
+     * in s_of); feeding the inputs in that order makes lane L hold the sum of acc[L] */
+    static const int s_of[4] = {0, 2, 1, 3}, q_of[4] = {0, 8, 4, 12};
+    __m512 v[16], w[8], x[4], y[2];
+#pragma GCC unroll 16
+    for (int L = 0; L < 16; L++) v[s_of[L & 3] + q_of[L >> 2]] = acc[L];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], 0x44),
+                             _mm512_shuffle_f32x4(v[i], v[i + 8], 0xEE));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[i], w[i + 4], 0x88),
+                             _mm512_shuffle_f32x4(w[i], w[i + 4], 0xDD));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        y[i] = _mm512_add_ps(_mm512_shuffle_ps(x[i], x[i + 2], 0x44),
+                             _mm512_shuffle_ps(x[i], x[i + 2], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x88), _mm512_shuffle_ps(y[0], y[1], 0xDD));
+}
+
+static inline __attribute__((always_inline)) void dot_tile(DOT_ARGS, const int MR, const int NR) {
+    const float *ap[16], *bp[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) ap[i] = a + ((size_t)i < mr ? (size_t)i : mr - 1) * lda;
+#pragma GCC unroll 16
+    for (int j = 0; j < NR; j++) bp[j] = b + ((size_t)j < nr ? (size_t)j : nr - 1) * ldb;
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; t++) acc[t] = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k + 16 <= kc; k += 16) {
+        __m512 bv[16];
+#pragma GCC unroll 16
+        for (int j = 0; j < NR; j++) bv[j] = _mm512_loadu_ps(bp[j] + k);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            const __m512 av = _mm512_loadu_ps(ap[i] + k);
+#pragma GCC unroll 16
+            for (int j = 0; j < NR; j++) acc[i * NR + j] = _mm512_fmadd_ps(av, bv[j], acc[i * NR + j]);
+        }
+    }
+    if (k < kc) {
+        const __mmask16 km = (__mmask16)((1u << (kc - k)) - 1u);
+        __m512 bv[16];
+#pragma GCC unroll 16
+        for (int j = 0; j < NR; j++) bv[j] = _mm512_maskz_loadu_ps(km, bp[j] + k);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            const __m512 av = _mm512_maskz_loadu_ps(km, ap[i] + k);
+#pragma GCC unroll 16
+            for (int j = 0; j < NR; j++) acc[i * NR + j] = _mm512_fmadd_ps(av, bv[j], acc[i * NR + j]);
+        }
+    }
+    const __m512 s = hsum16(acc);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __mmask16 cm = (__mmask16)(nr >= 16 ? 0xFFFFu : (1u << nr) - 1u);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        if ((size_t)i >= mr) break;
+        /* row i of the tile is lanes i*NR .. i*NR + NR - 1 */
+        const __m512 si = i == 0 ? s
+                                 : _mm512_permutexvar_ps(
+                                       _mm512_add_epi32(_mm512_set1_epi32(i * NR),
+                                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8,
+                                                                          9, 10, 11, 12, 13, 14, 15)),
+                                       s);
+        float *ci = c + (size_t)i * ldc;
+        __m512 r;
+        if (beta == 0.0f)
+            r = _mm512_mul_ps(si, va);
+        else
+            r = _mm512_fmadd_ps(si, va, _mm512_mul_ps(_mm512_maskz_loadu_ps(cm, ci), vb));
+        _mm512_mask_storeu_ps(ci, cm, r);
+    }
+}
+
+void f32_gemm_dot_1x16__avx512(DOT_ARGS) { dot_tile(kc, a, lda, b, ldb, c, ldc, mr, nr, alpha, beta, 1, 16); }
+void f32_gemm_dot_2x8__avx512(DOT_ARGS) { dot_tile(kc, a, lda, b, ldb, c, ldc, mr, nr, alpha, beta, 2, 8); }
+
+/* C[j][i0 + i] = alpha * t[i][j] + beta * C[j][i0 + i] for i < rows, j < cols: the transposed
+ * write-back of a tile computed as C^T (t has row stride ldt). Same arithmetic as the micro-kernel
+ * epilogues; beta == 0 never reads C. */
+void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
+                              size_t ldc, float alpha, float beta);
+void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
+                              size_t ldc, float alpha, float beta) {
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (size_t i0 = 0; i0 < rows; i0 += 16) {
+        const size_t ni = rows - i0 < 16 ? rows - i0 : 16;
+        const __mmask16 im = (__mmask16)(ni == 16 ? 0xFFFFu : (1u << ni) - 1u);
+        for (size_t j0 = 0; j0 < cols; j0 += 16) {
+            const size_t nj = cols - j0 < 16 ? cols - j0 : 16;
+            const __mmask16 jm = (__mmask16)(nj == 16 ? 0xFFFFu : (1u << nj) - 1u);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                r[i] = (size_t)i < ni ? _mm512_maskz_loadu_ps(jm, t + (i0 + (size_t)i) * ldt + j0)
+                                      : _mm512_setzero_ps();
+            transpose16(r);
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; j++) {
+                if ((size_t)j >= nj) break;
+                float *cj = c + (j0 + (size_t)j) * ldc + i0;
+                const __m512 v = beta == 0.0f
+                                     ? _mm512_mul_ps(r[j], va)
+                                     : _mm512_fmadd_ps(r[j], va,
+                                                       _mm512_mul_ps(_mm512_maskz_loadu_ps(im, cj), vb));
+                _mm512_mask_storeu_ps(cj, im, v);
+            }
         }
     }
 }
