@@ -54,32 +54,39 @@ typedef void (*dot_fn)(size_t kc, const float *a, size_t lda, const float *b, si
                                        float alpha, float beta)
 DOT_DECL(1x16);
 DOT_DECL(2x8);
+DOT_DECL(1x8);
 
 typedef struct ukernel {
     ukernel_fn kmajor; /* A from packed panels */
     ukernel_fn rows;   /* A read in place from row-major storage (ta == 0), or NULL */
     int mr, nr;
-    float speed; /* relative throughput on full tiles, for choosing between tile shapes */
+    /* relative throughput on full tiles, for choosing between tile shapes, for blocks of
+     * kc < SHORT_KC and of kc >= SHORT_KC: over a short k loop the fixed cost of a tile
+     * (pointers, zeroing, writing C) weighs more on the tall, narrow tiles */
+    float speed_short, speed;
     const char *name;
 } ukernel;
 
-/* One tile per width up to 144 columns, so that a narrow N (the output channels of a
- * convolution) is covered with little padding; wide N uses the tiles that run fastest. */
-#define AVX512_TILE(tile, mr, nr, speed)                                                  \
+enum { SHORT_KC = 96 };
+
+/* One tile per width up to 96 columns, so that a narrow N (the output channels of a
+ * convolution) is covered with little padding. Speeds measured on convolution shapes. */
+#define AVX512_TILE(tile, mr, nr, speed_short, speed)                                     \
     {f32_gemm_ukernel_##tile##_kmajor__avx512, f32_gemm_ukernel_##tile##_rows__avx512, mr, \
-     nr, speed, #tile "_avx512"}
+     nr, speed_short, speed, #tile "_avx512"}
 static const ukernel kernels_avx512[] = {
-    AVX512_TILE(14x32, 14, 32, 1.00f),
-    AVX512_TILE(12x32, 12, 32, 0.95f),
-    AVX512_TILE(8x48, 8, 48, 1.00f),
-    AVX512_TILE(6x64, 6, 64, 0.98f),
-    AVX512_TILE(5x80, 5, 80, 0.97f),
-    AVX512_TILE(4x96, 4, 96, 0.93f),
-    AVX512_TILE(14x16, 14, 16, 0.92f),
+    AVX512_TILE(6x64, 6, 64, 0.93f, 1.00f),
+    AVX512_TILE(14x32, 14, 32, 0.72f, 0.98f),
+    AVX512_TILE(8x48, 8, 48, 0.90f, 0.97f),
+    AVX512_TILE(12x32, 12, 32, 0.75f, 0.95f),
+    AVX512_TILE(5x80, 5, 80, 0.92f, 0.95f),
+    AVX512_TILE(4x96, 4, 96, 1.00f, 0.93f),
+    AVX512_TILE(14x16, 14, 16, 0.70f, 0.80f),
 };
-static const ukernel kernels_avx2[] = {{f32_gemm_ukernel_6x16__avx2, NULL, 6, 16, 1.0f, "6x16_avx2"}};
+static const ukernel kernels_avx2[] = {
+    {f32_gemm_ukernel_6x16__avx2, NULL, 6, 16, 1.0f, 1.0f, "6x16_avx2"}};
 static const ukernel kernels_generic[] = {
-    {f32_gemm_ukernel_4x8__scalar, NULL, 4, 8, 1.0f, "4x8_scalar"}};
+    {f32_gemm_ukernel_4x8__scalar, NULL, 4, 8, 1.0f, 1.0f, "4x8_scalar"}};
 
 typedef struct dkernel {
     dot_fn fn;
@@ -89,6 +96,7 @@ typedef struct dkernel {
 static const dkernel dot_kernels[] = {
     {f32_gemm_dot_1x16__avx512, 1, 16, "dot1x16_avx512"},
     {f32_gemm_dot_2x8__avx512, 2, 8, "dot2x8_avx512"},
+    {f32_gemm_dot_1x8__avx512, 1, 8, "dot1x8_avx512"},
 };
 
 enum { PATH_GENERIC = 0, PATH_AVX2 = 1, PATH_AVX512 = 2 };
@@ -330,9 +338,9 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
     }
 }
 
-/* The tile with the least padded work; one_panel: only tiles at least N wide, if any (the
- * swapped path re-reads the weights once per column panel). */
-static const ukernel *choose_kernel(int path, size_t M, size_t N, int one_panel) {
+/* The tile with the least padded work for blocks of depth kc; one_panel: only tiles at least N
+ * wide, if any (the swapped path re-reads the weights once per column panel). */
+static const ukernel *choose_kernel(int path, size_t M, size_t N, size_t kc, int one_panel) {
     size_t n;
     const ukernel *set = kernel_set(path, &n);
     const int forced = atomic_load_explicit(&forced_kernel, memory_order_relaxed);
@@ -342,13 +350,14 @@ static const ukernel *choose_kernel(int path, size_t M, size_t N, int one_panel)
     for (size_t i = 0; i < n; i++) {
         if (one_panel && (size_t)set[i].nr < N) continue;
         const double cost = (double)round_up(M, (size_t)set[i].mr) *
-                            (double)round_up(N, (size_t)set[i].nr) / set[i].speed;
+                            (double)round_up(N, (size_t)set[i].nr) /
+                            (kc < SHORT_KC ? set[i].speed_short : set[i].speed);
         if (!best || cost < best_cost) {
             best = &set[i];
             best_cost = cost;
         }
     }
-    return best ? best : choose_kernel(path, M, N, 0);
+    return best ? best : choose_kernel(path, M, N, kc, 0);
 }
 
 /* Picks the tm x tn thread grid minimising the slowest thread's padded tile work plus the
@@ -533,13 +542,15 @@ static void swapped_run(const gemm_job *j, const ukernel *uk, size_t M, float *a
             if (jr + MR < n1)
                 for (size_t i = 0; i < MR; i++)
                     for (size_t k = 0; k < K; k += 16)
-                        __builtin_prefetch(brow + (MR + i) * j->ldb + k, 0, 3);
+                        __builtin_prefetch(brow + (MR + i) * j->ldb + k, 0, 2);
             uk->rows(K, brow, j->ldb, apk + p * K * NR, NR, tmp, NR, rows, cols, 1.0f, 0.0f);
             f32_gemm_store_t__avx512(tmp, NR, rows, cols, j->C + p * NR * j->ldc + jr, j->ldc,
                                      j->alpha, j->beta);
+            /* the left-over rows against the same weight rows, while these are in cache */
+            if (M < j->M && p == panels - 1)
+                dot_block(j, &dot_kernels[j->M - M == 1 ? 2 : 1], M, j->M, jr, jr + rows);
         }
     }
-    if (M < j->M && n0 < n1) dot_block(j, &dot_kernels[0], M, j->M, n0, n1);
 }
 
 static void sgemm_swapped(const gemm_job *j) {
@@ -547,7 +558,7 @@ static void sgemm_swapped(const gemm_job *j) {
      * third; those rows go to the GEMV kernel instead. */
     const size_t rem = j->M % 16, M = rem && rem <= 3 && j->M > 16 ? j->M - rem : j->M;
     /* the "M" of the micro-kernel is N (channels), its "N" is M (pixels) */
-    const ukernel *uk = choose_kernel(PATH_AVX512, j->N, M, 1);
+    const ukernel *uk = choose_kernel(PATH_AVX512, j->N, M, j->K, 1);
     const size_t MR = (size_t)uk->mr, NR = (size_t)uk->nr, K = j->K;
     const size_t panels = cdiv(M, NR), tiles_n = cdiv(j->N, MR);
     int T = team_size(j->M, j->N, K, tiles_n);
@@ -588,13 +599,12 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
         sgemm_swapped(&j);
         return;
     }
-    j.uk = choose_kernel(path, j.M, j.N, 0);
-    j.fast_bt = path == PATH_AVX512 && j.uk->nr % 16 == 0;
-    const size_t MR = (size_t)j.uk->mr, NR = (size_t)j.uk->nr;
-
     /* Equal KC blocks (a function of K only) avoid a thin, inefficient last block. */
     const size_t nkb = cdiv(j.K, KC_MAX);
     j.kc_blk = round_up(cdiv(j.K, nkb), 4);
+    j.uk = choose_kernel(path, j.M, j.N, j.kc_blk, 0);
+    j.fast_bt = path == PATH_AVX512 && j.uk->nr % 16 == 0;
+    const size_t MR = (size_t)j.uk->mr, NR = (size_t)j.uk->nr;
     j.mc_blk = MC_TARGET / MR * MR;
     j.nc_blk = round_up(NC_TARGET, NR);
     j.np = round_up(j.N, NR);

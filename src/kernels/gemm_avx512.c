@@ -169,7 +169,7 @@ void f32_gemm_pack_bt__avx512(size_t kc, size_t cols, const float *src, size_t l
 /* ---- dot-product kernels: C = A * B^T with both operands read in place ----
  * For one to three rows of A with a transposed B (the weights of a layer), packing B costs more
  * than the multiply (a GEMV). These kernels instead read MR rows of A and NR rows of B straight from memory, both
- * contiguous in k, keep MR*NR = 16 vector accumulators of 16 k-lanes each, and sum the lanes at
+ * contiguous in k, keep MR*NR <= 16 vector accumulators of 16 k-lanes each, and sum the lanes at
  * the end with one shared tree. Element (i, j) is dot(a + i*lda, b + j*ldb) over kc; rows i >= mr
  * and j >= nr alias the last valid ones (their sums are discarded), and every accumulator is
  * reduced in the same lane order, so a C element's bits do not depend on the tile it fell in. */
@@ -179,6 +179,7 @@ void f32_gemm_pack_bt__avx512(size_t kc, size_t cols, const float *src, size_t l
 
 void f32_gemm_dot_1x16__avx512(DOT_ARGS);
 void f32_gemm_dot_2x8__avx512(DOT_ARGS);
+void f32_gemm_dot_1x8__avx512(DOT_ARGS);
 
 /* Sums the 16 lanes of each v[t]: lane L of the result is the sum of v[L]. Each level adds
  * lanes l and l + 8 (then 4, 2, 1) of every vector, two vectors per instruction. */
@@ -210,7 +211,7 @@ static inline __attribute__((always_inline)) void dot_tile(DOT_ARGS, const int M
     for (int i = 0; i < MR; i++) ap[i] = a + ((size_t)i < mr ? (size_t)i : mr - 1) * lda;
 #pragma GCC unroll 16
     for (int j = 0; j < NR; j++) bp[j] = b + ((size_t)j < nr ? (size_t)j : nr - 1) * ldb;
-    __m512 acc[16];
+    __m512 acc[16]; /* MR * NR <= 16 in use, the rest stay zero */
 #pragma GCC unroll 16
     for (int t = 0; t < 16; t++) acc[t] = _mm512_setzero_ps();
     size_t k = 0;
@@ -262,6 +263,7 @@ static inline __attribute__((always_inline)) void dot_tile(DOT_ARGS, const int M
 
 void f32_gemm_dot_1x16__avx512(DOT_ARGS) { dot_tile(kc, a, lda, b, ldb, c, ldc, mr, nr, alpha, beta, 1, 16); }
 void f32_gemm_dot_2x8__avx512(DOT_ARGS) { dot_tile(kc, a, lda, b, ldb, c, ldc, mr, nr, alpha, beta, 2, 8); }
+void f32_gemm_dot_1x8__avx512(DOT_ARGS) { dot_tile(kc, a, lda, b, ldb, c, ldc, mr, nr, alpha, beta, 1, 8); }
 
 /* C[j][i0 + i] = alpha * t[i][j] + beta * C[j][i0 + i] for i < rows, j < cols: the transposed
  * write-back of a tile computed as C^T (t has row stride ldt). Same arithmetic as the micro-kernel
