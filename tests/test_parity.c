@@ -338,6 +338,7 @@ int main(int argc, char **argv) {
     train_case("resnet18_train.safetensors");
     eval_case("efficientnet_b0_eval.safetensors");
     eval_case("efficientnet_b3_eval.safetensors");
+    eval_case("efficientnet_b5_eval.safetensors");
     train_case("efficientnet_b0_train.safetensors");
     train_case("efficientnet_b0_train_masks.safetensors");
     return check_summary("parity");

@@ -333,6 +333,8 @@ def main():
         ("resnet18_train_small", train_case, ("resnet18", 3, 10, (3, 3, 64, 80), 7)),
         ("efficientnet_b0_eval", eval_case, ("efficientnet_b0", 1000, (1, 3, 224, 224), 8)),
         ("efficientnet_b3_eval", eval_case, ("efficientnet_b3", 1000, (1, 3, 300, 300), 9)),
+        # B5-B7 use BatchNorm eps 1e-3 (momentum 0.01): a small input keeps the file quick
+        ("efficientnet_b5_eval", eval_case, ("efficientnet_b5", 1000, (2, 3, 96, 96), 12)),
         ("efficientnet_b0_train", train_case, ("efficientnet_b0", 3, 10, (4, 3, 64, 64), 10)),
         ("efficientnet_b0_train_masks", train_case,
          ("efficientnet_b0", 3, 10, (4, 3, 64, 64), 11, "masks")),
