@@ -1,5 +1,7 @@
 /* GFLOP/s of cn_sgemm on the layer shapes that dominate convnet, at 1 and 2 threads, as a
- * fraction of the machine's FMA peak. Usage: bench_gemm [seconds-per-shape [name-filter]]
+ * fraction of the FMA peak measured at the start of the run (on a shared or virtual machine the
+ * peak moves with the host's load and clock, so a fixed figure misleads).
+ * Usage: bench_gemm [seconds-per-shape [name-filter]]
  * (CN_CPU=generic|avx2 selects a narrower kernel path; CN_GEMM_KERNEL=i forces kernel i of
  * cn_sgemm_kernel_name). The filter keeps the shapes whose name contains it, e.g. "effnet b1".
  *
@@ -8,6 +10,7 @@
  * and whose B is one kernel row of the OHWI weights: ldb = 9*C). */
 #define _POSIX_C_SOURCE 200809L
 
+#include <immintrin.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,15 +88,50 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* FMA throughput of one thread: 24 independent accumulator chains, no loads */
+__attribute__((target("avx512f,fma"))) static double fma_peak_avx512(double seconds) {
+    __m512 acc[24];
+    for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps((float)i * 1e-3f);
+    __m512 b = _mm512_set1_ps(0.999f);
+    const __m512 c = _mm512_set1_ps(1e-6f);
+    double best = 0.0, spent = 0.0;
+    while (spent < seconds) {
+        const long n = 1000000;
+        const double t0 = now();
+        for (long k = 0; k < n; k++) {
+#pragma GCC unroll 24
+            for (int i = 0; i < 24; i++) acc[i] = _mm512_fmadd_ps(acc[i], b, c);
+            __asm__ volatile("" : "+v"(b));
+        }
+        const double dt = now() - t0, gf = (double)n * 24 * 32 / dt * 1e-9;
+        if (gf > best) best = gf;
+        spent += dt;
+    }
+    float sink = 0.0f;
+    for (int i = 0; i < 24; i++) sink += _mm512_reduce_add_ps(acc[i]);
+    __asm__ volatile("" : : "x"(sink));
+    return best;
+}
+
+/* the machine's FP32 FMA peak in GFLOP/s with t threads (0 when the path is not AVX-512) */
+static double fma_peak(int t) {
+    if (strcmp(cn_sgemm_path_name(), "avx512") != 0) return 0.0;
+    double sum = 0.0;
+#pragma omp parallel num_threads(t) reduction(+ : sum)
+    sum += fma_peak_avx512(0.1);
+    return sum;
+}
+
 int main(int argc, char **argv) {
     const double budget = argc > 1 ? atof(argv[1]) : 0.3;
     const char *filter = argc > 2 ? argv[2] : "";
-    const double peak[3] = {0.0, 283.0, 535.0};
+    double peak[3] = {0.0, fma_peak(1), fma_peak(2)};
+    if (peak[1] <= 0.0) peak[1] = 283.0, peak[2] = 535.0; /* the reference machine's */
     const char *force = getenv("CN_GEMM_KERNEL");
     if (force && *force) cn_sgemm_force_kernel(atoi(force));
     printf("path %s", cn_sgemm_path_name());
     if (force && *force) printf(", kernel %s", cn_sgemm_kernel_name(atoi(force)));
-    printf("\n");
+    printf("; FMA peak %.0f GFLOP/s on 1 thread, %.0f on 2\n", peak[1], peak[2]);
     printf("%-18s %6s %5s %6s %2s%2s %9s %6s %9s %6s\n", "shape", "M", "N", "K", "ta", "tb",
            "GF/s 1T", "%peak", "GF/s 2T", "%peak");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {

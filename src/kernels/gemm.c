@@ -169,15 +169,11 @@ static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 static size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
 
 /* Cache blocking: a KC x NR B micro-panel stays in L1 across the MC rows, the MC x KC packed A
- * block stays in L2 across the NC columns. B is packed once for all threads when it is at most
- * PREPACK_MAX floats and several threads share its columns. */
-enum {
-    KC_MAX = 384,
-    MC_TARGET = 336,
-    NC_TARGET = 3072,
-    L1_BYTES = 32 * 1024,
-    PREPACK_MAX = 1 << 20,
-};
+ * block stays in L2 across the NC columns. Threads that split M each pack the B panels they use:
+ * packing them once into a shared buffer was tried and was slower (up to 1.5x at 2 threads on
+ * EfficientNet shapes), as each core then reads half of B from the other core's cache, after a
+ * barrier. */
+enum { KC_MAX = 384, MC_TARGET = 336, NC_TARGET = 3072, L1_BYTES = 32 * 1024 };
 
 typedef struct gemm_job {
     int ta, tb;
@@ -191,8 +187,6 @@ typedef struct gemm_job {
     size_t kc_blk, mc_blk, nc_blk;
     int direct_a; /* A rows are read in place by the "rows" kernel (ta == 0) */
     int direct_b; /* B rows are read in place (tb == 0), only ragged N edges are packed */
-    float *bpre;  /* all of B packed (shared by the threads), or NULL: each packs its own */
-    size_t np;    /* N rounded up to NR: the width of one KC block of bpre */
 } gemm_job;
 
 /* Packs op(A)[i0:i0+mc, k0:k0+kc] into MR-row panels, each k-major (MR floats per k), zero
@@ -277,7 +271,7 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
              * shapes; otherwise keep a B micro-panel in L1 across the rows (BLIS order), and
              * pack each micro-panel just before its first use, while it is still in L1. */
             const int rows_outer = kc * round_up(nc, NR) * sizeof(float) <= L1_BYTES;
-            const int own_b = !j->bpre && n_full < nc;
+            const int own_b = n_full < nc;
             if (own_b && rows_outer) pack_b(j, pc, kc, jc + n_full, nc - n_full, bbuf);
             const size_t n_outer = rows_outer ? 1 : cdiv(nc, NR);
             const size_t n_inner = rows_outer ? cdiv(nc, NR) : 1;
@@ -321,9 +315,6 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
                             if (jr < n_full) {
                                 bp = j->B + pc * j->ldb + jc + jr;
                                 bs = j->ldb;
-                            } else if (j->bpre) {
-                                bp = j->bpre + pc * j->np + (jc + jr) / NR * kc * NR;
-                                bs = NR;
                             } else {
                                 bp = bbuf + (jr - n_full) / NR * kc * NR;
                                 bs = NR;
@@ -518,20 +509,17 @@ static int use_swapped(int path, int ta, int tb, size_t M, size_t K) {
 static void dot_block(const gemm_job *j, const dkernel *dk, size_t m0, size_t m1, size_t n0,
                       size_t n1);
 
-/* Thread t of T: packs its share of A^T into apk (shared), then computes its channels. */
+/* Thread t of T: packs A^T into its own apk, then computes its channels. Each thread packs all
+ * of A^T (it is small): sharing one copy costs a barrier and makes each core read half of it
+ * from the other core's cache, which is slower. */
 static void swapped_run(const gemm_job *j, const ukernel *uk, size_t M, float *apk, float *tmp,
                         int t, int T) {
     const size_t MR = (size_t)uk->mr, NR = (size_t)uk->nr, K = j->K;
-    const size_t panels = cdiv(M, NR), tiles_n = cdiv(j->N, MR), kchunks = cdiv(K, 256);
+    const size_t panels = cdiv(M, NR), tiles_n = cdiv(j->N, MR);
     /* A^T panels: panel p holds pixels p*NR.., k-major, zero padded past M */
-    for (size_t q = (size_t)t; q < panels * kchunks; q += (size_t)T) {
-        const size_t p = q / kchunks, k0 = q % kchunks * 256, kn = min_sz(256, K - k0);
-        f32_gemm_pack_bt__avx512(kn, min_sz(NR, M - p * NR), j->A + p * NR * j->lda + k0, j->lda,
-                                 NR, apk + p * K * NR + k0 * NR);
-    }
-    if (T > 1) {
-#pragma omp barrier
-    }
+    for (size_t p = 0; p < panels; p++)
+        f32_gemm_pack_bt__avx512(K, min_sz(NR, M - p * NR), j->A + p * NR * j->lda, j->lda, NR,
+                                 apk + p * K * NR);
     const size_t n0 = min_sz(tiles_n * (size_t)t / (size_t)T * MR, j->N);
     const size_t n1 = min_sz(tiles_n * (size_t)(t + 1) / (size_t)T * MR, j->N);
     for (size_t p = 0; p < panels; p++) {
@@ -562,21 +550,22 @@ static void sgemm_swapped(const gemm_job *j) {
     const size_t MR = (size_t)uk->mr, NR = (size_t)uk->nr, K = j->K;
     const size_t panels = cdiv(M, NR), tiles_n = cdiv(j->N, MR);
     int T = team_size(j->M, j->N, K, tiles_n);
-    const size_t apk_sz = round_up(K * panels * NR, 16), t_sz = round_up(MR * NR, 16);
-    float *buf = scratch(apk_sz + (size_t)T * t_sz);
+    const size_t per = round_up(K * panels * NR, 16) + round_up(MR * NR, 16);
+    float *buf = scratch((size_t)T * per);
     if (!buf) {
         cn_sgemm_ref(0, 1, (int)j->M, (int)j->N, (int)K, j->alpha, j->A, (int)j->lda, j->B,
                      (int)j->ldb, j->beta, j->C, (int)j->ldc);
         return;
     }
     if (T == 1) {
-        swapped_run(j, uk, M, buf, buf + apk_sz, 0, 1);
+        swapped_run(j, uk, M, buf, buf + per - round_up(MR * NR, 16), 0, 1);
         return;
     }
 #pragma omp parallel num_threads(T)
     {
         const int t = omp_get_thread_num();
-        swapped_run(j, uk, M, buf, buf + apk_sz + (size_t)t * t_sz, t, omp_get_num_threads());
+        float *mine = buf + (size_t)t * per;
+        swapped_run(j, uk, M, mine, mine + per - round_up(MR * NR, 16), t, omp_get_num_threads());
     }
 }
 
@@ -607,7 +596,6 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
     const size_t MR = (size_t)j.uk->mr, NR = (size_t)j.uk->nr;
     j.mc_blk = MC_TARGET / MR * MR;
     j.nc_blk = round_up(NC_TARGET, NR);
-    j.np = round_up(j.N, NR);
 
     const size_t tiles_m = cdiv(j.M, MR), tiles_n = cdiv(j.N, NR);
     /* Streaming B in place saves a copy of B when it is reused by few row panels. */
@@ -620,20 +608,15 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
         choose_grid(tiles_m, tiles_n, MR, NR, T, j.direct_a ? 0.0 : 10.0, j.direct_b ? 0.0 : 10.0,
                     &tm, &tn);
     T = tm * tn;
-    /* Threads that split M would each pack the same columns of B: pack them once, together. */
-    const int prepack = T > 1 && tm > 1 && !j.direct_b && j.K * j.np <= PREPACK_MAX;
 
     const size_t rows_t = cdiv(tiles_m, (size_t)tm) * MR, cols_t = cdiv(tiles_n, (size_t)tn) * NR;
     const size_t a_sz = j.direct_a ? 0 : round_up(min_sz(j.mc_blk, rows_t) * j.kc_blk, 16);
-    const size_t b_sz = prepack ? 0 : round_up(min_sz(j.nc_blk, cols_t) * j.kc_blk, 16);
-    const size_t shared = prepack ? round_up(j.K * j.np, 16) : 0;
-    float *buf = scratch(shared + (size_t)T * (a_sz + b_sz) + 16);
+    const size_t b_sz = round_up(min_sz(j.nc_blk, cols_t) * j.kc_blk, 16);
+    float *buf = scratch((size_t)T * (a_sz + b_sz) + 16);
     if (!buf) {
         cn_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    if (prepack) j.bpre = buf;
-    const size_t nkb_panels = nkb * tiles_n;
 
     if (T == 1) {
         run_block(&j, 0, j.M, 0, j.N, buf, buf + a_sz);
@@ -642,20 +625,12 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 #pragma omp parallel num_threads(T)
     {
         const int t = omp_get_thread_num();
-        if (prepack) {
-#pragma omp for schedule(static)
-            for (size_t q = 0; q < nkb_panels; q++) {
-                const size_t pc = q / tiles_n * j.kc_blk, p = q % tiles_n * NR;
-                const size_t kc = min_sz(j.kc_blk, j.K - pc);
-                pack_b(&j, pc, kc, p, min_sz(NR, j.N - p), j.bpre + pc * j.np + p * kc);
-            }
-        }
         const size_t ti = (size_t)(t / tn), tj = (size_t)(t % tn);
         const size_t m0 = min_sz(tiles_m * ti / tm * MR, j.M);
         const size_t m1 = min_sz(tiles_m * (ti + 1) / tm * MR, j.M);
         const size_t n0 = min_sz(tiles_n * tj / tn * NR, j.N);
         const size_t n1 = min_sz(tiles_n * (tj + 1) / tn * NR, j.N);
-        float *abuf = buf + shared + (size_t)t * (a_sz + b_sz);
+        float *abuf = buf + (size_t)t * (a_sz + b_sz);
         if (m0 < m1 && n0 < n1) run_block(&j, m0, m1, n0, n1, abuf, abuf + a_sz);
     }
 }
