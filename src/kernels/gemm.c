@@ -479,8 +479,8 @@ static void sgemm_dot(const gemm_job *j) {
         return;
     }
 #pragma omp parallel num_threads(T)
-    {
-        const int t = omp_get_thread_num();
+    /* a team smaller than asked for (thread limits) still covers every block */
+    for (int t = omp_get_thread_num(); t < T; t += omp_get_num_threads()) {
         const size_t ti = (size_t)(t / tn), tj = (size_t)(t % tn);
         const size_t m0 = min_sz(tiles_m * ti / tm * MR, j->M);
         const size_t m1 = min_sz(tiles_m * (ti + 1) / tm * MR, j->M);
@@ -623,8 +623,8 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
         return;
     }
 #pragma omp parallel num_threads(T)
-    {
-        const int t = omp_get_thread_num();
+    /* a team smaller than asked for (thread limits) still covers every block */
+    for (int t = omp_get_thread_num(); t < T; t += omp_get_num_threads()) {
         const size_t ti = (size_t)(t / tn), tj = (size_t)(t % tn);
         const size_t m0 = min_sz(tiles_m * ti / tm * MR, j.M);
         const size_t m1 = min_sz(tiles_m * (ti + 1) / tm * MR, j.M);
