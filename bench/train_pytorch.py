@@ -1,4 +1,4 @@
-"""PyTorch reference trainer for convnet's headline recipe: ResNet-20 on Fashion-MNIST.
+"""PyTorch reference trainer for convnet's recipes: ResNet-20 / EfficientNet-B0 on Fashion-MNIST.
 
 It is the baseline convnet's C trainer is measured against (accuracy and
 images/s), so it gives PyTorch its best on this CPU.  Run it through
@@ -10,15 +10,38 @@ bench/train_pytorch.sh, which sets
                                         keep freed activation buffers in the heap
                                         instead of mmap/munmap-ing them every step
 
-Recipe: cifar_resnet(20, in_channels=1, num_classes=10); inputs normalised with
-mean 0.2860 / std 0.3530; random crop 28 with 2 px of zero padding plus
-horizontal flip; SGD lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4 (on all
-parameters, as plain torch.optim.SGD does); batch 128 with the last partial
-batch kept (DataLoader's default); cosine decay to 0 stepped every iteration.
+Default recipe (--model resnet20, unchanged since issue 2): cifar_resnet(20,
+in_channels=1, num_classes=10); inputs normalised with mean 0.2860 / std 0.3530;
+random crop 28 with 2 px of zero padding plus horizontal flip; SGD lr 0.1,
+momentum 0.9, Nesterov, weight decay 5e-4 (on all parameters, as plain
+torch.optim.SGD does); batch 128 with the last partial batch kept
+(DataLoader's default); cosine decay to 0 stepped every iteration.
 
-usage: bench/train_pytorch.sh [--epochs 10] [--batch 128] [--lr 0.1] [--threads 2]
-                              [--seed 0] [--label-smoothing 0] [--no-channels-last]
-                              [--json] [--max-steps N] [--data DIR]
+--model efficientnet_b0: torchvision's efficientnet_b0(num_classes=10) with the
+stem convolution replaced by a 1-channel one (what `convnet train --model
+efficientnet_b0` builds for Fashion-MNIST: same state_dict names and shapes),
+dropout 0.2 and stochastic depth 0.2 as torchvision defines them; same inputs
+and augmentation.
+
+The optimizer and schedule options follow `convnet train` (src/train/optim.c):
+  --optimizer sgd      torch.optim.SGD (momentum, Nesterov, L2 weight decay)
+  --optimizer adamw    torch.optim.AdamW (decoupled decay: p *= 1 - lr * wd);
+                       betas 0.9/0.999, eps 1e-8
+  weight decay applies to every parameter (BN scales and biases included).
+  --warmup E           lr(step) = lr * (0.01 + 0.99 * step / W) for step < W,
+                       W = round(E * steps_per_epoch); then cosine from lr to 0
+                       over the remaining steps: lr * (1 + cos(pi * t / (T - W))) / 2,
+                       t = step - W.  (E = 0: plain CosineAnnealingLR, as before)
+  --drop-last          drop the last partial batch, as convnet's loader does
+                       (468 steps per epoch at batch 128 instead of 469)
+
+usage: bench/train_pytorch.sh [--model resnet20|efficientnet_b0] [--epochs 10]
+                              [--batch 128] [--optimizer sgd|adamw] [--lr LR]
+                              [--momentum 0.9] [--no-nesterov] [--weight-decay WD]
+                              [--warmup E] [--label-smoothing 0] [--drop-last]
+                              [--threads 2] [--seed 0] [--no-channels-last]
+                              [--json] [--max-steps N [--compute-only]]
+                              [--limit-train N] [--limit-test N] [--data DIR]
 """
 
 import argparse
@@ -32,6 +55,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "parity"))
@@ -112,12 +136,53 @@ def evaluate(model, x, y, channels_last, batch=1000):
     return correct / len(x)
 
 
-def build(args, steps_total):
-    model = cifar_resnet(20, in_channels=1, num_classes=10)
+def efficientnet_b0_1ch(num_classes=10):
+    """torchvision's EfficientNet-B0 taking 1-channel input (convnet's `--in-channels 1`)."""
+    import torchvision
+
+    model = torchvision.models.efficientnet_b0(num_classes=num_classes)
+    stem = nn.Conv2d(1, 32, kernel_size=3, stride=2, padding=1, bias=False)
+    nn.init.kaiming_normal_(stem.weight, mode="fan_out")  # as torchvision initialises its convs
+    model.features[0][0] = stem
+    return model
+
+
+def make_model(name):
+    if name == "resnet20":
+        return cifar_resnet(20, in_channels=1, num_classes=10)
+    return efficientnet_b0_1ch(10)
+
+
+def convnet_lr_lambda(warmup_steps, total_steps, warmup_start=0.01):
+    """convnet's cn_schedule_lr (cosine kind, min_lr 0) as a factor of the peak lr."""
+
+    def f(step):
+        if warmup_steps > 0 and step < warmup_steps:
+            return warmup_start + (1.0 - warmup_start) * step / warmup_steps
+        t, n = step - warmup_steps, total_steps - warmup_steps
+        if n <= 0:
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(t, n) / n))
+
+    return f
+
+
+def build(args, steps_total, steps_per_epoch):
+    model = make_model(args.model)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps_total, 1))
+    if args.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                              nesterov=args.nesterov and args.momentum > 0,
+                              weight_decay=args.weight_decay)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
+                                weight_decay=args.weight_decay)
+    warmup_steps = math.floor(args.warmup * steps_per_epoch + 0.5)  # C's llround
+    if warmup_steps == 0:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps_total, 1))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, convnet_lr_lambda(warmup_steps, steps_total))
     return model, opt, sched
 
 
@@ -133,7 +198,7 @@ def train_step(model, opt, sched, xb, yb, label_smoothing):
 
 def speed_run(args, x_pad, y):
     """Images/s over args.max_steps steps after WARMUP_STEPS, no evaluation."""
-    model, opt, sched = build(args, WARMUP_STEPS + args.max_steps)
+    model, opt, sched = build(args, WARMUP_STEPS + args.max_steps, WARMUP_STEPS + args.max_steps)
     model.train()
     gen = torch.Generator().manual_seed(args.seed)
     n = len(x_pad)
@@ -154,15 +219,19 @@ def speed_run(args, x_pad, y):
     rate = args.max_steps * args.batch / (time.perf_counter() - t0)
     print(f"train_img_per_s {rate:.1f}")
     if args.json:
-        print(json.dumps({"mode": "speed", "steps": args.max_steps, "batch": args.batch,
+        print(json.dumps({"mode": "speed", "model": args.model, "steps": args.max_steps,
+                          "batch": args.batch,
                           "threads": args.threads, "channels_last": args.channels_last,
                           "train_img_per_s": round(rate, 1)}))
 
 
 def full_run(args, x_pad, y, x_test, y_test):
     n = len(x_pad)
-    steps_per_epoch = math.ceil(n / args.batch)
-    model, opt, sched = build(args, args.epochs * steps_per_epoch)
+    # convnet's loader drops the last partial batch (when there is a full one)
+    drop_last = args.drop_last and n >= args.batch
+    steps_per_epoch = n // args.batch if drop_last else math.ceil(n / args.batch)
+    n_used = steps_per_epoch * args.batch if drop_last else n
+    model, opt, sched = build(args, args.epochs * steps_per_epoch, steps_per_epoch)
     gen = torch.Generator().manual_seed(args.seed)
     history = []
     wall0 = time.perf_counter()
@@ -171,7 +240,7 @@ def full_run(args, x_pad, y, x_test, y_test):
         perm = torch.randperm(n, generator=gen)
         loss_sum, correct = 0.0, 0
         t0 = time.perf_counter()
-        for i in range(0, n, args.batch):
+        for i in range(0, n_used, args.batch):
             idx = perm[i : i + args.batch]
             yb = y[idx]
             xb = to_device_layout(augment(x_pad[idx], gen), args.channels_last)
@@ -180,14 +249,17 @@ def full_run(args, x_pad, y, x_test, y_test):
             correct += (logits.argmax(1) == yb).sum().item()
         train_time = time.perf_counter() - t0
         test_acc = evaluate(model, x_test, y_test, args.channels_last)
-        rec = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n,
-               "test_acc": test_acc, "img_per_s": n / train_time, "epoch_train_s": train_time}
+        rec = {"epoch": epoch, "train_loss": loss_sum / n_used, "train_acc": correct / n_used,
+               "test_acc": test_acc, "img_per_s": n_used / train_time, "epoch_train_s": train_time}
         history.append(rec)
         print(f"epoch {epoch} train_loss {rec['train_loss']:.4f} train_acc {rec['train_acc']:.4f} "
               f"test_acc {test_acc:.4f} img_per_s {rec['img_per_s']:.1f}", flush=True)
     if args.json:
-        print(json.dumps({"mode": "train", "model": "resnet20", "epochs": args.epochs,
-                          "batch": args.batch, "lr": args.lr, "threads": args.threads,
+        print(json.dumps({"mode": "train", "model": args.model, "epochs": args.epochs,
+                          "batch": args.batch, "optimizer": args.optimizer, "lr": args.lr,
+                          "momentum": args.momentum, "nesterov": args.nesterov,
+                          "weight_decay": args.weight_decay, "warmup": args.warmup,
+                          "drop_last": args.drop_last, "threads": args.threads,
                           "seed": args.seed, "label_smoothing": args.label_smoothing,
                           "channels_last": args.channels_last, "torch": torch.__version__,
                           "final_test_acc": history[-1]["test_acc"] if history else None,
@@ -196,9 +268,17 @@ def full_run(args, x_pad, y, x_test, y_test):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", choices=("resnet20", "efficientnet_b0"), default="resnet20")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    p.add_argument("--lr", type=float, default=None, help="peak lr (default 0.1 SGD, 1e-3 AdamW)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="default 5e-4 (SGD), 0.05 (AdamW), as convnet train")
+    p.add_argument("--warmup", type=float, default=0.0, help="linear warm-up epochs")
+    p.add_argument("--drop-last", action="store_true", help="drop the last partial batch")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
@@ -208,18 +288,28 @@ def main():
                    help="with --max-steps: time one prepared batch, without data preparation")
     p.add_argument("--max-steps", type=int, default=0,
                    help="speed-only run: images/s over N steps after 5 warm-up steps")
+    p.add_argument("--limit-train", type=int, default=0, help="use only the first N training samples")
+    p.add_argument("--limit-test", type=int, default=0, help="use only the first N test samples")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     args = p.parse_args()
+    if args.lr is None:
+        args.lr = 0.1 if args.optimizer == "sgd" else 1e-3
+    if args.weight_decay is None:
+        args.weight_decay = 5e-4 if args.optimizer == "sgd" else 0.05
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     x, y = load_split(args.data, "train")
+    if args.limit_train > 0:
+        x, y = x[: args.limit_train], y[: args.limit_train]
     # Pad once for the whole run; each batch then only gathers its crops.
     x_pad = F.pad(x, (PAD, PAD, PAD, PAD))
     if args.max_steps > 0:
         speed_run(args, x_pad, y)
         return
     x_test, y_test = load_split(args.data, "t10k")
+    if args.limit_test > 0:
+        x_test, y_test = x_test[: args.limit_test], y_test[: args.limit_test]
     full_run(args, x_pad, y, x_test, y_test)
 
 
