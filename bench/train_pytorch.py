@@ -22,6 +22,10 @@ stem convolution replaced by a 1-channel one (what `convnet train --model
 efficientnet_b0` builds for Fashion-MNIST: same state_dict names and shapes),
 dropout 0.2 and stochastic depth 0.2 as torchvision defines them; same inputs
 and augmentation.
+Its recipe (bench/compare_training_effnet.sh, which runs convnet beside it):
+    --model efficientnet_b0 --epochs 5 --optimizer adamw --lr 3e-3 --weight-decay 0.05
+    --warmup 1 --label-smoothing 0.1 --drop-last
+about 2 minutes an epoch on 2 quiet cores (83.1 % after 5 epochs, seed 1).
 
 The optimizer and schedule options follow `convnet train` (src/train/optim.c):
   --optimizer sgd      torch.optim.SGD (momentum, Nesterov, L2 weight decay)
