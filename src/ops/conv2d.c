@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/simd.h"
+#include "kernels/conv_direct.h"
 #include "kernels/gemm.h"
 #include "ops/activation.h"
 #include "ops/ops.h"
@@ -262,7 +263,121 @@ static void implicit_wgrad(float *dw, const float *dout, const float *in, const 
     }
 }
 
+/* ---- direct kernels (kernels/conv_direct.h) ----
+ * One image per step on parallel threads, each padding its image into its own buffer; the
+ * weights are repacked once per call with the output channel innermost. */
+static cn_dconv_shape direct_shape(const cn_conv_desc *d) {
+    cn_dconv_shape s = {d->oh, d->ow, d->oc, d->c, d->kh, d->kw, d->sh, d->sw, d->w + 2 * d->pw};
+    return s;
+}
+
+static int direct_forward_ok(const cn_conv_desc *d) {
+    cn_dconv_shape s = direct_shape(d);
+    return d->groups == 1 && !is_pointwise(d) && cn_dconv_forward_ok(&s);
+}
+
+static int direct_wgrad_ok(const cn_conv_desc *d) {
+    cn_dconv_shape s = direct_shape(d);
+    return d->groups == 1 && !is_pointwise(d) && cn_dconv_wgrad_ok(&s);
+}
+
+static int direct_threads(const cn_conv_desc *d, int nthreads) {
+    return nthreads > 1 && d->n >= 2 ? nthreads : 1;
+}
+
+/* floats of one thread's padded image, rounded to whole cache lines */
+static size_t direct_pad_floats(const cn_conv_desc *d) {
+    size_t n = (size_t)(d->h + 2 * d->ph) * (d->w + 2 * d->pw) * d->c + CN_DCONV_SLACK;
+    return (n + 15) / 16 * 16;
+}
+
+static size_t direct_weight_floats(const cn_conv_desc *d) {
+    return (size_t)d->oc * d->kh * d->kw * d->c;
+}
+
+/* wk (KH*KW*C, OC) from w (OC, KH, KW, C) */
+static void pack_weights(float *restrict wk, const float *restrict w, const cn_conv_desc *d) {
+    size_t k = (size_t)d->kh * d->kw * d->c;
+    for (int co = 0; co < d->oc; co++)
+        for (size_t i = 0; i < k; i++) wk[i * d->oc + co] = w[co * k + i];
+}
+
+/* the weights of the data gradient as a convolution (see data_grad_as_conv), directly in the
+ * direct kernels' layout: wk[(ky*KW + kx)*OC + co][ci] = w[co][KH-1-ky][KW-1-kx][ci] */
+static void pack_weights_flipped(float *restrict wk, const float *restrict w,
+                                 const cn_conv_desc *d) {
+    int C = d->c, OC = d->oc, KH = d->kh, KW = d->kw;
+    for (int ky = 0; ky < KH; ky++)
+        for (int kx = 0; kx < KW; kx++)
+            for (int co = 0; co < OC; co++)
+                memcpy(wk + (((size_t)ky * KW + kx) * OC + co) * C,
+                       w + (((size_t)co * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)) * C,
+                       sizeof(float) * C);
+}
+
+static size_t direct_forward_workspace(const cn_conv_desc *d, int nthreads) {
+    return direct_weight_floats(d) + direct_pad_floats(d) * direct_threads(d, nthreads);
+}
+
+/* out = conv(in, wk) (or += with accumulate); ws: direct_pad_floats per thread */
+static void direct_forward(float *out, const float *in, const float *wk, const cn_conv_desc *d,
+                           float *ws, int nthreads, int accumulate, const cn_epilogue *ep) {
+    cn_dconv_shape s = direct_shape(d);
+    int T = direct_threads(d, nthreads), hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw;
+    size_t per = direct_pad_floats(d), body = (size_t)hp * wp * d->c;
+    size_t in_img = (size_t)d->h * d->w * d->c, out_img = (size_t)d->oh * d->ow * d->oc;
+#pragma omp parallel num_threads(T)
+    {
+        float *pad = ws + (size_t)omp_get_thread_num() * per;
+        memset(pad + body, 0, sizeof(float) * (per - body));
+#pragma omp for schedule(static)
+        for (int n = 0; n < d->n; n++) {
+            float *o = out + n * out_img;
+            pad_image(pad, in + n * in_img, d, hp, wp);
+            cn_dconv_forward_image(o, pad, wk, &s, accumulate);
+            if (ep) epilogue(o, o, ep->res ? ep->res + n * out_img : NULL,
+                             (size_t)d->oh * d->ow, d->oc, ep);
+        }
+    }
+}
+
+static size_t direct_wgrad_workspace(const cn_conv_desc *d, int nthreads) {
+    int T = direct_threads(d, nthreads);
+    return (direct_pad_floats(d) + direct_weight_floats(d)) * T;
+}
+
+/* dw += the weight gradient; each thread sums its images in its own (KH*KW*C, OC) buffer, and
+ * the buffers are added in thread order */
+static void direct_wgrad(float *dw, const float *dout, const float *in, const cn_conv_desc *d,
+                         float *ws, int nthreads) {
+    cn_dconv_shape s = direct_shape(d);
+    int T = direct_threads(d, nthreads), hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw;
+    size_t per = direct_pad_floats(d), body = (size_t)hp * wp * d->c;
+    size_t wsize = direct_weight_floats(d), k = wsize / d->oc;
+    size_t in_img = (size_t)d->h * d->w * d->c, out_img = (size_t)d->oh * d->ow * d->oc;
+    float *acc = ws + per * T;
+    memset(acc, 0, sizeof(float) * wsize * T);
+#pragma omp parallel num_threads(T)
+    {
+        int t = omp_get_thread_num();
+        float *pad = ws + (size_t)t * per;
+        memset(pad + body, 0, sizeof(float) * (per - body));
+#pragma omp for schedule(static)
+        for (int n = 0; n < d->n; n++) {
+            pad_image(pad, in + n * in_img, d, hp, wp);
+            cn_dconv_wgrad_image(acc + (size_t)t * wsize, pad, dout + n * out_img, &s);
+        }
+    }
+    for (int t = 1; t < T; t++) {
+        const float *src = acc + (size_t)t * wsize;
+        for (size_t i = 0; i < wsize; i++) acc[i] += src[i];
+    }
+    for (int co = 0; co < d->oc; co++)
+        for (size_t i = 0; i < k; i++) dw[co * k + i] += acc[i * d->oc + co];
+}
+
 static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
+    if (direct_forward_ok(d)) return direct_forward_workspace(d, nthreads);
     if (implicit_ok(d)) return implicit_plan(d).per * (implicit_parallel(d, nthreads) ? nthreads : 1);
     plan p = make_plan(d, nthreads);
     return (size_t)p.rows * p.kg * (p.parallel ? nthreads : 1);
@@ -279,6 +394,8 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     size_t total = (size_t)p.rows * p.kg * 2 * threads;
     if (fw > total) total = fw;
     if (threads > 1) total += (size_t)(threads - 1) * d->oc * p.kg;
+    if (direct_wgrad_ok(d) && direct_wgrad_workspace(d, nthreads) > total)
+        total = direct_wgrad_workspace(d, nthreads);
     cn_conv_desc t;
     if (data_grad_as_conv(d, &t)) {
         size_t flip = (size_t)d->oc * d->kh * d->kw * d->c + forward_workspace(&t, nthreads);
@@ -411,7 +528,12 @@ void cn_conv2d_forward(float *out, const float *in, const float *w, const float 
         cn_dwconv_forward(out, in, w, bias, d, ws, nthreads);
         return;
     }
-    conv_gemm(out, in, w, d, ws, nthreads, 0.0f, NULL);
+    if (direct_forward_ok(d)) {
+        pack_weights(ws, w, d);
+        direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, NULL);
+    } else {
+        conv_gemm(out, in, w, d, ws, nthreads, 0.0f, NULL);
+    }
     size_t m = (size_t)d->n * d->oh * d->ow;
     if (bias) {
 #pragma omp parallel for schedule(static)
@@ -425,6 +547,11 @@ void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
                              int nthreads) {
     if (is_depthwise(d)) {
         cn_dwconv_forward_fused(out, in, w, ep, d, ws, nthreads);
+        return;
+    }
+    if (direct_forward_ok(d)) {
+        pack_weights(ws, w, d);
+        direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, ep);
         return;
     }
     conv_gemm(out, in, w, d, ws, nthreads, 0.0f, ep);
@@ -466,7 +593,11 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
     float *din_conv = din, *dw_implicit = NULL;
     int flip = din && data_grad_as_conv(d, &tr);
     if (flip) din = NULL; /* computed below as a convolution */
-    if (dw && implicit_ok(d)) {
+    float *dw_direct = NULL;
+    if (dw && direct_wgrad_ok(d)) {
+        dw_direct = dw;
+        dw = NULL; /* below, with the direct kernels */
+    } else if (dw && implicit_ok(d)) {
         dw_implicit = dw;
         dw = NULL; /* below, without im2col */
     }
@@ -511,7 +642,12 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
         }
     }
     if (dw_implicit) implicit_wgrad(dw_implicit, dout, in, d, ws, nthreads);
-    if (flip) {
+    if (dw_direct) direct_wgrad(dw_direct, dout, in, d, ws, nthreads);
+    if (flip && direct_forward_ok(&tr)) {
+        /* the weight pass is over, so its workspace is free */
+        pack_weights_flipped(ws, w, d);
+        direct_forward(din_conv, dout, ws, &tr, ws + direct_weight_floats(d), nthreads, 1, NULL);
+    } else if (flip) {
         /* wt (C, KH, KW, OC): wt[ci][ky][kx][co] = w[co][KH-1-ky][KW-1-kx][ci]; the weight
          * pass is over, so its workspace is free */
         float *wt = ws;
