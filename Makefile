@@ -20,7 +20,7 @@ AVX512_FLAGS := -mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma
 AVX2_FLAGS := -mavx2 -mfma
 
 LIB_SRC := $(wildcard src/core/*.c src/kernels/*.c src/ops/*.c src/graph/*.c src/models/*.c \
-                      src/train/*.c src/io/*.c)
+                      src/train/*.c src/io/*.c src/compress/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(O)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(O)/%.o)

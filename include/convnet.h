@@ -158,6 +158,64 @@ typedef struct cn_op_time {
 } cn_op_time;
 int cn_model_profile(const cn_model *m, cn_op_time *rows, int max_rows);
 
+/* ---------------------------------------------------------------- pruning */
+
+/* Structured pruning removes whole channels and rebuilds smaller dense layers (the model gets
+ * smaller and faster); magnitude pruning zeroes single weights and keeps them at zero through
+ * training (a mask, recorded as "sparse" in the model file and re-derived from the zeros on
+ * load).
+ *
+ * Channel groups: every state tensor whose channel dimension must shrink together with the
+ * output channels of one convolution, the group's producer: its filters and bias, its batch
+ * norm, the depthwise convolution and batch norm that follow it, the SE layers that read and
+ * scale those channels, and the input slices of the convolutions or linear layer that consume
+ * them. Rule for residual connections: channels that reach a residual add are tied to every
+ * branch of it and are left alone (the residual stream keeps its width); the channels inside
+ * the branches are pruned. */
+typedef enum cn_prune_method {
+    CN_PRUNE_L2,        /* P(c) = ||w_c||^2 / sum_i ||w_i||^2 over the producer's filters */
+    CN_PRUNE_L1,        /* ||w_c||_1 / sum_i ||w_i||_1 (Li et al. 2017) */
+    CN_PRUNE_BN,        /* |gamma_c| of the producer's batch norm (network slimming) */
+    CN_PRUNE_MAGNITUDE  /* unstructured: |w| of every convolution and linear weight */
+} cn_prune_method;
+
+typedef struct cn_prune_config {
+    cn_prune_method method;
+    float amount;       /* prune this fraction in [0, 1) of the channels (or weights); < 0: unused */
+    float threshold;    /* prune what scores below this; < 0: unused. Exactly one of the two. */
+    int global;         /* 0: every group (layer) on its own; 1: all compete (P(c) normalised
+                         * over every prunable channel of the model; raw |gamma| for bn) */
+    int min_channels;   /* keep at least this many channels per group (default 1) */
+    int round_to;       /* keep a multiple of this many channels per group (default 1) */
+} cn_prune_config;
+void cn_prune_config_default(cn_prune_config *c);
+
+typedef struct cn_prune_group {
+    char name[96];      /* the producer convolution, e.g. "layer1.0.conv1" */
+    int channels;
+    int tensors;        /* (state tensor, dimension) pairs that shrink with it */
+} cn_prune_group;
+/* The prunable groups in graph order; *groups is malloc'ed (free() it). */
+cn_status cn_prune_groups(const cn_model *m, cn_prune_group **groups, int *count);
+/* The importance of each channel of group `group` (its channels floats). */
+cn_status cn_prune_importance(const cn_model *m, cn_prune_method method, int group, float *scores);
+/* The structured selection of cfg: *keep (malloc'ed) holds one byte per channel of every group,
+ * group after group (1: kept); *total its length. m is untouched. */
+cn_status cn_prune_select(const cn_model *m, const cn_prune_config *cfg, uint8_t **keep,
+                          int *total);
+/* Surgery: a new dense model without the channels whose keep byte is 0. Its widths are in its
+ * architecture metadata, so it saves and reloads like any model. */
+cn_status cn_prune_surgery(cn_model **out, const cn_model *m, const uint8_t *keep);
+/* Selection and surgery (structured) or masks (magnitude) in one step; m is untouched. */
+cn_status cn_prune(cn_model **out, const cn_model *m, const cn_prune_config *cfg);
+/* In place, for gradual pruning: zeroes and masks what cn_prune would remove, keeping the shapes
+ * (structured: the producer filters, biases and BN scale and shift of dropped channels). */
+cn_status cn_prune_mask(cn_model *m, const cn_prune_config *cfg);
+/* Surgery that removes every channel whose producer filters are all zero (after cn_prune_mask). */
+cn_status cn_prune_compact(cn_model **out, const cn_model *m);
+/* 1 when the model carries unstructured or gradual-pruning masks. */
+int cn_model_is_sparse(const cn_model *m);
+
 /* ---------------------------------------------------------------- optimizers */
 
 typedef enum cn_optim_kind { CN_OPTIM_SGD, CN_OPTIM_ADAMW } cn_optim_kind;

@@ -45,6 +45,7 @@ for b in release asan; do
   run "models [$b]" build/$b/tests/test_models "$refs"
   run "parity [$b]" build/$b/tests/test_parity "$refs"
   run "train [$b]" build/$b/tests/test_train
+  run "prune [$b]" build/$b/tests/test_prune
   run "cli [$b]" bash tests/test_cli.sh build/$b/convnet
 done
 rm -f "$log"

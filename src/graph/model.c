@@ -67,7 +67,7 @@ static cn_status apply_effnet_options(cn_arch *a, const cn_model_config *cfg) {
     return CN_OK;
 }
 
-static cn_status model_new(cn_model **out, const cn_arch *a, int threads) {
+cn_status cn_model_new_arch(cn_model **out, const cn_arch *a, int threads) {
     *out = NULL;
     cn_model *m = calloc(1, sizeof *m);
     if (!m) return cn_error(CN_ERR_NOMEM, "out of memory");
@@ -91,10 +91,43 @@ cn_status cn_model_create(cn_model **out, const cn_model_config *cfg) {
     if (cfg->in_channels) a.in_channels = cfg->in_channels;
     if (cfg->num_classes) a.num_classes = cfg->num_classes;
     CN_TRY(apply_effnet_options(&a, cfg));
-    CN_TRY(model_new(out, &a, cfg->threads));
+    CN_TRY(cn_model_new_arch(out, &a, cfg->threads));
     cn_graph_init_params(&(*out)->g, cfg->seed, cfg->zero_init_residual);
     return CN_OK;
 }
+
+cn_status cn_model_copy_state(cn_model *dst, const cn_model *src) {
+    const cn_graph *s = &src->g;
+    cn_graph *d = &dst->g;
+    if (s->nparams != d->nparams || s->nbuffers != d->nbuffers || s->ncounters != d->ncounters)
+        return cn_error(CN_ERR_INTERNAL, "copy_state: different architectures");
+    memcpy(d->params, s->params, sizeof(float) * s->nparams);
+    if (s->nbuffers) memcpy(d->buffers, s->buffers, sizeof(float) * s->nbuffers);
+    if (s->ncounters) memcpy(d->counters, s->counters, sizeof(int64_t) * s->ncounters);
+    free(dst->mask);
+    dst->mask = NULL;
+    if (src->mask) {
+        if (!(dst->mask = malloc(s->nparams))) return cn_error(CN_ERR_NOMEM, "out of memory");
+        memcpy(dst->mask, src->mask, s->nparams);
+    }
+    return CN_OK;
+}
+
+cn_status cn_model_mask_from_zeros(cn_model *m) {
+    cn_graph *g = &m->g;
+    if (!m->mask && !(m->mask = malloc(g->nparams + 1)))
+        return cn_error(CN_ERR_NOMEM, "out of memory");
+    memset(m->mask, 1, g->nparams);
+    for (int e = 0; e < g->nentries; e++) {
+        const cn_entry *en = &g->entries[e];
+        if (en->kind != CN_ENTRY_CONV_WEIGHT && en->kind != CN_ENTRY_LINEAR_WEIGHT) continue;
+        const float *w = g->params + en->offset;
+        for (size_t i = 0; i < en->count; i++) m->mask[en->offset + i] = w[i] != 0;
+    }
+    return CN_OK;
+}
+
+int cn_model_is_sparse(const cn_model *m) { return m && m->mask; }
 
 void cn_model_set_noise(cn_model *m, uint64_t seed, uint64_t step) {
     m->g.noise_seed = seed;
@@ -104,6 +137,7 @@ void cn_model_set_noise(cn_model *m, uint64_t seed, uint64_t step) {
 void cn_model_free(cn_model *m) {
     if (!m) return;
     cn_graph_free(&m->g);
+    free(m->mask);
     free(m->rows);
     free(m->arch_json);
     free(m);
@@ -133,6 +167,13 @@ const char *cn_model_arch_json(const cn_model *m) {
         cJSON_AddNumberToObject(o, "dropout", m->arch.dropout);
         cJSON_AddNumberToObject(o, "stochastic_depth", m->arch.stochastic_depth);
     }
+    if (m->arch.nwidths) {
+        /* a pruned model: the convolutions whose widths differ from the architecture's */
+        cJSON *w = cJSON_AddObjectToObject(o, "widths");
+        for (int i = 0; w && i < m->arch.nwidths; i++)
+            cJSON_AddNumberToObject(w, m->arch.widths[i].conv, m->arch.widths[i].oc);
+    }
+    if (m->mask) cJSON_AddTrueToObject(o, "sparse");
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s) return "{}";
@@ -143,7 +184,7 @@ const char *cn_model_arch_json(const cn_model *m) {
 
 /* ---- files ---- */
 
-static cn_status arch_from_json(cn_arch *a, const char *json, const char *path) {
+static cn_status arch_from_json(cn_arch *a, const char *json, const char *path, int *sparse_out) {
     cJSON *o = cJSON_Parse(json);
     if (!o || !cJSON_IsObject(o)) {
         cJSON_Delete(o);
@@ -188,6 +229,21 @@ static cn_status arch_from_json(cn_arch *a, const char *json, const char *path) 
         if (apply_effnet_options(a, &cfg) != CN_OK)
             st = cn_error_context(CN_ERR_FORMAT, "%s: metadata 'arch'", path);
     }
+    const cJSON *widths = cJSON_GetObjectItemCaseSensitive(o, "widths");
+    if (st == CN_OK && widths) {
+        const cJSON *v;
+        if (!cJSON_IsObject(widths))
+            st = cn_error(CN_ERR_FORMAT, "%s: metadata 'arch': 'widths' is not an object", path);
+        cJSON_ArrayForEach(v, widths) {
+            if (st != CN_OK) break;
+            double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+            if (d != (int)d || cn_arch_set_width(a, v->string, (int)d) != CN_OK)
+                st = cn_error(CN_ERR_FORMAT, "%s: metadata 'arch': bad width for '%s'", path,
+                              v->string ? v->string : "");
+        }
+    }
+    const cJSON *sparse = cJSON_GetObjectItemCaseSensitive(o, "sparse");
+    if (sparse_out) *sparse_out = cJSON_IsTrue(sparse);
     cJSON_Delete(o);
     return st;
 }
@@ -278,8 +334,9 @@ cn_status cn_model_open_file(cn_model **out, const cn_st_file *f, const cn_model
     const char *path = cn_st_path(f);
     cn_arch a;
     const char *arch = cn_st_meta(f, "arch");
+    int sparse = 0;
     if (arch) {
-        CN_TRY(arch_from_json(&a, arch, path));
+        CN_TRY(arch_from_json(&a, arch, path, &sparse));
         if (cfg && cfg->name && strcmp(cfg->name, a.name) != 0)
             return cn_error(CN_ERR_ARG, "%s holds a %s, not the %s named by --model", path, a.name,
                             cfg->name);
@@ -293,8 +350,11 @@ cn_status cn_model_open_file(cn_model **out, const cn_st_file *f, const cn_model
                         path);
     }
     cn_model *m;
-    CN_TRY(model_new(&m, &a, cfg ? cfg->threads : 0));
-    cn_status st = cn_model_load_state(m, f, "");
+    cn_status st = cn_model_new_arch(&m, &a, cfg ? cfg->threads : 0);
+    if (st != CN_OK)
+        return st == CN_ERR_NOMEM ? st : cn_error_context(CN_ERR_FORMAT, "%s: metadata 'arch'", path);
+    st = cn_model_load_state(m, f, "");
+    if (st == CN_OK && sparse) st = cn_model_mask_from_zeros(m);
     if (st != CN_OK) {
         cn_model_free(m);
         return st;

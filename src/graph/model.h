@@ -13,7 +13,18 @@ struct cn_model {
     int last_n, last_train, have_dlogits;
     cn_layer_info *rows;
     char *arch_json;
+    /* pruning masks, one byte per parameter (NULL: dense): 0 keeps the parameter at zero through
+     * training (the optimizer re-zeroes it and its state after each step) */
+    uint8_t *mask;
 };
+
+/* A model of architecture a with fresh (zero) state. */
+cn_status cn_model_new_arch(cn_model **out, const cn_arch *a, int threads);
+/* Copies every state tensor of src into dst (the same architecture), masks included. */
+cn_status cn_model_copy_state(cn_model *dst, const cn_model *src);
+/* (Re)derives the mask of the convolution and linear weights from their zeros; other
+ * parameters are unmasked. Allocates the mask if there is none. */
+cn_status cn_model_mask_from_zeros(cn_model *m);
 
 /* Reads every state entry from f under "<prefix><name>" (strict: a missing or extra tensor, a
  * shape or dtype mismatch is an error naming the file and the tensor). */

@@ -51,6 +51,9 @@ static int conv_bn_act(cn_graph *g, const cn_arch *a, const char *prefix, int x,
                        int stride, int groups, int act) {
     char name[CN_NAME_MAX];
     snprintf(name, sizeof name, "%s.0", prefix);
+    /* a depthwise convolution follows its input's width (which pruning may have changed) */
+    if (groups > 1) oc = groups = g->tensors[x].c;
+    else oc = cn_arch_width(a, name, oc);
     x = cn_g_conv(g, name, x, oc, k, stride, (k - 1) / 2, groups, 0);
     if (x < 0) return -1;
     snprintf(name, sizeof name, "%s.1", prefix);
@@ -61,12 +64,13 @@ static int conv_bn_act(cn_graph *g, const cn_arch *a, const char *prefix, int x,
 
 /* torchvision's SqueezeExcitation: avgpool -> fc1 (1x1 conv, bias) -> SiLU -> fc2 -> sigmoid,
  * then the input scaled channel-wise */
-static int squeeze_excite(cn_graph *g, const char *prefix, int x, int squeeze) {
+static int squeeze_excite(cn_graph *g, const cn_arch *a, const char *prefix, int x, int squeeze) {
     char name[CN_NAME_MAX];
     int c = g->tensors[x].c;
     int s = cn_g_gap(g, x);
     snprintf(name, sizeof name, "%s.fc1", prefix);
-    if (s < 0 || (s = cn_g_conv(g, name, s, squeeze, 1, 1, 0, 1, 1)) < 0) return -1;
+    if (s < 0 || (s = cn_g_conv(g, name, s, cn_arch_width(a, name, squeeze), 1, 1, 0, 1, 1)) < 0)
+        return -1;
     if ((s = cn_g_silu(g, s)) < 0) return -1;
     snprintf(name, sizeof name, "%s.fc2", prefix);
     if ((s = cn_g_conv(g, name, s, c, 1, 1, 0, 1, 1)) < 0) return -1;
@@ -85,7 +89,7 @@ static int mbconv(cn_graph *g, const cn_arch *a, const char *prefix, int x,
     snprintf(name, sizeof name, "%s.block.%d", prefix, k++);
     if ((y = conv_bn_act(g, a, name, y, expanded, st->kernel, stride, expanded, 1)) < 0) return -1;
     snprintf(name, sizeof name, "%s.block.%d", prefix, k++);
-    if ((y = squeeze_excite(g, name, y, in_c / 4 > 1 ? in_c / 4 : 1)) < 0) return -1;
+    if ((y = squeeze_excite(g, a, name, y, in_c / 4 > 1 ? in_c / 4 : 1)) < 0) return -1;
     snprintf(name, sizeof name, "%s.block.%d", prefix, k++);
     if ((y = conv_bn_act(g, a, name, y, st->out_c, 1, 1, 1, 0)) < 0) return -1;
     if (stride == 1 && in_c == st->out_c) {

@@ -6,6 +6,14 @@
 
 typedef enum cn_family { CN_FAMILY_RESNET, CN_FAMILY_CIFAR_RESNET, CN_FAMILY_EFFICIENTNET } cn_family;
 
+/* A pruned model's irregular widths: the output channels of a named convolution (a producer of a
+ * prunable channel group; depthwise convolutions and the SE expand follow their input). */
+#define CN_MAX_WIDTHS 512
+typedef struct cn_width {
+    char conv[40];
+    int oc;
+} cn_width;
+
 typedef struct cn_arch {
     char name[32];
     cn_family family;
@@ -17,7 +25,15 @@ typedef struct cn_arch {
     double width_mult, depth_mult;
     float dropout, stochastic_depth;
     float bn_eps, bn_momentum;
+    /* width overrides (pruning), in build order of the convolutions they name */
+    int nwidths;
+    cn_width widths[CN_MAX_WIDTHS];
 } cn_arch;
+
+/* The output channels of convolution `conv`: its override, else dflt. */
+int cn_arch_width(const cn_arch *a, const char *conv, int dflt);
+/* Sets (or replaces) an override; CN_ERR_ARG for a bad name or width, or too many overrides. */
+cn_status cn_arch_set_width(cn_arch *a, const char *conv, int oc);
 
 /* EfficientNet's compound scaling (Tan and Le 2019): depth 1.2^phi, width 1.1^phi, resolution
  * 224 * 1.15^phi rounded to the nearest integer. */

@@ -69,6 +69,43 @@ cn_status cn_arch_lookup(cn_arch *a, const char *name) {
     return CN_OK;
 }
 
+int cn_arch_width(const cn_arch *a, const char *conv, int dflt) {
+    for (int i = 0; i < a->nwidths; i++)
+        if (!strcmp(a->widths[i].conv, conv)) return a->widths[i].oc;
+    return dflt;
+}
+
+cn_status cn_arch_set_width(cn_arch *a, const char *conv, int oc) {
+    if (!conv || !*conv || strlen(conv) >= sizeof a->widths[0].conv)
+        return cn_error(CN_ERR_ARG, "width override: bad convolution name '%s'", conv ? conv : "");
+    if (oc < 1 || oc > 65536)
+        return cn_error(CN_ERR_ARG, "width override of %s: %d channels is out of range [1, 65536]",
+                        conv, oc);
+    for (int i = 0; i < a->nwidths; i++)
+        if (!strcmp(a->widths[i].conv, conv)) {
+            a->widths[i].oc = oc;
+            return CN_OK;
+        }
+    if (a->nwidths >= CN_MAX_WIDTHS)
+        return cn_error(CN_ERR_UNSUPPORTED, "more than %d width overrides", CN_MAX_WIDTHS);
+    snprintf(a->widths[a->nwidths].conv, sizeof a->widths[0].conv, "%s", conv);
+    a->widths[a->nwidths++].oc = oc;
+    return CN_OK;
+}
+
+/* Every override must name a convolution of the built graph whose width it set. */
+static cn_status check_widths(const cn_graph *g, const cn_arch *a) {
+    for (int i = 0; i < a->nwidths; i++) {
+        int n = 0;
+        while (n < g->nnodes && strcmp(g->nodes[n].name, a->widths[i].conv) != 0) n++;
+        if (n == g->nnodes || g->nodes[n].op != CN_OP_CONV ||
+            g->nodes[n].a.conv.oc != a->widths[i].oc)
+            return cn_error(CN_ERR_ARG, "width override: %s has no prunable convolution '%s'",
+                            a->name, a->widths[i].conv);
+    }
+    return CN_OK;
+}
+
 cn_status cn_model_build(cn_graph *g, const cn_arch *a) {
     const known *k = find(a->name);
     if (!k) return cn_error(CN_ERR_ARG, "unknown model '%s' (known: %s)", a->name, cn_model_names());
@@ -94,5 +131,6 @@ cn_status cn_model_build(cn_graph *g, const cn_arch *a) {
     default: st = cn_build_resnet(g, a, a->depth); break;
     }
     if (st != CN_OK) return st;
+    CN_TRY(check_widths(g, a));
     return cn_graph_finalize(g);
 }

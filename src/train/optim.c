@@ -93,6 +93,18 @@ void cn_optim_step(cn_optim *o, float lr) {
             p[i] -= step * m[i] / (sqrtf(v[i]) / sbc2 + c->eps);
         }
     }
+    const uint8_t *mk = o->model->mask;
+    if (mk) {
+        /* pruned parameters stay exactly zero, and so does their optimizer state */
+        float *st1 = o->state, *st2 = c->kind == CN_OPTIM_ADAMW ? o->state + n : NULL;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++)
+            if (!mk[i]) {
+                p[i] = 0;
+                if (st1) st1[i] = 0;
+                if (st2) st2[i] = 0;
+            }
+    }
     o->steps++;
 }
 
