@@ -132,6 +132,10 @@ typedef struct cn_layer_info {
     int c, h, w;            /* output, per sample */
     int64_t params;
     int64_t macs;
+    /* seconds spent in this node's forward and backward passes while profiling was on (see
+     * cn_model_set_profiling); in an eval forward a convolution's time includes the batch norm,
+     * activation and residual add fused into it, whose own rows then show 0 */
+    double forward_s, backward_s;
 } cn_layer_info;
 /* Plans the model for (h, w) and fills *rows (owned by the model, valid until the next call). */
 cn_status cn_model_layers(cn_model *m, int h, int w, const cn_layer_info **rows, int *count);

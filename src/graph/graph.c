@@ -60,6 +60,7 @@ void cn_graph_free(cn_graph *g) {
     free(g->nodes);
     free(g->tensors);
     free(g->entries);
+    free(g->node_time);
     free(g->params);
     free(g->grads);
     free(g->buffers);
@@ -837,6 +838,13 @@ static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
                             cn_entry_data(g, nd->p[0]), &ep, &d, g->workspace, g->threads);
 }
 
+/* Profiling: per op type, and per node when node_time is allocated. */
+static void profile_add(cn_graph *g, const cn_node *nd, int i, int backward, double t0) {
+    double dt = omp_get_wtime() - t0;
+    g->op_time[backward][cn_node_profile_slot(nd)] += dt;
+    if (g->node_time) g->node_time[2 * i + backward] += dt;
+}
+
 void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
     omp_set_num_threads(g->threads);
     for (int i = 0; i < g->nnodes; i++) {
@@ -845,7 +853,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         double t0 = g->profile ? omp_get_wtime() : 0;
         if (!train && nd->fuse_out >= 0) {
             conv_fused_forward(g, nd, n);
-            if (g->profile) g->op_time[0][cn_node_profile_slot(nd)] += omp_get_wtime() - t0;
+            if (g->profile) profile_add(g, nd, i, 0, t0);
             continue;
         }
         cn_tensor *out = &g->tensors[nd->act_out >= 0 ? nd->act_out : nd->out];
@@ -912,7 +920,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         }
         case CN_OP_COUNT: break;
         }
-        if (g->profile) g->op_time[0][cn_node_profile_slot(nd)] += omp_get_wtime() - t0;
+        if (g->profile) profile_add(g, nd, i, 0, t0);
     }
 }
 
@@ -1006,7 +1014,7 @@ void cn_graph_backward(cn_graph *g, int n) {
             break;
         case CN_OP_COUNT: break;
         }
-        if (g->profile) g->op_time[1][cn_node_profile_slot(nd)] += omp_get_wtime() - t0;
+        if (g->profile) profile_add(g, nd, i, 1, t0);
     }
 }
 

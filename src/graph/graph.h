@@ -132,6 +132,7 @@ typedef struct cn_graph {
     /* profiling: seconds per op type, forward [0] and backward [1], when profile is set */
     int profile;
     double op_time[2][CN_OP_COUNT + 1]; /* the last slot: depthwise convolutions */
+    double *node_time;      /* per node, forward and backward (2 x nnodes), when allocated */
     /* dropout and drop-path masks come from (noise_seed, noise_step); with external_masks set
      * the forward keeps whatever the caller wrote into the nodes' masks (parity tests) */
     uint64_t noise_seed, noise_step;

@@ -539,6 +539,10 @@ cn_status cn_model_layers(cn_model *m, int h, int w, const cn_layer_info **rows,
         r->w = t->w;
         r->params = cn_node_params(&m->g, nd);
         r->macs = cn_node_macs(&m->g, nd);
+        if (m->g.node_time) {
+            r->forward_s = m->g.node_time[2 * i];
+            r->backward_s = m->g.node_time[2 * i + 1];
+        }
     }
     *rows = m->rows;
     *count = m->g.nnodes;
@@ -592,6 +596,9 @@ double cn_model_depth_mult(const cn_model *m) {
 void cn_model_set_profiling(cn_model *m, int on) {
     m->g.profile = on;
     memset(m->g.op_time, 0, sizeof m->g.op_time);
+    free(m->g.node_time);
+    /* per-layer times are optional: without memory, only the per-op totals are kept */
+    m->g.node_time = on ? calloc(2 * (size_t)m->g.nnodes + 1, sizeof(double)) : NULL;
 }
 
 int cn_model_profile(const cn_model *m, cn_op_time *rows, int max_rows) {
