@@ -292,6 +292,16 @@ typedef struct cn_train_config {
     int limit_train, limit_test; /* use only the first N samples (0: all) */
     int stop_after;             /* end after this epoch as if interrupted (0: run to the end) */
     int eval_batch;
+    /* Gradual pruning (Zhu and Gupta 2017), off when prune is NULL: from step t0 (epoch
+     * prune_start) to t0 + n*dt (epoch prune_end) the pruned fraction follows
+     * s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3 with s_i = 0 and s_f = prune->amount,
+     * updated every dt = prune_every steps (cn_prune_mask: pruned weights, or the channels'
+     * filters and BN scale and shift, are zeroed and stay zero). Structured methods end with
+     * cn_prune_compact: out_dir/model.safetensors is the smaller model; checkpoints keep the
+     * masked full-size model, so that a resumed run continues exactly. */
+    const cn_prune_config *prune;
+    float prune_start, prune_end; /* epochs (fractions allowed), 0 <= start <= end <= epochs */
+    int prune_every;            /* dt in steps (0: 100) */
     void (*progress)(const cn_train_progress *p, void *user);
     void *user;
 } cn_train_config;
@@ -300,7 +310,8 @@ typedef struct cn_train_result {
     int epochs_done;
     float train_loss, train_acc, test_loss, test_acc;
     double seconds, img_per_s;
-    int64_t params;
+    int64_t params;             /* of the saved model (after compaction when pruning) */
+    float pruned_fraction;      /* gradual pruning: the fraction reached (channels or weights) */
 } cn_train_result;
 
 void cn_train_config_default(cn_train_config *c);
