@@ -5,6 +5,7 @@
  * in double precision and then combined in block order: the statistics have the same bits for any
  * number of threads, and stay accurate for the 100k-row batches of training. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/simd.h"
@@ -22,6 +23,16 @@ typedef struct act_in {
     const float *sc, *sh; /* (C) */
     int set;              /* backward: write dx instead of adding to it */
 } act_in;
+
+/* g where the ReLU's output r is positive, else 0: as bit operations, since GCC does not
+ * vectorise the select */
+static inline float relu_gate(float g, float r) {
+    uint32_t b;
+    memcpy(&b, &g, sizeof b);
+    b &= -(uint32_t)(r > 0);
+    memcpy(&g, &b, sizeof b);
+    return g;
+}
 
 /* acc[c] = sum over rows, computed blockwise into part (NBLOCKS * 2c doubles); mode 0: x into
  * acc and x^2 into acc2 (one pass for mean and variance: in double, E[x^2] - E[x]^2 loses nothing
@@ -50,9 +61,10 @@ static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
         } else if (a->act == CN_ACT_RELU) {
             const float *restrict r = a->mask + i * c;
             for (int j = 0; j < c; j++) {
-                float gj = r[j] > 0 ? g[j] : 0.0f;
-                p[j] += gj;
-                p2[j] += (double)gj * (xr[j] - mean[j]);
+                float gj = relu_gate(g[j], r[j]);
+                float xc = xr[j] - mean[j];
+                p[j] += (double)gj;
+                p2[j] += (double)gj * (double)xc;
             }
         } else {
             for (int j = 0; j < c; j++) {
@@ -135,12 +147,12 @@ static CN_CLONES void bn_dx_rows(float *restrict dx, const float *restrict dy,
             const float *restrict r = a->mask + i * c;
             if (a->set)
                 for (int j = 0; j < c; j++) {
-                    float gj = r[j] > 0 ? g[j] : 0.0f;
+                    float gj = relu_gate(g[j], r[j]);
                     d[j] = k0[j] * gj + k1[j] * xr[j] + k2[j];
                 }
             else
                 for (int j = 0; j < c; j++) {
-                    float gj = r[j] > 0 ? g[j] : 0.0f;
+                    float gj = relu_gate(g[j], r[j]);
                     d[j] += k0[j] * gj + k1[j] * xr[j] + k2[j];
                 }
         } else if (a->set) {
