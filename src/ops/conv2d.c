@@ -271,14 +271,28 @@ static cn_dconv_shape direct_shape(const cn_conv_desc *d) {
     return s;
 }
 
-static int direct_forward_ok(const cn_conv_desc *d) {
+static int direct_forward_shape_ok(const cn_conv_desc *d) {
     cn_dconv_shape s = direct_shape(d);
     return d->groups == 1 && !is_pointwise(d) && cn_dconv_forward_ok(&s);
 }
 
-static int direct_wgrad_ok(const cn_conv_desc *d) {
+static int direct_wgrad_shape_ok(const cn_conv_desc *d) {
     cn_dconv_shape s = direct_shape(d);
     return d->groups == 1 && !is_pointwise(d) && cn_dconv_wgrad_ok(&s);
+}
+
+/* The direct path runs whole images on threads; with fewer images than threads (inference on
+ * one image) the GEMM paths, which split one image, keep every core busy. */
+static int direct_batch_ok(const cn_conv_desc *d, int nthreads) {
+    return nthreads <= 1 || d->n >= nthreads;
+}
+
+static int direct_forward_ok(const cn_conv_desc *d, int nthreads) {
+    return direct_batch_ok(d, nthreads) && direct_forward_shape_ok(d);
+}
+
+static int direct_wgrad_ok(const cn_conv_desc *d, int nthreads) {
+    return direct_batch_ok(d, nthreads) && direct_wgrad_shape_ok(d);
 }
 
 static int direct_threads(const cn_conv_desc *d, int nthreads) {
@@ -376,11 +390,19 @@ static void direct_wgrad(float *dw, const float *dout, const float *in, const cn
         for (size_t i = 0; i < k; i++) dw[co * k + i] += acc[i * d->oc + co];
 }
 
+/* both the direct and the GEMM path's needs: which one runs depends on the batch size of the
+ * call, which may be smaller than the one the workspace was sized for */
 static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
-    if (direct_forward_ok(d)) return direct_forward_workspace(d, nthreads);
-    if (implicit_ok(d)) return implicit_plan(d).per * (implicit_parallel(d, nthreads) ? nthreads : 1);
-    plan p = make_plan(d, nthreads);
-    return (size_t)p.rows * p.kg * (p.parallel ? nthreads : 1);
+    size_t ws;
+    if (implicit_ok(d)) {
+        ws = implicit_plan(d).per * (implicit_parallel(d, nthreads) ? nthreads : 1);
+    } else {
+        plan p = make_plan(d, nthreads);
+        ws = (size_t)p.rows * p.kg * (p.parallel ? nthreads : 1);
+    }
+    if (direct_forward_shape_ok(d) && direct_forward_workspace(d, nthreads) > ws)
+        ws = direct_forward_workspace(d, nthreads);
+    return ws;
 }
 
 size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
@@ -394,7 +416,7 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     size_t total = (size_t)p.rows * p.kg * 2 * threads;
     if (fw > total) total = fw;
     if (threads > 1) total += (size_t)(threads - 1) * d->oc * p.kg;
-    if (direct_wgrad_ok(d) && direct_wgrad_workspace(d, nthreads) > total)
+    if (direct_wgrad_shape_ok(d) && direct_wgrad_workspace(d, nthreads) > total)
         total = direct_wgrad_workspace(d, nthreads);
     cn_conv_desc t;
     if (data_grad_as_conv(d, &t)) {
@@ -528,7 +550,7 @@ void cn_conv2d_forward(float *out, const float *in, const float *w, const float 
         cn_dwconv_forward(out, in, w, bias, d, ws, nthreads);
         return;
     }
-    if (direct_forward_ok(d)) {
+    if (direct_forward_ok(d, nthreads)) {
         pack_weights(ws, w, d);
         direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, NULL);
     } else {
@@ -549,7 +571,7 @@ void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
         cn_dwconv_forward_fused(out, in, w, ep, d, ws, nthreads);
         return;
     }
-    if (direct_forward_ok(d)) {
+    if (direct_forward_ok(d, nthreads)) {
         pack_weights(ws, w, d);
         direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, ep);
         return;
@@ -594,7 +616,7 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
     int flip = din && data_grad_as_conv(d, &tr);
     if (flip) din = NULL; /* computed below as a convolution */
     float *dw_direct = NULL;
-    if (dw && direct_wgrad_ok(d)) {
+    if (dw && direct_wgrad_ok(d, nthreads)) {
         dw_direct = dw;
         dw = NULL; /* below, with the direct kernels */
     } else if (dw && implicit_ok(d)) {
@@ -643,7 +665,7 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
     }
     if (dw_implicit) implicit_wgrad(dw_implicit, dout, in, d, ws, nthreads);
     if (dw_direct) direct_wgrad(dw_direct, dout, in, d, ws, nthreads);
-    if (flip && direct_forward_ok(&tr)) {
+    if (flip && direct_forward_ok(&tr, nthreads)) {
         /* the weight pass is over, so its workspace is free */
         pack_weights_flipped(ws, w, d);
         direct_forward(din_conv, dout, ws, &tr, ws + direct_weight_floats(d), nthreads, 1, NULL);
