@@ -37,37 +37,6 @@ static const char *help =
     "  --stop-after E        stop after epoch E as if interrupted (resume later with --resume)\n"
     "  --json                print a JSON summary on stdout\n";
 
-typedef struct prog_state {
-    cli_progress bar;
-    int json;
-} prog_state;
-
-static void on_progress(const cn_train_progress *p, void *user) {
-    prog_state *s = user;
-    char eta[32];
-    cli_fmt_duration(eta, sizeof eta, p->eta_s);
-    if (p->phase == 0) {
-        int width = 24, fill = (int)(width * p->step / (p->steps_per_epoch ? p->steps_per_epoch : 1));
-        char bar[32];
-        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
-        bar[width] = 0;
-        cli_progress_line(&s->bar, p->step == p->steps_per_epoch,
-                          "epoch %d/%d [%s] %lld/%lld loss %.4f acc %.2f%% lr %.4g %.0f img/s ETA %s",
-                          p->epoch, p->epochs, bar, (long long)p->step,
-                          (long long)p->steps_per_epoch, p->loss, 100 * p->acc, p->lr,
-                          p->img_per_s, eta);
-    } else {
-        cli_progress_done(&s->bar);
-        /* the per-epoch result is a result: stdout, unless --json owns stdout */
-        FILE *f = s->json ? stderr : stdout;
-        fprintf(f, "epoch %d/%d train_loss %.4f train_acc %.2f%% test_loss %.4f test_acc %.2f%% "
-                   "%.0f img/s\n",
-                p->epoch, p->epochs, p->loss, 100 * p->acc, p->test_loss, 100 * p->test_acc,
-                p->img_per_s);
-        fflush(f);
-    }
-}
-
 int cmd_train(int argc, char **argv) {
     const char *C = "train";
     cn_train_config c;
@@ -144,10 +113,9 @@ int cmd_train(int argc, char **argv) {
         return EXIT_USAGE;
     }
     c.sched.gamma = gamma;
-    prog_state ps;
-    cli_progress_init(&ps.bar);
-    ps.json = json;
-    c.progress = on_progress;
+    cli_train_progress ps;
+    cli_train_progress_init(&ps, json);
+    c.progress = cli_train_on_progress;
     c.user = &ps;
     c.step_epochs = step_epochs;
     cn_model_config mc;
