@@ -102,7 +102,8 @@ static int64_t tensor_zeros(const cn_model *m, const char *name, int64_t *count)
 
 /* Layer tables, sizes and measured latency of the models ms[0..1]: warm-up, then `runs` timed
  * eval forwards of a batch of fixed pseudo-random images with per-node profiling on. The two
- * models take turns, so that a change in the machine's load hits both alike. 0 or an exit code
+ * models take turns, so that a change in the machine's load hits both alike, and every time is
+ * the median over the runs, so that a stray slow run does not skew one layer. 0 or an exit code
  * (after a message). */
 static int measure(const char *C, cn_model *ms[2], int h, int w, int batch, int runs,
                    model_stats s[2]) {
@@ -112,51 +113,34 @@ static int measure(const char *C, cn_model *ms[2], int h, int w, int batch, int 
     float *x = malloc(sizeof *x * count);
     float *logits = malloc(sizeof *logits * (size_t)batch * k);
     double *times = malloc(sizeof *times * 2 * (size_t)runs);
+    double *node[2] = {NULL, NULL}; /* (runs, rows) forward times of the selected nodes */
+    int *sel[2] = {NULL, NULL};     /* node index of each selected row */
     cn_status st = CN_OK;
     int rc = 0;
-    if (!x || !logits || !times) {
-        cli_err(C, "out of memory for a batch of %d at %dx%d (--bench-batch)", batch, h, w);
-        rc = EXIT_FAIL;
-        goto out;
-    }
+    const cn_layer_info *rows;
+    int n = 0;
+    if (!x || !logits || !times) goto nomem;
     for (size_t i = 0; i < count; i++) x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
-    for (int r = -3; r < runs && st == CN_OK; r++)
-        for (int mi = 0; mi < 2 && st == CN_OK; mi++) {
-            if (r == 0) cn_model_set_profiling(ms[mi], 1);
-            double t0 = cli_now();
-            st = cn_model_forward(ms[mi], x, batch, h, w, 0, logits);
-            if (r >= 0) times[mi * runs + r] = cli_now() - t0;
-        }
-    for (int mi = 0; mi < 2 && !rc; mi++) {
-        model_stats *sm = &s[mi];
+    /* the rows: every convolution and linear layer */
+    for (int mi = 0; mi < 2; mi++) {
         cn_model *m = ms[mi];
-        const cn_layer_info *rows;
-        int n = 0;
-        if (st == CN_OK) st = cn_model_layers(m, h, w, &rows, &n);
-        cn_model_set_profiling(m, 0);
-        if (st != CN_OK) {
-            rc = cli_fail(C, st);
-            break;
-        }
-        double *t = times + mi * runs;
-        qsort(t, (size_t)runs, sizeof *t, cmp_d);
-        sm->latency_ms = 1e3 * (runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]));
+        model_stats *sm = &s[mi];
+        if ((st = cn_model_layers(m, h, w, &rows, &n)) != CN_OK) goto out;
+        sm->rows = calloc((size_t)n + 1, sizeof *sm->rows);
+        sel[mi] = malloc(sizeof *sel[mi] * ((size_t)n + 1));
+        node[mi] = malloc(sizeof *node[mi] * ((size_t)n + 1) * (size_t)runs);
+        if (!sm->rows || !sel[mi] || !node[mi]) goto nomem;
         sm->params = cn_model_param_count(m);
-        if (!(sm->rows = calloc((size_t)n + 1, sizeof *sm->rows))) {
-            cli_err(C, "out of memory");
-            rc = EXIT_FAIL;
-            break;
-        }
         for (int i = 0; i < n; i++) {
             sm->macs += rows[i].macs;
             if (strcmp(rows[i].op, "conv2d") && strcmp(rows[i].op, "linear")) continue;
-            layer_row *r = &sm->rows[sm->n++];
+            layer_row *r = &sm->rows[sm->n];
+            sel[mi][sm->n++] = i;
             snprintf(r->name, sizeof r->name, "%s", rows[i].name);
             snprintf(r->op, sizeof r->op, "%s", rows[i].op);
             r->channels = rows[i].c;
             r->params = rows[i].params;
             r->macs = rows[i].macs;
-            r->ms = 1e3 * rows[i].forward_s / runs;
             char wname[112];
             snprintf(wname, sizeof wname, "%s.weight", rows[i].name);
             int64_t wc = 0, z = tensor_zeros(m, wname, &wc);
@@ -167,9 +151,41 @@ static int measure(const char *C, cn_model *ms[2], int h, int w, int batch, int 
             }
         }
     }
+    for (int r = -3; r < runs; r++)
+        for (int mi = 0; mi < 2; mi++) {
+            cn_model *m = ms[mi];
+            /* reading the layer table plans batch 1: plan the bench batch again, untimed */
+            if (r >= 0 && batch != 1 && (st = cn_model_forward(m, x, batch, h, w, 0, logits)) != CN_OK)
+                goto out;
+            if (r >= 0) cn_model_set_profiling(m, 1); /* resets the counters */
+            double t0 = cli_now();
+            if ((st = cn_model_forward(m, x, batch, h, w, 0, logits)) != CN_OK) goto out;
+            if (r < 0) continue;
+            times[mi * runs + r] = cli_now() - t0;
+            if ((st = cn_model_layers(m, h, w, &rows, &n)) != CN_OK) goto out;
+            for (int j = 0; j < s[mi].n; j++) node[mi][(size_t)j * runs + r] = rows[sel[mi][j]].forward_s;
+        }
+    for (int mi = 0; mi < 2; mi++) {
+        double *t = times + mi * runs;
+        qsort(t, (size_t)runs, sizeof *t, cmp_d);
+        s[mi].latency_ms = 1e3 * (runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]));
+        for (int j = 0; j < s[mi].n; j++) {
+            t = node[mi] + (size_t)j * runs;
+            qsort(t, (size_t)runs, sizeof *t, cmp_d);
+            s[mi].rows[j].ms = 1e3 * (runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]));
+        }
+    }
+    goto out;
+nomem:
+    cli_err(C, "out of memory for a batch of %d at %dx%d (--bench-batch)", batch, h, w);
+    rc = EXIT_FAIL;
 out:
     if (st != CN_OK && !rc) rc = cli_fail(C, st);
-    for (int mi = 0; mi < 2; mi++) cn_model_set_profiling(ms[mi], 0);
+    for (int mi = 0; mi < 2; mi++) {
+        cn_model_set_profiling(ms[mi], 0);
+        free(node[mi]);
+        free(sel[mi]);
+    }
     free(x);
     free(logits);
     free(times);
@@ -719,7 +735,7 @@ static void print_table(FILE *f, const prune_opts *p, cn_model *m, const model_s
             (long long)b->params, pct((double)a->params, (double)b->params));
     fprintf(f, "total MACs     %lld -> %lld (%+.1f%%)\n", (long long)a->macs, (long long)b->macs,
             pct((double)a->macs, (double)b->macs));
-    fprintf(f, "latency        %.3f ms -> %.3f ms (%+.1f%%), median of %d runs\n", a->latency_ms,
+    fprintf(f, "latency        %.3f ms -> %.3f ms (%+.1f%%); medians of %d runs\n", a->latency_ms,
             b->latency_ms, pct(a->latency_ms, b->latency_ms), p->bench_runs);
     fprintf(f, "zero weights   %.1f%% -> %.1f%% of the convolution and linear weights\n",
             100 * sparsity(a), 100 * sparsity(b));
