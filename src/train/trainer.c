@@ -141,8 +141,13 @@ static prune_plan prune_plan_make(const cn_train_config *c, int64_t spe) {
     prune_plan p = {0};
     if (!c->prune) return p;
     p.on = 1;
-    p.t0 = (int64_t)llround(c->prune_start * spe);
+    /* the last step of the run is the latest pruning step, so that --prune-end E (the run's
+     * last epoch) still reaches s_f and trains one step on it */
+    int64_t last = (int64_t)c->epochs * spe - 1;
     p.t1 = (int64_t)llround(c->prune_end * spe);
+    if (p.t1 > last) p.t1 = last;
+    p.t0 = (int64_t)llround(c->prune_start * spe);
+    if (p.t0 > p.t1) p.t0 = p.t1;
     p.dt = c->prune_every > 0 ? c->prune_every : 100;
     return p;
 }
