@@ -323,14 +323,14 @@ for h in --help -h help; do
   expect_ok "convnet $h" -- "$BIN" "$h" && check "convnet $h prints usage on stdout" grep -q '^usage: convnet' "$T/out"
 done
 expect_ok "convnet --version" -- "$BIN" --version
-for c in train eval info forward bench; do
+for c in train eval info forward bench prune; do
   if expect_ok "convnet $c --help" -- "$BIN" "$c" --help; then
     check "convnet $c --help prints usage on stdout" grep -q "^usage: convnet $c" "$T/out"
   fi
 done
 expect_fail "no command" 2 "usage: convnet" -- "$BIN"
 expect_fail "unknown command" 2 "unknown command 'frobnicate'" -- "$BIN" frobnicate
-for c in train eval info forward bench; do
+for c in train eval info forward bench prune; do
   expect_fail "$c: unknown option" 2 "unknown option '--frobnicate'" -- "$BIN" "$c" --frobnicate
 done
 
@@ -474,6 +474,7 @@ cmd_line() {
     info) CMD=("$BIN" info "$2") ;;
     forward) CMD=("$BIN" forward "$2" --input "$T/in.safetensors" --output "$T/fwd_bad_out.safetensors" --threads 2) ;;
     bench) CMD=("$BIN" bench "$2" --runs 1 --warmup 0 --threads 2) ;;
+    prune) CMD=("$BIN" prune "$2" --out "$T/prune_bad_out.safetensors" --amount 0.5 --bench-runs 1 --threads 2) ;;
   esac
 }
 BADFILES=(
@@ -495,7 +496,7 @@ BADFILES=(
   "a directory|1|$T/data_empty|"
   "plain state_dict without --model|2|$T/r20_plain.safetensors|--model"
 )
-for cmd in eval info forward bench; do
+for cmd in eval info forward bench prune; do
   for spec in "${BADFILES[@]}"; do
     IFS='|' read -r what code file sub <<<"$spec"
     cmd_line "$cmd" "$file"
@@ -510,6 +511,7 @@ done
 expect_fail "info: unknown architecture in the file's metadata (exit 1)" 1 "$T/badarch.safetensors" "resnet999" -- \
   "$BIN" info "$T/badarch.safetensors"
 check "forward: no output file after model load failures" test ! -e "$T/fwd_bad_out.safetensors"
+check "prune: no output file after model load failures" test ! -e "$T/prune_bad_out.safetensors"
 
 # the good fixtures load
 expect_ok "info of a PyTorch-written resnet20" -- "$BIN" info "$T/r20.safetensors" --json &&
@@ -812,5 +814,136 @@ EOF
 fi
 expect_fail "scaling options with a model file" 2 "describe a fresh model" -- \
   "$BIN" info "$E/model.safetensors" --phi 1
+
+# ---------------------------------------------------------------------------------------------
+# 11. prune: structured and magnitude pruning, the report, fine-tuning, sensitivity, gradual
+#     pruning in train, bad options that leave the input alone
+# ---------------------------------------------------------------------------------------------
+section "11. prune"
+PD=$T/prune
+mkdir -p "$PD"
+PIN=$PD/in.safetensors
+if [[ -f $A/model.safetensors ]]; then
+  cp "$A/model.safetensors" "$PIN"
+else
+  expect_ok "train a model to prune" -- "$BIN" train "${TRAIN_ARGS[@]}" --epochs 1 --out "$PD/run" &&
+    cp "$PD/run/model.safetensors" "$PIN"
+fi
+PSUM=$(sha "$PIN")
+PRUNE=("$BIN" prune "$PIN" --threads 2 --bench-runs 3)
+expect_ok "info of the model to prune" -- "$BIN" info "$PIN" --json && cp "$T/out" "$PD/info_in.json"
+if expect_ok "prune l2 --amount 0.5 --data --json" -- "${PRUNE[@]}" --out "$PD/l2.safetensors" --amount 0.5 \
+    --data fashion-mnist --limit-test "$LE" --json; then
+  cp "$T/out" "$PD/l2.json"
+  check "prune --json: fewer params and MACs, a row per conv/linear layer, accuracies measured" json_check \
+    "d['params_after'] < d['params_before'] == 269434 and d['macs_after'] < d['macs_before'] and len(d['layers']) == 20 and d['latency_ms_before'] > 0 and d['latency_ms_after'] > 0 and 0 <= d['acc_before'] <= 1 and 0 <= d['acc_after'] <= 1 and d['acc_finetuned'] is None and d['samples'] == $LE" "$PD/l2.json"
+  check "prune --json: block-internal channels halved, residual stream and fc kept" json_check \
+    "[(l['channels_before'], l['channels_after']) for l in d['layers'] if l['name'] in ('layer1.0.conv1', 'layer2.1.conv2', 'layer3.2.conv1', 'fc')] == [(16, 8), (32, 32), (64, 32), (10, 10)]" "$PD/l2.json"
+  check "prune --json: the table went to stderr" grep -q "^total params" "$T/err"
+fi
+check "prune: OUT written" test -s "$PD/l2.safetensors"
+check "prune: the CSV report (default path) has a row per layer and a TOTAL row" $PY -c '
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+d = json.load(open(sys.argv[2]))
+assert len(rows) == 21 and rows[-1]["layer"] == "TOTAL", [r["layer"] for r in rows]
+assert int(rows[-1]["params_after"]) == d["params_after"] and int(rows[-1]["macs_before"]) == d["macs_before"], rows[-1]
+assert [r["layer"] for r in rows[:-1]] == [l["name"] for l in d["layers"]]' "$PD/l2.prune.csv" "$PD/l2.json"
+if expect_ok "info of the pruned model" -- "$BIN" info "$PD/l2.safetensors" --json; then
+  check "info: the pruned model has fewer params (== prune's params_after)" $PY -c '
+import json, sys
+a, b, p = (json.load(open(f)) for f in sys.argv[1:4])
+assert b["params"] < a["params"] and b["params"] == p["params_after"], (a["params"], b["params"], p["params_after"])' \
+    "$PD/info_in.json" "$T/out" "$PD/l2.json"
+fi
+expect_ok "eval of the pruned model" -- "$BIN" eval "$PD/l2.safetensors" --limit 16 --threads 2
+expect_ok "forward of the pruned model" -- "$BIN" forward "$PD/l2.safetensors" --input "$T/in.safetensors" \
+  --output "$PD/l2_logits.safetensors" --threads 2
+expect_ok "bench of the pruned model" -- "$BIN" bench "$PD/l2.safetensors" --runs 2 --warmup 1 --threads 2
+if expect_ok "prune (text table) l1 global --round-to 4 --report PATH" -- "${PRUNE[@]}" --out "$PD/l1.safetensors" \
+    --method l1 --amount 0.25 --scope global --round-to 4 --report "$PD/l1.csv"; then
+  check "prune text output: table and totals on stdout" grep -q "^total MACs" "$T/out"
+  check "prune --report PATH written" test -s "$PD/l1.csv"
+fi
+if expect_ok "prune --method magnitude --amount 0.8 --json" -- "${PRUNE[@]}" --out "$PD/mag.safetensors" \
+    --method magnitude --amount 0.8 --json; then
+  # floor(0.8 n) weights of each layer are zeroed: a hair under 0.8 overall
+  check "magnitude: reported sparsity >= 0.8 (floor per layer), shapes kept" json_check \
+    "d['sparsity'] >= 0.7995 and d['params_after'] == d['params_before'] and d['macs_after'] == d['macs_before']" "$T/out"
+  check "magnitude: zero fraction of the conv weights in the file >= 0.8" $PY -c '
+import sys
+sys.path.insert(0, sys.argv[1] + "/tests/parity")
+import st
+t = st.load(sys.argv[2])[0]
+w = [v for k, v in t.items() if k.endswith(".weight") and v.ndim == 4]
+z = sum(int((v == 0).sum()) for v in w) / sum(v.size for v in w)
+assert z >= 0.7995, z' "$REPO" "$PD/mag.safetensors"
+fi
+FT_ARGS=(--data fashion-mnist --finetune-epochs 1 --limit-train "$LT" --limit-test "$LE" --batch 32 --seed 3)
+if expect_ok "prune --finetune-epochs 1 --json" -- "${PRUNE[@]}" --out "$PD/ft.safetensors" --amount 0.5 \
+    "${FT_ARGS[@]}" --json; then
+  check "fine-tuning: accuracy after fine-tuning reported" json_check \
+    "0 <= d['acc_finetuned'] <= 1 and d['acc_after'] is not None and d['params_after'] < d['params_before']" "$T/out"
+  check "fine-tuning: training progress on stderr" grep -q "epoch 1/1" "$T/err"
+fi
+check "fine-tuning: model, run directory, no temporary init file" \
+  test -s "$PD/ft.safetensors" -a -s "$PD/ft.finetune/metrics.csv" -a ! -e "$PD/ft.prune-init.safetensors"
+if expect_ok "prune --sensitivity --ratios 0.5 --json" -- "${PRUNE[@]}" --sensitivity --data fashion-mnist \
+    --limit-test 200 --ratios 0.5 --report "$PD/sens.csv" --json; then
+  check "sensitivity: a row per prunable group (9 in resnet20), one accuracy each" json_check \
+    "len(d['layers']) == 9 and all(len(l['acc']) == 1 and 0 <= l['acc'][0] <= 1 for l in d['layers']) and d['ratios'] == [0.5] and d['samples'] == 200" "$T/out"
+  check "sensitivity: a progress line per group on stderr" test "$(grep -c '^\[[0-9]/9\]' "$T/err")" -eq 9
+  check "sensitivity: CSV with a row per group" test "$(grep -c 'conv1,' "$PD/sens.csv")" -eq 9
+fi
+# gradual pruning while training: structured l2 ends in the smaller model
+if expect_ok "train --prune-method l2 --prune-to 0.5" -- "$BIN" train --model resnet20 --limit-train "$LT" \
+    --limit-test "$LE" --batch 16 --epochs 1 --threads 2 --seed 7 --prune-method l2 --prune-to 0.5 \
+    --prune-every 1 --out "$PD/gradual" --json; then
+  check "train --prune-to 0.5: a smaller model, pruned fraction reported" json_check \
+    "d['params'] < 269434 and 0.4 <= d['pruned_fraction'] <= 0.5" "$T/out"
+fi
+if expect_ok "info of the gradually pruned model" -- "$BIN" info "$PD/gradual/model.safetensors" --json; then
+  check "the gradually pruned model file is smaller" json_check "d['params'] < 269434" "$T/out"
+fi
+TRP=("$BIN" train --model resnet20 --limit-train 32 --limit-test 32 --epochs 2 --threads 2 --out "$PD/tbad")
+expect_fail "train --prune-to 1" 2 "--prune-to '1'" -- "${TRP[@]}" --prune-to 1
+expect_fail "train --prune-end > epochs" 2 "--prune-end" -- "${TRP[@]}" --prune-to 0.5 --prune-end 3
+expect_fail "train --prune-start > --prune-end" 2 "--prune-start" -- "${TRP[@]}" --prune-to 0.5 --prune-start 1.5 --prune-end 1
+expect_fail "train --prune-method foo" 2 "--prune-method 'foo'" -- "${TRP[@]}" --prune-method foo --prune-to 0.5
+expect_fail "train --prune-method without --prune-to" 2 "--prune-to" -- "${TRP[@]}" --prune-method l1
+check "failed train --prune-* runs created nothing" test ! -e "$PD/tbad"
+# bad options: a message naming the option, no output, the input untouched
+BADP=$PD/bad.safetensors
+expect_fail "prune --amount 1.0" 2 "--amount '1.0'" -- "${PRUNE[@]}" --out "$BADP" --amount 1.0
+expect_fail "prune --amount -0.1" 2 "--amount '-0.1'" -- "${PRUNE[@]}" --out "$BADP" --amount -0.1
+expect_fail "prune --threshold 5 (removes every channel of a layer)" 2 "--threshold 5" "every channel" -- \
+  "${PRUNE[@]}" --out "$BADP" --threshold 5
+expect_fail "prune magnitude --threshold 5 (zeroes every weight)" 2 "--threshold 5" -- \
+  "${PRUNE[@]}" --out "$BADP" --method magnitude --threshold 5
+expect_fail "prune --threshold -1" 2 "--threshold '-1'" -- "${PRUNE[@]}" --out "$BADP" --threshold -1
+expect_fail "prune --method foo" 2 "--method 'foo'" -- "${PRUNE[@]}" --out "$BADP" --amount 0.5 --method foo
+expect_fail "prune --scope foo" 2 "--scope 'foo'" -- "${PRUNE[@]}" --out "$BADP" --amount 0.5 --scope foo
+expect_fail "prune --amount and --threshold" 2 "--threshold" -- "${PRUNE[@]}" --out "$BADP" --amount 0.5 --threshold 0.1
+expect_fail "prune without --amount/--threshold" 2 "--amount" -- "${PRUNE[@]}" --out "$BADP"
+expect_fail "prune without --out" 2 "--out" -- "${PRUNE[@]}" --amount 0.5
+expect_fail "prune --finetune-epochs without --data" 2 "--finetune-epochs" -- "${PRUNE[@]}" --out "$BADP" \
+  --amount 0.5 --finetune-epochs 1
+expect_fail "prune --lr without --finetune-epochs" 2 "--lr" -- "${PRUNE[@]}" --out "$BADP" --amount 0.5 --lr 0.1
+expect_fail "prune --out MODEL" 2 "--out $PIN" -- "${PRUNE[@]}" --out "$PIN" --amount 0.5
+expect_fail "prune --report MODEL" 2 "--report $PIN" -- "${PRUNE[@]}" --out "$BADP" --amount 0.5 --report "$PIN"
+expect_fail "prune --out in a missing directory" 1 "$PD/nodir" -- "${PRUNE[@]}" --out "$PD/nodir/x.safetensors" --amount 0.5
+expect_fail "prune --sensitivity without --data" 2 "--data" -- "${PRUNE[@]}" --sensitivity
+expect_fail "prune --sensitivity --ratios 1.5" 2 "--ratios '1.5'" -- "${PRUNE[@]}" --sensitivity --data fashion-mnist --ratios 1.5
+expect_fail "prune --data nosuch" 2 "--data 'nosuch'" -- "${PRUNE[@]}" --out "$BADP" --amount 0.5 --data nosuch
+expect_fail "prune of a missing MODEL file" 1 "$PD/nosuch.safetensors" -- \
+  "$BIN" prune "$PD/nosuch.safetensors" --out "$BADP" --amount 0.5
+cp "$T/truncated.safetensors" "$PD/corrupt.safetensors"
+csum=$(sha "$PD/corrupt.safetensors")
+expect_fail "prune of a corrupted MODEL file" 1 "$PD/corrupt.safetensors" -- \
+  "$BIN" prune "$PD/corrupt.safetensors" --out "$BADP" --amount 0.5
+check "prune: the corrupted MODEL file is untouched" test "$(sha "$PD/corrupt.safetensors")" = "$csum"
+check "prune: the input model is untouched by every run" test "$(sha "$PIN")" = "$PSUM"
+check "prune: failed runs wrote no model and no report" test ! -e "$BADP" -a ! -e "$PD/bad.prune.csv"
+check "prune: no temporary files left" test "$(find "$PD" -name '*.tmp*' | wc -l)" -eq 0
 
 summary

@@ -200,10 +200,119 @@ static void test_learns(void) {
     printf("  640 samples x 2 epochs: test accuracy %.3f, loss %.3f\n", r.test_acc, r.test_loss);
 }
 
+static int same_models(const char *a, const char *b) {
+    cn_model *x = NULL, *y = NULL;
+    int same = cn_model_load(&x, a, NULL) == CN_OK && cn_model_load(&y, b, NULL) == CN_OK &&
+               cn_model_tensor_count(x) == cn_model_tensor_count(y);
+    for (int i = 0; same && i < cn_model_tensor_count(x); i++) {
+        cn_tensor_info ti, tj;
+        cn_model_tensor_info(x, i, &ti);
+        cn_model_tensor_info(y, i, &tj);
+        if (ti.count != tj.count) {
+            same = 0;
+            break;
+        }
+        float *u = malloc(sizeof *u * (size_t)ti.count), *v = malloc(sizeof *v * (size_t)ti.count);
+        cn_model_tensor_get(x, i, u);
+        cn_model_tensor_get(y, i, v);
+        same = !memcmp(u, v, sizeof *u * (size_t)ti.count);
+        free(u);
+        free(v);
+    }
+    cn_model_free(x);
+    cn_model_free(y);
+    return same;
+}
+
+static double conv_zero_fraction(const char *path) {
+    cn_model *m = NULL;
+    if (cn_model_load(&m, path, NULL) != CN_OK) return -1;
+    int64_t z = 0, n = 0;
+    for (int i = 0; i < cn_model_tensor_count(m); i++) {
+        cn_tensor_info ti;
+        cn_model_tensor_info(m, i, &ti);
+        if (ti.ndim != 4 && ti.ndim != 2) continue;
+        float *v = malloc(sizeof *v * (size_t)ti.count);
+        cn_model_tensor_get(m, i, v);
+        for (int64_t k = 0; k < ti.count; k++) z += v[k] == 0;
+        n += ti.count;
+        free(v);
+    }
+    cn_model_free(m);
+    return (double)z / (double)n;
+}
+
+/* Gradual pruning inside cn_train: the structured run ends with a smaller model, the same run
+ * interrupted and resumed gives the same bits, and magnitude masks reach their sparsity. */
+static void test_gradual_pruning(void) {
+    cn_prune_config pc;
+    cn_prune_config_default(&pc);
+    pc.amount = 0.5f;
+    cn_train_config c;
+    cn_train_config_default(&c);
+    c.data = "fashion-mnist";
+    c.epochs = 2;
+    c.batch = 32;
+    c.limit_train = 384; /* 12 steps an epoch */
+    c.limit_test = 200;
+    c.threads = 2;
+    c.prune = &pc;
+    c.prune_start = 0.25f;
+    c.prune_end = 1.5f;
+    c.prune_every = 2;
+    c.out_dir = "build/test_prune_a";
+    cn_train_result r;
+    cn_status st = cn_train(&c, &r);
+    if (st != CN_OK && strstr(cn_errmsg(), "fashion-mnist")) {
+        fprintf(stderr, "skipping the gradual pruning test: %s\n", cn_errmsg());
+        return;
+    }
+    CHECK(st == CN_OK, "gradual l2: %s", cn_errmsg());
+    CHECK(r.pruned_fraction == 0.5f, "gradual l2 reached %.3f", r.pruned_fraction);
+    /* resnet20 on 1 channel: 269,434 parameters; half of each block's inner channels go */
+    CHECK(r.params < 200000 && r.params > 100000, "gradual l2: %lld parameters after",
+          (long long)r.params);
+    printf("  gradual l2 to 0.5: %lld parameters, test accuracy %.3f\n", (long long)r.params,
+           r.test_acc);
+    /* the same run stopped after epoch 1 (mid-schedule) and resumed */
+    c.out_dir = "build/test_prune_b";
+    c.stop_after = 1;
+    CHECK(cn_train(&c, &r) == CN_OK, "gradual, first half: %s", cn_errmsg());
+    cn_train_config rc;
+    cn_train_config_default(&rc);
+    rc.out_dir = "build/test_prune_b";
+    rc.resume = 1;
+    rc.threads = 2;
+    CHECK(cn_train(&rc, &r) == CN_OK, "gradual, resumed: %s", cn_errmsg());
+    CHECK(r.pruned_fraction == 0.5f, "resumed run reached %.3f", r.pruned_fraction);
+    CHECK(same_models("build/test_prune_a/model.safetensors", "build/test_prune_b/model.safetensors"),
+          "gradual pruning: the resumed run differs from the uninterrupted one");
+    /* unstructured */
+    pc.method = CN_PRUNE_MAGNITUDE;
+    pc.amount = 0.8f;
+    c.stop_after = 0;
+    c.epochs = 1;
+    c.prune_start = 0;
+    c.prune_end = 0.5f;
+    c.out_dir = "build/test_prune_c";
+    CHECK(cn_train(&c, &r) == CN_OK, "gradual magnitude: %s", cn_errmsg());
+    double z = conv_zero_fraction("build/test_prune_c/model.safetensors");
+    CHECK(z >= 0.799 && z < 0.81, "gradual magnitude: %.4f of the weights are zero", z);
+    /* bad settings */
+    c.prune_end = 3;
+    CHECK(cn_train(&c, &r) == CN_ERR_ARG && strstr(cn_errmsg(), "--prune-start"),
+          "prune end past the epochs: %s", cn_errmsg());
+    pc.amount = 1;
+    c.prune_end = 0.5f;
+    CHECK(cn_train(&c, &r) == CN_ERR_ARG && strstr(cn_errmsg(), "--prune-to"),
+          "prune to 1: %s", cn_errmsg());
+}
+
 int main(void) {
     test_schedules();
     test_optimizers();
     test_loader();
     test_learns();
+    test_gradual_pruning();
     return check_summary("train");
 }

@@ -54,11 +54,29 @@ struct cJSON;
 void cli_print_json(struct cJSON *j);
 void cli_fmt_duration(char *buf, size_t n, double s);
 
+/* The progress callback of a cn_train run (cn_train_config.progress, user = a cli_train_progress):
+ * a bar on stderr each step, the epoch's test result each epoch on stdout (on stderr when --json
+ * owns stdout). Shared by train and prune --finetune-epochs. */
+typedef struct cli_train_progress {
+    cli_progress bar;
+    int json;
+} cli_train_progress;
+void cli_train_progress_init(cli_train_progress *s, int json);
+void cli_train_on_progress(const cn_train_progress *p, void *user);
+
+/* Pruning options shared by prune and train: "l2|l1|bn|magnitude", "layer|global", and a
+ * fraction in [0, 1). 0 on success; -1 after a message naming the option. */
+int cli_prune_method(const char *cmd, const char *opt, const char *s, cn_prune_method *out);
+int cli_prune_scope(const char *cmd, const char *opt, const char *s, int *global);
+int cli_fraction(const char *cmd, const char *opt, const char *s, float *out);
+const char *cli_prune_method_name(cn_prune_method m);
+
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 
 #endif
 

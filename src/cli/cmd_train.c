@@ -35,38 +35,16 @@ static const char *help =
     "  --threads N           default: all cores\n"
     "  --limit-train N / --limit-test N   use only the first N samples\n"
     "  --stop-after E        stop after epoch E as if interrupted (resume later with --resume)\n"
+    "\n"
+    "gradual pruning (Zhu and Gupta 2017: the pruned fraction follows a cubic ramp from 0 at\n"
+    "--prune-start to S at --prune-end; l2, l1 and bn end in a smaller dense model):\n"
+    "  --prune-to S          the final fraction in [0, 1) of prunable channels (or weights)\n"
+    "  --prune-method l2|l1|bn|magnitude   default l2 (see convnet prune --help)\n"
+    "  --prune-start E1      epoch where pruning starts (default 0; fractions allowed)\n"
+    "  --prune-end E2        epoch where it reaches S (default: the last)\n"
+    "  --prune-every N       update the masks every N steps (default 100)\n"
+    "  --prune-scope layer|global  --prune-min-channels K  --prune-round-to N   as for prune\n"
     "  --json                print a JSON summary on stdout\n";
-
-typedef struct prog_state {
-    cli_progress bar;
-    int json;
-} prog_state;
-
-static void on_progress(const cn_train_progress *p, void *user) {
-    prog_state *s = user;
-    char eta[32];
-    cli_fmt_duration(eta, sizeof eta, p->eta_s);
-    if (p->phase == 0) {
-        int width = 24, fill = (int)(width * p->step / (p->steps_per_epoch ? p->steps_per_epoch : 1));
-        char bar[32];
-        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
-        bar[width] = 0;
-        cli_progress_line(&s->bar, p->step == p->steps_per_epoch,
-                          "epoch %d/%d [%s] %lld/%lld loss %.4f acc %.2f%% lr %.4g %.0f img/s ETA %s",
-                          p->epoch, p->epochs, bar, (long long)p->step,
-                          (long long)p->steps_per_epoch, p->loss, 100 * p->acc, p->lr,
-                          p->img_per_s, eta);
-    } else {
-        cli_progress_done(&s->bar);
-        /* the per-epoch result is a result: stdout, unless --json owns stdout */
-        FILE *f = s->json ? stderr : stdout;
-        fprintf(f, "epoch %d/%d train_loss %.4f train_acc %.2f%% test_loss %.4f test_acc %.2f%% "
-                   "%.0f img/s\n",
-                p->epoch, p->epochs, p->loss, 100 * p->acc, p->test_loss, 100 * p->test_acc,
-                p->img_per_s);
-        fflush(f);
-    }
-}
 
 int cmd_train(int argc, char **argv) {
     const char *C = "train";
@@ -79,6 +57,11 @@ int cmd_train(int argc, char **argv) {
     int nesterov = 1;
     cli_model_opts eo;
     cli_model_opts_init(&eo);
+    cn_prune_config pc;
+    cn_prune_config_default(&pc);
+    float prune_start = 0, prune_end = -1;
+    int prune_every = 100;
+    const char *prune_opt = NULL; /* the first --prune-* option seen */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         int r = cli_effnet_opts_parse(C, &eo, argc, argv, &i);
@@ -116,11 +99,51 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--limit-test")) { VAL(); if (cli_int(C, a, v, 1, 1 << 30, &c.limit_test)) return EXIT_USAGE; }
         else if (!strcmp(a, "--stop-after")) { VAL(); if (cli_int(C, a, v, 1, 100000, &c.stop_after)) return EXIT_USAGE; }
         else if (!strcmp(a, "--json")) json = 1;
-        else {
+        else if (!strncmp(a, "--prune-", 8)) {
+            VAL();
+            int bad;
+            if (!strcmp(a, "--prune-to")) bad = cli_fraction(C, a, v, &pc.amount);
+            else if (!strcmp(a, "--prune-method")) bad = cli_prune_method(C, a, v, &pc.method);
+            else if (!strcmp(a, "--prune-start")) bad = cli_float(C, a, v, 0, 100000, &prune_start);
+            else if (!strcmp(a, "--prune-end")) bad = cli_float(C, a, v, 0, 100000, &prune_end);
+            else if (!strcmp(a, "--prune-every")) bad = cli_int(C, a, v, 1, 1000000, &prune_every);
+            else if (!strcmp(a, "--prune-scope")) bad = cli_prune_scope(C, a, v, &pc.global);
+            else if (!strcmp(a, "--prune-min-channels")) bad = cli_int(C, a, v, 1, 65536, &pc.min_channels);
+            else if (!strcmp(a, "--prune-round-to")) bad = cli_int(C, a, v, 1, 4096, &pc.round_to);
+            else {
+                cli_err(C, "unknown option '%s' (see convnet train --help)", a);
+                return EXIT_USAGE;
+            }
+            if (bad) return EXIT_USAGE;
+            if (!prune_opt) prune_opt = a;
+        } else {
             cli_err(C, "unknown option '%s' (see convnet train --help)", a);
             return EXIT_USAGE;
         }
 #undef VAL
+    }
+    if (prune_opt) {
+        if (c.resume) {
+            cli_err(C, "%s: a resumed run keeps the pruning settings of its checkpoint", prune_opt);
+            return EXIT_USAGE;
+        }
+        if (pc.amount < 0) {
+            cli_err(C, "%s needs --prune-to S, the final pruned fraction", prune_opt);
+            return EXIT_USAGE;
+        }
+        if (prune_end < 0) prune_end = (float)c.epochs;
+        if (prune_end > c.epochs) {
+            cli_err(C, "--prune-end %g is after the last epoch (--epochs %d)", prune_end, c.epochs);
+            return EXIT_USAGE;
+        }
+        if (prune_start > prune_end) {
+            cli_err(C, "--prune-start %g is after --prune-end %g", prune_start, prune_end);
+            return EXIT_USAGE;
+        }
+        c.prune = &pc;
+        c.prune_start = prune_start;
+        c.prune_end = prune_end;
+        c.prune_every = prune_every;
     }
     cn_optim_kind kind;
     if (!strcmp(opt_name, "sgd")) kind = CN_OPTIM_SGD;
@@ -144,10 +167,9 @@ int cmd_train(int argc, char **argv) {
         return EXIT_USAGE;
     }
     c.sched.gamma = gamma;
-    prog_state ps;
-    cli_progress_init(&ps.bar);
-    ps.json = json;
-    c.progress = on_progress;
+    cli_train_progress ps;
+    cli_train_progress_init(&ps, json);
+    c.progress = cli_train_on_progress;
     c.user = &ps;
     c.step_epochs = step_epochs;
     cn_model_config mc;
@@ -168,6 +190,10 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "test_acc", r.test_acc);
         cJSON_AddNumberToObject(o, "seconds", r.seconds);
         cJSON_AddNumberToObject(o, "img_per_s", r.img_per_s);
+        if (c.prune) {
+            cJSON_AddStringToObject(o, "prune_method", cli_prune_method_name(pc.method));
+            cJSON_AddNumberToObject(o, "pruned_fraction", r.pruned_fraction);
+        }
         cli_print_json(o);
     } else {
         if (c.stop_after && r.epochs_done < c.epochs)
@@ -177,6 +203,10 @@ int cmd_train(int argc, char **argv) {
             printf("test accuracy %.2f%% (loss %.4f) after %d epochs; model saved to "
                    "%s/model.safetensors\n",
                    100 * r.test_acc, r.test_loss, r.epochs_done, c.out_dir);
+        if (c.prune)
+            printf("pruned %.1f%% of the prunable %s (%s); %lld parameters\n", 100 * r.pruned_fraction,
+                   pc.method == CN_PRUNE_MAGNITUDE ? "weights" : "channels",
+                   cli_prune_method_name(pc.method), (long long)r.params);
     }
     return EXIT_OK;
 }

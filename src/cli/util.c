@@ -139,3 +139,73 @@ void cli_print_json(cJSON *j) {
     free(s);
     cJSON_Delete(j);
 }
+
+void cli_train_progress_init(cli_train_progress *s, int json) {
+    cli_progress_init(&s->bar);
+    s->json = json;
+}
+
+void cli_train_on_progress(const cn_train_progress *p, void *user) {
+    cli_train_progress *s = user;
+    char eta[32];
+    cli_fmt_duration(eta, sizeof eta, p->eta_s);
+    if (p->phase == 0) {
+        int width = 24, fill = (int)(width * p->step / (p->steps_per_epoch ? p->steps_per_epoch : 1));
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+        bar[width] = 0;
+        cli_progress_line(&s->bar, p->step == p->steps_per_epoch,
+                          "epoch %d/%d [%s] %lld/%lld loss %.4f acc %.2f%% lr %.4g %.0f img/s ETA %s",
+                          p->epoch, p->epochs, bar, (long long)p->step,
+                          (long long)p->steps_per_epoch, p->loss, 100 * p->acc, p->lr,
+                          p->img_per_s, eta);
+    } else {
+        cli_progress_done(&s->bar);
+        /* the per-epoch result is a result: stdout, unless --json owns stdout */
+        FILE *f = s->json ? stderr : stdout;
+        fprintf(f, "epoch %d/%d train_loss %.4f train_acc %.2f%% test_loss %.4f test_acc %.2f%% "
+                   "%.0f img/s\n",
+                p->epoch, p->epochs, p->loss, 100 * p->acc, p->test_loss, 100 * p->test_acc,
+                p->img_per_s);
+        fflush(f);
+    }
+}
+
+static const char *const method_names[] = {"l2", "l1", "bn", "magnitude"};
+
+const char *cli_prune_method_name(cn_prune_method m) {
+    return (unsigned)m < 4 ? method_names[m] : "?";
+}
+
+int cli_prune_method(const char *cmd, const char *opt, const char *s, cn_prune_method *out) {
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, method_names[i])) {
+            *out = (cn_prune_method)i;
+            return 0;
+        }
+    cli_err(cmd, "%s '%s': expected l2, l1, bn or magnitude", opt, s);
+    return -1;
+}
+
+int cli_prune_scope(const char *cmd, const char *opt, const char *s, int *global) {
+    if (!strcmp(s, "layer") || !strcmp(s, "global")) {
+        *global = !strcmp(s, "global");
+        return 0;
+    }
+    cli_err(cmd, "%s '%s': expected layer or global", opt, s);
+    return -1;
+}
+
+int cli_fraction(const char *cmd, const char *opt, const char *s, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < 0 || v >= 1) {
+        cli_err(cmd, "%s '%s': expected a fraction in [0, 1)", opt, s);
+        return -1;
+    }
+    *out = (float)v;
+    /* a value just below 1 must not round up to 1 in float */
+    if (*out >= 1.0f) *out = 0.99999994f;
+    return 0;
+}

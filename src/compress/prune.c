@@ -278,21 +278,21 @@ void cn_prune_config_default(cn_prune_config *c) {
 
 static cn_status check_config(const cn_prune_config *c) {
     if ((int)c->method < 0 || c->method > CN_PRUNE_MAGNITUDE)
-        return cn_error(CN_ERR_ARG, "prune: unknown method %d", (int)c->method);
+        return cn_error(CN_ERR_ARG, "unknown method %d", (int)c->method);
     int has_amount = c->amount >= 0, has_threshold = c->threshold >= 0;
     if (has_amount == has_threshold)
-        return cn_error(CN_ERR_ARG, "prune: give exactly one of --amount and --threshold");
+        return cn_error(CN_ERR_ARG, "give exactly one of --amount and --threshold");
     if (has_amount && !(c->amount < 1))
-        return cn_error(CN_ERR_ARG, "prune: --amount %g is outside [0, 1)", c->amount);
+        return cn_error(CN_ERR_ARG, "--amount %g is outside [0, 1)", c->amount);
     if (has_threshold && !isfinite(c->threshold))
-        return cn_error(CN_ERR_ARG, "prune: --threshold must be a finite number >= 0");
+        return cn_error(CN_ERR_ARG, "--threshold must be a finite number >= 0");
     if (c->method == CN_PRUNE_MAGNITUDE && has_threshold && c->threshold < 0)
-        return cn_error(CN_ERR_ARG, "prune: --threshold must be >= 0");
+        return cn_error(CN_ERR_ARG, "--threshold must be >= 0");
     if (c->min_channels < 1 || c->min_channels > 65536)
-        return cn_error(CN_ERR_ARG, "prune: --min-channels %d is outside [1, 65536]",
+        return cn_error(CN_ERR_ARG, "--min-channels %d is outside [1, 65536]",
                         c->min_channels);
     if (c->round_to < 1 || c->round_to > 4096)
-        return cn_error(CN_ERR_ARG, "prune: --round-to %d is outside [1, 4096]", c->round_to);
+        return cn_error(CN_ERR_ARG, "--round-to %d is outside [1, 4096]", c->round_to);
     return CN_OK;
 }
 
@@ -372,7 +372,7 @@ static cn_status select_channels(const cn_graph *g, const groups *gs, const cn_p
                 float mx = 0;
                 for (int c = 0; c < oc; c++) mx = s[off + c] > mx ? s[off + c] : mx;
                 st = cn_error(CN_ERR_ARG,
-                              "prune: --threshold %g would remove every channel of %s (its "
+                              "--threshold %g would remove every channel of %s (its "
                               "largest importance is %g)",
                               cfg->threshold, g->nodes[gr->producer].name, mx);
             }
@@ -454,7 +454,7 @@ static cn_status copy_sliced(const cn_graph *src, cn_graph *dst, int e, const in
     for (int k = 2; k < se->ndim; k++) rest *= se->shape[k];
     int64_t o0 = idx0 ? n0 : d0, o1 = idx1 ? n1 : d1;
     if ((size_t)(o0 * o1 * rest) != de->count)
-        return cn_error(CN_ERR_INTERNAL, "prune: %s: %zu values after surgery, expected %zu",
+        return cn_error(CN_ERR_INTERNAL, "%s: %zu values after surgery, expected %zu",
                         se->name, (size_t)(o0 * o1 * rest), de->count);
     float *a = malloc(sizeof *a * se->count), *b = malloc(sizeof *b * de->count + 1);
     if (!a || !b) {
@@ -486,7 +486,7 @@ static cn_status surgery(cn_model **out, const cn_model *m, const groups *gs, co
         int k = 0;
         for (int c = 0; c < gr->channels; c++) k += keep[off + c] != 0;
         if (k == 0)
-            return cn_error(CN_ERR_ARG, "prune: every channel of %s would be removed",
+            return cn_error(CN_ERR_ARG, "every channel of %s would be removed",
                             g->nodes[gr->producer].name);
         CN_TRY(cn_arch_set_width(&a, g->nodes[gr->producer].name, k));
         off += gr->channels;
@@ -494,7 +494,7 @@ static cn_status surgery(cn_model **out, const cn_model *m, const groups *gs, co
     cn_model *p;
     CN_TRY(model_clone_arch(&p, m, &a));
     cn_status st = CN_OK;
-    if (p->g.nentries != g->nentries) st = cn_error(CN_ERR_INTERNAL, "prune: state tables differ");
+    if (p->g.nentries != g->nentries) st = cn_error(CN_ERR_INTERNAL, "state tables differ");
     /* per entry, the group whose channels its dims 0 and 1 are */
     int *gd = malloc(sizeof *gd * 2 * ((size_t)g->nentries + 1));
     int **idx = calloc((size_t)gs->n + 1, sizeof *idx);
@@ -515,7 +515,7 @@ static cn_status surgery(cn_model **out, const cn_model *m, const groups *gs, co
             for (int j = 0; j < gr->nm; j++) {
                 int *slot = &gd[2 * gr->m[j].entry + gr->m[j].dim];
                 if (*slot >= 0 && *slot != i)
-                    st = cn_error(CN_ERR_INTERNAL, "prune: %s belongs to two channel groups",
+                    st = cn_error(CN_ERR_INTERNAL, "%s belongs to two channel groups",
                                   g->entries[gr->m[j].entry].name);
                 *slot = i;
             }
@@ -524,7 +524,7 @@ static cn_status surgery(cn_model **out, const cn_model *m, const groups *gs, co
     }
     for (int e = 0; st == CN_OK && e < g->nentries; e++) {
         if (strcmp(g->entries[e].name, p->g.entries[e].name) != 0) {
-            st = cn_error(CN_ERR_INTERNAL, "prune: state tables differ at %s", g->entries[e].name);
+            st = cn_error(CN_ERR_INTERNAL, "state tables differ at %s", g->entries[e].name);
             break;
         }
         int g0 = gd[2 * e], g1 = gd[2 * e + 1];
@@ -633,7 +633,7 @@ cn_status cn_prune_select(const cn_model *m, const cn_prune_config *cfg, uint8_t
     *keep = NULL;
     CN_TRY(check_config(cfg));
     if (cfg->method == CN_PRUNE_MAGNITUDE)
-        return cn_error(CN_ERR_ARG, "prune: magnitude pruning selects weights, not channels");
+        return cn_error(CN_ERR_ARG, "magnitude pruning selects weights, not channels");
     groups gs;
     CN_TRY(find_groups(&m->g, &gs));
     uint8_t *k = calloc((size_t)gs.total + 1, 1);

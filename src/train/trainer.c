@@ -110,7 +110,69 @@ static cn_status check_config(const cn_train_config *c) {
     if (c->crop_pad < 0 || c->crop_pad > 64)
         return cn_error(CN_ERR_ARG, "--crop-pad %d is out of range [0, 64]", c->crop_pad);
     if (!c->out_dir || !*c->out_dir) return cn_error(CN_ERR_ARG, "--out: no directory given");
+    if (c->prune) {
+        const cn_prune_config *p = c->prune;
+        if (!(p->amount >= 0 && p->amount < 1))
+            return cn_error(CN_ERR_ARG, "--prune-to %g is outside [0, 1)", p->amount);
+        if (p->threshold >= 0)
+            return cn_error(CN_ERR_ARG, "gradual pruning takes a fraction (--prune-to), not a "
+                                        "threshold");
+        if (!(c->prune_start >= 0 && c->prune_start <= c->prune_end &&
+              c->prune_end <= c->epochs))
+            return cn_error(CN_ERR_ARG,
+                            "--prune-start %g and --prune-end %g must satisfy 0 <= start <= end "
+                            "<= epochs (%d)",
+                            c->prune_start, c->prune_end, c->epochs);
+        if (c->prune_every < 0 || c->prune_every > 1000000)
+            return cn_error(CN_ERR_ARG, "--prune-every %d is out of range [1, 1000000]",
+                            c->prune_every);
+    }
     return CN_OK;
+}
+
+/* ---- gradual pruning (Zhu and Gupta 2017) ---- */
+
+typedef struct prune_plan {
+    int on;
+    int64_t t0, t1, dt; /* first and last pruning step, interval */
+} prune_plan;
+
+static prune_plan prune_plan_make(const cn_train_config *c, int64_t spe) {
+    prune_plan p = {0};
+    if (!c->prune) return p;
+    p.on = 1;
+    /* the last step of the run is the latest pruning step, so that --prune-end E (the run's
+     * last epoch) still reaches s_f and trains one step on it */
+    int64_t last = (int64_t)c->epochs * spe - 1;
+    p.t1 = (int64_t)llround(c->prune_end * spe);
+    if (p.t1 > last) p.t1 = last;
+    p.t0 = (int64_t)llround(c->prune_start * spe);
+    if (p.t0 > p.t1) p.t0 = p.t1;
+    p.dt = c->prune_every > 0 ? c->prune_every : 100;
+    return p;
+}
+
+/* The target fraction at a pruning step: s_f + (s_i - s_f)(1 - (t - t0) / (n dt))^3, s_i = 0 */
+static float prune_target(const cn_train_config *c, const prune_plan *p, int64_t t) {
+    if (t >= p->t1) return c->prune->amount;
+    double f = 1.0 - (double)(t - p->t0) / (double)(p->t1 - p->t0);
+    return (float)(c->prune->amount * (1.0 - f * f * f));
+}
+
+/* The last pruning step at or before step t (-1: none yet): t0, t0 + dt, ..., and t1. */
+static int64_t prune_last_step(const prune_plan *p, int64_t t) {
+    if (!p->on || t < p->t0) return -1;
+    if (t >= p->t1) return p->t1;
+    return p->t0 + (t - p->t0) / p->dt * p->dt;
+}
+
+static cn_status prune_apply(cn_model *m, const cn_train_config *c, const prune_plan *p,
+                             int64_t t) {
+    cn_prune_config pc = *c->prune;
+    pc.amount = prune_target(c, p, t);
+    pc.threshold = -1;
+    cn_status st = cn_prune_mask(m, &pc);
+    return st == CN_OK ? st : cn_error_context(st, "gradual pruning at step %lld", (long long)t);
 }
 
 /* ---- checkpoints ---- */
@@ -145,6 +207,17 @@ static char *config_json(const cn_train_config *c, int epoch_done, int64_t step,
     cJSON_AddNumberToObject(o, "flip", c->flip);
     cJSON_AddNumberToObject(o, "limit_train", c->limit_train);
     cJSON_AddNumberToObject(o, "limit_test", c->limit_test);
+    if (c->prune) {
+        cJSON *p = cJSON_AddObjectToObject(o, "prune");
+        cJSON_AddNumberToObject(p, "method", c->prune->method);
+        cJSON_AddNumberToObject(p, "amount", c->prune->amount);
+        cJSON_AddNumberToObject(p, "global", c->prune->global);
+        cJSON_AddNumberToObject(p, "min_channels", c->prune->min_channels);
+        cJSON_AddNumberToObject(p, "round_to", c->prune->round_to);
+        cJSON_AddNumberToObject(p, "start", c->prune_start);
+        cJSON_AddNumberToObject(p, "end", c->prune_end);
+        cJSON_AddNumberToObject(p, "every", c->prune_every);
+    }
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -189,7 +262,7 @@ static int jint(const cJSON *o, const char *k, int def, int lo, int hi, int *bad
  * dataset string alive. */
 static cn_status load_checkpoint(const char *path, cn_train_config *c, cn_model **m,
                                  cn_optim **o, int *epoch_done, int64_t *step, char *data_buf,
-                                 size_t data_len) {
+                                 size_t data_len, cn_prune_config *prune_buf) {
     cn_st_file *f;
     CN_TRY(cn_st_open(&f, path));
     const char *meta = cn_st_meta(f, "checkpoint");
@@ -233,6 +306,20 @@ static cn_status load_checkpoint(const char *path, cn_train_config *c, cn_model 
     c->limit_train = jint(j, "limit_train", c->limit_train, 0, 1 << 30, &bad);
     c->limit_test = jint(j, "limit_test", c->limit_test, 0, 1 << 30, &bad);
     *epoch_done = jint(j, "epoch", 0, 0, c->epochs, &bad);
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(j, "prune");
+    c->prune = NULL;
+    if (pj) {
+        cn_prune_config_default(prune_buf);
+        prune_buf->method = (cn_prune_method)jint(pj, "method", 0, 0, CN_PRUNE_MAGNITUDE, &bad);
+        prune_buf->amount = (float)jnum(pj, "amount", -1);
+        prune_buf->global = jint(pj, "global", 0, 0, 1, &bad);
+        prune_buf->min_channels = jint(pj, "min_channels", 1, 1, 65536, &bad);
+        prune_buf->round_to = jint(pj, "round_to", 1, 1, 4096, &bad);
+        c->prune_start = (float)jnum(pj, "start", -1);
+        c->prune_end = (float)jnum(pj, "end", -1);
+        c->prune_every = jint(pj, "every", 100, 0, 1000000, &bad);
+        c->prune = prune_buf;
+    }
     double stepd = jnum(j, "step", 0), optd = jnum(j, "optim_steps", 0);
     if (!(stepd >= 0 && stepd <= 1e15) || !(optd >= 0 && optd <= 1e15)) bad = 1;
     *step = (int64_t)(stepd >= 0 && stepd <= 1e15 ? stepd : 0);
@@ -292,6 +379,7 @@ static cn_status make_dir(const char *dir) {
 
 cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
     cn_train_config c = *cfg_in;
+    cn_prune_config prune_buf;
     char data_buf[1024], path[4096], ckpt[4096];
     cn_model *m = NULL;
     cn_optim *o = NULL;
@@ -308,7 +396,8 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
     snprintf(ckpt, sizeof ckpt, "%s/%s", c.out_dir, CHECKPOINT_FILE);
     if (c.resume) {
         /* a mistyped --resume must not leave a new directory behind */
-        st = load_checkpoint(ckpt, &c, &m, &o, &epoch_done, &step, data_buf, sizeof data_buf);
+        st = load_checkpoint(ckpt, &c, &m, &o, &epoch_done, &step, data_buf, sizeof data_buf,
+                             &prune_buf);
         if (st != CN_OK) return cn_error_context(st, "--resume %s", c.out_dir);
     } else {
         CN_TRY(make_dir(c.out_dir));
@@ -364,6 +453,13 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
     if (epoch_done == 0)
         fprintf(csv, "epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds,img_per_s\n");
     fflush(csv);
+    prune_plan pp = prune_plan_make(&c, spe);
+    if (pp.on && step > 0) {
+        /* resuming: the masks of the last pruning step (the pruned weights are zero in the
+         * checkpoint, so the selection finds them again) */
+        int64_t last = prune_last_step(&pp, step - 1);
+        if (last >= 0 && (st = prune_apply(m, &c, &pp, last)) != CN_OK) goto done;
+    }
     double t_start = now_s();
     for (int epoch = epoch_done + 1; epoch <= c.epochs; epoch++) {
         double t0 = now_s();
@@ -374,6 +470,9 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
         float lr = 0;
         while ((b = cn_loader_next(&loader))) {
             lr = cn_schedule_lr(&sched, step, total);
+            if (pp.on && prune_last_step(&pp, step) == step &&
+                (st = prune_apply(m, &c, &pp, step)) != CN_OK)
+                goto done;
             cn_model_zero_grad(m);
             cn_model_set_noise(m, c.seed, (uint64_t)step);
             if ((st = cn_model_forward_nhwc(m, b->x, b->n, train.h, train.w, 1, NULL)) != CN_OK)
@@ -456,6 +555,18 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
         if ((st = eval_dataset(m, &test, c.eval_batch > 0 ? c.eval_batch : 500, &res->test_acc,
                                &res->test_loss)) != CN_OK)
             goto done;
+    }
+    if (pp.on) {
+        int64_t last = prune_last_step(&pp, step - 1);
+        res->pruned_fraction = last >= 0 ? prune_target(&c, &pp, last) : 0.0f;
+        if (c.prune->method != CN_PRUNE_MAGNITUDE) {
+            /* structured: the masked channels are removed for real */
+            cn_model *small;
+            if ((st = cn_prune_compact(&small, m)) != CN_OK) goto done;
+            cn_model_free(m);
+            m = small;
+            res->params = cn_model_param_count(m);
+        }
     }
     snprintf(path, sizeof path, "%s/%s", c.out_dir, MODEL_FILE);
     st = cn_model_save(m, path);
