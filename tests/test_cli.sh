@@ -857,8 +857,34 @@ assert b["params"] < a["params"] and b["params"] == p["params_after"], (a["param
     "$PD/info_in.json" "$T/out" "$PD/l2.json"
 fi
 expect_ok "eval of the pruned model" -- "$BIN" eval "$PD/l2.safetensors" --limit 16 --threads 2
-expect_ok "forward of the pruned model" -- "$BIN" forward "$PD/l2.safetensors" --input "$T/in.safetensors" \
-  --output "$PD/l2_logits.safetensors" --threads 2
+if expect_ok "forward of the pruned model" -- "$BIN" forward "$PD/l2.safetensors" --input "$T/in.safetensors" \
+    --output "$PD/l2_logits.safetensors" --threads 2; then
+  # the pruned model is a real, smaller network: torchvision's forward with the file's widths
+  # loads it with load_state_dict(strict=True) and gives convnet's logits
+  $PY - "$REPO" "$T/in.safetensors" "$PD/l2_logits.safetensors" "$PD/l2_ref.safetensors" <<'EOF2'
+import sys
+sys.path.insert(0, sys.argv[1] + "/tests/parity")
+import st
+st.save(sys.argv[4], {"input": st.load(sys.argv[2])[0]["input"], "logits": st.load(sys.argv[3])[0]["logits"]})
+EOF2
+  check "the pruned model loads in PyTorch and gives the same logits" \
+    $PY "$REPO/tests/parity/check_torch_load.py" "$PD/l2.safetensors" "$PD/l2_ref.safetensors"
+fi
+# an EfficientNet pruned (expand, depthwise, SE, stem and head channels) is a real network too
+if [[ -f $E/model.safetensors ]] &&
+   expect_ok "prune the EfficientNet (l2 0.3)" -- "$BIN" prune "$E/model.safetensors" --amount 0.3 \
+     --out "$PD/eff.safetensors" --bench-runs 1 --threads 2 &&
+   expect_ok "forward of the pruned EfficientNet" -- "$BIN" forward "$PD/eff.safetensors" \
+     --input "$T/eff_in.safetensors" --output "$PD/eff_logits.safetensors" --threads 2; then
+  $PY - "$REPO" "$T/eff_in.safetensors" "$PD/eff_logits.safetensors" "$PD/eff_ref.safetensors" <<'EOF2'
+import sys
+sys.path.insert(0, sys.argv[1] + "/tests/parity")
+import st
+st.save(sys.argv[4], {"input": st.load(sys.argv[2])[0]["input"], "logits": st.load(sys.argv[3])[0]["logits"]})
+EOF2
+  check "the pruned EfficientNet loads in PyTorch and gives the same logits" \
+    $PY "$REPO/tests/parity/check_torch_load.py" "$PD/eff.safetensors" "$PD/eff_ref.safetensors"
+fi
 expect_ok "bench of the pruned model" -- "$BIN" bench "$PD/l2.safetensors" --runs 2 --warmup 1 --threads 2
 if expect_ok "prune (text table) l1 global --round-to 4 --report PATH" -- "${PRUNE[@]}" --out "$PD/l1.safetensors" \
     --method l1 --amount 0.25 --scope global --round-to 4 --report "$PD/l1.csv"; then

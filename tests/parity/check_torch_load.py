@@ -84,6 +84,32 @@ def build_model(arch, meta, tensors):
     raise SystemExit(f"unknown architecture {name!r} (arch={arch})")
 
 
+def apply_widths(model, tensors):
+    """A pruned model (arch "widths"): give every convolution, batch norm and linear layer the
+    shapes of the file's tensors, so that torchvision's own forward runs the pruned network."""
+    changed = 0
+    for name, mod in list(model.named_modules()):
+        w = tensors.get(f"{name}.weight")
+        if w is None:
+            continue
+        new = None
+        if isinstance(mod, nn.Conv2d) and tuple(w.shape) != tuple(mod.weight.shape):
+            depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
+            out_c = w.shape[0]
+            in_c = out_c if depthwise else w.shape[1] * mod.groups
+            new = nn.Conv2d(in_c, out_c, mod.kernel_size, mod.stride, mod.padding,
+                            groups=out_c if depthwise else mod.groups, bias=mod.bias is not None)
+        elif isinstance(mod, nn.BatchNorm2d) and w.shape[0] != mod.num_features:
+            new = nn.BatchNorm2d(w.shape[0], eps=mod.eps, momentum=mod.momentum)
+        elif isinstance(mod, nn.Linear) and tuple(w.shape) != tuple(mod.weight.shape):
+            new = nn.Linear(w.shape[1], w.shape[0], bias=mod.bias is not None)
+        if new is not None:
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], new)
+            changed += 1
+    return changed
+
+
 def to_torch_state(tensors, expected):
     """Map the file's tensors onto the model's state_dict dtypes.
 
@@ -110,6 +136,8 @@ def main():
     ref, _ = st.load(sys.argv[2])
     arch = parse_arch(meta)
     model, name, in_channels, num_classes = build_model(arch, meta, tensors)
+    if arch.get("widths"):
+        print(f"pruned model: {apply_widths(model, tensors)} layers reshaped to the file's widths")
     try:
         model.load_state_dict(to_torch_state(tensors, model.state_dict()), strict=True)
     except RuntimeError as e:
