@@ -15,6 +15,7 @@ static const char *usage =
     "  info      layer table, parameters and MACs of a model or architecture\n"
     "  forward   run a model on a tensor file and write the logits\n"
     "  bench     inference latency of a model\n"
+    "  predict   classify JPEG/PNG images: top classes and probabilities\n"
     "\n"
     "Results go to stdout (--json for a machine-readable summary); progress to stderr.\n";
 
@@ -49,6 +50,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "forward")) return cmd_forward(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "predict")) return cmd_predict(argc - 1, argv + 1);
     fprintf(stderr, "convnet: unknown command '%s'\n\n%s", cmd, usage);
     return EXIT_USAGE;
 }
