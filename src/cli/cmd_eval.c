@@ -17,7 +17,7 @@ static const char *help =
     "  --skip-bad-images     image folders: skip files that do not decode (warning) instead of failing\n"
     "  --loader-threads N    data loader threads (default 2 for image folders, else 1)\n"
     "  --split test|train    default test\n"
-    "  --batch N             default 500\n"
+    "  --batch N             default 500 (image folders: at most 32)\n"
     "  --limit N             only the first N samples\n";
 
 int cmd_eval(int argc, char **argv) {

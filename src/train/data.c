@@ -179,9 +179,9 @@ void cn_sample_fill(float *dst, const cn_dataset *d, int idx, const cn_augment *
 /* One image-folder sample. A file that fails to decode is an error, or with skip_bad is
  * replaced by the next file that decodes (a warning once per file): failures are properties of
  * the files, so the batches stay deterministic. */
-static cn_status folder_sample(float *dst, const cn_dataset *d, int idx, const cn_augment *aug,
-                               const float *mean, const float *std, uint64_t seed,
-                               int64_t epoch) {
+static cn_status folder_sample(float *dst, int32_t *label, const cn_dataset *d, int idx,
+                               const cn_augment *aug, const float *mean, const float *std,
+                               uint64_t seed, int64_t epoch) {
     if (d->h < 1 || d->h != d->w)
         return cn_error(CN_ERR_ARG, "image folder %s: input size %dx%d must be square and set",
                         d->root, d->h, d->w);
@@ -204,6 +204,7 @@ static cn_status folder_sample(float *dst, const cn_dataset *d, int idx, const c
             }
         }
         cn_image_free(&im);
+        if (st == CN_OK) *label = d->labels[k];
         if (st == CN_OK || !d->skip_bad || st == CN_ERR_NOMEM || st == CN_ERR_ARG) return st;
         if (!__atomic_exchange_n(&d->warned[k], 1, __ATOMIC_RELAXED))
             fprintf(stderr, "convnet: warning: skipping %s\n", cn_errmsg());
@@ -211,10 +212,12 @@ static cn_status folder_sample(float *dst, const cn_dataset *d, int idx, const c
     return cn_error_context(st, "%s: too many unreadable images in a row", d->root);
 }
 
-cn_status cn_sample_load(float *dst, const cn_dataset *d, int idx, const cn_augment *aug,
-                         const float *mean, const float *std, uint64_t seed, int64_t epoch) {
-    if (d->paths) return folder_sample(dst, d, idx, aug, mean, std, seed, epoch);
+cn_status cn_sample_load(float *dst, int32_t *label, const cn_dataset *d, int idx,
+                         const cn_augment *aug, const float *mean, const float *std,
+                         uint64_t seed, int64_t epoch) {
+    if (d->paths) return folder_sample(dst, label, d, idx, aug, mean, std, seed, epoch);
     cn_sample_fill(dst, d, idx, aug, mean, std, seed, epoch);
+    *label = d->labels[idx];
     return CN_OK;
 }
 
@@ -226,9 +229,8 @@ static cn_status fill_batch(cn_loader *l, cn_batch *b, int64_t index) {
     b->index = index;
     for (int i = 0; i < n; i++) {
         int idx = l->order[start + i];
-        CN_TRY(cn_sample_load(b->x + per * i, l->d, idx, &l->aug, l->mean, l->std, l->seed,
-                              l->epoch));
-        b->y[i] = l->d->labels[idx];
+        CN_TRY(cn_sample_load(b->x + per * i, &b->y[i], l->d, idx, &l->aug, l->mean, l->std,
+                              l->seed, l->epoch));
     }
     return CN_OK;
 }

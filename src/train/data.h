@@ -92,8 +92,10 @@ void cn_loader_free(cn_loader *l);
  * rng seed (seed, epoch, i). */
 void cn_sample_fill(float *dst, const cn_dataset *d, int idx, const cn_augment *aug,
                     const float *mean, const float *std, uint64_t seed, int64_t epoch);
-/* The same for any dataset: an image folder's file is decoded and transformed (and may fail). */
-cn_status cn_sample_load(float *dst, const cn_dataset *d, int idx, const cn_augment *aug,
-                         const float *mean, const float *std, uint64_t seed, int64_t epoch);
+/* The same for any dataset: an image folder's file is decoded and transformed (and may fail).
+ * *label is the sample's label (with skip_bad, that of the file that replaced a bad one). */
+cn_status cn_sample_load(float *dst, int32_t *label, const cn_dataset *d, int idx,
+                         const cn_augment *aug, const float *mean, const float *std,
+                         uint64_t seed, int64_t epoch);
 
 #endif

@@ -68,8 +68,13 @@ static void limit_dataset(cn_dataset *d, int limit) {
     if (limit > 0 && limit < d->n) d->n = limit;
 }
 
+/* Decoded image-folder batches are large (32 images at 224 are 19 MB) and the loader keeps
+ * threads + 1 of them: evaluation batches of folders stay at most this big. */
+#define FOLDER_EVAL_BATCH 32
+
 static cn_status eval_dataset(cn_model *m, const cn_dataset *d, int batch, int threads,
                               float *acc, float *loss) {
+    if (d->paths && batch > FOLDER_EVAL_BATCH) batch = FOLDER_EVAL_BATCH;
     float mean[4], std[4];
     dataset_norm(d, mean, std);
     cn_loader l;
