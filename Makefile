@@ -12,7 +12,7 @@ else
   OPT := -O3 -g
 endif
 CFLAGS_ALL := $(BASE) $(OPT) $(CFLAGS)
-LDLIBS := -lcjson -lz -lm -lpthread
+LDLIBS := -lcjson -ljpeg -lpng -lz -lm -lpthread
 LDFLAGS_ALL := -fopenmp $(OPT) $(LDFLAGS)
 
 # the fast kernels are compiled for their targets and chosen at run time

@@ -270,13 +270,24 @@ typedef struct cn_train_progress {
     float test_loss, test_acc;  /* phase 1 */
 } cn_train_progress;
 
+/* Options of image datasets (folder:DIR; the others ignore the first two). */
+typedef struct cn_data_options {
+    int input_size;         /* image folders: side of the square input; 0: the model's default */
+    int skip_bad_images;    /* image folders: leave out (with a warning on stderr) files that do
+                             * not decode, instead of failing */
+    int loader_threads;     /* data loader threads; 0: 2 for image folders, 1 otherwise */
+} cn_data_options;
+
 typedef struct cn_train_config {
     const char *model;          /* architecture name (ignored when resuming or with init) */
     const cn_model_config *model_config; /* optional architecture options of a fresh model
                                           * (EfficientNet scaling, dropout); its name, channels,
                                           * classes, seed and threads are taken from here */
     const char *init;           /* start from this model file instead of a fresh init */
-    const char *data;           /* "fashion-mnist[:DIR]" or "mnist:DIR" */
+    const char *data;           /* "fashion-mnist[:DIR]", "mnist:DIR", "cifar10:DIR",
+                                 * "cifar100:DIR" or "folder:DIR" (one subfolder per class; the
+                                 * splits DIR/train and DIR/val or DIR/test, or DIR for both) */
+    cn_data_options data_opts;
     const char *out_dir;        /* checkpoint, final model, metrics.csv */
     int resume;                 /* continue from out_dir/checkpoint.safetensors */
     int epochs, batch;
@@ -322,6 +333,9 @@ cn_status cn_train(const cn_train_config *c, cn_train_result *res);
 /* Accuracy and mean loss of a model on a dataset's test split (train=1: the training split). */
 cn_status cn_evaluate(cn_model *m, const char *data, int train_split, int batch, int limit,
                       float *acc, float *loss, int *count);
+/* The same with image-dataset options (o may be NULL). */
+cn_status cn_evaluate_opts(cn_model *m, const char *data, int train_split, int batch, int limit,
+                           const cn_data_options *o, float *acc, float *loss, int *count);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,13 @@ if [[ ! -f $refs/stamp ]] || [[ tests/parity/make_refs.py -nt $refs/stamp ]] ||
   /usr/bin/python3 tests/parity/make_refs.py "$refs" >&2 && touch "$refs/stamp"
 fi
 
+imgrefs=build/imgrefs
+if [[ ! -f $imgrefs/stamp ]] || [[ tests/parity/make_image_refs.py -nt $imgrefs/stamp ]]; then
+  echo "== making torchvision image references" >&2
+  mkdir -p "$imgrefs"
+  /usr/bin/python3 tests/parity/make_image_refs.py "$imgrefs" >&2 && touch "$imgrefs/stamp"
+fi
+
 passed=0 failed=0
 log=$(mktemp)
 run() { # name, command...
@@ -40,6 +47,7 @@ run() { # name, command...
 for b in release asan; do
   run "gemm [$b]" build/$b/tests/test_gemm
   run "io [$b]" build/$b/tests/test_io
+  run "image [$b]" build/$b/tests/test_image "$imgrefs"
   run "ops [$b]" build/$b/tests/test_ops
   run "ops-effnet [$b]" build/$b/tests/test_ops_effnet
   run "models [$b]" build/$b/tests/test_models "$refs"

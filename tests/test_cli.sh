@@ -323,14 +323,14 @@ for h in --help -h help; do
   expect_ok "convnet $h" -- "$BIN" "$h" && check "convnet $h prints usage on stdout" grep -q '^usage: convnet' "$T/out"
 done
 expect_ok "convnet --version" -- "$BIN" --version
-for c in train eval info forward bench prune; do
+for c in train eval info forward bench prune predict; do
   if expect_ok "convnet $c --help" -- "$BIN" "$c" --help; then
     check "convnet $c --help prints usage on stdout" grep -q "^usage: convnet $c" "$T/out"
   fi
 done
 expect_fail "no command" 2 "usage: convnet" -- "$BIN"
 expect_fail "unknown command" 2 "unknown command 'frobnicate'" -- "$BIN" frobnicate
-for c in train eval info forward bench prune; do
+for c in train eval info forward bench prune predict; do
   expect_fail "$c: unknown option" 2 "unknown option '--frobnicate'" -- "$BIN" "$c" --frobnicate
 done
 
@@ -971,5 +971,169 @@ check "prune: the corrupted MODEL file is untouched" test "$(sha "$PD/corrupt.sa
 check "prune: the input model is untouched by every run" test "$(sha "$PIN")" = "$PSUM"
 check "prune: failed runs wrote no model and no report" test ! -e "$BADP" -a ! -e "$PD/bad.prune.csv"
 check "prune: no temporary files left" test "$(find "$PD" -name '*.tmp*' | wc -l)" -eq 0
+
+# ---------------------------------------------------------------------------------------------
+# 12. images: predict, image-folder and CIFAR datasets, bad image files
+# ---------------------------------------------------------------------------------------------
+section "12. images"
+cat >"$T/genimg.py" <<'EOF'
+import os, struct, sys, zlib
+import numpy as np
+import torch, torchvision
+from PIL import Image
+from torchvision.transforms._presets import ImageClassification
+
+repo, out = sys.argv[1:3]
+sys.path.insert(0, os.path.join(repo, "tests", "parity"))
+import st
+
+rng = np.random.default_rng(3)
+P = lambda *n: os.path.join(out, *n)
+
+
+def img(k, size=40):
+    a = rng.normal(50 + 70 * k, 25, (size, size, 3))
+    a[:, :, k] += 60
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+# a tiny image folder: 3 classes with odd names, 8 training and 3 validation images each
+classes = ["cat", "dog bowl", "\u00e9lan vital"]
+for split, n in (("train", 8), ("val", 3)):
+    for k, c in enumerate(classes):
+        os.makedirs(P("imgs", split, c), exist_ok=True)
+        for i in range(n):
+            Image.fromarray(img(k)).save(P("imgs", split, c, f"{i}." + ("png" if i % 2 else "jpg")))
+open(P("labels3.txt"), "w").write("".join(c + "\n" for c in classes))
+open(P("labels2.txt"), "w").write("a\nb\n")
+
+# a photo-like image and torchvision's softmax of the tv_resnet18 state_dict on it
+y, x = np.mgrid[0:375, 0:500]
+photo = np.stack([np.sin(x / 9) * 80 + 128, np.cos(y / 7) * 80 + 128, (x + y) % 256], -1).astype(np.uint8)
+Image.fromarray(photo).save(P("photo.jpg"), quality=90)
+Image.fromarray(photo[..., 0]).save(P("photo_gray.png"))
+sd, _ = st.load(P("tv_resnet18.safetensors"))
+m = torchvision.models.resnet18()
+m.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+m.eval()
+with torch.no_grad():
+    for name in ("photo.jpg", "photo_gray.png"):
+        t = ImageClassification(crop_size=224)(Image.open(P(name)).convert("RGB"))
+        prob = torch.softmax(m(t[None]), 1)[0].numpy()
+        np.save(P(name + ".prob.npy"), prob)
+
+# bad images
+os.makedirs(P("bad"), exist_ok=True)
+raw = open(P("photo.jpg"), "rb").read()
+open(P("bad", "zero.jpg"), "wb").close()
+open(P("bad", "trunc.jpg"), "wb").write(raw[: len(raw) // 2])
+open(P("bad", "text.jpg"), "w").write("just some text\n")
+def chunk(t, d):
+    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+open(P("bad", "huge.png"), "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+                                       + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+# an image folder with one bad file, an empty folder
+for split in ("train", "val"):
+    for k, c in enumerate(classes[:2]):
+        os.makedirs(P("imgs_bad", split, c), exist_ok=True)
+        for i in range(4):
+            Image.fromarray(img(k)).save(P("imgs_bad", split, c, f"{i}.png"))
+open(P("imgs_bad", "train", "cat", "broken.jpg"), "wb").write(raw[: len(raw) // 3])
+os.makedirs(P("imgs_empty"), exist_ok=True)
+
+# CIFAR-10 binary files: 5 + 1 batches of 20 records (label, R plane, G plane, B plane)
+os.makedirs(P("cifar"), exist_ok=True)
+for name, seed in [(f"data_batch_{b}.bin", b) for b in range(1, 6)] + [("test_batch.bin", 9)]:
+    r = np.random.default_rng(seed)
+    labels = r.integers(0, 10, 20, dtype=np.uint8)
+    pix = r.integers(0, 256, (20, 3072), dtype=np.uint8)
+    open(P("cifar", name), "wb").write(np.concatenate([labels[:, None], pix], 1).tobytes())
+print("image fixtures ok")
+EOF
+if ! $PY "$T/genimg.py" "$REPO" "$T" >"$T/genimg.log" 2>&1; then
+  cat "$T/genimg.log" >&2
+  failed=$((failed + 1))
+  echo "FAIL: generating image fixtures" >&2
+else
+  IMG=$T/imgs
+  # predict with a 1000-class torchvision state_dict: ImageNet names, torchvision's probabilities
+  if expect_ok "predict: torchvision resnet18 on a JPEG and a gray PNG --json" -- "$BIN" predict \
+      "$T/tv_resnet18.safetensors" --model resnet18 "$T/photo.jpg" "$T/photo_gray.png" --topk 5 --json --threads 2; then
+    cp "$T/out" "$T/pred.json"
+    check "predict --json == torchvision's preprocessing + softmax" $PY -c '
+import json, sys, numpy as np
+d = json.load(open(sys.argv[1]))
+assert d["crop"] == 224 and d["resize"] == 256 and d["interpolation"] == "bilinear", d
+assert len(d["images"]) == 2
+for im in d["images"]:
+    want = np.load(im["file"] + ".prob.npy")
+    fifth = np.sort(want)[-5]
+    assert len(im["top"]) == 5
+    for t in im["top"]:
+        assert abs(t["probability"] - want[t["index"]]) < 1e-4, (t, want[t["index"]])
+        assert want[t["index"]] >= fifth - 1e-4
+        assert t["label"], t
+' "$T/pred.json"
+  fi
+  expect_ok "predict: text table" -- "$BIN" predict "$T/tv_resnet18.safetensors" --model resnet18 "$T/photo.jpg" --topk 3 --threads 2 &&
+    check "predict table: ImageNet names, 3 rows" $PY -c '
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+rows = [l for l in lines if l.strip()[:1].isdigit()]
+assert len(rows) == 3, lines
+assert any(c.isalpha() for c in rows[0].split("%", 1)[1]), rows
+' "$T/out"
+  # image folder: train one epoch, eval, predict with labels
+  if expect_ok "train 1 epoch on an image folder (odd class names)" -- "$BIN" train --model resnet20 \
+      --data "folder:$IMG" --input-size 32 --epochs 1 --batch 8 --threads 2 --out "$T/imgrun" --json; then
+    check "image-folder run: JSON summary" json_check "d['epochs'] == 1 and d['train_loss'] > 0" "$T/out"
+  fi
+  if expect_ok "eval on the image folder's val split" -- "$BIN" eval "$T/imgrun/model.safetensors" \
+      --data "folder:$IMG" --input-size 32 --threads 2 --json; then
+    check "eval of the folder: 9 samples" json_check "d['samples'] == 9 and 0 <= d['accuracy'] <= 1" "$T/out"
+  fi
+  expect_ok "predict with --labels" -- "$BIN" predict "$T/imgrun/model.safetensors" "$IMG/val/cat/0.jpg" \
+      --labels "$T/labels3.txt" --crop 32 --topk 3 --json --threads 2 &&
+    check "predict --labels: the class names" json_check \
+      "sorted(t['label'] for t in d['images'][0]['top']) == sorted(['cat', 'dog bowl', '\u00e9lan vital']) and abs(sum(t['probability'] for t in d['images'][0]['top']) - 1) < 1e-5" "$T/out"
+  expect_ok "predict: no labels -> indices" -- "$BIN" predict "$T/imgrun/model.safetensors" "$IMG/val/cat/0.jpg" --crop 32 --json &&
+    check "predict: indices only" json_check "all('label' not in t for t in d['images'][0]['top'])" "$T/out"
+  expect_fail "predict: --labels with too few names" 2 "labels2.txt" "3 classes" -- \
+    "$BIN" predict "$T/imgrun/model.safetensors" "$IMG/val/cat/0.jpg" --labels "$T/labels2.txt"
+  expect_fail "predict: --interpolation nearest" 2 "--interpolation 'nearest'" -- \
+    "$BIN" predict "$T/imgrun/model.safetensors" "$IMG/val/cat/0.jpg" --interpolation nearest
+  expect_fail "predict: no image" 2 "IMAGE" -- "$BIN" predict "$T/imgrun/model.safetensors"
+  for f in zero.jpg trunc.jpg text.jpg huge.png missing.jpg; do
+    expect_fail "predict: bad image $f" 1 "$T/bad/$f" -- "$BIN" predict "$T/imgrun/model.safetensors" \
+      "$T/bad/$f" --crop 32
+  done
+  expect_fail "predict: a bad image among good ones still classifies the good" 1 "$T/bad/trunc.jpg" -- \
+    "$BIN" predict "$T/imgrun/model.safetensors" "$IMG/val/cat/0.jpg" "$T/bad/trunc.jpg" --crop 32 --json
+  check "predict: the good image's result is printed" json_check \
+    "len(d['images']) == 2 and 'top' in d['images'][0] and 'error' in d['images'][1]" "$T/out"
+  # bad datasets
+  expect_fail "train: a truncated JPEG in the folder" 1 "$T/imgs_bad/train/cat/broken.jpg" "truncated" -- \
+    "$BIN" train --model resnet20 --data "folder:$T/imgs_bad" --input-size 32 --epochs 1 --batch 4 --threads 2 --out "$T/badrun"
+  check "train on a bad folder wrote no model" test ! -e "$T/badrun/model.safetensors"
+  expect_ok "train: --skip-bad-images" -- "$BIN" train --model resnet20 --data "folder:$T/imgs_bad" \
+    --input-size 32 --epochs 1 --batch 4 --threads 2 --out "$T/skiprun" --skip-bad-images &&
+    check "--skip-bad-images warns naming the file" grep -qF "warning: skipping $T/imgs_bad/train/cat/broken.jpg" "$T/err"
+  expect_fail "eval: an empty folder" 1 "$T/imgs_empty" "no class folders" -- \
+    "$BIN" eval "$T/imgrun/model.safetensors" --data "folder:$T/imgs_empty"
+  expect_fail "eval: folder:nonexistent" 1 "$T/nope" -- "$BIN" eval "$T/imgrun/model.safetensors" --data "folder:$T/nope"
+  expect_fail "eval: unknown dataset kind" 2 "unknown dataset" -- "$BIN" eval "$T/imgrun/model.safetensors" --data "imagenet:$T"
+  # CIFAR-10 binary
+  if expect_ok "train 1 epoch on CIFAR-10 binary files" -- "$BIN" train --model resnet20 --data "cifar10:$T/cifar" \
+      --epochs 1 --batch 20 --threads 2 --out "$T/cifarrun" --json; then
+    check "CIFAR run: 100 training images" $PY -c '
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert len(rows) == 1 and float(rows[0]["train_loss"]) > 0, rows
+' "$T/cifarrun/metrics.csv"
+  fi
+  expect_ok "eval on CIFAR-10's test batch" -- "$BIN" eval "$T/cifarrun/model.safetensors" --data "cifar10:$T/cifar" --json &&
+    check "CIFAR eval: 20 samples" json_check "d['samples'] == 20" "$T/out"
+  expect_fail "cifar100 without its files" 1 "test.bin" "CIFAR-100" -- "$BIN" eval "$T/cifarrun/model.safetensors" --data "cifar100:$T/cifar"
+fi
 
 summary

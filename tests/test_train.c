@@ -146,7 +146,7 @@ static void test_loader(void) {
     cn_loader_free(&b);
 
     /* augmentation: flipped and shifted copies of the same image, zero padding */
-    cn_augment aug = {1, 1};
+    cn_augment aug = {1, 1, 0};
     float out[20];
     int flips = 0, shifts = 0;
     for (int e = 0; e < 64; e++) {

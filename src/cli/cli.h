@@ -77,6 +77,7 @@ int cmd_info(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 
 #endif
 

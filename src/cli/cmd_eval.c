@@ -10,9 +10,14 @@ static const char *help =
     "\n"
     "Accuracy and mean cross-entropy of a model on a dataset's test split.\n"
     "\n" CLI_MODEL_HELP
-    "  --data SPEC           fashion-mnist[:DIR] (default) or mnist:DIR\n"
+    "  --data SPEC           fashion-mnist[:DIR] (default), mnist:DIR, cifar10:DIR, cifar100:DIR or\n"
+    "                        folder:DIR (its test split: DIR/val, DIR/test, or DIR itself when it\n"
+    "                        has no train/; images resized to S/0.875 and center-cropped to S)\n"
+    "  --input-size S        image folders: the model's input side (default: the model's size)\n"
+    "  --skip-bad-images     image folders: skip files that do not decode (warning) instead of failing\n"
+    "  --loader-threads N    data loader threads (default 2 for image folders, else 1)\n"
     "  --split test|train    default test\n"
-    "  --batch N             default 500\n"
+    "  --batch N             default 500 (image folders: at most 32)\n"
     "  --limit N             only the first N samples\n";
 
 int cmd_eval(int argc, char **argv) {
@@ -21,6 +26,7 @@ int cmd_eval(int argc, char **argv) {
     cli_model_opts_init(&o);
     o.batch = 500;
     int train_split = 0, limit = 0;
+    cn_data_options dopt = {0};
     for (int i = 1; i < argc; i++) {
         int r = cli_model_opts_parse(C, help, &o, argc, argv, &i);
         if (r == CLI_HELP) return EXIT_OK;
@@ -37,6 +43,11 @@ int cmd_eval(int argc, char **argv) {
                 return EXIT_USAGE;
             }
             train_split = !strcmp(v, "train");
+        } else if (!strcmp(argv[i], "--skip-bad-images")) {
+            dopt.skip_bad_images = 1;
+        } else if (!strcmp(argv[i], "--loader-threads")) {
+            if (!(v = cli_value(C, argc, argv, &i))) return EXIT_USAGE;
+            if (cli_int(C, "--loader-threads", v, 1, 16, &dopt.loader_threads)) return EXIT_USAGE;
         } else if (!strcmp(argv[i], "--limit")) {
             if (!(v = cli_value(C, argc, argv, &i))) return EXIT_USAGE;
             if (cli_int(C, "--limit", v, 1, 1 << 30, &limit)) return EXIT_USAGE;
@@ -51,7 +62,13 @@ int cmd_eval(int argc, char **argv) {
     float acc, loss;
     int count;
     double t0 = cli_now();
-    cn_status st = cn_evaluate(m, data, train_split, o.batch, limit, &acc, &loss, &count);
+    if (o.h != o.w) {
+        cn_model_free(m);
+        cli_err(C, "--input-size: image folders are evaluated on square inputs");
+        return EXIT_USAGE;
+    }
+    dopt.input_size = o.h;
+    cn_status st = cn_evaluate_opts(m, data, train_split, o.batch, limit, &dopt, &acc, &loss, &count);
     double secs = cli_now() - t0;
     if (st != CN_OK) {
         cn_model_free(m);

@@ -14,7 +14,14 @@ static const char *help =
     "  --model NAME          architecture (resnet20, resnet18, efficientnet_b0, ...; default resnet20)\n"
     CLI_EFFNET_HELP
     "  --init MODEL          start from this model file instead of a fresh initialisation\n"
-    "  --data SPEC           fashion-mnist[:DIR] (default; Debian's dataset-fashion-mnist) or mnist:DIR\n"
+    "  --data SPEC           fashion-mnist[:DIR] (default; Debian's dataset-fashion-mnist), mnist:DIR,\n"
+    "                        cifar10:DIR, cifar100:DIR (the binary versions) or folder:DIR (one\n"
+    "                        subfolder of .jpg/.jpeg/.png per class: DIR/train and DIR/val or\n"
+    "                        DIR/test when DIR/train exists, else DIR for both splits)\n"
+    "  --input-size S        image folders: train at S x S (default: the model's size, 224 for\n"
+    "                        ResNet-18/50); RandomResizedCrop + flip, test: resize S/0.875 + crop\n"
+    "  --skip-bad-images     image folders: skip files that do not decode (warning) instead of failing\n"
+    "  --loader-threads N    data loader threads (default 2 for image folders, else 1)\n"
     "  --out DIR             output directory (default runs/default)\n"
     "  --resume DIR          continue the run in DIR from its last checkpoint, exactly\n"
     "  --epochs N            default 10\n"
@@ -28,7 +35,7 @@ static const char *help =
     "  --step-size E --gamma G   step schedule: multiply by G every E epochs (default 30, 0.1)\n"
     "  --warmup E            linear warm-up over E epochs (default 0)\n"
     "  --label-smoothing S   default 0\n"
-    "  --crop-pad P          random crop after zero padding by P pixels (default 2; 0 = off)\n"
+    "  --crop-pad P          random crop after zero padding by P pixels (default 2, CIFAR 4; 0 = off)\n"
     "  --no-flip             no random horizontal flip\n"
     "  --zero-init-residual  zero the last BN scale of each residual branch\n"
     "  --seed N              default 1 (same seed and threads: same bits)\n"
@@ -50,7 +57,7 @@ int cmd_train(int argc, char **argv) {
     const char *C = "train";
     cn_train_config c;
     cn_train_config_default(&c);
-    int json = 0, lr_set = 0, wd_set = 0, step_epochs = 30;
+    int json = 0, lr_set = 0, wd_set = 0, step_epochs = 30, crop_pad_set = 0, ih, iw;
     float gamma = 0.1f;
     const char *opt_name = "sgd", *sched = "cosine";
     float lr = 0, wd = 0, mom = 0.9f;
@@ -90,7 +97,12 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--gamma")) { VAL(); if (cli_float(C, a, v, 0, 1, &gamma)) return EXIT_USAGE; }
         else if (!strcmp(a, "--warmup")) { VAL(); if (cli_float(C, a, v, 0, 100000, &c.warmup_epochs)) return EXIT_USAGE; }
         else if (!strcmp(a, "--label-smoothing")) { VAL(); if (cli_float(C, a, v, 0, 0.999, &c.label_smoothing)) return EXIT_USAGE; }
-        else if (!strcmp(a, "--crop-pad")) { VAL(); if (cli_int(C, a, v, 0, 64, &c.crop_pad)) return EXIT_USAGE; }
+        else if (!strcmp(a, "--crop-pad")) { VAL(); if (cli_int(C, a, v, 0, 64, &c.crop_pad)) return EXIT_USAGE; crop_pad_set = 1; }
+        else if (!strcmp(a, "--input-size")) { VAL(); if (cli_size(C, a, v, &ih, &iw)) return EXIT_USAGE;
+            if (ih != iw) { cli_err(C, "--input-size '%s': image folders train on square inputs", v); return EXIT_USAGE; }
+            c.data_opts.input_size = ih; }
+        else if (!strcmp(a, "--skip-bad-images")) c.data_opts.skip_bad_images = 1;
+        else if (!strcmp(a, "--loader-threads")) { VAL(); if (cli_int(C, a, v, 1, 16, &c.data_opts.loader_threads)) return EXIT_USAGE; }
         else if (!strcmp(a, "--no-flip")) c.flip = 0;
         else if (!strcmp(a, "--zero-init-residual")) c.zero_init_residual = 1;
         else if (!strcmp(a, "--seed")) { VAL(); if (cli_u64(C, a, v, &c.seed)) return EXIT_USAGE; }
@@ -167,6 +179,8 @@ int cmd_train(int argc, char **argv) {
         return EXIT_USAGE;
     }
     c.sched.gamma = gamma;
+    /* torchvision's CIFAR recipe pads by 4 */
+    if (!crop_pad_set && !strncmp(c.data, "cifar", 5)) c.crop_pad = 4;
     cli_train_progress ps;
     cli_train_progress_init(&ps, json);
     c.progress = cli_train_on_progress;

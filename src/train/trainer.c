@@ -12,6 +12,7 @@
 #include "core/status.h"
 #include "graph/model.h"
 #include "io/safetensors.h"
+#include "io/transform.h"
 #include "train/data.h"
 #include "train/optim.h"
 
@@ -47,19 +48,39 @@ static void dataset_norm(const cn_dataset *d, float *mean, float *std) {
     for (int c = 0; c < 4; c++) mean[c] = 0.5f, std[c] = 0.5f;
     if (strcmp(d->name, "fashion-mnist") == 0) mean[0] = 0.2860f, std[0] = 0.3530f;
     if (strcmp(d->name, "mnist") == 0) mean[0] = 0.1307f, std[0] = 0.3081f;
+    static const float c10m[3] = {0.4914f, 0.4822f, 0.4465f}, c10s[3] = {0.2470f, 0.2435f, 0.2616f};
+    static const float c100m[3] = {0.5071f, 0.4865f, 0.4409f}, c100s[3] = {0.2673f, 0.2564f, 0.2762f};
+    static const float inm[3] = CN_IMAGENET_MEAN, ins[3] = CN_IMAGENET_STD;
+    const float *m = NULL, *s = NULL;
+    if (strcmp(d->name, "cifar10") == 0) m = c10m, s = c10s;
+    if (strcmp(d->name, "cifar100") == 0) m = c100m, s = c100s;
+    if (d->paths) m = inm, s = ins;
+    for (int c = 0; m && c < 3; c++) mean[c] = m[c], std[c] = s[c];
+}
+
+/* An image folder's input size: the option, else the model's usual size. */
+static void set_input_size(cn_dataset *d, const cn_data_options *o, const cn_model *m) {
+    if (!d->paths || d->h) return;
+    d->h = d->w = o && o->input_size ? o->input_size : cn_model_default_size(m);
 }
 
 static void limit_dataset(cn_dataset *d, int limit) {
     if (limit > 0 && limit < d->n) d->n = limit;
 }
 
-static cn_status eval_dataset(cn_model *m, const cn_dataset *d, int batch, float *acc,
-                              float *loss) {
+/* Decoded image-folder batches are large (32 images at 224 are 19 MB) and the loader keeps
+ * threads + 1 of them: evaluation batches of folders stay at most this big. */
+#define FOLDER_EVAL_BATCH 32
+
+static cn_status eval_dataset(cn_model *m, const cn_dataset *d, int batch, int threads,
+                              float *acc, float *loss) {
+    if (d->paths && batch > FOLDER_EVAL_BATCH) batch = FOLDER_EVAL_BATCH;
     float mean[4], std[4];
     dataset_norm(d, mean, std);
     cn_loader l;
     CN_TRY(cn_loader_init(&l, d, batch, 0, 0, NULL, mean, std, 0));
-    cn_status st = cn_loader_start(&l, 0, 0);
+    cn_status st = threads > 0 ? cn_loader_set_threads(&l, threads) : CN_OK;
+    if (st == CN_OK) st = cn_loader_start(&l, 0, 0);
     double tl = 0;
     int64_t hits = 0, seen = 0;
     const cn_batch *b;
@@ -72,6 +93,7 @@ static cn_status eval_dataset(cn_model *m, const cn_dataset *d, int batch, float
         hits += c;
         seen += b->n;
     }
+    if (st == CN_OK) st = cn_loader_status(&l);
     cn_loader_free(&l);
     if (st != CN_OK) return st;
     *acc = seen ? (float)hits / seen : 0;
@@ -81,15 +103,23 @@ static cn_status eval_dataset(cn_model *m, const cn_dataset *d, int batch, float
 
 cn_status cn_evaluate(cn_model *m, const char *data, int train_split, int batch, int limit,
                       float *acc, float *loss, int *count) {
+    return cn_evaluate_opts(m, data, train_split, batch, limit, NULL, acc, loss, count);
+}
+
+cn_status cn_evaluate_opts(cn_model *m, const char *data, int train_split, int batch, int limit,
+                           const cn_data_options *o, float *acc, float *loss, int *count) {
     cn_dataset d;
-    CN_TRY(cn_dataset_open(&d, data, train_split));
+    CN_TRY(cn_dataset_open_opts(&d, data, train_split, o ? o->input_size : 0,
+                                o ? o->skip_bad_images : 0));
     limit_dataset(&d, limit);
+    set_input_size(&d, o, m);
     cn_status st = CN_OK;
     if (d.c != m->arch.in_channels || d.num_classes > m->arch.num_classes)
         st = cn_error(CN_ERR_SHAPE,
                       "the model takes %d input channel(s) and %d classes; %s has %d and %d",
                       m->arch.in_channels, m->arch.num_classes, d.name, d.c, d.num_classes);
-    if (st == CN_OK) st = eval_dataset(m, &d, batch > 0 ? batch : 500, acc, loss);
+    if (st == CN_OK)
+        st = eval_dataset(m, &d, batch > 0 ? batch : 500, o ? o->loader_threads : 0, acc, loss);
     if (count) *count = d.n;
     cn_dataset_free(&d);
     return st;
@@ -218,6 +248,9 @@ static char *config_json(const cn_train_config *c, int epoch_done, int64_t step,
         cJSON_AddNumberToObject(p, "end", c->prune_end);
         cJSON_AddNumberToObject(p, "every", c->prune_every);
     }
+    cJSON_AddNumberToObject(o, "input_size", c->data_opts.input_size);
+    cJSON_AddNumberToObject(o, "skip_bad_images", c->data_opts.skip_bad_images);
+    cJSON_AddNumberToObject(o, "loader_threads", c->data_opts.loader_threads);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -305,6 +338,9 @@ static cn_status load_checkpoint(const char *path, cn_train_config *c, cn_model 
     c->flip = jint(j, "flip", c->flip, 0, 1, &bad);
     c->limit_train = jint(j, "limit_train", c->limit_train, 0, 1 << 30, &bad);
     c->limit_test = jint(j, "limit_test", c->limit_test, 0, 1 << 30, &bad);
+    c->data_opts.input_size = jint(j, "input_size", 0, 0, 8192, &bad);
+    c->data_opts.skip_bad_images = jint(j, "skip_bad_images", 0, 0, 1, &bad);
+    c->data_opts.loader_threads = jint(j, "loader_threads", c->data_opts.loader_threads, 0, 16, &bad);
     *epoch_done = jint(j, "epoch", 0, 0, c->epochs, &bad);
     const cJSON *pj = cJSON_GetObjectItemCaseSensitive(j, "prune");
     c->prune = NULL;
@@ -402,8 +438,23 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
     } else {
         CN_TRY(make_dir(c.out_dir));
     }
-    if ((st = cn_dataset_open(&train, c.data, 1)) != CN_OK) goto done;
-    if ((st = cn_dataset_open(&test, c.data, 0)) != CN_OK) goto done;
+    const cn_data_options *dopt = &c.data_opts;
+    if ((st = cn_dataset_open_opts(&train, c.data, 1, dopt->input_size, dopt->skip_bad_images)) !=
+        CN_OK)
+        goto done;
+    if ((st = cn_dataset_open_opts(&test, c.data, 0, dopt->input_size, dopt->skip_bad_images)) !=
+        CN_OK)
+        goto done;
+    if (train.classes && test.classes) {
+        int same = train.num_classes == test.num_classes;
+        for (int k = 0; same && k < train.num_classes; k++)
+            same = !strcmp(train.classes[k], test.classes[k]);
+        if (!same) {
+            st = cn_error(CN_ERR_FORMAT, "--data %s: the class folders of %s and %s differ", c.data,
+                          train.root, test.root);
+            goto done;
+        }
+    }
     limit_dataset(&train, c.limit_train);
     limit_dataset(&test, c.limit_test);
     if (!m) {
@@ -433,10 +484,15 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
                       train.num_classes);
         goto done;
     }
+    set_input_size(&train, dopt, m);
+    set_input_size(&test, dopt, m);
     float mean[4], std[4];
     dataset_norm(&train, mean, std);
-    cn_augment aug = {c.crop_pad, c.flip};
+    cn_augment aug = {c.crop_pad, c.flip, train.paths != NULL};
     if ((st = cn_loader_init(&loader, &train, c.batch, 1, 1, &aug, mean, std, c.seed)) != CN_OK)
+        goto done;
+    if (dopt->loader_threads > 0 &&
+        (st = cn_loader_set_threads(&loader, dopt->loader_threads)) != CN_OK)
         goto done;
     int64_t spe = loader.nbatches, total = spe * c.epochs;
     cn_schedule sched = c.sched;
@@ -510,9 +566,11 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
                 c.progress(&p, c.user);
             }
         }
+        if ((st = cn_loader_status(&loader)) != CN_OK) goto done;
         double train_s = now_s() - t0;
         float tacc = 0, tloss = 0;
-        if ((st = eval_dataset(m, &test, c.eval_batch > 0 ? c.eval_batch : 500, &tacc, &tloss)) !=
+        if ((st = eval_dataset(m, &test, c.eval_batch > 0 ? c.eval_batch : 500, dopt->loader_threads,
+                               &tacc, &tloss)) !=
             CN_OK)
             goto done;
         res->epochs_done = epoch;
@@ -552,7 +610,8 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
     if (res->epochs_done == 0) {
         /* resumed a finished run: report the saved model's accuracy */
         res->epochs_done = epoch_done;
-        if ((st = eval_dataset(m, &test, c.eval_batch > 0 ? c.eval_batch : 500, &res->test_acc,
+        if ((st = eval_dataset(m, &test, c.eval_batch > 0 ? c.eval_batch : 500, dopt->loader_threads,
+                               &res->test_acc,
                                &res->test_loss)) != CN_OK)
             goto done;
     }
