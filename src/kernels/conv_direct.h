@@ -1,9 +1,13 @@
-/* Direct (implicit-GEMM) convolution kernels for NHWC images with a multiple of 16 output
- * channels: the output channels lie along the vector lanes, input values are broadcast, and the
- * whole KH*KW*C reduction of a register tile runs without leaving registers (no im2col, no
- * partial sums written back between kernel rows). Used for the 3x3 convolutions of small-channel
- * networks (ResNet-20: 16/32/64 channels), where the GEMM of one image is too small and too
- * narrow for the packed algorithm to reach its speed. */
+/* Direct (implicit-GEMM) convolution kernels for NHWC images: the output channels lie along the
+ * vector lanes, input values are broadcast, and the whole KH*KW*C reduction of a register tile
+ * runs without leaving registers (no im2col, no partial sums written back between kernel rows).
+ * Used for the 3x3 convolutions of small-channel networks (ResNet-20: 16/32/64 channels, and the
+ * irregular widths that structured pruning leaves, e.g. 9/18/36), where the GEMM of one image is
+ * too small and too narrow for the packed algorithm to reach its speed.
+ *
+ * Any number of output channels: the packed weights have cn_dconv_ldw(oc) columns, the ones
+ * past oc zero, so that the kernels compute whole vectors and store the real channels only
+ * (masked stores). */
 #ifndef CN_KERNELS_CONV_DIRECT_H
 #define CN_KERNELS_CONV_DIRECT_H
 
@@ -20,16 +24,20 @@ typedef struct cn_dconv_shape {
 
 enum { CN_DCONV_SLACK = 2048 };
 
-/* 1 when the AVX-512 direct kernels exist for this CPU and shape (forward: oc % 16 == 0 and a
- * pixel stride sw * c of 1, 2, 16, 32 or 64 floats; weight gradient: oc % 16 == 0). */
+/* columns of the packed weights: oc rounded up to a whole vector */
+static inline int cn_dconv_ldw(int oc) { return (oc + 15) / 16 * 16; }
+
+/* 1 when the AVX-512 direct kernels exist for this CPU (any shape; the callers exclude groups
+ * and 1x1 convolutions, which the GEMM runs at full speed) */
 int cn_dconv_forward_ok(const cn_dconv_shape *s);
 int cn_dconv_wgrad_ok(const cn_dconv_shape *s);
 
-/* out (OH, OW, OC) = conv(xpad, wk), or += with accumulate; wk (KH*KW*C, OC): the weights with
- * the output channel innermost. */
-void cn_dconv_forward_image(float *out, const float *xpad, const float *wk,
-                            const cn_dconv_shape *s, int accumulate);
-/* dwk (KH*KW*C, OC) += sum over the pixels of the image of xpad patch (x) dy (OH, OW, OC). */
+/* output rows oy0..oy1-1 of out (OH, OW, OC) = conv(xpad, wk), or += with accumulate;
+ * wk (KH*KW*C, ldw(OC)): the weights with the output channel innermost, zero past OC */
+void cn_dconv_forward_rows(float *out, const float *xpad, const float *wk,
+                           const cn_dconv_shape *s, int oy0, int oy1, int accumulate);
+/* dwk (KH*KW*C, ldw(OC)) += sum over the pixels of the image of xpad patch (x) dy (OH, OW, OC);
+ * the columns past OC stay as they are */
 void cn_dconv_wgrad_image(float *dwk, const float *xpad, const float *dy, const cn_dconv_shape *s);
 
 #endif

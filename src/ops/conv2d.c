@@ -264,8 +264,10 @@ static void implicit_wgrad(float *dw, const float *dout, const float *in, const 
 }
 
 /* ---- direct kernels (kernels/conv_direct.h) ----
- * One image per step on parallel threads, each padding its image into its own buffer; the
- * weights are repacked once per call with the output channel innermost. */
+ * One image per step on parallel threads, each padding its image into its own buffer (with
+ * fewer images than threads, the threads share the padded images and split their rows); the
+ * weights are repacked once per call with the output channel innermost, padded with zeros to
+ * whole vectors. */
 static cn_dconv_shape direct_shape(const cn_conv_desc *d) {
     cn_dconv_shape s = {d->oh, d->ow, d->oc, d->c, d->kh, d->kw, d->sh, d->sw, d->w + 2 * d->pw};
     return s;
@@ -281,23 +283,13 @@ static int direct_wgrad_shape_ok(const cn_conv_desc *d) {
     return d->groups == 1 && !is_pointwise(d) && cn_dconv_wgrad_ok(&s);
 }
 
-/* The direct path runs whole images on threads; with fewer images than threads (inference on
- * one image) the GEMM paths, which split one image, keep every core busy. */
-static int direct_batch_ok(const cn_conv_desc *d, int nthreads) {
-    return nthreads <= 1 || d->n >= nthreads;
-}
-
-static int direct_forward_ok(const cn_conv_desc *d, int nthreads) {
-    return direct_batch_ok(d, nthreads) && direct_forward_shape_ok(d);
-}
-
+/* The weight gradient runs whole images on threads; with fewer images than threads the GEMM
+ * path, which splits one image, keeps every core busy. */
 static int direct_wgrad_ok(const cn_conv_desc *d, int nthreads) {
-    return direct_batch_ok(d, nthreads) && direct_wgrad_shape_ok(d);
+    return (nthreads <= 1 || d->n >= nthreads) && direct_wgrad_shape_ok(d);
 }
 
-static int direct_threads(const cn_conv_desc *d, int nthreads) {
-    return nthreads > 1 && d->n >= 2 ? nthreads : 1;
-}
+static int direct_threads(int nthreads) { return nthreads > 1 ? nthreads : 1; }
 
 /* floats of one thread's padded image, rounded to whole cache lines */
 static size_t direct_pad_floats(const cn_conv_desc *d) {
@@ -305,69 +297,107 @@ static size_t direct_pad_floats(const cn_conv_desc *d) {
     return (n + 15) / 16 * 16;
 }
 
+/* floats of the packed weights (KH*KW*C, ldw(OC)) */
 static size_t direct_weight_floats(const cn_conv_desc *d) {
-    return (size_t)d->oc * d->kh * d->kw * d->c;
+    return (size_t)cn_dconv_ldw(d->oc) * d->kh * d->kw * d->c;
 }
 
-/* wk (KH*KW*C, OC) from w (OC, KH, KW, C) */
+/* wk (KH*KW*C, ldw(OC)) from w (OC, KH, KW, C), zero past OC */
 static void pack_weights(float *restrict wk, const float *restrict w, const cn_conv_desc *d) {
-    size_t k = (size_t)d->kh * d->kw * d->c;
-    for (int co = 0; co < d->oc; co++)
-        for (size_t i = 0; i < k; i++) wk[i * d->oc + co] = w[co * k + i];
+    size_t k = (size_t)d->kh * d->kw * d->c, ldw = (size_t)cn_dconv_ldw(d->oc);
+    for (size_t i = 0; i < k; i++) {
+        float *row = wk + i * ldw;
+        for (int co = 0; co < d->oc; co++) row[co] = w[co * k + i];
+        for (size_t co = (size_t)d->oc; co < ldw; co++) row[co] = 0.0f;
+    }
 }
 
 /* the weights of the data gradient as a convolution (see data_grad_as_conv), directly in the
- * direct kernels' layout: wk[(ky*KW + kx)*OC + co][ci] = w[co][KH-1-ky][KW-1-kx][ci] */
+ * direct kernels' layout: wk[(ky*KW + kx)*OC + co][ci] = w[co][KH-1-ky][KW-1-kx][ci], with
+ * ldw(C) columns, zero past C */
 static void pack_weights_flipped(float *restrict wk, const float *restrict w,
                                  const cn_conv_desc *d) {
     int C = d->c, OC = d->oc, KH = d->kh, KW = d->kw;
+    size_t ldw = (size_t)cn_dconv_ldw(C);
     for (int ky = 0; ky < KH; ky++)
         for (int kx = 0; kx < KW; kx++)
-            for (int co = 0; co < OC; co++)
-                memcpy(wk + (((size_t)ky * KW + kx) * OC + co) * C,
-                       w + (((size_t)co * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)) * C,
+            for (int co = 0; co < OC; co++) {
+                float *row = wk + (((size_t)ky * KW + kx) * OC + co) * ldw;
+                memcpy(row, w + (((size_t)co * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)) * C,
                        sizeof(float) * C);
+                memset(row + C, 0, sizeof(float) * (ldw - C));
+            }
 }
 
 static size_t direct_forward_workspace(const cn_conv_desc *d, int nthreads) {
-    return direct_weight_floats(d) + direct_pad_floats(d) * direct_threads(d, nthreads);
+    return direct_weight_floats(d) + direct_pad_floats(d) * direct_threads(nthreads);
+}
+
+/* rows of output pixels per block when threads split the rows of an image: whole register
+ * tiles of two rows */
+static int direct_row_block(const cn_conv_desc *d, int T) {
+    int rows = (d->oh + T - 1) / T;
+    return rows + (rows & 1);
 }
 
 /* out = conv(in, wk) (or += with accumulate); ws: direct_pad_floats per thread */
 static void direct_forward(float *out, const float *in, const float *wk, const cn_conv_desc *d,
                            float *ws, int nthreads, int accumulate, const cn_epilogue *ep) {
     cn_dconv_shape s = direct_shape(d);
-    int T = direct_threads(d, nthreads), hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw;
+    int T = direct_threads(nthreads), hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw;
     size_t per = direct_pad_floats(d), body = (size_t)hp * wp * d->c;
     size_t in_img = (size_t)d->h * d->w * d->c, out_img = (size_t)d->oh * d->ow * d->oc;
+    if (d->n >= T) {
+#pragma omp parallel num_threads(T)
+        {
+            float *pad = ws + (size_t)omp_get_thread_num() * per;
+            memset(pad + body, 0, sizeof(float) * (per - body));
+#pragma omp for schedule(static)
+            for (int n = 0; n < d->n; n++) {
+                float *o = out + n * out_img;
+                pad_image(pad, in + n * in_img, d, hp, wp);
+                cn_dconv_forward_rows(o, pad, wk, &s, 0, d->oh, accumulate);
+                if (ep) epilogue(o, o, ep->res ? ep->res + n * out_img : NULL,
+                                 (size_t)d->oh * d->ow, d->oc, ep);
+            }
+        }
+        return;
+    }
+    /* fewer images than threads: image n padded into buffer n, then blocks of rows */
+    int rb = direct_row_block(d, T), nb = (d->oh + rb - 1) / rb;
 #pragma omp parallel num_threads(T)
     {
-        float *pad = ws + (size_t)omp_get_thread_num() * per;
-        memset(pad + body, 0, sizeof(float) * (per - body));
 #pragma omp for schedule(static)
         for (int n = 0; n < d->n; n++) {
-            float *o = out + n * out_img;
+            float *pad = ws + (size_t)n * per;
+            memset(pad + body, 0, sizeof(float) * (per - body));
             pad_image(pad, in + n * in_img, d, hp, wp);
-            cn_dconv_forward_image(o, pad, wk, &s, accumulate);
-            if (ep) epilogue(o, o, ep->res ? ep->res + n * out_img : NULL,
-                             (size_t)d->oh * d->ow, d->oc, ep);
+        }
+#pragma omp for schedule(static)
+        for (int j = 0; j < d->n * nb; j++) {
+            int n = j / nb, oy0 = j % nb * rb, oy1 = oy0 + rb < d->oh ? oy0 + rb : d->oh;
+            size_t o = (size_t)n * out_img + (size_t)oy0 * d->ow * d->oc;
+            cn_dconv_forward_rows(out + n * out_img, ws + (size_t)n * per, wk, &s, oy0, oy1,
+                                  accumulate);
+            if (ep) epilogue(out + o, out + o, ep->res ? ep->res + o : NULL,
+                             (size_t)(oy1 - oy0) * d->ow, d->oc, ep);
         }
     }
 }
 
 static size_t direct_wgrad_workspace(const cn_conv_desc *d, int nthreads) {
-    int T = direct_threads(d, nthreads);
+    int T = direct_threads(nthreads);
     return (direct_pad_floats(d) + direct_weight_floats(d)) * T;
 }
 
-/* dw += the weight gradient; each thread sums its images in its own (KH*KW*C, OC) buffer, and
- * the buffers are added in thread order */
+/* dw += the weight gradient; each thread sums its images in its own (KH*KW*C, ldw(OC)) buffer,
+ * and the buffers are added in thread order */
 static void direct_wgrad(float *dw, const float *dout, const float *in, const cn_conv_desc *d,
                          float *ws, int nthreads) {
     cn_dconv_shape s = direct_shape(d);
-    int T = direct_threads(d, nthreads), hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw;
+    int T = direct_threads(nthreads), hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw;
     size_t per = direct_pad_floats(d), body = (size_t)hp * wp * d->c;
-    size_t wsize = direct_weight_floats(d), k = wsize / d->oc;
+    size_t ldw = (size_t)cn_dconv_ldw(d->oc), wsize = direct_weight_floats(d), k = wsize / ldw;
     size_t in_img = (size_t)d->h * d->w * d->c, out_img = (size_t)d->oh * d->ow * d->oc;
     float *acc = ws + per * T;
     memset(acc, 0, sizeof(float) * wsize * T);
@@ -387,7 +417,7 @@ static void direct_wgrad(float *dw, const float *dout, const float *in, const cn
         for (size_t i = 0; i < wsize; i++) acc[i] += src[i];
     }
     for (int co = 0; co < d->oc; co++)
-        for (size_t i = 0; i < k; i++) dw[co * k + i] += acc[i * d->oc + co];
+        for (size_t i = 0; i < k; i++) dw[co * k + i] += acc[i * ldw + co];
 }
 
 /* both the direct and the GEMM path's needs: which one runs depends on the batch size of the
@@ -550,7 +580,7 @@ void cn_conv2d_forward(float *out, const float *in, const float *w, const float 
         cn_dwconv_forward(out, in, w, bias, d, ws, nthreads);
         return;
     }
-    if (direct_forward_ok(d, nthreads)) {
+    if (direct_forward_shape_ok(d)) {
         pack_weights(ws, w, d);
         direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, NULL);
     } else {
@@ -571,7 +601,7 @@ void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
         cn_dwconv_forward_fused(out, in, w, ep, d, ws, nthreads);
         return;
     }
-    if (direct_forward_ok(d, nthreads)) {
+    if (direct_forward_shape_ok(d)) {
         pack_weights(ws, w, d);
         direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, ep);
         return;
@@ -665,10 +695,11 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
     }
     if (dw_implicit) implicit_wgrad(dw_implicit, dout, in, d, ws, nthreads);
     if (dw_direct) direct_wgrad(dw_direct, dout, in, d, ws, nthreads);
-    if (flip && direct_forward_ok(&tr, nthreads)) {
+    if (flip && direct_forward_shape_ok(&tr)) {
         /* the weight pass is over, so its workspace is free */
         pack_weights_flipped(ws, w, d);
-        direct_forward(din_conv, dout, ws, &tr, ws + direct_weight_floats(d), nthreads, 1, NULL);
+        direct_forward(din_conv, dout, ws, &tr, ws + direct_weight_floats(&tr), nthreads, 1,
+                       NULL);
     } else if (flip) {
         /* wt (C, KH, KW, OC): wt[ci][ky][kx][co] = w[co][KH-1-ky][KW-1-kx][ci]; the weight
          * pass is over, so its workspace is free */
