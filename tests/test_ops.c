@@ -783,6 +783,33 @@ static void xent_gc(int n, int k, float smoothing) {
     free(x.z); free(x.dz); free(x.tmp); free(x.labels); free(junk);
 }
 
+/* the direct kernels (kernels/conv_direct.h): the same bits from two runs with the same thread
+ * count, forward and both gradients */
+static void conv_repeat_case(int n, int h, int w, int c, int oc, int k, int s, int threads) {
+    cn_conv_desc d = {n, h, w, c, oc, k, k, s, s, k / 2, k / 2, 1, 0, 0};
+    if (!cn_conv_desc_init(&d)) {
+        CHECK(0, "conv desc rejected");
+        return;
+    }
+    size_t nin = (size_t)n * h * w * c, nout = (size_t)n * d.oh * d.ow * oc;
+    size_t nw = (size_t)oc * k * k * c;
+    float *in = randv(nin, 1), *wt = randv(nw, 0.3f), *dout = randv(nout, 1);
+    float *ws = malloc(sizeof(float) * (cn_conv2d_workspace(&d, threads, 1) + 1));
+    float *o[2], *di[2], *dw[2];
+    for (int r = 0; r < 2; r++) {
+        o[r] = malloc(sizeof(float) * nout);
+        di[r] = calloc(nin, sizeof(float));
+        dw[r] = calloc(nw, sizeof(float));
+        cn_conv2d_forward(o[r], in, wt, NULL, &d, ws, threads);
+        cn_conv2d_backward(di[r], dw[r], NULL, dout, in, wt, &d, ws, threads);
+    }
+    CHECK(!memcmp(o[0], o[1], sizeof(float) * nout) && !memcmp(di[0], di[1], sizeof(float) * nin) &&
+              !memcmp(dw[0], dw[1], sizeof(float) * nw),
+          "conv n%d %dx%dx%d->%d k%d s%d t%d: two runs differ", n, h, w, c, oc, k, s, threads);
+    for (int r = 0; r < 2; r++) free(o[r]), free(di[r]), free(dw[r]);
+    free(in); free(wt); free(dout); free(ws);
+}
+
 int main(void) {
     rng = cn_rng_make(1234, 0, 0);
     verbose = getenv("CN_TEST_VERBOSE") != NULL;
@@ -923,6 +950,43 @@ int main(void) {
         free(d1); free(d2); free(g1); free(g2); free(b1); free(b2); free(scr);
     }
     phase("other ops");
+    /* the direct kernels against the double-precision loops: output channels in whole vectors
+     * (16..64) and with a tail (1, 7, 9, 17, 36: pruned widths), inputs of 1/3/9/16/32 channels,
+     * 7x7 and 28x28 maps, stride 1 and 2, 1 and 2 threads, batch 1 and 3 (batch 1 on 2 threads:
+     * one image's rows split between the threads) */
+    {
+        static const int ocs[] = {1, 7, 9, 16, 17, 32, 36, 48, 64};
+        static const int cs[] = {1, 3, 9, 16, 32};
+        int i = 0;
+        for (size_t a = 0; a < sizeof ocs / sizeof *ocs; a++)
+            for (size_t b = 0; b < sizeof cs / sizeof *cs; b++, i++) {
+                int s = 1 + (i & 1), t = 1 + ((i >> 1) & 1), n = (i >> 2) & 1 ? 3 : 1;
+                conv_case(n, 28, 28, cs[b], ocs[a], 3, s, 1, 1, t);
+                conv_case(4 - n, 7, 7, cs[b], ocs[a], 3, 3 - s, 1, 1, 3 - t);
+            }
+        for (int t = 1; t <= 2; t++)
+            for (int n = 1; n <= 3; n += 2) {
+                conv_case(n, 14, 14, 18, 36, 3, 1, 1, 1, t);
+                conv_case(n, 14, 14, 36, 18, 3, 2, 1, 1, t);
+                conv_case(n, 28, 28, 16, 9, 3, 1, 1, 1, t);
+                conv_case(n, 28, 28, 9, 16, 3, 1, 1, 1, t);
+                conv_case(n, 9, 11, 5, 23, 5, 1, 2, 1, t);
+                conv_case(n, 15, 13, 3, 13, 7, 2, 3, 1, t);
+            }
+        for (int t = 1; t <= 2; t++) {
+            conv_repeat_case(3, 28, 28, 16, 9, 3, 1, t);
+            conv_repeat_case(3, 14, 14, 9, 18, 3, 2, t);
+            conv_repeat_case(1, 7, 7, 36, 64, 3, 1, t);
+        }
+    }
+    phase("direct conv kernels vs direct loops");
+    for (int t = 1; t <= 2; t++) {
+        conv_gc(2, 6, 5, 3, 9, 3, 1, 1, 1, t, G_ALL);
+        conv_gc(1, 7, 7, 9, 17, 3, 2, 1, 1, t, G_ALL);
+        conv_gc(3, 5, 5, 17, 7, 3, 1, 1, 1, t, G_ALL);
+        conv_gc(1, 4, 4, 1, 1, 3, 1, 1, 1, t, G_ALL);
+    }
+    phase("direct conv finite differences");
     int rc = check_summary("ops");
     fflush(stdout); /* the line must get out even if LeakSanitizer ends the process at exit */
     return rc;
