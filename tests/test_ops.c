@@ -973,6 +973,8 @@ int main(void) {
                 conv_case(n, 9, 11, 5, 23, 5, 1, 2, 1, t);
                 conv_case(n, 15, 13, 3, 13, 7, 2, 3, 1, t);
             }
+        /* one image big enough for its rows to be split between threads (odd row count) */
+        for (int t = 1; t <= 3; t++) conv_case(1, 57, 57, 24, 17, 3, 1, 1, 1, t);
         for (int t = 1; t <= 2; t++) {
             conv_repeat_case(3, 28, 28, 16, 9, 3, 1, t);
             conv_repeat_case(3, 14, 14, 9, 18, 3, 2, t);

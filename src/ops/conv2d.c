@@ -17,7 +17,7 @@
 #include "ops/activation.h"
 #include "ops/ops.h"
 
-enum { CHUNK_FLOATS = 1 << 19, IMAGE_PARALLEL_MAX_FLOATS = 1 << 21 };
+enum { CHUNK_FLOATS = 1 << 19, IMAGE_PARALLEL_MAX_FLOATS = 1 << 21, DIRECT_SPLIT_MIN_MACS = 1 << 23 };
 
 int cn_conv_desc_init(cn_conv_desc *d) {
     if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->oc <= 0 || d->kh <= 0 ||
@@ -347,6 +347,9 @@ static void direct_forward(float *out, const float *in, const float *wk, const c
     int T = direct_threads(nthreads), hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw;
     size_t per = direct_pad_floats(d), body = (size_t)hp * wp * d->c;
     size_t in_img = (size_t)d->h * d->w * d->c, out_img = (size_t)d->oh * d->ow * d->oc;
+    /* a small image is over (~10 us) before a second thread would have woken up on a busy
+     * machine: one thread */
+    if (d->n < T && out_img * d->kh * d->kw * d->c < DIRECT_SPLIT_MIN_MACS) T = 1;
     if (d->n >= T) {
 #pragma omp parallel num_threads(T)
         {
@@ -363,22 +366,19 @@ static void direct_forward(float *out, const float *in, const float *wk, const c
         }
         return;
     }
-    /* fewer images than threads: image n padded into buffer n, then blocks of rows */
-    int rb = direct_row_block(d, T), nb = (d->oh + rb - 1) / rb;
+    /* fewer images than threads: blocks of rows, each thread padding the images of its blocks
+     * into its own buffer (a copy is cheaper than a barrier) */
+    int rb = direct_row_block(d, T), nb = (d->oh + rb - 1) / rb, items = d->n * nb;
 #pragma omp parallel num_threads(T)
     {
-#pragma omp for schedule(static)
-        for (int n = 0; n < d->n; n++) {
-            float *pad = ws + (size_t)n * per;
-            memset(pad + body, 0, sizeof(float) * (per - body));
-            pad_image(pad, in + n * in_img, d, hp, wp);
-        }
-#pragma omp for schedule(static)
-        for (int j = 0; j < d->n * nb; j++) {
+        int t = omp_get_thread_num(), j0 = items * t / T, j1 = items * (t + 1) / T, padded = -1;
+        float *pad = ws + (size_t)t * per;
+        if (j0 < j1) memset(pad + body, 0, sizeof(float) * (per - body));
+        for (int j = j0; j < j1; j++) {
             int n = j / nb, oy0 = j % nb * rb, oy1 = oy0 + rb < d->oh ? oy0 + rb : d->oh;
             size_t o = (size_t)n * out_img + (size_t)oy0 * d->ow * d->oc;
-            cn_dconv_forward_rows(out + n * out_img, ws + (size_t)n * per, wk, &s, oy0, oy1,
-                                  accumulate);
+            if (n != padded) pad_image(pad, in + n * in_img, d, hp, wp), padded = n;
+            cn_dconv_forward_rows(out + n * out_img, pad, wk, &s, oy0, oy1, accumulate);
             if (ep) epilogue(out + o, out + o, ep->res ? ep->res + o : NULL,
                              (size_t)(oy1 - oy0) * d->ow, d->oc, ep);
         }
