@@ -106,6 +106,19 @@ check() {
   fi
 }
 
+# torch_check DESC MODEL INPUT LOGITS: MODEL loads into PyTorch (tests/parity/check_torch_load.py,
+# load_state_dict strict) and gives the LOGITS convnet wrote for INPUT
+torch_check() {
+  local desc=$1 model=$2 input=$3 logits=$4 ref=${4%.safetensors}_ref.safetensors
+  $PY - "$REPO" "$input" "$logits" "$ref" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1] + "/tests/parity")
+import st
+st.save(sys.argv[4], {"input": st.load(sys.argv[2])[0]["input"], "logits": st.load(sys.argv[3])[0]["logits"]})
+EOF
+  check "$desc" $PY "$REPO/tests/parity/check_torch_load.py" "$model" "$ref"
+}
+
 # json_check 'python expression over d' FILE : d is the parsed JSON of FILE.
 json_check() {
   $PY -c '
@@ -750,14 +763,8 @@ section "9. a convnet model loads in PyTorch and gives the same logits"
 if [[ -f $REPO/tests/parity/check_torch_load.py && -f $A/model.safetensors ]]; then
   if expect_ok "forward of A's model for the PyTorch check" -- "$BIN" forward "$A/model.safetensors" \
       --input "$T/in.safetensors" --output "$T/A_logits.safetensors" --threads 2; then
-    $PY - "$REPO" "$T/in.safetensors" "$T/A_logits.safetensors" "$T/A_ref.safetensors" <<'EOF'
-import sys
-sys.path.insert(0, sys.argv[1] + "/tests/parity")
-import st
-st.save(sys.argv[4], {"input": st.load(sys.argv[2])[0]["input"], "logits": st.load(sys.argv[3])[0]["logits"]})
-EOF
-    check "convnet's trained model loads in PyTorch (check_torch_load.py)" \
-      $PY "$REPO/tests/parity/check_torch_load.py" "$A/model.safetensors" "$T/A_ref.safetensors"
+    torch_check "convnet's trained model loads in PyTorch (check_torch_load.py)" "$A/model.safetensors" \
+      "$T/in.safetensors" "$T/A_logits.safetensors"
   fi
 else
   failed=$((failed + 1))
@@ -803,14 +810,8 @@ st.save(sys.argv[2], {"input": np.random.default_rng(5).standard_normal((2, 1, 2
 EOF
 if expect_ok "forward of the EfficientNet" -- "$BIN" forward "$E/model.safetensors" \
     --input "$T/eff_in.safetensors" --output "$T/eff_logits.safetensors" --threads 2; then
-  $PY - "$REPO" "$T/eff_in.safetensors" "$T/eff_logits.safetensors" "$T/eff_ref.safetensors" <<'EOF'
-import sys
-sys.path.insert(0, sys.argv[1] + "/tests/parity")
-import st
-st.save(sys.argv[4], {"input": st.load(sys.argv[2])[0]["input"], "logits": st.load(sys.argv[3])[0]["logits"]})
-EOF
-  check "the scaled EfficientNet loads in PyTorch with the same logits" \
-    $PY "$REPO/tests/parity/check_torch_load.py" "$E/model.safetensors" "$T/eff_ref.safetensors"
+  torch_check "the scaled EfficientNet loads in PyTorch with the same logits" "$E/model.safetensors" \
+    "$T/eff_in.safetensors" "$T/eff_logits.safetensors"
 fi
 expect_fail "scaling options with a model file" 2 "describe a fresh model" -- \
   "$BIN" info "$E/model.safetensors" --phi 1
@@ -861,14 +862,8 @@ if expect_ok "forward of the pruned model" -- "$BIN" forward "$PD/l2.safetensors
     --output "$PD/l2_logits.safetensors" --threads 2; then
   # the pruned model is a real, smaller network: torchvision's forward with the file's widths
   # loads it with load_state_dict(strict=True) and gives convnet's logits
-  $PY - "$REPO" "$T/in.safetensors" "$PD/l2_logits.safetensors" "$PD/l2_ref.safetensors" <<'EOF2'
-import sys
-sys.path.insert(0, sys.argv[1] + "/tests/parity")
-import st
-st.save(sys.argv[4], {"input": st.load(sys.argv[2])[0]["input"], "logits": st.load(sys.argv[3])[0]["logits"]})
-EOF2
-  check "the pruned model loads in PyTorch and gives the same logits" \
-    $PY "$REPO/tests/parity/check_torch_load.py" "$PD/l2.safetensors" "$PD/l2_ref.safetensors"
+  torch_check "the pruned model loads in PyTorch and gives the same logits" "$PD/l2.safetensors" \
+    "$T/in.safetensors" "$PD/l2_logits.safetensors"
 fi
 # an EfficientNet pruned (expand, depthwise, SE, stem and head channels) is a real network too
 if [[ -f $E/model.safetensors ]] &&
@@ -876,14 +871,8 @@ if [[ -f $E/model.safetensors ]] &&
      --out "$PD/eff.safetensors" --bench-runs 1 --threads 2 &&
    expect_ok "forward of the pruned EfficientNet" -- "$BIN" forward "$PD/eff.safetensors" \
      --input "$T/eff_in.safetensors" --output "$PD/eff_logits.safetensors" --threads 2; then
-  $PY - "$REPO" "$T/eff_in.safetensors" "$PD/eff_logits.safetensors" "$PD/eff_ref.safetensors" <<'EOF2'
-import sys
-sys.path.insert(0, sys.argv[1] + "/tests/parity")
-import st
-st.save(sys.argv[4], {"input": st.load(sys.argv[2])[0]["input"], "logits": st.load(sys.argv[3])[0]["logits"]})
-EOF2
-  check "the pruned EfficientNet loads in PyTorch and gives the same logits" \
-    $PY "$REPO/tests/parity/check_torch_load.py" "$PD/eff.safetensors" "$PD/eff_ref.safetensors"
+  torch_check "the pruned EfficientNet loads in PyTorch and gives the same logits" "$PD/eff.safetensors" \
+    "$T/eff_in.safetensors" "$PD/eff_logits.safetensors"
 fi
 expect_ok "bench of the pruned model" -- "$BIN" bench "$PD/l2.safetensors" --runs 2 --warmup 1 --threads 2
 if expect_ok "prune (text table) l1 global --round-to 4 --report PATH" -- "${PRUNE[@]}" --out "$PD/l1.safetensors" \
