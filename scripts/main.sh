@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: train a CIFAR-style ResNet-20 on Fashion-MNIST, evaluate it and save it, then
-# prune it (structured: 45 % of the channels inside each residual branch removed for real),
+# prune it (structured: half of the channels inside each residual branch removed for real),
 # fine-tune the smaller model briefly and print the before/after table (parameters, MACs,
 # measured latency, accuracy). Everything is installed and built on the way.
 # Override with EPOCHS=10 FINETUNE_EPOCHS=3 PRUNE_AMOUNT=0.5 OUT=runs/x.
@@ -10,7 +10,7 @@ bash scripts/setup.sh
 
 EPOCHS=${EPOCHS:-2}
 FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-1}
-PRUNE_AMOUNT=${PRUNE_AMOUNT:-0.45}
+PRUNE_AMOUNT=${PRUNE_AMOUNT:-0.5}
 OUT=${OUT:-runs/resnet20-fashion-mnist}
 bin=build/release/convnet
 
