@@ -80,6 +80,7 @@ cn_status cn_quantize_fixed(cn_model **out, const cn_model *m, int bits, cn_quan
             /* x * 2^f is exact in double; round() rounds half away from zero */
             double r = round(ldexp(x, f));
             r = r < lo ? lo : r > hi ? hi : r;
+            if (r == 0) r = 0; /* no -0: the file's integer 0 reloads as +0 */
             float d = (float)ldexp(r, -f);
             double err = fabs((double)d - x);
             tmax = fmax(tmax, err);
