@@ -256,8 +256,10 @@ typedef struct cn_quant_report {
     int64_t packed_bytes;
 } cn_quant_report;
 
-/* A new model with the weights of m quantized to `bits` in [2, 16] (CN_ERR_ARG otherwise); m is
- * untouched. rep may be NULL. */
+/* A new model with the weights of m quantized to `bits` in [2, 16] (CN_ERR_ARG otherwise, and
+ * for a NaN or infinite weight); m is untouched. rep may be NULL. With this choice of f no value
+ * rounds past the range ends (|w| * 2^f <= 2^(bits-1) - 1, an integer); the clamp is the
+ * definition's guard, and -2^(bits-1) is never produced. */
 cn_status cn_quantize_fixed(cn_model **out, const cn_model *m, int bits, cn_quant_report *rep);
 void cn_quant_report_free(cn_quant_report *rep); /* frees rep->tensors; NULL is a no-op */
 /* The fractional bits of a tensor whose largest magnitude is max_abs (the rule above). */

@@ -323,6 +323,18 @@ static void bad(const char *dir) {
     CHECK(cn_quantize_fixed(&q, m, 17, NULL) == CN_ERR_ARG && strstr(cn_errmsg(), "17") && !q,
           "bits 17: %s", cn_errmsg());
     CHECK(cn_quantize_fixed(&q, NULL, 8, NULL) == CN_ERR_ARG, "NULL model");
+    {
+        cn_model *nan_m = make(8);
+        int i = cn_model_tensor_find(nan_m, "layer2.0.conv1.weight");
+        float *w = get(nan_m, i);
+        w[3] = NAN;
+        cn_model_tensor_set(nan_m, i, w);
+        free(w);
+        CHECK(cn_quantize_fixed(&q, nan_m, 8, NULL) == CN_ERR_ARG &&
+                  strstr(cn_errmsg(), "layer2.0.conv1.weight") && !q,
+              "a NaN weight is an error naming the tensor: %s", cn_errmsg());
+        cn_model_free(nan_m);
+    }
     char good[512], badp[512];
     snprintf(good, sizeof good, "%s/good4.safetensors", dir);
     snprintf(badp, sizeof badp, "%s/bad.safetensors", dir);

@@ -72,7 +72,15 @@ cn_status cn_quantize_fixed(cn_model **out, const cn_model *m, int bits, cn_quan
         /* elementwise, so the internal layout (OHWI for convolutions) does not matter */
         float *w = q->g.params + en->offset;
         double amax = 0;
-        for (size_t i = 0; i < en->count; i++) amax = fmax(amax, fabs((double)w[i]));
+        for (size_t i = 0; i < en->count; i++) {
+            if (!isfinite(w[i])) {
+                free(rows);
+                cn_model_free(q);
+                return cn_error(CN_ERR_ARG, "cannot quantize '%s': weight %zu is %g", en->name,
+                                i, (double)w[i]);
+            }
+            amax = fmax(amax, fabs((double)w[i]));
+        }
         int f = cn_quant_frac_bits(amax, bits);
         double terr = 0, tw = 0, tmax = 0;
         for (size_t i = 0; i < en->count; i++) {
