@@ -74,10 +74,11 @@ cn_status cn_quantize_fixed(cn_model **out, const cn_model *m, int bits, cn_quan
         double amax = 0;
         for (size_t i = 0; i < en->count; i++) {
             if (!isfinite(w[i])) {
+                st = cn_error(CN_ERR_ARG, "cannot quantize '%s': weight %zu is %g", en->name, i,
+                              (double)w[i]);
                 free(rows);
                 cn_model_free(q);
-                return cn_error(CN_ERR_ARG, "cannot quantize '%s': weight %zu is %g", en->name,
-                                i, (double)w[i]);
+                return st;
             }
             amax = fmax(amax, fabs((double)w[i]));
         }
