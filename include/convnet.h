@@ -220,6 +220,53 @@ cn_status cn_prune_compact(cn_model **out, const cn_model *m);
 /* 1 when the model carries unstructured or gradual-pruning masks. */
 int cn_model_is_sparse(const cn_model *m);
 
+/* ---------------------------------------------------------------- quantization */
+
+/* Fixed-point weight quantization, the simple scheme: every convolution and linear weight tensor
+ * (not biases, not batch norms) becomes integers of `bits` bits times 2^-f,
+ *     w_q = clamp(round(w * 2^f), -2^(bits-1), 2^(bits-1) - 1),
+ * with round() rounding half away from zero (C's lround) and f, the fractional bits, chosen per
+ * tensor as the largest integer with max|w| * 2^f <= 2^(bits-1) - 1 (0 for an all-zero tensor;
+ * clamped to [-64, 64], so weights below 2^-64 or above ~2^79 lose everything or saturate).
+ * f may be negative or larger than bits.
+ *
+ * The quantized model holds the dequantized floats w_q * 2^-f and runs like any model.
+ * cn_model_save writes each quantized weight as an int8 (bits <= 8) or int16 tensor under its
+ * usual name, with the metadata "quant" = {"scheme":"fixed","bits":b,"frac_bits":{name: f}};
+ * cn_model_load dequantizes it back to the same floats. A weight that changed since (training)
+ * and no longer fits its integers is saved as float32 again. */
+typedef struct cn_quant_tensor {
+    char name[96];
+    int frac_bits;         /* f */
+    int64_t count;         /* weights */
+    double max_abs_err;    /* max |w - dequantized w| */
+    double rel_rms_err;    /* RMS(w - dequantized w) / RMS(w) (0 for an all-zero tensor) */
+} cn_quant_tensor;
+
+typedef struct cn_quant_report {
+    int bits;
+    int ntensors;
+    cn_quant_tensor *tensors;  /* malloc'ed; cn_quant_report_free */
+    double max_abs_err;        /* over every quantized weight */
+    double rel_rms_err;        /* RMS error over RMS weight, over every quantized weight */
+    int64_t quant_params;      /* weights quantized */
+    int64_t float_params;      /* other parameters and buffers (kept float32) */
+    /* bytes of the state packed tightly: bits per quantized weight, 4 per other float, 8 per
+     * counter (the safetensors file, with int8/int16 tensors and a header, is a bit larger) */
+    int64_t packed_bytes;
+} cn_quant_report;
+
+/* A new model with the weights of m quantized to `bits` in [2, 16] (CN_ERR_ARG otherwise, and
+ * for a NaN or infinite weight); m is untouched. rep may be NULL. With this choice of f no value
+ * rounds past the range ends (|w| * 2^f <= 2^(bits-1) - 1, an integer); the clamp is the
+ * definition's guard, and -2^(bits-1) is never produced. */
+cn_status cn_quantize_fixed(cn_model **out, const cn_model *m, int bits, cn_quant_report *rep);
+void cn_quant_report_free(cn_quant_report *rep); /* frees rep->tensors; NULL is a no-op */
+/* The fractional bits of a tensor whose largest magnitude is max_abs (the rule above). */
+int cn_quant_frac_bits(double max_abs, int bits);
+/* 0 for a float model; the bits of a quantized one (cn_quantize_fixed or a loaded file). */
+int cn_model_quant_bits(const cn_model *m);
+
 /* ---------------------------------------------------------------- optimizers */
 
 typedef enum cn_optim_kind { CN_OPTIM_SGD, CN_OPTIM_ADAMW } cn_optim_kind;

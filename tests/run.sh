@@ -54,6 +54,7 @@ for b in release asan; do
   run "parity [$b]" build/$b/tests/test_parity "$refs"
   run "train [$b]" build/$b/tests/test_train
   run "prune [$b]" build/$b/tests/test_prune
+  run "quant [$b]" build/$b/tests/test_quant
   run "cli [$b]" bash tests/test_cli.sh build/$b/convnet
 done
 rm -f "$log"

@@ -1125,4 +1125,56 @@ assert len(rows) == 1 and float(rows[0]["train_loss"]) > 0, rows
   expect_fail "cifar100 without its files" 1 "test.bin" "CIFAR-100" -- "$BIN" eval "$T/cifarrun/model.safetensors" --data "cifar100:$T/cifar"
 fi
 
+
+# ---------------------------------------------------------------------------------------------
+# 13. quantize: fixed-point weights, the report, the integer file, the sweep, bad options
+# ---------------------------------------------------------------------------------------------
+section "13. quantize"
+QD=$T/quant
+mkdir -p "$QD"
+QIN=$QD/in.safetensors
+if [[ -f $A/model.safetensors ]]; then
+  cp "$A/model.safetensors" "$QIN"
+else
+  expect_ok "train a model to quantize" -- "$BIN" train "${TRAIN_ARGS[@]}" --epochs 1 --out "$QD/run" &&
+    cp "$QD/run/model.safetensors" "$QIN"
+fi
+QSUM=$(sha "$QIN")
+expect_ok "quantize --help" -- "$BIN" quantize --help &&
+  check "quantize --help names the options" grep -qF -- "--sweep A..B" "$T/out"
+if expect_ok "quantize --bits 8 --data --json" -- "$BIN" quantize "$QIN" --scheme fixed --bits 8 \
+    --out "$QD/q8.safetensors" --data fashion-mnist --limit-test "$LE" --threads 2 --json; then
+  cp "$T/out" "$QD/q8.json"
+  check "quantize --json: 20 weight tensors with f, errors, sizes and accuracies" json_check \
+    "d['bits'] == 8 and len(d['tensors']) == 20 and all(isinstance(t['frac_bits'], int) for t in d['tensors']) and 0 < d['rel_rms_err'] < 0.05 and d['size_after'] < 0.35 * d['size_before'] and 0 <= d['acc_before'] <= 1 and abs(d['acc_after'] - d['acc_before']) <= 0.1" "$QD/q8.json"
+  check "quantize --json: the table went to stderr" grep -q "^fc.weight" "$T/err"
+fi
+check "quantize: MODEL untouched" test "$(sha "$QIN")" = "$QSUM"
+check "quantize: int8 weights and 'quant' metadata in OUT" $PY -c '
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+q = json.loads(h["__metadata__"]["quant"])
+assert q["scheme"] == "fixed" and q["bits"] == 8 and len(q["frac_bits"]) == 20, q
+assert h["conv1.weight"]["dtype"] == "I8" and h["fc.weight"]["dtype"] == "I8" and h["fc.bias"]["dtype"] == "F32"
+' "$QD/q8.safetensors"
+expect_ok "eval of the quantized model" -- "$BIN" eval "$QD/q8.safetensors" --data fashion-mnist \
+  --limit "$LE" --threads 2 --json &&
+  check "eval of the quantized model: the accuracy quantize reported" json_check \
+    "abs(d['accuracy'] - json.load(open('$QD/q8.json'))['acc_after']) < 1e-6" "$T/out"
+if expect_ok "quantize --sweep 4..8 --json" -- "$BIN" quantize "$QIN" --scheme fixed --sweep 4..8 \
+    --data fashion-mnist --limit-test "$LE" --threads 2 --json; then
+  check "sweep: rows 4..8, sizes growing, errors shrinking" json_check \
+    "[r['bits'] for r in d['sweep']] == [4, 5, 6, 7, 8] and all(a['packed_bytes'] < b['packed_bytes'] and a['rel_rms_err'] > b['rel_rms_err'] for a, b in zip(d['sweep'], d['sweep'][1:]))" "$T/out"
+fi
+expect_fail "quantize --bits 1" 2 "--bits '1'" "[2, 16]" -- "$BIN" quantize "$QIN" --scheme fixed --bits 1 --out "$QD/x.safetensors"
+expect_fail "quantize --bits 17" 2 "--bits '17'" -- "$BIN" quantize "$QIN" --scheme fixed --bits 17 --out "$QD/x.safetensors"
+expect_fail "quantize --scheme int8" 2 "int8" "not implemented" -- "$BIN" quantize "$QIN" --scheme int8 --bits 8 --out "$QD/x.safetensors"
+expect_fail "quantize --sweep without --data" 2 "--sweep needs --data" -- "$BIN" quantize "$QIN" --scheme fixed --sweep 4..8
+expect_fail "quantize --sweep 8..4" 2 "--sweep '8..4'" -- "$BIN" quantize "$QIN" --scheme fixed --sweep 8..4 --data fashion-mnist
+expect_fail "quantize without --out" 2 "--out" -- "$BIN" quantize "$QIN" --scheme fixed --bits 8
+expect_fail "quantize --out MODEL" 2 "is the input model" -- "$BIN" quantize "$QIN" --scheme fixed --bits 8 --out "$QIN"
+check "no OUT written by failed runs" test ! -e "$QD/x.safetensors"
+expect_fail "quantize: a missing MODEL names the file" 1 "$QD/nope.safetensors" -- "$BIN" quantize "$QD/nope.safetensors" --scheme fixed --bits 8 --out "$QD/x.safetensors"
+
 summary

@@ -78,6 +78,7 @@ int cmd_forward(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 #endif
 

@@ -17,6 +17,7 @@ static const char *usage =
     "  bench     inference latency of a model\n"
     "  prune     remove channels or weights; per-layer size, speed and accuracy report\n"
     "  predict   classify JPEG/PNG images: top classes and probabilities\n"
+    "  quantize  fixed-point weight quantization; per-layer errors, sizes and accuracy\n"
     "\n"
     "Results go to stdout (--json for a machine-readable summary); progress to stderr.\n";
 
@@ -53,6 +54,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "prune")) return cmd_prune(argc - 1, argv + 1);
     if (!strcmp(cmd, "predict")) return cmd_predict(argc - 1, argv + 1);
+    if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 1, argv + 1);
     fprintf(stderr, "convnet: unknown command '%s'\n\n%s", cmd, usage);
     return EXIT_USAGE;
 }

@@ -1,5 +1,6 @@
 /* The public model handle: architecture + graph + the last forward's bookkeeping. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,15 @@ cn_status cn_model_copy_state(cn_model *dst, const cn_model *src) {
         if (!(dst->mask = malloc(s->nparams))) return cn_error(CN_ERR_NOMEM, "out of memory");
         memcpy(dst->mask, src->mask, s->nparams);
     }
+    free(dst->quant_frac);
+    dst->quant_frac = NULL;
+    dst->quant_bits = 0;
+    if (src->quant_frac) {
+        if (!(dst->quant_frac = malloc(sizeof(int) * (size_t)s->nentries)))
+            return cn_error(CN_ERR_NOMEM, "out of memory");
+        memcpy(dst->quant_frac, src->quant_frac, sizeof(int) * (size_t)s->nentries);
+        dst->quant_bits = src->quant_bits;
+    }
     return CN_OK;
 }
 
@@ -138,6 +148,7 @@ void cn_model_free(cn_model *m) {
     if (!m) return;
     cn_graph_free(&m->g);
     free(m->mask);
+    free(m->quant_frac);
     free(m->rows);
     free(m->arch_json);
     free(m);
@@ -270,10 +281,150 @@ static int is_float(cn_dtype d) {
     return d == CN_DT_F32 || d == CN_DT_F64 || d == CN_DT_F16 || d == CN_DT_BF16;
 }
 
+static int is_weight(cn_entry_kind k) {
+    return k == CN_ENTRY_CONV_WEIGHT || k == CN_ENTRY_LINEAR_WEIGHT;
+}
+
+/* The "quant" metadata of a file: {"scheme":"fixed","bits":b,"frac_bits":{"name":f,...}}, checked
+ * against the model's entries; on success *frac (malloc'ed, one per entry, CN_QUANT_NONE where
+ * not listed) and *bits. */
+static cn_status parse_quant(const cn_model *m, const char *json, const char *path, int *bits,
+                             int **frac) {
+    const cn_graph *g = &m->g;
+    *frac = NULL;
+    cJSON *o = cJSON_Parse(json);
+    const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(o, "scheme");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "bits");
+    const cJSON *fb = cJSON_GetObjectItemCaseSensitive(o, "frac_bits"), *v;
+    cn_status st = CN_OK;
+    if (!cJSON_IsObject(o) || !cJSON_IsString(scheme) || !cJSON_IsNumber(b) ||
+        !cJSON_IsObject(fb))
+        st = cn_error(CN_ERR_FORMAT,
+                      "%s: metadata 'quant' needs a string 'scheme', a number 'bits' and an "
+                      "object 'frac_bits'",
+                      path);
+    else if (strcmp(scheme->valuestring, "fixed") != 0)
+        st = cn_error(CN_ERR_FORMAT, "%s: metadata 'quant': unknown scheme '%s'", path,
+                      scheme->valuestring);
+    else if (!(b->valuedouble >= 2 && b->valuedouble <= 16 && b->valuedouble == (int)b->valuedouble))
+        st = cn_error(CN_ERR_FORMAT, "%s: metadata 'quant': bits %g is not an integer in [2, 16]",
+                      path, b->valuedouble);
+    else if (!(*frac = malloc(sizeof(int) * (size_t)(g->nentries + 1))))
+        st = cn_error(CN_ERR_NOMEM, "out of memory loading %s", path);
+    if (st == CN_OK) {
+        *bits = (int)b->valuedouble;
+        for (int e = 0; e < g->nentries; e++) (*frac)[e] = CN_QUANT_NONE;
+        cJSON_ArrayForEach(v, fb) {
+            int e = cn_graph_find(g, v->string);
+            double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+            if (e < 0 || !is_weight(g->entries[e].kind))
+                st = cn_error(CN_ERR_FORMAT,
+                              "%s: metadata 'quant': '%s' is not a convolution or linear weight",
+                              path, v->string);
+            else if (!(d >= CN_QUANT_FRAC_MIN && d <= CN_QUANT_FRAC_MAX && d == (int)d))
+                st = cn_error(CN_ERR_FORMAT,
+                              "%s: metadata 'quant': frac_bits of '%s' is not an integer in "
+                              "[%d, %d]",
+                              path, v->string, CN_QUANT_FRAC_MIN, CN_QUANT_FRAC_MAX);
+            if (st != CN_OK) break;
+            (*frac)[e] = (int)d;
+        }
+    }
+    cJSON_Delete(o);
+    if (st != CN_OK) {
+        free(*frac);
+        *frac = NULL;
+    }
+    return st;
+}
+
+/* A quantized weight: integers of `bits` bits times 2^-frac into floats (file layout). */
+static cn_status dequantize_tensor(const cn_st_tensor *t, const char *path, const char *key,
+                                   int bits, int frac, float *dst, size_t count) {
+    cn_dtype want = bits <= 8 ? CN_DT_I8 : CN_DT_I16;
+    if (t->dtype != want)
+        return cn_error(CN_ERR_FORMAT, "%s: quantized tensor '%s' has dtype %s, %d bits need %s",
+                        path, key, cn_dtype_name(t->dtype), bits, cn_dtype_name(want));
+    long lo = -(1L << (bits - 1)), hi = (1L << (bits - 1)) - 1;
+    const unsigned char *p = t->data;
+    for (size_t i = 0; i < count; i++) {
+        long q;
+        if (want == CN_DT_I8) q = (int8_t)p[i];
+        else q = (int16_t)(uint16_t)(p[2 * i] | (p[2 * i + 1] << 8));
+        if (q < lo || q > hi)
+            return cn_error(CN_ERR_FORMAT,
+                            "%s: quantized tensor '%s' holds %ld, outside the %d-bit range "
+                            "[%ld, %ld]",
+                            path, key, q, bits, lo, hi);
+        dst[i] = (float)ldexp((double)q, -frac);
+    }
+    return CN_OK;
+}
+
+static cn_status load_plain(cn_model *m, const cn_st_file *f, const char *prefix, size_t plen,
+                            const int *qfrac);
+
 cn_status cn_model_load_state(cn_model *m, const cn_st_file *f, const char *prefix) {
     cn_graph *g = &m->g;
     const char *path = cn_st_path(f);
     size_t plen = strlen(prefix);
+    const char *qjson = cn_st_meta(f, "quant");
+    int qbits = 0, *qfrac = NULL;
+    if (qjson) CN_TRY(parse_quant(m, qjson, path, &qbits, &qfrac));
+    cn_status qst = CN_OK;
+    for (int e = 0; e < g->nentries && qst == CN_OK; e++) {
+        const cn_entry *en = &g->entries[e];
+        char key[CN_NAME_MAX + 64];
+        snprintf(key, sizeof key, "%s%s", prefix, en->name);
+        const cn_st_tensor *t = cn_st_find(f, key);
+        if (!qfrac || qfrac[e] == CN_QUANT_NONE) {
+            if (t && (t->dtype == CN_DT_I8 || t->dtype == CN_DT_I16) && is_weight(en->kind))
+                qst = cn_error(CN_ERR_FORMAT,
+                               "%s: tensor '%s' is an integer tensor without frac_bits in "
+                               "metadata 'quant'",
+                               path, key);
+        } else if (t && is_float(t->dtype))
+            qst = cn_error(CN_ERR_FORMAT,
+                           "%s: tensor '%s' is listed in metadata 'quant' but has dtype %s",
+                           path, key, cn_dtype_name(t->dtype));
+    }
+    if (qst != CN_OK) {
+        free(qfrac);
+        return qst;
+    }
+    cn_status st = CN_OK;
+    for (int e = 0; e < g->nentries && st == CN_OK; e++) {
+        if (!qfrac || qfrac[e] == CN_QUANT_NONE) continue;
+        const cn_entry *en = &g->entries[e];
+        char key[CN_NAME_MAX + 64];
+        snprintf(key, sizeof key, "%s%s", prefix, en->name);
+        const cn_st_tensor *t = cn_st_find(f, key);
+        if (!t) continue; /* reported as missing below */
+        size_t n = 1;
+        for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+        if (n != en->count) continue; /* reported as a shape mismatch below */
+        float *tmp = malloc(sizeof(float) * (en->count + 1));
+        if (!tmp) st = cn_error(CN_ERR_NOMEM, "out of memory loading %s", path);
+        else st = dequantize_tensor(t, path, key, qbits, qfrac[e], tmp, en->count);
+        if (st == CN_OK) cn_entry_set(g, e, tmp, cn_entry_data(g, e));
+        free(tmp);
+    }
+    if (st == CN_OK) st = load_plain(m, f, prefix, plen, qfrac);
+    if (st != CN_OK) {
+        free(qfrac);
+        return st;
+    }
+    free(m->quant_frac);
+    m->quant_frac = qfrac;
+    m->quant_bits = qfrac ? qbits : 0;
+    return CN_OK;
+}
+
+/* The float (and counter) tensors; entries with qfrac set were read already. */
+static cn_status load_plain(cn_model *m, const cn_st_file *f, const char *prefix, size_t plen,
+                            const int *qfrac) {
+    cn_graph *g = &m->g;
+    const char *path = cn_st_path(f);
     for (int e = 0; e < g->nentries; e++) {
         const cn_entry *en = &g->entries[e];
         char key[CN_NAME_MAX + 64];
@@ -306,6 +457,7 @@ cn_status cn_model_load_state(cn_model *m, const cn_st_file *f, const char *pref
             g->counters[en->offset] = v;
             continue;
         }
+        if (qfrac && qfrac[e] != CN_QUANT_NONE) continue;
         if (!is_float(t->dtype))
             return cn_error(CN_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected a float type",
                             path, key, cn_dtype_name(t->dtype));
@@ -373,31 +525,79 @@ cn_status cn_model_load(cn_model **out, const char *path, const cn_model_config 
     return st;
 }
 
+/* A quantized weight (file layout, in buf) as integers in place, when every value is q * 2^-f
+ * with q in the b-bit range; 0 (buf untouched) when it is not, e.g. after fine-tuning. */
+static int requantize_in_place(float *buf, size_t n, int bits, int frac) {
+    double lo = -(double)(1L << (bits - 1)), hi = (double)((1L << (bits - 1)) - 1);
+    for (size_t i = 0; i < n; i++) {
+        double q = ldexp((double)buf[i], frac);
+        if (!(q >= lo && q <= hi && q == floor(q))) return 0;
+    }
+    /* element i of the narrower type ends before float i begins to be overwritten */
+    for (size_t i = 0; i < n; i++) {
+        double q = ldexp((double)buf[i], frac);
+        if (bits <= 8) ((int8_t *)buf)[i] = (int8_t)q;
+        else ((int16_t *)buf)[i] = (int16_t)q;
+    }
+    return 1;
+}
+
+static int is_quantized(const cn_model *m, int e) {
+    return m->quant_frac && m->quant_frac[e] != CN_QUANT_NONE;
+}
+
 cn_status cn_model_add_state(const cn_model *m, cn_st_writer *w, float **scratch) {
     const cn_graph *g = &m->g;
     size_t total = 0;
     for (int e = 0; e < g->nentries; e++)
-        if (g->entries[e].kind == CN_ENTRY_CONV_WEIGHT) total += g->entries[e].count;
+        if (g->entries[e].kind == CN_ENTRY_CONV_WEIGHT || is_quantized(m, e))
+            total += g->entries[e].count;
     /* conv weights are written in OIHW, so they need a transposed copy that lives until save */
     float *buf = malloc(sizeof(float) * (total ? total : 1));
     if (!buf) return cn_error(CN_ERR_NOMEM, "out of memory saving the model");
     *scratch = buf;
-    for (int e = 0; e < g->nentries; e++) {
+    cJSON *quant = NULL, *frac = NULL;
+    if (m->quant_frac) {
+        quant = cJSON_CreateObject();
+        cJSON_AddStringToObject(quant, "scheme", "fixed");
+        cJSON_AddNumberToObject(quant, "bits", m->quant_bits);
+        frac = cJSON_AddObjectToObject(quant, "frac_bits");
+        if (!frac) {
+            cJSON_Delete(quant);
+            return cn_error(CN_ERR_NOMEM, "out of memory saving the model");
+        }
+    }
+    cn_status st = CN_OK;
+    for (int e = 0; e < g->nentries && st == CN_OK; e++) {
         const cn_entry *en = &g->entries[e];
         const void *data;
         cn_dtype dt = CN_DT_F32;
         if (en->kind == CN_ENTRY_NUM_BATCHES) {
             data = &g->counters[en->offset];
             dt = CN_DT_I64;
-        } else if (en->kind == CN_ENTRY_CONV_WEIGHT) {
+        } else if (en->kind == CN_ENTRY_CONV_WEIGHT || is_quantized(m, e)) {
             cn_entry_get(g, e, cn_entry_data(g, e), buf);
             data = buf;
+            if (is_quantized(m, e) &&
+                requantize_in_place(buf, en->count, m->quant_bits, m->quant_frac[e])) {
+                dt = m->quant_bits <= 8 ? CN_DT_I8 : CN_DT_I16;
+                if (!cJSON_AddNumberToObject(frac, en->name, m->quant_frac[e]))
+                    st = cn_error(CN_ERR_NOMEM, "out of memory saving the model");
+            }
             buf += en->count;
         } else {
             data = cn_entry_data(g, e);
         }
-        CN_TRY(cn_st_writer_add(w, en->name, dt, en->ndim, en->shape, data));
+        if (st == CN_OK) st = cn_st_writer_add(w, en->name, dt, en->ndim, en->shape, data);
     }
+    if (st == CN_OK && quant) {
+        char *qs = cJSON_PrintUnformatted(quant);
+        st = qs ? cn_st_writer_meta(w, "quant", qs)
+                : cn_error(CN_ERR_NOMEM, "out of memory saving the model");
+        free(qs);
+    }
+    cJSON_Delete(quant);
+    CN_TRY(st);
     CN_TRY(cn_st_writer_meta(w, "format", FORMAT_NAME));
     CN_TRY(cn_st_writer_meta(w, "format_version", FORMAT_VERSION));
     CN_TRY(cn_st_writer_meta(w, "arch", cn_model_arch_json(m)));

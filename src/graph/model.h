@@ -16,7 +16,17 @@ struct cn_model {
     /* pruning masks, one byte per parameter (NULL: dense): 0 keeps the parameter at zero through
      * training (the optimizer re-zeroes it and its state after each step) */
     uint8_t *mask;
+    /* fixed-point quantization (cn_quantize_fixed; NULL: none): per state entry the fractional
+     * bits f of a weight that holds integers times 2^-f (CN_QUANT_NONE: a float tensor); such a
+     * weight is saved as an int8 (quant_bits <= 8) or int16 tensor when it still is exact */
+    int quant_bits;
+    int *quant_frac;
 };
+
+#define CN_QUANT_NONE (-1000)
+/* The bounds of frac_bits in a file. */
+#define CN_QUANT_FRAC_MIN (-64)
+#define CN_QUANT_FRAC_MAX 64
 
 /* A model of architecture a with fresh (zero) state. */
 cn_status cn_model_new_arch(cn_model **out, const cn_arch *a, int threads);

@@ -1,0 +1,285 @@
+/* convnet quantize */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+
+static const char *help =
+    "usage: convnet quantize MODEL --scheme fixed --bits B --out OUT.safetensors [options]\n"
+    "       convnet quantize MODEL --scheme fixed --sweep A..B --data SPEC [options]\n"
+    "\n"
+    "Fixed-point weight quantization: every convolution and linear weight tensor (not biases,\n"
+    "not batch norms) becomes B-bit integers times 2^-f, with f per tensor the largest integer\n"
+    "such that max|w| * 2^f <= 2^(B-1) - 1; values round half away from zero and saturate at\n"
+    "the range ends. Prints per tensor f, the largest absolute error and the RMS error relative\n"
+    "to the weights' RMS, the file sizes before and after and, given --data, the accuracy.\n"
+    "OUT stores each quantized weight as an int8 (B <= 8) or int16 tensor plus the metadata\n"
+    "\"quant\"; every command loads it (dequantized to float32). MODEL is never modified.\n"
+    "\n"
+    "  MODEL                 a .safetensors model (convnet's, or torchvision's with --model NAME)\n"
+    "  --model NAME          the architecture of a plain torchvision state_dict\n"
+    "  --scheme fixed        the scheme (int8, per-channel affine, is not implemented yet)\n"
+    "  --bits B              bits per weight, in [2, 16]\n"
+    "  --out FILE            the quantized model (written atomically)\n"
+    "  --sweep A..B          no model written: one row per bit width A..B (2 <= A <= B <= 16)\n"
+    "                        with accuracy, packed size and weight errors; needs --data\n"
+    "  --data SPEC           fashion-mnist[:DIR] or mnist:DIR: measure test accuracy\n"
+    "  --limit-test N        evaluate on the first N test samples (default all)\n"
+    "  --threads N           default: all cores\n"
+    "  --json                the report as JSON on stdout (the table goes to stderr)\n"
+    "\n"
+    "Sizes: 'file' is the safetensors file; 'packed' counts B bits per quantized weight and\n"
+    "4 bytes per other float (what a bit-packed format would take).\n";
+
+typedef struct quant_opts {
+    cli_model_opts mo;
+    const char *scheme, *out, *data;
+    int bits, limit_test, sweep_lo, sweep_hi;
+} quant_opts;
+
+static int parse_sweep(const char *C, const char *s, quant_opts *p) {
+    int a, b, n = 0;
+    if (sscanf(s, "%d..%d%n", &a, &b, &n) != 2 || s[n] || a < 2 || b > 16 || a > b) {
+        cli_err(C, "--sweep '%s': expected A..B with 2 <= A <= B <= 16", s);
+        return -1;
+    }
+    p->sweep_lo = a;
+    p->sweep_hi = b;
+    return 0;
+}
+
+/* 1: consumed, 0: not ours, -1: bad value */
+static int parse_one(const char *C, quant_opts *p, int argc, char **argv, int *i) {
+    const char *a = argv[*i], *v;
+    static const char *const valued[] = {"--scheme", "--bits", "--out", "--sweep", "--data",
+                                         "--limit-test"};
+    int val = 0;
+    for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) val |= !strcmp(a, valued[k]);
+    if (!val) return 0;
+    if (!(v = cli_value(C, argc, argv, i))) return -1;
+    int bad = 0;
+    if (!strcmp(a, "--scheme")) p->scheme = v;
+    else if (!strcmp(a, "--bits")) bad = cli_int(C, a, v, 2, 16, &p->bits);
+    else if (!strcmp(a, "--out")) p->out = v;
+    else if (!strcmp(a, "--sweep")) bad = parse_sweep(C, v, p);
+    else if (!strcmp(a, "--data")) p->data = v;
+    else bad = cli_int(C, a, v, 1, 1 << 30, &p->limit_test);
+    return bad ? -1 : 1;
+}
+
+static int same_file(const char *a, const char *b) {
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+static long long file_size(const char *path) {
+    struct stat st;
+    return path && stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+static int validate(const char *C, quant_opts *p) {
+    if (!p->scheme) {
+        cli_err(C, "--scheme is required (fixed)");
+        return EXIT_USAGE;
+    }
+    if (!strcmp(p->scheme, "int8")) {
+        cli_err(C, "--scheme int8: not implemented yet (use --scheme fixed)");
+        return EXIT_USAGE;
+    }
+    if (strcmp(p->scheme, "fixed") != 0) {
+        cli_err(C, "--scheme '%s': expected fixed (int8 is not implemented yet)", p->scheme);
+        return EXIT_USAGE;
+    }
+    if (p->sweep_lo) {
+        if (!p->data) {
+            cli_err(C, "--sweep needs --data SPEC to measure accuracy");
+            return EXIT_USAGE;
+        }
+        if (p->out || p->bits) {
+            cli_err(C, "--sweep writes no model: drop %s", p->out ? "--out" : "--bits");
+            return EXIT_USAGE;
+        }
+    } else {
+        if (!p->bits) {
+            cli_err(C, "--bits B is required (or --sweep A..B)");
+            return EXIT_USAGE;
+        }
+        if (!p->out) {
+            cli_err(C, "--out FILE is required (or --sweep A..B)");
+            return EXIT_USAGE;
+        }
+        if (p->mo.path && same_file(p->mo.path, p->out)) {
+            cli_err(C, "--out %s is the input model %s: write the quantized model elsewhere",
+                    p->out, p->mo.path);
+            return EXIT_USAGE;
+        }
+    }
+    if (p->limit_test && !p->data) {
+        cli_err(C, "--limit-test needs --data SPEC");
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static cn_status evaluate(cn_model *m, const quant_opts *p, float *acc) {
+    float loss;
+    int count;
+    return cn_evaluate(m, p->data, 0, 500, p->limit_test, acc, &loss, &count);
+}
+
+static int64_t float_bytes(const cn_quant_report *r) {
+    /* the same state all float32: counters are the rest of packed_bytes */
+    int64_t counters = r->packed_bytes - (r->quant_params * r->bits + 7) / 8 - 4 * r->float_params;
+    return 4 * (r->quant_params + r->float_params) + counters;
+}
+
+static int run_sweep(const char *C, const quant_opts *p, cn_model *m) {
+    FILE *tx = p->mo.json ? stderr : stdout;
+    float acc0;
+    cn_status st = evaluate(m, p, &acc0);
+    if (st != CN_OK) return cli_fail(C, st);
+    cJSON *j = p->mo.json ? cJSON_CreateObject() : NULL, *rows = NULL;
+    if (j) {
+        cJSON_AddStringToObject(j, "scheme", "fixed");
+        cJSON_AddNumberToObject(j, "acc_float", acc0);
+        rows = cJSON_AddArrayToObject(j, "sweep");
+    }
+    fprintf(tx, "%-8s %9s %13s %12s %12s\n", "bits", "accuracy", "packed bytes", "max |err|",
+            "rel RMS err");
+    for (int b = p->sweep_lo; b <= p->sweep_hi; b++) {
+        cn_model *q;
+        cn_quant_report r;
+        float acc;
+        st = cn_quantize_fixed(&q, m, b, &r);
+        if (st == CN_OK) {
+            st = evaluate(q, p, &acc);
+            cn_model_free(q);
+        }
+        if (st != CN_OK) {
+            cJSON_Delete(j);
+            return cli_fail(C, st);
+        }
+        if (b == p->sweep_lo)
+            fprintf(tx, "%-8s %8.2f%% %13lld %12s %12s\n", "float32", 100.0 * acc0,
+                    (long long)float_bytes(&r), "-", "-");
+        fprintf(tx, "%-8d %8.2f%% %13lld %12.3g %12.3g\n", b, 100.0 * acc,
+                (long long)r.packed_bytes, r.max_abs_err, r.rel_rms_err);
+        if (rows) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "bits", b);
+            cJSON_AddNumberToObject(o, "accuracy", acc);
+            cJSON_AddNumberToObject(o, "packed_bytes", (double)r.packed_bytes);
+            cJSON_AddNumberToObject(o, "max_abs_err", r.max_abs_err);
+            cJSON_AddNumberToObject(o, "rel_rms_err", r.rel_rms_err);
+            cJSON_AddItemToArray(rows, o);
+        }
+        cn_quant_report_free(&r);
+    }
+    if (j) cli_print_json(j);
+    return EXIT_OK;
+}
+
+static int run_quantize(const char *C, const quant_opts *p, cn_model *m) {
+    FILE *tx = p->mo.json ? stderr : stdout;
+    float acc0 = 0, acc1 = 0;
+    cn_status st = CN_OK;
+    if (p->data && (st = evaluate(m, p, &acc0)) != CN_OK) return cli_fail(C, st);
+    cn_model *q;
+    cn_quant_report r;
+    if ((st = cn_quantize_fixed(&q, m, p->bits, &r)) != CN_OK) return cli_fail(C, st);
+    if ((st = cn_model_save(q, p->out)) != CN_OK) {
+        cn_model_free(q);
+        cn_quant_report_free(&r);
+        return cli_fail(C, st);
+    }
+    if (p->data) st = evaluate(q, p, &acc1);
+    cn_model_free(q);
+    if (st != CN_OK) {
+        cn_quant_report_free(&r);
+        return cli_fail(C, st);
+    }
+    long long before = file_size(p->mo.path), after = file_size(p->out);
+    fprintf(tx, "%-40s %6s %10s %12s %12s\n", "tensor", "f", "weights", "max |err|",
+            "rel RMS err");
+    for (int i = 0; i < r.ntensors; i++) {
+        const cn_quant_tensor *t = &r.tensors[i];
+        fprintf(tx, "%-40s %6d %10lld %12.3g %12.3g\n", t->name, t->frac_bits,
+                (long long)t->count, t->max_abs_err, t->rel_rms_err);
+    }
+    fprintf(tx, "%-40s %6s %10lld %12.3g %12.3g\n", "total", "", (long long)r.quant_params,
+            r.max_abs_err, r.rel_rms_err);
+    fprintf(tx, "\nfixed point, %d bits: %lld weights quantized, %lld other values kept float32\n",
+            r.bits, (long long)r.quant_params, (long long)r.float_params);
+    if (before >= 0)
+        fprintf(tx, "file size: %lld -> %lld bytes (%.1f%%); packed %d-bit: %lld bytes\n", before,
+                after, 100.0 * after / (before ? before : 1), r.bits, (long long)r.packed_bytes);
+    else
+        fprintf(tx, "file size: %lld bytes; packed %d-bit: %lld bytes\n", after, r.bits,
+                (long long)r.packed_bytes);
+    if (p->data)
+        fprintf(tx, "accuracy: %.2f%% -> %.2f%%\n", 100.0 * acc0, 100.0 * acc1);
+    fprintf(tx, "wrote %s\n", p->out);
+    if (p->mo.json) {
+        cJSON *j = cJSON_CreateObject(), *ts = cJSON_AddArrayToObject(j, "tensors");
+        cJSON_AddStringToObject(j, "scheme", "fixed");
+        cJSON_AddNumberToObject(j, "bits", r.bits);
+        cJSON_AddStringToObject(j, "out", p->out);
+        for (int i = 0; i < r.ntensors; i++) {
+            const cn_quant_tensor *t = &r.tensors[i];
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "name", t->name);
+            cJSON_AddNumberToObject(o, "frac_bits", t->frac_bits);
+            cJSON_AddNumberToObject(o, "count", (double)t->count);
+            cJSON_AddNumberToObject(o, "max_abs_err", t->max_abs_err);
+            cJSON_AddNumberToObject(o, "rel_rms_err", t->rel_rms_err);
+            cJSON_AddItemToArray(ts, o);
+        }
+        cJSON_AddNumberToObject(j, "max_abs_err", r.max_abs_err);
+        cJSON_AddNumberToObject(j, "rel_rms_err", r.rel_rms_err);
+        cJSON_AddNumberToObject(j, "quant_params", (double)r.quant_params);
+        cJSON_AddNumberToObject(j, "float_params", (double)r.float_params);
+        if (before >= 0) cJSON_AddNumberToObject(j, "size_before", (double)before);
+        cJSON_AddNumberToObject(j, "size_after", (double)after);
+        cJSON_AddNumberToObject(j, "packed_bytes", (double)r.packed_bytes);
+        if (p->data) {
+            cJSON_AddNumberToObject(j, "acc_before", acc0);
+            cJSON_AddNumberToObject(j, "acc_after", acc1);
+        }
+        cli_print_json(j);
+    }
+    cn_quant_report_free(&r);
+    return EXIT_OK;
+}
+
+int cmd_quantize(int argc, char **argv) {
+    const char *C = "quantize";
+    quant_opts p;
+    memset(&p, 0, sizeof p);
+    cli_model_opts_init(&p.mo);
+    for (int i = 1; i < argc; i++) {
+        int r = parse_one(C, &p, argc, argv, &i);
+        if (r < 0) return EXIT_USAGE;
+        if (r) continue;
+        r = cli_model_opts_parse(C, help, &p.mo, argc, argv, &i);
+        if (r == CLI_HELP) return EXIT_OK;
+        if (r < 0) return EXIT_USAGE;
+        if (!r) {
+            cli_err(C, "unknown option '%s' (see convnet quantize --help)", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    if (!p.mo.path && !p.mo.name) {
+        cli_err(C, "name the MODEL file to quantize");
+        return EXIT_USAGE;
+    }
+    int rc = validate(C, &p);
+    if (rc) return rc;
+    cn_model *m;
+    if ((rc = cli_model_open(C, &p.mo, &m))) return rc;
+    rc = p.sweep_lo ? run_sweep(C, &p, m) : run_quantize(C, &p, m);
+    cn_model_free(m);
+    return rc;
+}
