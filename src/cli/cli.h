@@ -99,6 +99,14 @@ typedef struct cli_model_opts {
 void cli_model_opts_init(cli_model_opts *o);
 int cli_model_opts_parse(const char *cmd, const char *help, cli_model_opts *o, int argc,
                          char **argv, int *i);
+/* The argument loop of a command that takes a MODEL: each argument goes first to the command's
+ * own parser (1: taken, 0: not its option, < 0: a usage error already reported), then to the
+ * model options. Returns -1 to go on, else the exit code (EXIT_OK after --help). what is the
+ * verb of the "name the MODEL file to ..." error. */
+int cli_parse_model_command(const char *cmd, const char *help, const char *what,
+                            cli_model_opts *o, int argc, char **argv,
+                            int (*own)(const char *cmd, void *opts, int argc, char **argv, int *i),
+                            void *opts);
 /* The EfficientNet options alone (--phi, --width-mult, ...), for commands with their own parsing;
  * returns as cli_model_opts_parse. cli_effnet_config copies them into a model config. */
 int cli_effnet_opts_parse(const char *cmd, cli_model_opts *o, int argc, char **argv, int *i);

@@ -276,7 +276,8 @@ bad:
 }
 
 /* 1: consumed, 0: not ours, -1: bad value */
-static int parse_one(const char *C, prune_opts *p, int argc, char **argv, int *i) {
+static int parse_one(const char *C, void *opts, int argc, char **argv, int *i) {
+    prune_opts *p = opts;
     const char *a = argv[*i], *v;
     static const char *const flags[] = {"--sensitivity", "--nesterov", "--no-nesterov", "--no-flip"};
     static const char *const valued[] = {
@@ -887,23 +888,9 @@ int cmd_prune(int argc, char **argv) {
     p.schedule = "cosine";
     p.mom = 0.9f;
     p.nesterov = 1;
-    for (int i = 1; i < argc; i++) {
-        int r = parse_one(C, &p, argc, argv, &i);
-        if (r < 0) return EXIT_USAGE;
-        if (r) continue;
-        r = cli_model_opts_parse(C, help, &p.mo, argc, argv, &i);
-        if (r == CLI_HELP) return EXIT_OK;
-        if (r < 0) return EXIT_USAGE;
-        if (!r) {
-            cli_err(C, "unknown option '%s' (see convnet prune --help)", argv[i]);
-            return EXIT_USAGE;
-        }
-    }
-    if (!p.mo.path && !p.mo.name) {
-        cli_err(C, "name the MODEL file to prune");
-        return EXIT_USAGE;
-    }
-    int rc = validate(C, &p);
+    int rc = cli_parse_model_command(C, help, "prune", &p.mo, argc, argv, parse_one, &p);
+    if (rc >= 0) return rc;
+    rc = validate(C, &p);
     if (rc) return rc;
     cn_model *m;
     if ((rc = cli_model_open(C, &p.mo, &m))) return rc;

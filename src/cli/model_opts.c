@@ -98,3 +98,26 @@ int cli_model_open(const char *C, cli_model_opts *o, cn_model **m) {
     if (!o->h) o->h = o->w = cn_model_default_size(*m);
     return EXIT_OK;
 }
+
+int cli_parse_model_command(const char *C, const char *help, const char *what,
+                            cli_model_opts *o, int argc, char **argv,
+                            int (*own)(const char *cmd, void *opts, int argc, char **argv, int *i),
+                            void *opts) {
+    for (int i = 1; i < argc; i++) {
+        int r = own(C, opts, argc, argv, &i);
+        if (r < 0) return EXIT_USAGE;
+        if (r) continue;
+        r = cli_model_opts_parse(C, help, o, argc, argv, &i);
+        if (r == CLI_HELP) return EXIT_OK;
+        if (r < 0) return EXIT_USAGE;
+        if (!r) {
+            cli_err(C, "unknown option '%s' (see convnet %s --help)", argv[i], C);
+            return EXIT_USAGE;
+        }
+    }
+    if (!o->path && !o->name) {
+        cli_err(C, "name the MODEL file to %s", what);
+        return EXIT_USAGE;
+    }
+    return -1;
+}

@@ -227,12 +227,15 @@ cn_status cn_prune_groups(const cn_model *m, cn_prune_group **out, int *count) {
 
 /* ---------------------------------------------------------------- importance */
 
-static void importance(const cn_graph *g, const group *gr, cn_prune_method method, float *s) {
+/* Per channel: |gamma| (bn), or the producer filter's squared L2 / L1 norm, as a share of the
+ * group's total when normalise is set (raw otherwise, for the global scope). Returns the total. */
+static double importance(const cn_graph *g, const group *gr, cn_prune_method method, int normalise,
+                         float *s) {
     int oc = gr->channels;
     if (method == CN_PRUNE_BN && gr->bn >= 0) {
         const float *gamma = cn_entry_data(g, g->nodes[gr->bn].p[0]);
         for (int c = 0; c < oc; c++) s[c] = fabsf(gamma[c]);
-        return;
+        return 0;
     }
     /* the producer's filters; internal layout OHWI keeps each filter contiguous */
     const cn_entry *en = &g->entries[g->nodes[gr->producer].p[0]];
@@ -248,7 +251,9 @@ static void importance(const cn_graph *g, const group *gr, cn_prune_method metho
         s[c] = (float)a;
         total += a;
     }
-    for (int c = 0; c < oc; c++) s[c] = total > 0 ? (float)(s[c] / total) : 0.0f;
+    if (normalise)
+        for (int c = 0; c < oc; c++) s[c] = total > 0 ? (float)(s[c] / total) : 0.0f;
+    return total;
 }
 
 cn_status cn_prune_importance(const cn_model *m, cn_prune_method method, int group_index,
@@ -262,7 +267,7 @@ cn_status cn_prune_importance(const cn_model *m, cn_prune_method method, int gro
     if (group_index < 0 || group_index >= gs.n)
         st = cn_error(CN_ERR_ARG, "importance: group %d of %d", group_index, gs.n);
     else
-        importance(&m->g, &gs.g[group_index], method, scores);
+        importance(&m->g, &gs.g[group_index], method, 1, scores);
     groups_free(&gs);
     return st;
 }
@@ -329,34 +334,15 @@ static cn_status select_channels(const cn_graph *g, const groups *gs, const cn_p
         return cn_error(CN_ERR_NOMEM, "out of memory");
     }
     cn_status st = CN_OK;
-    int off = 0;
+    /* global scope: l1/l2 importance against every prunable channel of the model */
+    int global_norm = cfg->global && cfg->method != CN_PRUNE_BN, off = 0;
+    double total = 0;
     for (int i = 0; i < gs->n; i++) {
-        importance(g, &gs->g[i], cfg->method, s + off);
+        total += importance(g, &gs->g[i], cfg->method, !global_norm, s + off);
         off += gs->g[i].channels;
     }
-    /* global scope: l1/l2 importance against every prunable channel of the model */
-    if (cfg->global && cfg->method != CN_PRUNE_BN) {
-        /* undo the per-group normalisation, then normalise over the whole model */
-        double total = 0;
-        off = 0;
-        for (int i = 0; i < gs->n; i++) {
-            const group *gr = &gs->g[i];
-            const float *w = cn_entry_data(g, g->nodes[gr->producer].p[0]);
-            size_t per = g->entries[g->nodes[gr->producer].p[0]].count / (size_t)gr->channels;
-            for (int c = 0; c < gr->channels; c++) {
-                double a = 0;
-                for (size_t k = 0; k < per; k++) {
-                    double v = w[(size_t)c * per + k];
-                    a += cfg->method == CN_PRUNE_L1 ? fabs(v) : v * v;
-                }
-                s[off + c] = (float)a;
-                total += a;
-            }
-            off += gr->channels;
-        }
-        for (int i = 0; st == CN_OK && i < gs->total; i++)
-            s[i] = total > 0 ? (float)(s[i] / total) : 0.0f;
-    }
+    if (global_norm)
+        for (int i = 0; i < gs->total; i++) s[i] = total > 0 ? (float)(s[i] / total) : 0.0f;
     off = 0;
     for (int i = 0; st == CN_OK && i < gs->n; i++) {
         const group *gr = &gs->g[i];
