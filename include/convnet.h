@@ -384,6 +384,39 @@ cn_status cn_evaluate(cn_model *m, const char *data, int train_split, int batch,
 cn_status cn_evaluate_opts(cn_model *m, const char *data, int train_split, int batch, int limit,
                            const cn_data_options *o, float *acc, float *loss, int *count);
 
+/* ---------------------------------------------------------------- int8 */
+
+/* int8 inference, the real scheme: every batch norm folded into the convolution before it;
+ * weights int8 symmetric per output channel (scale max|w_c| / 127); activations uint8 per tensor
+ * (scale and zero point from a range calibrated on training images); int32 biases; the
+ * accumulators requantized by an integer multiplier and shift (M = M0 * 2^-31 * 2^-n); residual
+ * adds, pooling and the squeeze-and-excitation product in integers; SiLU and sigmoid as
+ * 256-entry tables; float logits out of the classifier. The int8 model runs through
+ * cn_model_forward (eval only) and cn_evaluate, and cn_model_save writes it as one file: int8
+ * weights, int32 biases, float32 scales, int32 zero points, metadata "quant" scheme "int8". */
+typedef enum cn_calib_method {
+    CN_CALIB_MINMAX,     /* the observed minimum and maximum */
+    CN_CALIB_PERCENTILE, /* clip the tails beyond a percentile of the observed values */
+    CN_CALIB_MSE         /* the clipping range that minimises the expected squared error */
+} cn_calib_method;
+
+typedef struct cn_int8_config {
+    const char *data;       /* calibration images: the training split of this dataset */
+    cn_data_options data_opts;
+    int images;             /* how many (default 512), in a shuffled order from seed */
+    int batch;              /* default 64 */
+    cn_calib_method method;
+    float percentile;       /* PERCENTILE: default 99.99 */
+    uint64_t seed;
+} cn_int8_config;
+void cn_int8_config_default(cn_int8_config *c);
+/* A new int8 model calibrated on c->data; m (a float model) is untouched. */
+cn_status cn_quantize_int8(cn_model **out, const cn_model *m, const cn_int8_config *c);
+/* 1 for an int8 model (cn_quantize_int8 or a loaded int8 file). */
+int cn_model_is_int8(const cn_model *m);
+/* Bytes of an int8 model's integer state (weights, biases, scales); 0 for a float model. */
+int64_t cn_model_int8_bytes(const cn_model *m);
+
 #ifdef __cplusplus
 }
 #endif

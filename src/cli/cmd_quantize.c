@@ -8,8 +8,16 @@
 #include "cli/cli.h"
 
 static const char *help =
-    "usage: convnet quantize MODEL --scheme fixed --bits B --out OUT.safetensors [options]\n"
+    "usage: convnet quantize MODEL --scheme int8 --data SPEC --out OUT.safetensors [options]\n"
+    "       convnet quantize MODEL --scheme fixed --bits B --out OUT.safetensors [options]\n"
     "       convnet quantize MODEL --scheme fixed --sweep A..B --data SPEC [options]\n"
+    "\n"
+    "int8 inference: batch norms folded into the convolutions; weights int8 symmetric per output\n"
+    "channel; activations uint8 per tensor with ranges calibrated on --calib training images of\n"
+    "--data; int32 biases; requantization by an integer multiplier and shift; residual adds,\n"
+    "pooling and the SE product in integers; SiLU and sigmoid as 256-entry tables. OUT holds\n"
+    "int8 weights, int32 biases, float32 scales and zero points; eval, forward, bench, info and\n"
+    "predict run it. Prints the test accuracy of MODEL and OUT and both file sizes.\n"
     "\n"
     "Fixed-point weight quantization: every convolution and linear weight tensor (not biases,\n"
     "not batch norms) becomes B-bit integers times 2^-f, with f per tensor the largest integer\n"
@@ -21,12 +29,17 @@ static const char *help =
     "\n"
     "  MODEL                 a .safetensors model (convnet's, or torchvision's with --model NAME)\n"
     "  --model NAME          the architecture of a plain torchvision state_dict\n"
-    "  --scheme fixed        the scheme (int8, per-channel affine, is not implemented yet)\n"
+    "  --scheme int8|fixed   the scheme\n"
+    "  --calib N             int8: calibration images from the training split (default 512)\n"
+    "  --calibration M       int8: minmax (default), percentile or mse\n"
+    "  --percentile P        int8 percentile: clip beyond this percentile (default 99.99)\n"
+    "  --batch N             int8: calibration batch (default 64)\n"
     "  --bits B              bits per weight, in [2, 16]\n"
     "  --out FILE            the quantized model (written atomically)\n"
     "  --sweep A..B          no model written: one row per bit width A..B (2 <= A <= B <= 16)\n"
     "                        with accuracy, packed size and weight errors; needs --data\n"
-    "  --data SPEC           fashion-mnist[:DIR] or mnist:DIR: measure test accuracy\n"
+    "  --data SPEC           a dataset (fashion-mnist[:DIR], cifar10:DIR, folder:DIR, ...):\n"
+    "                        int8 calibrates on its training split; both measure test accuracy\n"
     "  --limit-test N        evaluate on the first N test samples (default all)\n"
     "  --threads N           default: all cores\n"
     "  --json                the report as JSON on stdout (the table goes to stderr)\n"
@@ -38,6 +51,9 @@ typedef struct quant_opts {
     cli_model_opts mo;
     const char *scheme, *out, *data;
     int bits, limit_test, sweep_lo, sweep_hi;
+    int calib;
+    cn_calib_method method;
+    float percentile;
 } quant_opts;
 
 static int parse_sweep(const char *C, const char *s, quant_opts *p) {
@@ -56,7 +72,8 @@ static int parse_one(const char *C, void *opts, int argc, char **argv, int *i) {
     quant_opts *p = opts;
     const char *a = argv[*i], *v;
     static const char *const valued[] = {"--scheme", "--bits", "--out", "--sweep", "--data",
-                                         "--limit-test"};
+                                         "--limit-test", "--calib", "--calibration",
+                                         "--percentile"};
     int val = 0;
     for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) val |= !strcmp(a, valued[k]);
     if (!val) return 0;
@@ -67,7 +84,17 @@ static int parse_one(const char *C, void *opts, int argc, char **argv, int *i) {
     else if (!strcmp(a, "--out")) p->out = v;
     else if (!strcmp(a, "--sweep")) bad = parse_sweep(C, v, p);
     else if (!strcmp(a, "--data")) p->data = v;
-    else bad = cli_int(C, a, v, 1, 1 << 30, &p->limit_test);
+    else if (!strcmp(a, "--calib")) bad = cli_int(C, a, v, 1, 10000000, &p->calib);
+    else if (!strcmp(a, "--percentile")) bad = cli_float(C, a, v, 50.000001, 100, &p->percentile);
+    else if (!strcmp(a, "--calibration")) {
+        if (!strcmp(v, "minmax")) p->method = CN_CALIB_MINMAX;
+        else if (!strcmp(v, "percentile")) p->method = CN_CALIB_PERCENTILE;
+        else if (!strcmp(v, "mse")) p->method = CN_CALIB_MSE;
+        else {
+            cli_err(C, "--calibration '%s': expected minmax, percentile or mse", v);
+            bad = -1;
+        }
+    } else bad = cli_int(C, a, v, 1, 1 << 30, &p->limit_test);
     return bad ? -1 : 1;
 }
 
@@ -83,15 +110,36 @@ static long long file_size(const char *path) {
 
 static int validate(const char *C, quant_opts *p) {
     if (!p->scheme) {
-        cli_err(C, "--scheme is required (fixed)");
+        cli_err(C, "--scheme is required (int8 or fixed)");
         return EXIT_USAGE;
     }
-    if (!strcmp(p->scheme, "int8")) {
-        cli_err(C, "--scheme int8: not implemented yet (use --scheme fixed)");
+    int int8 = !strcmp(p->scheme, "int8");
+    if (!int8 && strcmp(p->scheme, "fixed") != 0) {
+        cli_err(C, "--scheme '%s': expected int8 or fixed", p->scheme);
         return EXIT_USAGE;
     }
-    if (strcmp(p->scheme, "fixed") != 0) {
-        cli_err(C, "--scheme '%s': expected fixed (int8 is not implemented yet)", p->scheme);
+    if (int8) {
+        if (!p->data) {
+            cli_err(C, "--scheme int8 needs --data SPEC (calibration images)");
+            return EXIT_USAGE;
+        }
+        if (p->bits || p->sweep_lo) {
+            cli_err(C, "%s belongs to --scheme fixed", p->bits ? "--bits" : "--sweep");
+            return EXIT_USAGE;
+        }
+        if (!p->out) {
+            cli_err(C, "--out FILE is required");
+            return EXIT_USAGE;
+        }
+        if (p->mo.path && same_file(p->mo.path, p->out)) {
+            cli_err(C, "--out %s is the input model %s: write the quantized model elsewhere",
+                    p->out, p->mo.path);
+            return EXIT_USAGE;
+        }
+        return 0;
+    }
+    if (p->calib || p->method != CN_CALIB_MINMAX || p->percentile) {
+        cli_err(C, "--calib, --calibration and --percentile belong to --scheme int8");
         return EXIT_USAGE;
     }
     if (p->sweep_lo) {
@@ -255,6 +303,62 @@ static int run_quantize(const char *C, const quant_opts *p, cn_model *m) {
     return EXIT_OK;
 }
 
+static const char *method_name(cn_calib_method m) {
+    return m == CN_CALIB_PERCENTILE ? "percentile" : m == CN_CALIB_MSE ? "mse" : "minmax";
+}
+
+static int run_int8(const char *C, const quant_opts *p, cn_model *m) {
+    FILE *tx = p->mo.json ? stderr : stdout;
+    if (cn_model_is_int8(m)) {
+        cli_err(C, "%s is already an int8 model", p->mo.path ? p->mo.path : "the model");
+        return EXIT_USAGE;
+    }
+    cn_int8_config c;
+    cn_int8_config_default(&c);
+    c.data = p->data;
+    if (p->calib) c.images = p->calib;
+    c.method = p->method;
+    if (p->percentile) c.percentile = p->percentile;
+    if (p->mo.batch > 1) c.batch = p->mo.batch;
+    float acc0 = 0, acc1 = 0;
+    cn_status st = evaluate(m, p, &acc0);
+    if (st != CN_OK) return cli_fail(C, st);
+    fprintf(stderr, "calibrating on %d images of %s (%s)...\n", c.images, p->data,
+            method_name(c.method));
+    double t0 = cli_now();
+    cn_model *q;
+    if ((st = cn_quantize_int8(&q, m, &c)) != CN_OK) return cli_fail(C, st);
+    double tq = cli_now() - t0;
+    st = cn_model_save(q, p->out);
+    if (st == CN_OK) st = evaluate(q, p, &acc1);
+    int64_t ibytes = cn_model_int8_bytes(q);
+    cn_model_free(q);
+    if (st != CN_OK) return cli_fail(C, st);
+    long long before = file_size(p->mo.path), after = file_size(p->out);
+    fprintf(tx, "int8 (%s calibration, %d images, %.1f s)\n", method_name(c.method), c.images, tq);
+    fprintf(tx, "%-10s %10s %14s\n", "model", "accuracy", "file bytes");
+    fprintf(tx, "%-10s %9.2f%% %14lld\n", "float32", 100.0 * acc0, before);
+    fprintf(tx, "%-10s %9.2f%% %14lld\n", "int8", 100.0 * acc1, after);
+    fprintf(tx, "accuracy change %+.2f points; file %.1f%% of float32\n", 100.0 * (acc1 - acc0),
+            before > 0 ? 100.0 * after / before : 0.0);
+    fprintf(tx, "wrote %s\n", p->out);
+    if (p->mo.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "scheme", "int8");
+        cJSON_AddStringToObject(j, "calibration", method_name(c.method));
+        cJSON_AddNumberToObject(j, "calib_images", c.images);
+        cJSON_AddNumberToObject(j, "calib_seconds", tq);
+        cJSON_AddStringToObject(j, "out", p->out);
+        cJSON_AddNumberToObject(j, "acc_float", acc0);
+        cJSON_AddNumberToObject(j, "acc_int8", acc1);
+        if (before >= 0) cJSON_AddNumberToObject(j, "size_before", (double)before);
+        cJSON_AddNumberToObject(j, "size_after", (double)after);
+        cJSON_AddNumberToObject(j, "int8_state_bytes", (double)ibytes);
+        cli_print_json(j);
+    }
+    return EXIT_OK;
+}
+
 int cmd_quantize(int argc, char **argv) {
     const char *C = "quantize";
     quant_opts p;
@@ -266,7 +370,15 @@ int cmd_quantize(int argc, char **argv) {
     if (rc) return rc;
     cn_model *m;
     if ((rc = cli_model_open(C, &p.mo, &m))) return rc;
-    rc = p.sweep_lo ? run_sweep(C, &p, m) : run_quantize(C, &p, m);
+    if (cn_model_is_int8(m) && strcmp(p.scheme, "fixed") == 0) {
+        cli_err(C, "%s is an int8 model: fixed-point quantization takes a float model",
+                p.mo.path ? p.mo.path : "MODEL");
+        cn_model_free(m);
+        return EXIT_USAGE;
+    }
+    rc = !strcmp(p.scheme, "int8") ? run_int8(C, &p, m)
+       : p.sweep_lo              ? run_sweep(C, &p, m)
+                                 : run_quantize(C, &p, m);
     cn_model_free(m);
     return rc;
 }

@@ -428,8 +428,10 @@ static void fuse_inference(cn_graph *g) {
 }
 
 cn_status cn_graph_finalize(cn_graph *g) {
-    fuse_bn_act(g);
-    fuse_inference(g);
+    if (!g->nofuse) {
+        fuse_bn_act(g);
+        fuse_inference(g);
+    }
     g->params = calloc(g->nparams ? g->nparams : 1, sizeof(float));
     g->grads = calloc(g->nparams ? g->nparams : 1, sizeof(float));
     g->buffers = calloc(g->nbuffers ? g->nbuffers : 1, sizeof(float));
@@ -525,7 +527,8 @@ int64_t cn_graph_param_count(const cn_graph *g) { return (int64_t)g->nparams; }
 
 /* ---- planning ---- */
 
-static cn_status plan_shapes(cn_graph *g, int h, int w) {
+cn_status cn_graph_shapes(cn_graph *g, int h, int w) {
+    if (g->planned && (g->in_h != h || g->in_w != w)) free_plan(g);
     for (int i = 0; i < g->nnodes; i++) {
         cn_node *nd = &g->nodes[i];
         cn_tensor *out = &g->tensors[nd->out];
@@ -692,7 +695,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
     free_plan(g);
     if (batch <= 0 || h <= 0 || w <= 0)
         return cn_error(CN_ERR_ARG, "batch %d and input %dx%d must be positive", batch, h, w);
-    CN_TRY(plan_shapes(g, h, w));
+    CN_TRY(cn_graph_shapes(g, h, w));
     size_t total = 0, ws = 0, scratch = 0;
     for (int i = 0; i < g->ntensors; i++) {
         const cn_tensor *t = &g->tensors[i];
@@ -921,6 +924,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         case CN_OP_COUNT: break;
         }
         if (g->profile) profile_add(g, nd, i, 0, t0);
+        if (g->observe) g->observe(g->observe_user, (int)(out - g->tensors), out->data, numel(out, n));
     }
 }
 

@@ -137,6 +137,12 @@ typedef struct cn_graph {
      * the forward keeps whatever the caller wrote into the nodes' masks (parity tests) */
     uint64_t noise_seed, noise_step;
     int external_masks;
+    /* set before cn_graph_finalize: no fusion at all, so that an eval forward materialises
+     * every tensor (int8 calibration observes them) */
+    int nofuse;
+    /* when set, called after each node of a forward with the tensor it wrote (n samples) */
+    void (*observe)(void *user, int tensor, const float *data, size_t count);
+    void *observe_user;
 } cn_graph;
 
 void cn_graph_init(cn_graph *g);
@@ -169,6 +175,8 @@ cn_status cn_graph_finalize(cn_graph *g);
 /* Torchvision's initialisation, from a counter-based RNG (same seed, same weights). */
 void cn_graph_init_params(cn_graph *g, uint64_t seed, int zero_init_residual);
 
+/* The spatial shape of every tensor (and each node's desc) at an input size, no memory. */
+cn_status cn_graph_shapes(cn_graph *g, int h, int w);
 /* Shapes and memory for a batch size and input size; no-op when already planned so. */
 cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int threads);
 /* input (n, h, w, c) NHWC; n <= planned batch. The logits are the last tensor's data. */

@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "graph/model.h"
+#include "compress/qnet.h"
 #include "io/safetensors.h"
 
 #define FORMAT_NAME "convnet"
@@ -68,13 +69,14 @@ static cn_status apply_effnet_options(cn_arch *a, const cn_model_config *cfg) {
     return CN_OK;
 }
 
-cn_status cn_model_new_arch(cn_model **out, const cn_arch *a, int threads) {
+static cn_status new_arch(cn_model **out, const cn_arch *a, int threads, int nofuse) {
     *out = NULL;
     cn_model *m = calloc(1, sizeof *m);
     if (!m) return cn_error(CN_ERR_NOMEM, "out of memory");
     m->arch = *a;
     m->threads = threads > 0 ? threads : default_threads();
     cn_graph_init(&m->g);
+    m->g.nofuse = nofuse;
     cn_status st = cn_model_build(&m->g, &m->arch);
     if (st != CN_OK) {
         cn_model_free(m);
@@ -82,6 +84,14 @@ cn_status cn_model_new_arch(cn_model **out, const cn_arch *a, int threads) {
     }
     *out = m;
     return CN_OK;
+}
+
+cn_status cn_model_new_arch(cn_model **out, const cn_arch *a, int threads) {
+    return new_arch(out, a, threads, 0);
+}
+
+cn_status cn_model_new_arch_nofuse(cn_model **out, const cn_arch *a, int threads) {
+    return new_arch(out, a, threads, 1);
 }
 
 cn_status cn_model_create(cn_model **out, const cn_model_config *cfg) {
@@ -99,6 +109,9 @@ cn_status cn_model_create(cn_model **out, const cn_model_config *cfg) {
 
 cn_status cn_model_copy_state(cn_model *dst, const cn_model *src) {
     const cn_graph *s = &src->g;
+    if (src->qnet)
+        return cn_error(CN_ERR_ARG, "an int8 model cannot be trained, pruned or quantized again; "
+                                    "use its float original");
     cn_graph *d = &dst->g;
     if (s->nparams != d->nparams || s->nbuffers != d->nbuffers || s->ncounters != d->ncounters)
         return cn_error(CN_ERR_INTERNAL, "copy_state: different architectures");
@@ -149,6 +162,7 @@ void cn_model_free(cn_model *m) {
     cn_graph_free(&m->g);
     free(m->mask);
     free(m->quant_frac);
+    cn_qnet_free(m->qnet);
     free(m->rows);
     free(m->arch_json);
     free(m);
@@ -481,6 +495,15 @@ static cn_status load_plain(cn_model *m, const cn_st_file *f, const char *prefix
     return CN_OK;
 }
 
+/* the metadata "quant" of an int8 file */
+static int is_int8_meta(const char *json) {
+    cJSON *j = cJSON_Parse(json);
+    const cJSON *sc = j ? cJSON_GetObjectItemCaseSensitive(j, "scheme") : NULL;
+    int r = cJSON_IsString(sc) && strcmp(sc->valuestring, "int8") == 0;
+    cJSON_Delete(j);
+    return r;
+}
+
 cn_status cn_model_open_file(cn_model **out, const cn_st_file *f, const cn_model_config *cfg) {
     *out = NULL;
     const char *path = cn_st_path(f);
@@ -505,7 +528,9 @@ cn_status cn_model_open_file(cn_model **out, const cn_st_file *f, const cn_model
     cn_status st = cn_model_new_arch(&m, &a, cfg ? cfg->threads : 0);
     if (st != CN_OK)
         return st == CN_ERR_NOMEM ? st : cn_error_context(CN_ERR_FORMAT, "%s: metadata 'arch'", path);
-    st = cn_model_load_state(m, f, "");
+    const char *qmeta = cn_st_meta(f, "quant");
+    if (qmeta && is_int8_meta(qmeta)) st = cn_qnet_load(&m->qnet, &m->g, f);
+    else st = cn_model_load_state(m, f, "");
     if (st == CN_OK && sparse) st = cn_model_mask_from_zeros(m);
     if (st != CN_OK) {
         cn_model_free(m);
@@ -548,6 +573,15 @@ static int is_quantized(const cn_model *m, int e) {
 
 cn_status cn_model_add_state(const cn_model *m, cn_st_writer *w, float **scratch) {
     const cn_graph *g = &m->g;
+    if (m->qnet) {
+        void *tmp = NULL;
+        cn_status st = cn_qnet_add_state(m->qnet, w, &tmp);
+        *scratch = tmp;
+        CN_TRY(st);
+        CN_TRY(cn_st_writer_meta(w, "format", FORMAT_NAME));
+        CN_TRY(cn_st_writer_meta(w, "format_version", FORMAT_VERSION));
+        return cn_st_writer_meta(w, "arch", cn_model_arch_json(m));
+    }
     size_t total = 0;
     for (int e = 0; e < g->nentries; e++)
         if (g->entries[e].kind == CN_ENTRY_CONV_WEIGHT || is_quantized(m, e))
@@ -620,6 +654,16 @@ cn_status cn_model_save(const cn_model *m, const char *path) {
 cn_status cn_model_forward_nhwc(cn_model *m, const float *x, int n, int h, int w, int train,
                                 float *logits) {
     if (!m || !x || n <= 0) return cn_error(CN_ERR_ARG, "cn_model_forward: bad arguments");
+    if (m->qnet) {
+        if (train)
+            return cn_error(CN_ERR_ARG, "an int8 model runs inference only; train its float "
+                                        "original");
+        CN_TRY(cn_qnet_forward(m->qnet, x, n, h, w, m->threads, logits));
+        m->last_n = n;
+        m->last_train = 0;
+        m->have_dlogits = 0;
+        return CN_OK;
+    }
     int batch = n;
     /* keep a larger plan instead of re-planning for a smaller last batch */
     if (m->g.planned && m->g.in_h == h && m->g.in_w == w && m->g.batch >= n &&
@@ -667,7 +711,8 @@ cn_status cn_model_loss(cn_model *m, const int32_t *labels, float smoothing, flo
             return cn_error(CN_ERR_ARG, "label %d of sample %d is outside [0, %d)", labels[i], i,
                             o->c);
     float *d = m->last_train ? o->grad : NULL;
-    float l = cn_softmax_xent(d, correct, o->data, labels, m->last_n, o->c, smoothing);
+    const float *lg = m->qnet ? m->qnet->logits : o->data;
+    float l = cn_softmax_xent(d, correct, lg, labels, m->last_n, o->c, smoothing);
     if (loss) *loss = l;
     m->have_dlogits = d != NULL;
     return CN_OK;

@@ -21,6 +21,8 @@ struct cn_model {
      * weight is saved as an int8 (quant_bits <= 8) or int16 tensor when it still is exact */
     int quant_bits;
     int *quant_frac;
+    /* int8 inference (cn_quantize_int8 or an int8 file; NULL: float): eval forwards run it */
+    struct cn_qnet *qnet;
 };
 
 #define CN_QUANT_NONE (-1000)
@@ -30,6 +32,8 @@ struct cn_model {
 
 /* A model of architecture a with fresh (zero) state. */
 cn_status cn_model_new_arch(cn_model **out, const cn_arch *a, int threads);
+/* The same with no fusion in its graph (every tensor of an eval forward materialised). */
+cn_status cn_model_new_arch_nofuse(cn_model **out, const cn_arch *a, int threads);
 /* Copies every state tensor of src into dst (the same architecture), masks included. */
 cn_status cn_model_copy_state(cn_model *dst, const cn_model *src);
 /* (Re)derives the mask of the convolution and linear weights from their zeros; other

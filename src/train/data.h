@@ -98,4 +98,11 @@ cn_status cn_sample_load(float *dst, int32_t *label, const cn_dataset *d, int id
                          const cn_augment *aug, const float *mean, const float *std,
                          uint64_t seed, int64_t epoch);
 
+/* Calls fn on the normalised batches (NHWC, no augmentation) of the first `limit` samples of a
+ * split in a shuffled order drawn from seed (the calibration images of int8 quantization). */
+cn_status cn_foreach_batch(const cn_model *m, const char *data, const cn_data_options *o,
+                           int train_split, int limit, int batch, uint64_t seed,
+                           cn_status (*fn)(void *user, const float *x, int n, int h, int w),
+                           void *user);
+
 #endif

@@ -101,6 +101,40 @@ static cn_status eval_dataset(cn_model *m, const cn_dataset *d, int batch, int t
     return CN_OK;
 }
 
+cn_status cn_foreach_batch(const cn_model *m, const char *data, const cn_data_options *o,
+                           int train_split, int limit, int batch, uint64_t seed,
+                           cn_status (*fn)(void *user, const float *x, int n, int h, int w),
+                           void *user) {
+    cn_dataset d;
+    CN_TRY(cn_dataset_open_opts(&d, data, train_split, o ? o->input_size : 0,
+                                o ? o->skip_bad_images : 0));
+    set_input_size(&d, o, m);
+    cn_status st = CN_OK;
+    if (d.c != m->arch.in_channels)
+        st = cn_error(CN_ERR_SHAPE, "the model takes %d input channel(s); %s has %d",
+                      m->arch.in_channels, d.name, d.c);
+    if (d.paths && batch > FOLDER_EVAL_BATCH) batch = FOLDER_EVAL_BATCH;
+    float mean[4], std[4];
+    dataset_norm(&d, mean, std);
+    cn_loader l;
+    int have = 0;
+    if (st == CN_OK && (st = cn_loader_init(&l, &d, batch, 1, 0, NULL, mean, std, seed)) == CN_OK)
+        have = 1;
+    if (st == CN_OK && o && o->loader_threads > 0) st = cn_loader_set_threads(&l, o->loader_threads);
+    if (st == CN_OK) st = cn_loader_start(&l, 0, 0);
+    int seen = 0;
+    const cn_batch *b;
+    while (st == CN_OK && seen < limit && (b = cn_loader_next(&l))) {
+        int n = b->n < limit - seen ? b->n : limit - seen;
+        st = fn(user, b->x, n, d.h, d.w);
+        seen += n;
+    }
+    if (st == CN_OK) st = cn_loader_status(&l);
+    if (have) cn_loader_free(&l);
+    cn_dataset_free(&d);
+    return st;
+}
+
 cn_status cn_evaluate(cn_model *m, const char *data, int train_split, int batch, int limit,
                       float *acc, float *loss, int *count) {
     return cn_evaluate_opts(m, data, train_split, batch, limit, NULL, acc, loss, count);
