@@ -98,6 +98,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", cn_model_name(m));
         cJSON_AddStringToObject(j, "mode", train ? "train" : "inference");
+        cJSON_AddStringToObject(j, "precision", cn_model_is_int8(m) ? "int8" : "float32");
         cJSON_AddNumberToObject(j, "batch", n);
         cJSON_AddNumberToObject(j, "input_h", h);
         cJSON_AddNumberToObject(j, "input_w", w);
@@ -117,9 +118,9 @@ int cmd_bench(int argc, char **argv) {
         }
         cli_print_json(j);
     } else {
-        printf("%s %s batch %d %dx%d threads %d: median %.3f ms (min %.3f, max %.3f) over %d runs, "
+        printf("%s%s %s batch %d %dx%d threads %d: median %.3f ms (min %.3f, max %.3f) over %d runs, "
                "%.1f img/s\n",
-               cn_model_name(m), train ? "train step" : "inference", n, h, w, cn_model_threads(m),
+               cn_model_name(m), cn_model_is_int8(m) ? " int8" : "", train ? "train step" : "inference", n, h, w, cn_model_threads(m),
                med * 1e3, times[0] * 1e3, times[runs - 1] * 1e3, runs, n / med);
         if (nprof) {
             printf("\n%-12s %12s %12s %8s\n", "op", "forward ms", "backward ms", "share");

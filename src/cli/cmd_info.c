@@ -60,6 +60,9 @@ int cmd_info(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "input_w", w);
         cJSON_AddNumberToObject(j, "params", (double)params);
         cJSON_AddNumberToObject(j, "macs", (double)macs);
+        cJSON_AddStringToObject(j, "precision", cn_model_is_int8(m) ? "int8" : "float32");
+        if (cn_model_is_int8(m))
+            cJSON_AddNumberToObject(j, "int8_state_bytes", (double)cn_model_int8_bytes(m));
         if (ns) {
             cJSON_AddNumberToObject(j, "width_mult", cn_model_width_mult(m));
             cJSON_AddNumberToObject(j, "depth_mult", cn_model_depth_mult(m));
@@ -99,6 +102,9 @@ int cmd_info(int argc, char **argv) {
     } else {
         printf("%s: %d input channel(s), %d classes, input %dx%d\n\n", cn_model_name(m),
                cn_model_in_channels(m), cn_model_num_classes(m), h, w);
+        if (cn_model_is_int8(m))
+            printf("int8: weights int8 per output channel, activations uint8; %lld bytes of "
+                   "integer state\n\n", (long long)cn_model_int8_bytes(m));
         printf("%-28s %-12s %18s %12s %14s\n", "layer", "op", "output (CxHxW)", "params", "MACs");
         for (int i = 0; i < n; i++) {
             char shape[48];

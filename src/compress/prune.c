@@ -534,9 +534,16 @@ static cn_status model_clone_arch(cn_model **out, const cn_model *m, const cn_ar
     return cn_model_new_arch(out, a, m->threads);
 }
 
+static cn_status not_int8(const cn_model *m) {
+    return m->qnet ? cn_error(CN_ERR_ARG, "an int8 model cannot be pruned; prune its float "
+                                          "original, then quantize")
+                   : CN_OK;
+}
+
 cn_status cn_prune_surgery(cn_model **out, const cn_model *m, const uint8_t *keep) {
     if (!out || !m || !keep) return cn_error(CN_ERR_ARG, "cn_prune_surgery: NULL argument");
     *out = NULL;
+    CN_TRY(not_int8(m));
     groups gs;
     CN_TRY(find_groups(&m->g, &gs));
     cn_status st = surgery(out, m, &gs, keep);
@@ -617,6 +624,7 @@ cn_status cn_prune_select(const cn_model *m, const cn_prune_config *cfg, uint8_t
                           int *total) {
     if (!m || !cfg || !keep) return cn_error(CN_ERR_ARG, "cn_prune_select: NULL argument");
     *keep = NULL;
+    CN_TRY(not_int8(m));
     CN_TRY(check_config(cfg));
     if (cfg->method == CN_PRUNE_MAGNITUDE)
         return cn_error(CN_ERR_ARG, "magnitude pruning selects weights, not channels");
@@ -637,6 +645,7 @@ cn_status cn_prune_select(const cn_model *m, const cn_prune_config *cfg, uint8_t
 cn_status cn_prune(cn_model **out, const cn_model *m, const cn_prune_config *cfg) {
     if (!out || !m || !cfg) return cn_error(CN_ERR_ARG, "cn_prune: NULL argument");
     *out = NULL;
+    CN_TRY(not_int8(m));
     CN_TRY(check_config(cfg));
     if (cfg->method == CN_PRUNE_MAGNITUDE) {
         cn_model *p;
@@ -662,6 +671,7 @@ cn_status cn_prune(cn_model **out, const cn_model *m, const cn_prune_config *cfg
  * dropped channels). */
 cn_status cn_prune_mask(cn_model *m, const cn_prune_config *cfg) {
     if (!m || !cfg) return cn_error(CN_ERR_ARG, "cn_prune_mask: NULL argument");
+    CN_TRY(not_int8(m));
     CN_TRY(check_config(cfg));
     if (cfg->method == CN_PRUNE_MAGNITUDE) return magnitude_mask(m, cfg);
     groups gs;
@@ -699,6 +709,7 @@ cn_status cn_prune_mask(cn_model *m, const cn_prune_config *cfg) {
 cn_status cn_prune_compact(cn_model **out, const cn_model *m) {
     if (!out || !m) return cn_error(CN_ERR_ARG, "cn_prune_compact: NULL argument");
     *out = NULL;
+    CN_TRY(not_int8(m));
     groups gs;
     CN_TRY(find_groups(&m->g, &gs));
     uint8_t *keep = calloc((size_t)gs.total + 1, 1);

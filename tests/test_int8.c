@@ -1,0 +1,316 @@
+/* int8 inference: the integer element-wise ops against double-precision references, int8
+ * ResNet-20 and EfficientNet-B0 logits against their float models (calibrated on Fashion-MNIST),
+ * the three calibration methods, the file round trip (bit-identical logits, int8/int32 tensors),
+ * corrupted files and the operations an int8 model refuses. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "convnet.h"
+#include "io/safetensors.h"
+#include "kernels/qconv.h"
+#include "kernels/qops.h"
+#include "train/data.h"
+
+static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
+static uint32_t urand32(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+static double urand(void) { return urand32() / 4294967296.0; }
+
+/* ---- element-wise ops ---- */
+
+static void ops_vs_double(void) {
+    /* cn_rq: one rounding of the exact product */
+    int bad = 0;
+    for (int i = 0; i < 20000; i++) {
+        double M = exp(-20 * urand()) * (urand() < 0.1 ? 4 : 1);
+        int32_t m, s;
+        cn_quantize_multiplier(M, &m, &s);
+        int32_t x = (int32_t)(urand32() >> (urand32() % 31)) * (urand() < 0.5 ? -1 : 1);
+        if (fabs(x * M) > 2e9) continue;
+        double want = x * ((double)m * ldexp(1, -31 - s));
+        int32_t got = cn_rq(x, m, s);
+        if (fabs(got - want) > 0.5 + 1e-9) bad++;
+        if (fabs(got - x * M) > 1.0) bad++;
+    }
+    CHECK(bad == 0, "cn_rq: %d results off by more than 1 unit of x * M", bad);
+
+    /* residual add: within 1 unit of the real sum requantized */
+    enum { N = 4096 };
+    uint8_t a[N], b[N], o[N];
+    for (int t = 0; t < 50; t++) {
+        double sa = 0.001 + urand() * 0.1, sb = 0.001 + urand() * 0.1, so = 0.002 + urand() * 0.2;
+        int32_t za = urand32() % 256, zb = urand32() % 256, zo = urand32() % 256;
+        int relu = t % 2;
+        int32_t mm[3], ss[3];
+        double twice = 2 * fmax(sa, sb);
+        cn_quantize_multiplier(sa / twice, &mm[0], &ss[0]);
+        cn_quantize_multiplier(sb / twice, &mm[1], &ss[1]);
+        cn_quantize_multiplier(twice / (1048576.0 * so), &mm[2], &ss[2]);
+        for (int i = 0; i < N; i++) a[i] = urand32() & 255, b[i] = urand32() & 255;
+        cn_q_add(o, a, b, N, za, zb, zo, mm, ss, relu ? zo : 0, 255, 2);
+        int worst = 0;
+        for (int i = 0; i < N; i++) {
+            double r = ((a[i] - za) * sa + (b[i] - zb) * sb) / so + zo;
+            r = fmin(fmax(r, relu ? zo : 0), 255);
+            int d = (int)fabs(o[i] - r + 0.0) + (fabs(o[i] - r) > 1.0);
+            if (fabs(o[i] - r) > 1.0) worst = d > worst ? d : worst;
+        }
+        CHECK(worst == 0, "add case %d: an output more than 1 unit from the reference", t);
+    }
+    /* SE product and global average pool */
+    for (int t = 0; t < 20; t++) {
+        int n = 2, hw = 1 + urand32() % 40, c = 1 + urand32() % 70;
+        double sx = 0.01 + urand() * 0.1, sg = 1.0 / 255, so = 0.01 + urand() * 0.1;
+        int32_t zx = urand32() % 256, zs = 0, zo = urand32() % 256, m, s;
+        uint8_t *x = malloc((size_t)n * hw * c), *g = malloc((size_t)n * c),
+                *y = malloc((size_t)n * hw * c), *p = malloc((size_t)n * c);
+        for (int i = 0; i < n * hw * c; i++) x[i] = urand32() & 255;
+        for (int i = 0; i < n * c; i++) g[i] = urand32() & 255;
+        cn_quantize_multiplier(sx * sg / so, &m, &s);
+        cn_q_mul(y, x, g, n, (size_t)hw, c, zx, zs, zo, m, s, 2);
+        int off = 0;
+        for (int i = 0; i < n; i++)
+            for (int q = 0; q < hw; q++)
+                for (int ch = 0; ch < c; ch++) {
+                    size_t k = ((size_t)i * hw + q) * c + ch;
+                    double r = (x[k] - zx) * sx * (g[i * c + ch] - zs) * sg / so + zo;
+                    off += fabs(y[k] - fmin(fmax(r, 0), 255)) > 1.0;
+                }
+        CHECK(off == 0, "mul case %d: %d outputs more than 1 unit off", t, off);
+        cn_quantize_multiplier(sx / (hw * so), &m, &s);
+        cn_q_gap(p, x, n, hw, c, zx, zo, m, s);
+        off = 0;
+        for (int i = 0; i < n; i++)
+            for (int ch = 0; ch < c; ch++) {
+                double sum = 0;
+                for (int q = 0; q < hw; q++) sum += x[((size_t)i * hw + q) * c + ch] - zx;
+                double r = sum * sx / hw / so + zo;
+                off += fabs(p[i * c + ch] - fmin(fmax(r, 0), 255)) > 1.0;
+            }
+        CHECK(off == 0, "gap case %d: %d outputs more than 1 unit off", t, off);
+        free(x), free(g), free(y), free(p);
+    }
+}
+
+/* ---- models ---- */
+
+static cn_model *make(const char *name, uint64_t seed) {
+    cn_model_config c;
+    cn_model_config_default(&c);
+    c.name = name;
+    c.in_channels = 1;
+    c.num_classes = 10;
+    c.seed = seed;
+    c.threads = 2;
+    cn_model *m = NULL;
+    CHECK(cn_model_create(&m, &c) == CN_OK, "create %s: %s", name, cn_errmsg());
+    return m;
+}
+
+typedef struct images {
+    float *x;
+    int n, h, w, cap;
+} images;
+
+static cn_status take(void *user, const float *x, int n, int h, int w) {
+    images *im = user;
+    if (im->n + n > im->cap) n = im->cap - im->n;
+    memcpy(im->x + (size_t)im->n * h * w, x, sizeof(float) * (size_t)n * h * w);
+    im->n += n, im->h = h, im->w = w;
+    return CN_OK;
+}
+
+/* Running statistics from real images (train-mode forwards, no update), so that the random
+ * model's activations have realistic ranges. */
+static void warm_bn(cn_model *m, const images *im) {
+    for (int r = 0; r < 8; r++)
+        for (int i = 0; i + 32 <= im->n; i += 32)
+            CHECK(cn_model_forward_nhwc(m, im->x + (size_t)i * im->h * im->w, 32, im->h, im->w, 1,
+                                        NULL) == CN_OK,
+                  "warm forward: %s", cn_errmsg());
+}
+
+/* RMS(int8 - float) / RMS(float) of the logits, and how often the argmax agrees */
+static void compare(cn_model *f, cn_model *q, const images *im, double *rel, double *agree) {
+    int n = im->n, k = cn_model_num_classes(f);
+    float *a = malloc(sizeof(float) * n * k), *b = malloc(sizeof(float) * n * k);
+    CHECK(cn_model_forward_nhwc(f, im->x, n, im->h, im->w, 0, a) == CN_OK, "float: %s", cn_errmsg());
+    CHECK(cn_model_forward_nhwc(q, im->x, n, im->h, im->w, 0, b) == CN_OK, "int8: %s", cn_errmsg());
+    double se = 0, sf = 0;
+    int same = 0;
+    for (int i = 0; i < n; i++) {
+        int ia = 0, ib = 0;
+        double mean = 0;
+        for (int j = 0; j < k; j++) mean += a[i * k + j] / k;
+        for (int j = 0; j < k; j++) {
+            se += (a[i * k + j] - b[i * k + j]) * (double)(a[i * k + j] - b[i * k + j]);
+            sf += (a[i * k + j] - mean) * (a[i * k + j] - mean);
+            if (a[i * k + j] > a[i * k + ia]) ia = j;
+            if (b[i * k + j] > b[i * k + ib]) ib = j;
+        }
+        same += ia == ib;
+    }
+    *rel = sqrt(se / (sf > 0 ? sf : 1));
+    *agree = (double)same / n;
+    free(a), free(b);
+}
+
+static int file_dtype(const char *path, const char *name) {
+    cn_st_file *f;
+    if (cn_st_open(&f, path) != CN_OK) return -1;
+    const cn_st_tensor *t = cn_st_find(f, name);
+    int d = t ? (int)t->dtype : -1;
+    cn_st_close(f);
+    return d;
+}
+
+/* Rewrites src into dst with tensor `name` changed by edit (element index i). */
+static int rewrite(const char *src, const char *dst, const char *name,
+                   void (*edit)(void *data, size_t nbytes)) {
+    cn_st_file *f;
+    if (cn_st_open(&f, src) != CN_OK) return -1;
+    cn_st_writer *w;
+    cn_st_writer_new(&w);
+    void *copy = NULL;
+    for (int i = 0; i < cn_st_meta_count(f); i++) {
+        const char *k, *v;
+        cn_st_meta_at(f, i, &k, &v);
+        cn_st_writer_meta(w, k, v);
+    }
+    for (int i = 0; i < cn_st_count(f); i++) {
+        const cn_st_tensor *t = cn_st_at(f, i);
+        const void *d = t->data;
+        if (!strcmp(t->name, name)) {
+            copy = malloc(t->nbytes + 1);
+            memcpy(copy, t->data, t->nbytes);
+            edit(copy, t->nbytes);
+            d = copy;
+        }
+        cn_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, d);
+    }
+    cn_status st = cn_st_writer_save(w, dst);
+    cn_st_writer_free(w);
+    free(copy);
+    cn_st_close(f);
+    return st == CN_OK ? 0 : -1;
+}
+
+static void nan_first(void *d, size_t n) { (void)n; float v = NAN; memcpy(d, &v, 4); }
+static void neg_last(void *d, size_t n) { float v = -0.5f; memcpy((char *)d + n - 4, &v, 4); }
+static void min_i8(void *d, size_t n) { ((int8_t *)d)[n / 2] = -128; }
+static void zp_big(void *d, size_t n) { (void)n; int32_t v = 300; memcpy(d, &v, 4); }
+
+static void expect_load_error(const char *path, const char *needle, const char *what) {
+    cn_model *m = NULL;
+    cn_status st = cn_model_load(&m, path, NULL);
+    CHECK(st == CN_ERR_FORMAT && strstr(cn_errmsg(), needle) && strstr(cn_errmsg(), path),
+          "%s: status %s, message '%s' (wanted one naming %s and '%s')", what, cn_status_name(st),
+          cn_errmsg(), path, needle);
+    cn_model_free(m);
+}
+
+static void model_case(const char *name, int size, double max_rel, double min_agree) {
+    cn_model *m = make(name, 7);
+    images im = {malloc(sizeof(float) * 256 * size * size), 0, 0, 0, 256};
+    cn_data_options o = {size, 0, 0};
+    CHECK(cn_foreach_batch(m, "fashion-mnist", &o, 0, 256, 64, 3, take, &im) == CN_OK,
+          "test images: %s", cn_errmsg());
+    warm_bn(m, &im);
+    cn_int8_config c;
+    cn_int8_config_default(&c);
+    c.images = 128;
+    c.data_opts.input_size = size;
+    static const char *methods[] = {"minmax", "percentile", "mse"};
+    for (int meth = 0; meth < 3; meth++) {
+        c.method = (cn_calib_method)meth;
+        cn_model *q = NULL;
+        cn_status st = cn_quantize_int8(&q, m, &c);
+        CHECK(st == CN_OK, "%s %s: %s", name, methods[meth], cn_errmsg());
+        if (st != CN_OK) continue;
+        CHECK(cn_model_is_int8(q) && !cn_model_is_int8(m), "is_int8");
+        double rel, agree;
+        compare(m, q, &im, &rel, &agree);
+        printf("%s int8 (%s): logits RMS error / RMS %.4f, argmax agreement %.1f%%\n", name,
+               methods[meth], rel, 100 * agree);
+        CHECK(rel < max_rel, "%s %s: relative logit error %.4f >= %.4f", name, methods[meth], rel,
+              max_rel);
+        CHECK(agree >= min_agree, "%s %s: argmax agreement %.3f < %.3f", name, methods[meth],
+              agree, min_agree);
+        if (meth == 0) {
+            /* the file: int8 weights, int32 biases; loads to bit-identical logits */
+            char path[64], bad[64];
+            snprintf(path, sizeof path, "/tmp/cn_int8_%d.safetensors", (int)getpid());
+            snprintf(bad, sizeof bad, "/tmp/cn_int8_bad_%d.safetensors", (int)getpid());
+            CHECK(cn_model_save(q, path) == CN_OK, "save: %s", cn_errmsg());
+            CHECK(file_dtype(path, "quant.act_scale") == CN_DT_F32, "act_scale dtype");
+            int n = im.n, k = 10;
+            float *a = malloc(sizeof(float) * n * k), *b = malloc(sizeof(float) * n * k);
+            cn_model *r = NULL;
+            CHECK(cn_model_load(&r, path, NULL) == CN_OK, "load: %s", cn_errmsg());
+            if (r) {
+                cn_model_forward_nhwc(q, im.x, n, im.h, im.w, 0, a);
+                cn_model_forward_nhwc(r, im.x, n, im.h, im.w, 0, b);
+                CHECK(!memcmp(a, b, sizeof(float) * n * k), "%s: reloaded int8 logits differ",
+                      name);
+                CHECK(cn_model_is_int8(r), "reloaded is int8");
+                /* a batch of one gives the same logits as within a batch */
+                cn_model_forward_nhwc(r, im.x + (size_t)5 * im.h * im.w, 1, im.h, im.w, 0, b);
+                CHECK(!memcmp(a + 5 * k, b, sizeof(float) * k), "batch 1 != batch row");
+            }
+            /* what an int8 model refuses */
+            CHECK(cn_model_forward_nhwc(q, im.x, 2, im.h, im.w, 1, NULL) == CN_ERR_ARG,
+                  "int8 train forward must fail");
+            cn_model *x = NULL;
+            CHECK(cn_quantize_fixed(&x, q, 8, NULL) != CN_OK && !x, "fixed of int8 must fail");
+            CHECK(cn_quantize_int8(&x, q, &c) == CN_ERR_ARG && !x, "int8 of int8 must fail");
+            cn_prune_config pc;
+            cn_prune_config_default(&pc);
+            pc.amount = 0.3f;
+            CHECK(cn_prune(&x, q, &pc) != CN_OK && !x, "pruning an int8 model must fail");
+            cn_model_free(r);
+            free(a), free(b);
+            /* corrupted files */
+            const char *w0 = !strcmp(name, "resnet20") ? "conv1" : "features.0.0";
+            char wname[64], sname[64];
+            snprintf(wname, sizeof wname, "%s.weight", w0);
+            snprintf(sname, sizeof sname, "%s.weight_scale", w0);
+            CHECK(file_dtype(path, wname) == CN_DT_I8, "%s is int8 in the file", wname);
+            if (rewrite(path, bad, "quant.act_scale", nan_first) == 0)
+                expect_load_error(bad, "quant.act_scale", "NaN activation scale");
+            if (rewrite(path, bad, sname, neg_last) == 0)
+                expect_load_error(bad, sname, "negative weight scale");
+            if (rewrite(path, bad, wname, min_i8) == 0)
+                expect_load_error(bad, "-128", "weight -128");
+            if (rewrite(path, bad, "quant.act_zero_point", zp_big) == 0)
+                expect_load_error(bad, "zero point", "zero point 300");
+            unlink(path);
+            unlink(bad);
+        }
+        cn_model_free(q);
+    }
+    /* calibration needs images */
+    cn_model *q = NULL;
+    c.images = 0;
+    CHECK(cn_quantize_int8(&q, m, &c) == CN_ERR_ARG && !q && strstr(cn_errmsg(), "calib"),
+          "zero calibration images: %s", cn_errmsg());
+    c.images = 16;
+    c.data = "mnist:/nonexistent";
+    CHECK(cn_quantize_int8(&q, m, &c) != CN_OK && !q, "missing calibration data must fail");
+    free(im.x);
+    cn_model_free(m);
+}
+
+int main(void) {
+    ops_vs_double();
+    model_case("resnet20", 28, 0.10, 0.90);
+    model_case("efficientnet_b0", 32, 0.25, 0.80);
+    return check_summary("int8");
+}
