@@ -1169,12 +1169,71 @@ if expect_ok "quantize --sweep 4..8 --json" -- "$BIN" quantize "$QIN" --scheme f
 fi
 expect_fail "quantize --bits 1" 2 "--bits '1'" "[2, 16]" -- "$BIN" quantize "$QIN" --scheme fixed --bits 1 --out "$QD/x.safetensors"
 expect_fail "quantize --bits 17" 2 "--bits '17'" -- "$BIN" quantize "$QIN" --scheme fixed --bits 17 --out "$QD/x.safetensors"
-expect_fail "quantize --scheme int8" 2 "int8" "not implemented" -- "$BIN" quantize "$QIN" --scheme int8 --bits 8 --out "$QD/x.safetensors"
+expect_fail "quantize --scheme int8 --bits" 2 "--bits belongs to --scheme fixed" -- "$BIN" quantize "$QIN" --scheme int8 --bits 8 --data fashion-mnist --out "$QD/x.safetensors"
 expect_fail "quantize --sweep without --data" 2 "--sweep needs --data" -- "$BIN" quantize "$QIN" --scheme fixed --sweep 4..8
 expect_fail "quantize --sweep 8..4" 2 "--sweep '8..4'" -- "$BIN" quantize "$QIN" --scheme fixed --sweep 8..4 --data fashion-mnist
 expect_fail "quantize without --out" 2 "--out" -- "$BIN" quantize "$QIN" --scheme fixed --bits 8
 expect_fail "quantize --out MODEL" 2 "is the input model" -- "$BIN" quantize "$QIN" --scheme fixed --bits 8 --out "$QIN"
 check "no OUT written by failed runs" test ! -e "$QD/x.safetensors"
 expect_fail "quantize: a missing MODEL names the file" 1 "$QD/nope.safetensors" -- "$BIN" quantize "$QD/nope.safetensors" --scheme fixed --bits 8 --out "$QD/x.safetensors"
+
+
+# ---------------------------------------------------------------------------------------------
+# 14. int8: calibration, the int8 file, eval/forward/bench/info on it, what it refuses
+# ---------------------------------------------------------------------------------------------
+section "14. int8"
+if expect_ok "quantize --scheme int8 --json" -- "$BIN" quantize "$QIN" --scheme int8 \
+    --data fashion-mnist --calib 128 --limit-test "$LE" --threads 2 --out "$QD/i8.safetensors" --json; then
+  cp "$T/out" "$QD/i8.json"
+  check "int8 --json: accuracy within 5 points of float32 (a tiny model, few test images), file under 0.3x" json_check \
+    "d['scheme'] == 'int8' and d['calibration'] == 'minmax' and d['calib_images'] == 128 and abs(d['acc_int8'] - d['acc_float']) <= 0.05 and d['size_after'] < 0.3 * d['size_before']" "$QD/i8.json"
+fi
+check "quantize int8: MODEL untouched" test "$(sha "$QIN")" = "$QSUM"
+check "int8 file: int8 weights, int32 biases, float32 scales, 'quant' scheme int8" $PY -c '
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+q = json.loads(h["__metadata__"]["quant"])
+assert q["scheme"] == "int8", q
+assert h["conv1.weight"]["dtype"] == "I8" and h["conv1.weight"]["shape"] == [16, 1, 3, 3]
+assert h["conv1.bias"]["dtype"] == "I32" and h["conv1.weight_scale"]["dtype"] == "F32"
+assert h["fc.weight"]["dtype"] == "I8" and h["fc.bias"]["dtype"] == "F32"
+assert h["quant.act_scale"]["dtype"] == "F32" and h["quant.act_zero_point"]["dtype"] == "I32"
+assert not any(k.endswith("running_mean") for k in h), "batch norms are folded"
+' "$QD/i8.safetensors"
+expect_ok "eval of the int8 model" -- "$BIN" eval "$QD/i8.safetensors" --data fashion-mnist \
+  --limit "$LE" --threads 2 --json &&
+  check "eval of the int8 model: the accuracy quantize reported" json_check \
+    "abs(d['accuracy'] - json.load(open('$QD/i8.json'))['acc_int8']) < 1e-6" "$T/out"
+expect_ok "info of the int8 model" -- "$BIN" info "$QD/i8.safetensors" --json &&
+  check "info: precision int8" json_check "d['precision'] == 'int8' and d['int8_state_bytes'] > 0" "$T/out"
+expect_ok "bench of the int8 model" -- "$BIN" bench "$QD/i8.safetensors" --input-size 28 --runs 2 --json &&
+  check "bench: precision int8" json_check "d['precision'] == 'int8' and d['median_ms'] > 0" "$T/out"
+expect_ok "forward of the int8 model" -- "$BIN" forward "$QD/i8.safetensors" --input "$T/in.safetensors" \
+  --output "$QD/i8_logits.safetensors" --threads 2
+for m in percentile mse; do
+  expect_ok "quantize int8 --calibration $m" -- "$BIN" quantize "$QIN" --scheme int8 --calibration "$m" \
+    --data fashion-mnist --calib 64 --limit-test 200 --threads 2 --out "$QD/i8_$m.safetensors"
+done
+expect_fail "bench --train of an int8 model" 1 "inference only" -- "$BIN" bench "$QD/i8.safetensors" --train --input-size 28 --runs 1
+expect_fail "int8 of an int8 model" 2 "already an int8 model" -- "$BIN" quantize "$QD/i8.safetensors" --scheme int8 --data fashion-mnist --out "$QD/x.safetensors"
+expect_fail "fixed of an int8 model" 2 "is an int8 model" -- "$BIN" quantize "$QD/i8.safetensors" --scheme fixed --bits 8 --out "$QD/x.safetensors"
+expect_fail "prune of an int8 model" 1 "cannot be pruned" -- "$BIN" prune "$QD/i8.safetensors" --amount 0.3 --out "$QD/x.safetensors"
+expect_fail "int8 without --data" 2 "needs --data" -- "$BIN" quantize "$QIN" --scheme int8 --out "$QD/x.safetensors"
+expect_fail "int8 --calib 0" 2 "--calib '0'" -- "$BIN" quantize "$QIN" --scheme int8 --calib 0 --data fashion-mnist --out "$QD/x.safetensors"
+expect_fail "int8 --calibration foo" 2 "--calibration 'foo'" -- "$BIN" quantize "$QIN" --scheme int8 --calibration foo --data fashion-mnist --out "$QD/x.safetensors"
+expect_fail "fixed --calib" 2 "belong to --scheme int8" -- "$BIN" quantize "$QIN" --scheme fixed --bits 8 --calib 10 --out "$QD/x.safetensors"
+check "no OUT written by failed int8 runs" test ! -e "$QD/x.safetensors"
+# a corrupted scale: the loader names the file and the tensor
+$PY - "$QD/i8.safetensors" "$QD/i8_bad.safetensors" <<'PYEOF'
+import json, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+o = h["layer1.0.conv1.weight_scale"]["data_offsets"][0] + 8 + n
+b[o:o + 4] = struct.pack("<f", -1.0)
+open(sys.argv[2], "wb").write(b)
+PYEOF
+expect_fail "eval of an int8 model with a negative scale" 1 "i8_bad.safetensors" "layer1.0.conv1.weight_scale" -- "$BIN" eval "$QD/i8_bad.safetensors" --data fashion-mnist --limit 10
 
 summary
