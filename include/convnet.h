@@ -408,10 +408,37 @@ typedef struct cn_int8_config {
     cn_calib_method method;
     float percentile;       /* PERCENTILE: default 99.99 */
     uint64_t seed;
+    /* mixed precision: convolutions or the linear layer (by module name, comma-separated) kept
+     * in float32; their input is dequantized and their output quantized again */
+    const char *keep_float;
+    int auto_mixed;         /* also keep the K layers of lowest SQNR (the sensitivity report) */
+    int sensitivity_images; /* images for the sensitivity report (default 64) */
 } cn_int8_config;
 void cn_int8_config_default(cn_int8_config *c);
-/* A new int8 model calibrated on c->data; m (a float model) is untouched. */
-cn_status cn_quantize_int8(cn_model **out, const cn_model *m, const cn_int8_config *c);
+
+/* The sensitivity report: per convolution and linear layer, the signal-to-quantization-noise
+ * ratio of its output, 10 log10(sum y^2 / sum (y - y_int8)^2), where y is the float model's
+ * output of the layer (with its folded batch norm and activation) and y_int8 the int8 layer's
+ * dequantized output on the same float input quantized to the layer's input scale: each layer's
+ * own error, not the error accumulated before it. */
+typedef struct cn_int8_layer {
+    char name[96];
+    const char *op;         /* "conv", "depthwise", "linear" */
+    int64_t macs;           /* per image at the calibration size */
+    double sqnr_db;
+    int kept_float;
+} cn_int8_layer;
+typedef struct cn_int8_report {
+    int nlayers;
+    cn_int8_layer *layers;  /* malloc'ed; cn_int8_report_free */
+    int kept_float;         /* layers kept in float32 */
+} cn_int8_report;
+void cn_int8_report_free(cn_int8_report *r);
+
+/* A new int8 model calibrated on c->data; m (a float model) is untouched. rep (may be NULL)
+ * receives the sensitivity report (computed when rep is given or auto_mixed > 0). */
+cn_status cn_quantize_int8(cn_model **out, const cn_model *m, const cn_int8_config *c,
+                           cn_int8_report *rep);
 /* 1 for an int8 model (cn_quantize_int8 or a loaded int8 file). */
 int cn_model_is_int8(const cn_model *m);
 /* Bytes of an int8 model's integer state (weights, biases, scales); 0 for a float model. */

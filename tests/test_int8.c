@@ -232,7 +232,7 @@ static void model_case(const char *name, int size, double max_rel, double min_ag
     for (int meth = 0; meth < 3; meth++) {
         c.method = (cn_calib_method)meth;
         cn_model *q = NULL;
-        cn_status st = cn_quantize_int8(&q, m, &c);
+        cn_status st = cn_quantize_int8(&q, m, &c, NULL);
         CHECK(st == CN_OK, "%s %s: %s", name, methods[meth], cn_errmsg());
         if (st != CN_OK) continue;
         CHECK(cn_model_is_int8(q) && !cn_model_is_int8(m), "is_int8");
@@ -270,7 +270,7 @@ static void model_case(const char *name, int size, double max_rel, double min_ag
                   "int8 train forward must fail");
             cn_model *x = NULL;
             CHECK(cn_quantize_fixed(&x, q, 8, NULL) != CN_OK && !x, "fixed of int8 must fail");
-            CHECK(cn_quantize_int8(&x, q, &c) == CN_ERR_ARG && !x, "int8 of int8 must fail");
+            CHECK(cn_quantize_int8(&x, q, &c, NULL) == CN_ERR_ARG && !x, "int8 of int8 must fail");
             cn_prune_config pc;
             cn_prune_config_default(&pc);
             pc.amount = 0.3f;
@@ -296,14 +296,71 @@ static void model_case(const char *name, int size, double max_rel, double min_ag
         }
         cn_model_free(q);
     }
+    /* mixed precision: the sensitivity report, a named layer and the K least accurate kept in
+     * float32; more float layers, smaller error; the file keeps them float */
+    {
+        cn_int8_report rep;
+        c.method = CN_CALIB_MINMAX;
+        c.keep_float = !strcmp(name, "resnet20") ? "conv1" : "features.0.0";
+        c.auto_mixed = 3;
+        c.sensitivity_images = 16;
+        cn_model *q = NULL;
+        CHECK(cn_quantize_int8(&q, m, &c, &rep) == CN_OK, "mixed: %s", cn_errmsg());
+        if (q) {
+            int named = 0, finite = 1;
+            for (int i = 0; i < rep.nlayers; i++) {
+                if (!strcmp(rep.layers[i].name, c.keep_float)) named = rep.layers[i].kept_float;
+                finite &= isfinite(rep.layers[i].sqnr_db) && rep.layers[i].sqnr_db > 5;
+            }
+            CHECK(named && rep.kept_float >= 3 && rep.kept_float <= 4,
+                  "mixed: %d layers kept (named one %s)", rep.kept_float, named ? "kept" : "not");
+            CHECK(finite, "mixed: every layer's SQNR is finite and above 5 dB");
+            char path[64];
+            snprintf(path, sizeof path, "/tmp/cn_int8_mixed_%d.safetensors", (int)getpid());
+            CHECK(cn_model_save(q, path) == CN_OK, "save mixed: %s", cn_errmsg());
+            CHECK(file_dtype(path, !strcmp(name, "resnet20") ? "conv1.weight" : "features.0.0.weight") == CN_DT_F32,
+                  "a kept layer's weight is float32 in the file");
+            cn_model *r = NULL;
+            CHECK(cn_model_load(&r, path, NULL) == CN_OK, "load mixed: %s", cn_errmsg());
+            if (r) {
+                int n = im.n, k = 10;
+                float *a = malloc(sizeof(float) * n * k), *b = malloc(sizeof(float) * n * k);
+                cn_model_forward_nhwc(q, im.x, n, im.h, im.w, 0, a);
+                cn_model_forward_nhwc(r, im.x, n, im.h, im.w, 0, b);
+                CHECK(!memcmp(a, b, sizeof(float) * n * k), "mixed: reloaded logits differ");
+                free(a), free(b);
+            }
+            cn_model_free(r);
+            unlink(path);
+            cn_int8_report_free(&rep);
+            cn_model_free(q);
+        }
+        /* every layer float: only the activations are quantized */
+        c.auto_mixed = 1000;
+        CHECK(cn_quantize_int8(&q, m, &c, NULL) == CN_OK, "all float: %s", cn_errmsg());
+        if (q) {
+            double rel, agree;
+            compare(m, q, &im, &rel, &agree);
+            printf("%s all layers float32, activations uint8: logits RMS error / RMS %.4f\n", name, rel);
+            CHECK(rel < max_rel, "all float layers: relative logit error %.4f", rel);
+            cn_model_free(q);
+        }
+        c.auto_mixed = 0;
+        c.keep_float = "no.such.layer";
+        q = NULL;
+        CHECK(cn_quantize_int8(&q, m, &c, NULL) == CN_ERR_ARG && !q &&
+                  strstr(cn_errmsg(), "no.such.layer"),
+              "unknown --keep-float layer: %s", cn_errmsg());
+        c.keep_float = NULL;
+    }
     /* calibration needs images */
     cn_model *q = NULL;
     c.images = 0;
-    CHECK(cn_quantize_int8(&q, m, &c) == CN_ERR_ARG && !q && strstr(cn_errmsg(), "calib"),
+    CHECK(cn_quantize_int8(&q, m, &c, NULL) == CN_ERR_ARG && !q && strstr(cn_errmsg(), "calib"),
           "zero calibration images: %s", cn_errmsg());
     c.images = 16;
     c.data = "mnist:/nonexistent";
-    CHECK(cn_quantize_int8(&q, m, &c) != CN_OK && !q, "missing calibration data must fail");
+    CHECK(cn_quantize_int8(&q, m, &c, NULL) != CN_OK && !q, "missing calibration data must fail");
     free(im.x);
     cn_model_free(m);
 }

@@ -34,6 +34,10 @@ static const char *help =
     "  --calibration M       int8: minmax (default), percentile or mse\n"
     "  --percentile P        int8 percentile: clip beyond this percentile (default 99.99)\n"
     "  --batch N             int8: calibration batch (default 64)\n"
+    "  --sensitivity         int8: print per layer the SQNR of its output (dB; each layer on the\n"
+    "                        float model's input, so the noise is its own)\n"
+    "  --keep-float L1,L2    int8: keep these convolutions / linear layers in float32\n"
+    "  --auto-mixed K        int8: also keep the K layers of lowest SQNR in float32\n"
     "  --bits B              bits per weight, in [2, 16]\n"
     "  --out FILE            the quantized model (written atomically)\n"
     "  --sweep A..B          no model written: one row per bit width A..B (2 <= A <= B <= 16)\n"
@@ -51,7 +55,8 @@ typedef struct quant_opts {
     cli_model_opts mo;
     const char *scheme, *out, *data;
     int bits, limit_test, sweep_lo, sweep_hi;
-    int calib;
+    int calib, sensitivity, auto_mixed;
+    const char *keep_float;
     cn_calib_method method;
     float percentile;
 } quant_opts;
@@ -73,7 +78,11 @@ static int parse_one(const char *C, void *opts, int argc, char **argv, int *i) {
     const char *a = argv[*i], *v;
     static const char *const valued[] = {"--scheme", "--bits", "--out", "--sweep", "--data",
                                          "--limit-test", "--calib", "--calibration",
-                                         "--percentile"};
+                                         "--percentile", "--keep-float", "--auto-mixed"};
+    if (!strcmp(a, "--sensitivity")) {
+        p->sensitivity = 1;
+        return 1;
+    }
     int val = 0;
     for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) val |= !strcmp(a, valued[k]);
     if (!val) return 0;
@@ -84,6 +93,8 @@ static int parse_one(const char *C, void *opts, int argc, char **argv, int *i) {
     else if (!strcmp(a, "--out")) p->out = v;
     else if (!strcmp(a, "--sweep")) bad = parse_sweep(C, v, p);
     else if (!strcmp(a, "--data")) p->data = v;
+    else if (!strcmp(a, "--keep-float")) p->keep_float = v;
+    else if (!strcmp(a, "--auto-mixed")) bad = cli_int(C, a, v, 0, 100000, &p->auto_mixed);
     else if (!strcmp(a, "--calib")) bad = cli_int(C, a, v, 1, 10000000, &p->calib);
     else if (!strcmp(a, "--percentile")) bad = cli_float(C, a, v, 50.000001, 100, &p->percentile);
     else if (!strcmp(a, "--calibration")) {
@@ -138,8 +149,10 @@ static int validate(const char *C, quant_opts *p) {
         }
         return 0;
     }
-    if (p->calib || p->method != CN_CALIB_MINMAX || p->percentile) {
-        cli_err(C, "--calib, --calibration and --percentile belong to --scheme int8");
+    if (p->calib || p->method != CN_CALIB_MINMAX || p->percentile || p->sensitivity ||
+        p->keep_float || p->auto_mixed) {
+        cli_err(C, "--calib, --calibration, --percentile, --sensitivity, --keep-float and "
+                   "--auto-mixed belong to --scheme int8");
         return EXIT_USAGE;
     }
     if (p->sweep_lo) {
@@ -320,6 +333,9 @@ static int run_int8(const char *C, const quant_opts *p, cn_model *m) {
     c.method = p->method;
     if (p->percentile) c.percentile = p->percentile;
     if (p->mo.batch > 1) c.batch = p->mo.batch;
+    c.keep_float = p->keep_float;
+    c.auto_mixed = p->auto_mixed;
+    c.data_opts.input_size = p->mo.h;
     float acc0 = 0, acc1 = 0;
     cn_status st = evaluate(m, p, &acc0);
     if (st != CN_OK) return cli_fail(C, st);
@@ -327,17 +343,32 @@ static int run_int8(const char *C, const quant_opts *p, cn_model *m) {
             method_name(c.method));
     double t0 = cli_now();
     cn_model *q;
-    if ((st = cn_quantize_int8(&q, m, &c)) != CN_OK) return cli_fail(C, st);
+    cn_int8_report rep;
+    int want_rep = p->sensitivity || p->auto_mixed;
+    if ((st = cn_quantize_int8(&q, m, &c, want_rep ? &rep : NULL)) != CN_OK) return cli_fail(C, st);
     double tq = cli_now() - t0;
+    if (want_rep) {
+        fprintf(tx, "%-36s %-10s %14s %10s %6s\n", "layer", "op", "MACs", "SQNR dB", "float");
+        for (int i = 0; i < rep.nlayers; i++) {
+            const cn_int8_layer *l = &rep.layers[i];
+            fprintf(tx, "%-36s %-10s %14lld %10.2f %6s\n", l->name, l->op, (long long)l->macs,
+                    l->sqnr_db, l->kept_float ? "yes" : "");
+        }
+        fprintf(tx, "\n");
+    }
     st = cn_model_save(q, p->out);
     if (st == CN_OK) st = evaluate(q, p, &acc1);
     int64_t ibytes = cn_model_int8_bytes(q);
     cn_model_free(q);
-    if (st != CN_OK) return cli_fail(C, st);
+    if (st != CN_OK) {
+        if (want_rep) cn_int8_report_free(&rep);
+        return cli_fail(C, st);
+    }
     long long before = file_size(p->mo.path), after = file_size(p->out);
     fprintf(tx, "int8 (%s calibration, %d images, %.1f s)\n", method_name(c.method), c.images, tq);
     fprintf(tx, "%-10s %10s %14s\n", "model", "accuracy", "file bytes");
-    fprintf(tx, "%-10s %9.2f%% %14lld\n", "float32", 100.0 * acc0, before);
+    if (before >= 0) fprintf(tx, "%-10s %9.2f%% %14lld\n", "float32", 100.0 * acc0, before);
+    else fprintf(tx, "%-10s %9.2f%% %14s\n", "float32", 100.0 * acc0, "-");
     fprintf(tx, "%-10s %9.2f%% %14lld\n", "int8", 100.0 * acc1, after);
     fprintf(tx, "accuracy change %+.2f points; file %.1f%% of float32\n", 100.0 * (acc1 - acc0),
             before > 0 ? 100.0 * after / before : 0.0);
@@ -354,8 +385,23 @@ static int run_int8(const char *C, const quant_opts *p, cn_model *m) {
         if (before >= 0) cJSON_AddNumberToObject(j, "size_before", (double)before);
         cJSON_AddNumberToObject(j, "size_after", (double)after);
         cJSON_AddNumberToObject(j, "int8_state_bytes", (double)ibytes);
+        if (want_rep) {
+            cJSON *ls = cJSON_AddArrayToObject(j, "layers");
+            for (int i = 0; i < rep.nlayers; i++) {
+                const cn_int8_layer *l = &rep.layers[i];
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "name", l->name);
+                cJSON_AddStringToObject(o, "op", l->op);
+                cJSON_AddNumberToObject(o, "macs", (double)l->macs);
+                cJSON_AddNumberToObject(o, "sqnr_db", l->sqnr_db);
+                cJSON_AddBoolToObject(o, "float32", l->kept_float);
+                cJSON_AddItemToArray(ls, o);
+            }
+            cJSON_AddNumberToObject(j, "kept_float", rep.kept_float);
+        }
         cli_print_json(j);
     }
+    if (want_rep) cn_int8_report_free(&rep);
     return EXIT_OK;
 }
 

@@ -12,6 +12,7 @@
 
 #include "core/status.h"
 #include "kernels/qops.h"
+#include "ops/ops.h"
 
 /* ---- the structure ---- */
 
@@ -46,6 +47,7 @@ void cn_qnet_free(cn_qnet *q) {
         cn_qstep *s = &q->steps[i];
         free(s->w), free(s->wscale), free(s->bias), free(s->mult), free(s->shift);
         free(s->packed), free(s->wsum), free(s->fbias);
+        free(s->fw), free(s->fb), free(s->fone);
     }
     free(q->steps);
     free(q->scale), free(q->zp), free(q->alias);
@@ -183,6 +185,7 @@ static cn_status derive(cn_qnet *q) {
         switch (s->op) {
         case CN_Q_CONV:
         case CN_Q_DWCONV: {
+            if (s->fp) break;
             float sq = s->pre >= 0 ? q->scale[s->pre] : so; /* what the requantization targets */
             int32_t zq = s->pre >= 0 ? q->zp[s->pre] : zo;
             for (int o = 0; o < s->oc; o++)
@@ -227,7 +230,7 @@ static cn_status derive(cn_qnet *q) {
             s->has_lut = 1;
             break;
         case CN_Q_LINEAR:
-            for (int o = 0; o < s->oc; o++) {
+            for (int o = 0; o < s->oc && !s->fp; o++) {
                 int32_t sum = 0;
                 for (int j = 0; j < s->k; j++) sum += s->w[(size_t)o * s->k + j];
                 s->wsum[o] = sum;
@@ -267,6 +270,15 @@ static cn_status alloc_step(cn_qstep *s, int oc, int k, int linear) {
     return CN_OK;
 }
 
+static cn_status alloc_fp(cn_qstep *s, int oc, int k) {
+    s->fw = malloc(sizeof(float) * ((size_t)oc * k + 1));
+    s->fb = malloc(sizeof(float) * (size_t)oc);
+    s->fone = malloc(sizeof(float) * (size_t)oc);
+    if (!s->fw || !s->fb || !s->fone) return cn_error(CN_ERR_NOMEM, "out of memory");
+    for (int o = 0; o < oc; o++) s->fone[o] = 1.0f;
+    return CN_OK;
+}
+
 /* per output channel symmetric int8 of w (oc rows of k), the row scales in ws */
 static void quantize_rows(int8_t *q, float *ws, const double *w, int oc, int k) {
     for (int o = 0; o < oc; o++) {
@@ -285,7 +297,7 @@ static int32_t sat_i32(double v) {
     return v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : (int32_t)v;
 }
 
-cn_status cn_qnet_build(cn_qnet **out, cn_graph *g, const cn_qrange *ranges) {
+cn_status cn_qnet_build(cn_qnet **out, cn_graph *g, const cn_qrange *ranges, const char *keep) {
     *out = NULL;
     cn_qnet *q = calloc(1, sizeof *q);
     if (!q) return cn_error(CN_ERR_NOMEM, "out of memory");
@@ -337,6 +349,12 @@ cn_status cn_qnet_build(cn_qnet **out, cn_graph *g, const cn_qrange *ranges) {
                 st = cn_error(CN_ERR_ARG, "int8: '%s' has a weight that is not finite", nd->name);
                 break;
             }
+        if (st == CN_OK && keep && keep[s->node]) {
+            s->fp = 1;
+            st = alloc_fp(s, oc, k);
+            for (size_t j = 0; st == CN_OK && j < (size_t)oc * k; j++) s->fw[j] = (float)wf[j];
+            for (int o = 0; st == CN_OK && o < oc; o++) s->fb[o] = (float)bf[o];
+        }
         if (st == CN_OK) {
             quantize_rows(s->w, s->wscale, wf, oc, k);
             float si = q->scale[s->in[0]];
@@ -405,6 +423,27 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
             }
         }
     }
+    size_t fin = 0, fout = 0, fws = 0;
+    for (int i = 0; st == CN_OK && i < q->nsteps; i++) {
+        const cn_qstep *s = &q->steps[i];
+        if (!s->fp) continue;
+        const cn_node *nd = &g->nodes[s->node];
+        size_t a = tensor_bytes(g, s->in[0], batch), b = tensor_bytes(g, s->out, batch);
+        fin = a > fin ? a : fin;
+        fout = b > fout ? b : fout;
+        if (s->op != CN_Q_LINEAR) {
+            cn_conv_desc d = nd->desc;
+            d.n = batch;
+            size_t k = cn_conv2d_workspace(&d, threads, 0);
+            fws = k > fws ? k : fws;
+        }
+    }
+    free(q->fin), free(q->fout), free(q->fws);
+    q->fin = q->fout = q->fws = NULL;
+    if (st == CN_OK && fin &&
+        (!(q->fin = malloc(sizeof(float) * fin)) || !(q->fout = malloc(sizeof(float) * fout + 4)) ||
+         !(q->fws = malloc(sizeof(float) * fws + 64))))
+        st = cn_error(CN_ERR_NOMEM, "out of memory for the float32 layers");
     if (st == CN_OK && ws && !(q->workspace = malloc(ws))) st = cn_error(CN_ERR_NOMEM, "out of memory");
     q->ws_bytes = ws;
     if (st == CN_OK) {
@@ -448,6 +487,93 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
     return CN_OK;
 }
 
+static cn_act act_kind(const cn_graph *g, int node) {
+    if (node < 0) return CN_ACT_NONE;
+    cn_op op = g->nodes[node].op;
+    return op == CN_OP_RELU ? CN_ACT_RELU : op == CN_OP_SILU ? CN_ACT_SILU
+         : op == CN_OP_SIGMOID ? CN_ACT_SIGMOID : CN_ACT_NONE;
+}
+
+/* a step kept in float32: dequantize, the float kernel, quantize (or the float logits) */
+static void run_fp(cn_qnet *q, cn_qstep *s, const uint8_t *in, uint8_t *out, float *logits, int n,
+                   int threads) {
+    const cn_graph *g = q->g;
+    const cn_node *nd = &g->nodes[s->node];
+    const cn_tensor *ti = &g->tensors[s->in[0]], *to = &g->tensors[s->out];
+    size_t nin = (size_t)n * ti->h * ti->w * ti->c;
+    cn_q_dequantize(q->fin, in, nin, q->scale[s->in[0]], q->zp[s->in[0]], threads);
+    if (s->op == CN_Q_LINEAR) {
+        cn_linear_forward(logits, q->fin, s->fw, s->fb, n, s->k, s->oc);
+        return;
+    }
+    cn_conv_desc d = nd->desc;
+    d.n = n;
+    cn_epilogue ep = {s->fone, s->fb, NULL, act_kind(g, s->act_node)};
+    cn_conv2d_forward_fused(q->fout, q->fin, s->fw, &ep, &d, q->fws, threads);
+    cn_q_quantize(out, q->fout, (size_t)n * to->h * to->w * to->c, q->scale[s->out], q->zp[s->out],
+                  threads);
+}
+
+void cn_qnet_run_step(cn_qnet *q, int i, const float *x, const uint8_t *in, const uint8_t *in1,
+                      uint8_t *out, float *logits, int n, int threads) {
+    const cn_graph *g = q->g;
+    cn_qstep *s = &q->steps[i];
+    const cn_node *nd = &g->nodes[s->node];
+    const cn_tensor *ti = s->in[0] >= 0 ? &g->tensors[s->in[0]] : NULL;
+    const cn_tensor *to = &g->tensors[s->out];
+    int32_t zi = s->in[0] >= 0 ? q->zp[s->in[0]] : 0, zo = q->zp[s->out];
+    if (s->fp) {
+        run_fp(q, s, in, out, logits, n, threads);
+        return;
+    }
+    switch (s->op) {
+    case CN_Q_QUANT:
+        cn_q_quantize(out, x, tensor_bytes(g, s->out, n), q->scale[s->out], zo, threads);
+        break;
+    case CN_Q_CONV:
+    case CN_Q_DWCONV: {
+        cn_qconv_desc d = s->desc;
+        d.n = n;
+        if (s->op == CN_Q_CONV) cn_qconv2d(out, in, s->packed, &d, &s->ep, q->workspace, threads);
+        else cn_qdwconv2d(out, in, s->packed, &d, &s->ep, threads);
+        break;
+    }
+    case CN_Q_ADD:
+        cn_q_add(out, in, in1, tensor_bytes(g, s->out, n), zi, q->zp[s->in[1]], zo, s->m, s->s,
+                 s->qmin, s->qmax, threads);
+        break;
+    case CN_Q_MUL:
+        cn_q_mul(out, in, in1, n, (size_t)ti->h * ti->w, ti->c, zi, q->zp[s->in[1]], zo, s->m[0],
+                 s->s[0], threads);
+        break;
+    case CN_Q_MAXPOOL:
+        cn_q_maxpool(out, in, n, ti->h, ti->w, ti->c, nd->a.pool.k, nd->a.pool.stride,
+                     nd->a.pool.pad, to->h, to->w, threads);
+        break;
+    case CN_Q_GAP: {
+        int32_t m, sh;
+        cn_quantize_multiplier((double)q->scale[s->in[0]] /
+                                   ((double)ti->h * ti->w * q->scale[s->out]),
+                               &m, &sh);
+        cn_q_gap(out, in, n, ti->h * ti->w, ti->c, zi, zo, m, sh);
+        break;
+    }
+    case CN_Q_SHORTCUT:
+        cn_q_shortcut(out, in, n, ti->h, ti->w, ti->c, to->h, to->w, to->c, nd->a.shortcut.stride,
+                      (uint8_t)zo);
+        break;
+    case CN_Q_LUT: cn_q_lut(out, in, tensor_bytes(g, s->out, n), s->lut, threads); break;
+    case CN_Q_LINEAR:
+        cn_q_linear(logits, in, s->w, s->wsum, s->wscale, s->fbias, n, s->k, s->oc, zi,
+                    q->scale[s->in[0]]);
+        break;
+    }
+}
+
+cn_status cn_qnet_plan(cn_qnet *q, int batch, int h, int w, int threads) {
+    return qplan(q, batch, h, w, threads);
+}
+
 cn_status cn_qnet_forward(cn_qnet *q, const float *x, int n, int h, int w, int threads,
                           float *logits) {
     CN_TRY(qplan(q, q->buf && q->h == h && q->w == w && q->batch >= n ? q->batch : n, h, w,
@@ -455,55 +581,14 @@ cn_status cn_qnet_forward(cn_qnet *q, const float *x, int n, int h, int w, int t
     const cn_graph *g = q->g;
     for (int i = 0; i < q->nsteps; i++) {
         cn_qstep *s = &q->steps[i];
-        const cn_node *nd = &g->nodes[s->node];
         double t0 = q->step_time ? omp_get_wtime() : 0;
         uint8_t *out = s->op == CN_Q_LINEAR ? NULL : q->buf[s->out];
-        const uint8_t *in = s->in[0] >= 0 ? q->buf[s->in[0]] : NULL;
-        const cn_tensor *ti = s->in[0] >= 0 ? &g->tensors[s->in[0]] : NULL;
-        const cn_tensor *to = &g->tensors[s->out];
-        int32_t zi = s->in[0] >= 0 ? q->zp[s->in[0]] : 0, zo = q->zp[s->out];
-        switch (s->op) {
-        case CN_Q_QUANT:
-            cn_q_quantize(out, x, tensor_bytes(g, s->out, n), q->scale[s->out], zo, threads);
-            break;
-        case CN_Q_CONV:
-        case CN_Q_DWCONV: {
-            cn_qconv_desc d = s->desc;
-            d.n = n;
-            if (s->op == CN_Q_CONV) cn_qconv2d(out, in, s->packed, &d, &s->ep, q->workspace, threads);
-            else cn_qdwconv2d(out, in, s->packed, &d, &s->ep, threads);
-            break;
-        }
-        case CN_Q_ADD:
-            cn_q_add(out, in, q->buf[s->in[1]], tensor_bytes(g, s->out, n), zi, q->zp[s->in[1]], zo,
-                     s->m, s->s, s->qmin, s->qmax, threads);
-            break;
-        case CN_Q_MUL:
-            cn_q_mul(out, in, q->buf[s->in[1]], n, (size_t)ti->h * ti->w, ti->c, zi,
-                     q->zp[s->in[1]], zo, s->m[0], s->s[0], threads);
-            break;
-        case CN_Q_MAXPOOL:
-            cn_q_maxpool(out, in, n, ti->h, ti->w, ti->c, nd->a.pool.k, nd->a.pool.stride,
-                         nd->a.pool.pad, to->h, to->w, threads);
-            break;
-        case CN_Q_GAP: {
-            int32_t m, sh;
-            cn_quantize_multiplier((double)q->scale[s->in[0]] / ((double)ti->h * ti->w * q->scale[s->out]),
-                                   &m, &sh);
-            cn_q_gap(out, in, n, ti->h * ti->w, ti->c, zi, zo, m, sh);
-            break;
-        }
-        case CN_Q_SHORTCUT:
-            cn_q_shortcut(out, in, n, ti->h, ti->w, ti->c, to->h, to->w, to->c,
-                          nd->a.shortcut.stride, (uint8_t)zo);
-            break;
-        case CN_Q_LUT: cn_q_lut(out, in, tensor_bytes(g, s->out, n), s->lut, threads); break;
-        case CN_Q_LINEAR:
-            cn_q_linear(q->logits, in, s->w, s->wsum, s->wscale, s->fbias, n, s->k, s->oc, zi,
-                        q->scale[s->in[0]]);
-            break;
-        }
+        cn_qnet_run_step(q, i, x, s->in[0] >= 0 ? q->buf[s->in[0]] : NULL,
+                         s->in[1] >= 0 ? q->buf[s->in[1]] : NULL, out, q->logits, n, threads);
         if (q->step_time) q->step_time[i] += omp_get_wtime() - t0;
+        if (q->observe)
+            q->observe(q->observe_user, i, out ? (const void *)out : (const void *)q->logits,
+                       out ? tensor_bytes(g, s->out, n) : (size_t)n * s->oc);
     }
     if (logits) memcpy(logits, q->logits, sizeof(float) * (size_t)n * g->tensors[g->ntensors - 1].c);
     return CN_OK;
@@ -542,12 +627,15 @@ static void file_shape(const cn_qnet *q, const cn_qstep *s, int64_t *shape, int 
 
 cn_status cn_qnet_add_state(const cn_qnet *q, cn_st_writer *w, void **scratch) {
     const cn_graph *g = q->g;
-    size_t total = 0;
+    size_t ftotal = 0, itotal = 0; /* transposed copies: float32 layers, then int8 ones */
     for (int i = 0; i < q->nsteps; i++)
-        if (q->steps[i].op == CN_Q_CONV) total += (size_t)q->steps[i].oc * q->steps[i].k;
-    int8_t *tmp = malloc(total + 1);
-    *scratch = tmp;
-    if (!tmp) return cn_error(CN_ERR_NOMEM, "out of memory");
+        if (q->steps[i].op == CN_Q_CONV)
+            *(q->steps[i].fp ? &ftotal : &itotal) += (size_t)q->steps[i].oc * q->steps[i].k;
+    float *block = malloc(sizeof(float) * ftotal + itotal + 1);
+    *scratch = block;
+    if (!block) return cn_error(CN_ERR_NOMEM, "out of memory");
+    float *ftmp = block;
+    int8_t *tmp = (int8_t *)(block + ftotal);
     char name[CN_NAME_MAX + 32];
     for (int i = 0; i < q->nsteps; i++) {
         const cn_qstep *s = &q->steps[i];
@@ -556,6 +644,25 @@ cn_status cn_qnet_add_state(const cn_qnet *q, cn_st_writer *w, void **scratch) {
         int64_t shape[4];
         int ndim;
         file_shape(q, s, shape, &ndim);
+        int64_t oc = s->oc;
+        if (s->fp) { /* float32 weights (OHWI -> OIHW) and biases */
+            const float *fw = s->fw;
+            if (s->op == CN_Q_CONV) {
+                float *t = ftmp;
+                int c = (int)shape[1], kk = (int)(shape[2] * shape[3]);
+                for (int o = 0; o < s->oc; o++)
+                    for (int p = 0; p < kk; p++)
+                        for (int ch = 0; ch < c; ch++)
+                            t[((size_t)o * c + ch) * kk + p] = s->fw[((size_t)o * kk + p) * c + ch];
+                fw = t;
+                ftmp += (size_t)s->oc * s->k;
+            }
+            snprintf(name, sizeof name, "%s.weight", nd->name);
+            CN_TRY(cn_st_writer_add(w, name, CN_DT_F32, ndim, shape, fw));
+            snprintf(name, sizeof name, "%s.bias", nd->name);
+            CN_TRY(cn_st_writer_add(w, name, CN_DT_F32, 1, &oc, s->fb));
+            continue;
+        }
         const int8_t *wd = s->w;
         if (s->op == CN_Q_CONV) { /* OHWI -> OIHW */
             int c = (int)shape[1], kk = (int)(shape[2] * shape[3]);
@@ -566,7 +673,6 @@ cn_status cn_qnet_add_state(const cn_qnet *q, cn_st_writer *w, void **scratch) {
             wd = tmp;
             tmp += (size_t)s->oc * s->k;
         }
-        int64_t oc = s->oc;
         snprintf(name, sizeof name, "%s.weight", nd->name);
         CN_TRY(cn_st_writer_add(w, name, CN_DT_I8, ndim, shape, wd));
         snprintf(name, sizeof name, "%s.weight_scale", nd->name);
@@ -642,6 +748,31 @@ cn_status cn_qnet_load(cn_qnet **out, cn_graph *g, const cn_st_file *f) {
         int ndim;
         file_shape(q, s, shape, &ndim);
         snprintf(name, sizeof name, "%s.weight", nd->name);
+        const cn_st_tensor *wt = cn_st_find(f, name);
+        if (wt && wt->dtype == CN_DT_F32) { /* a layer kept in float32 */
+            if ((st = want(f, name, CN_DT_F32, ndim, shape, &t)) != CN_OK ||
+                (st = alloc_fp(s, oc, k)) != CN_OK)
+                break;
+            s->fp = 1;
+            const float *src = t->data;
+            if (s->op == CN_Q_CONV) {
+                int c = (int)shape[1], kk = (int)(shape[2] * shape[3]);
+                for (int o = 0; o < oc; o++)
+                    for (int p = 0; p < kk; p++)
+                        for (int ch = 0; ch < c; ch++)
+                            s->fw[((size_t)o * kk + p) * c + ch] = src[((size_t)o * c + ch) * kk + p];
+            } else {
+                memcpy(s->fw, src, sizeof(float) * (size_t)oc * k);
+            }
+            snprintf(name, sizeof name, "%s.bias", nd->name);
+            if ((st = want(f, name, CN_DT_F32, 1, &o64, &t)) != CN_OK) break;
+            memcpy(s->fb, t->data, sizeof(float) * (size_t)oc);
+            for (size_t j = 0; j < (size_t)oc * k + oc && st == CN_OK; j++)
+                if (!isfinite(j < (size_t)oc * k ? s->fw[j] : s->fb[j - (size_t)oc * k]))
+                    st = cn_error(CN_ERR_FORMAT, "%s: float32 layer '%s' holds a value that is "
+                                                 "not finite", path, nd->name);
+            continue;
+        }
         if ((st = want(f, name, CN_DT_I8, ndim, shape, &t)) != CN_OK) break;
         const int8_t *src = t->data;
         if (s->op == CN_Q_CONV) { /* OIHW -> OHWI */

@@ -49,6 +49,10 @@ typedef struct cn_qstep {
     /* ADD: per input multiplier/shift; MUL/GAP/LUT: one multiplier */
     int32_t m[3], s[3];
     int32_t qmin, qmax;
+    /* kept in float32 (--keep-float): the folded float weights (internal layout) and biases;
+     * the input is dequantized, the float kernel runs, the output is quantized */
+    int fp;
+    float *fw, *fb, *fone;
 } cn_qstep;
 
 typedef struct cn_qnet {
@@ -67,6 +71,10 @@ typedef struct cn_qnet {
     size_t ws_bytes;
     float *logits;
     double *step_time;      /* per step, when profiling */
+    float *fin, *fout, *fws;  /* float32 steps: dequantized input, output, conv workspace */
+    /* when set, called after each step with the tensor it wrote (uint8; the logits as float) */
+    void (*observe)(void *user, int step, const void *data, size_t count);
+    void *observe_user;
 } cn_qnet;
 
 /* A range per graph tensor (lo <= 0 <= hi after widening to include 0). */
@@ -74,9 +82,15 @@ typedef struct cn_qrange {
     float lo, hi;
 } cn_qrange;
 
-/* Builds the int8 network of g (eval mode; every BN after a convolution). keep_float is not
- * supported yet. */
-cn_status cn_qnet_build(cn_qnet **out, cn_graph *g, const cn_qrange *ranges);
+/* Builds the int8 network of g (eval mode; every BN after a convolution). keep (NULL, or one
+ * byte per graph node) marks convolutions and the linear layer to keep in float32. */
+cn_status cn_qnet_build(cn_qnet **out, cn_graph *g, const cn_qrange *ranges, const char *keep);
+/* Runs step i alone on the given storage (n images at the planned shapes); x is the float input
+ * of a QUANT step. */
+void cn_qnet_run_step(cn_qnet *q, int i, const float *x, const uint8_t *in0, const uint8_t *in1,
+                      uint8_t *out, float *logits, int n, int threads);
+/* Plans shapes and storage for a batch (done by forward; sensitivity calls it first). */
+cn_status cn_qnet_plan(cn_qnet *q, int batch, int h, int w, int threads);
 void cn_qnet_free(cn_qnet *q);
 /* Runs n images (NHWC float, normalised) and writes float logits (n, classes). */
 cn_status cn_qnet_forward(cn_qnet *q, const float *x, int n, int h, int w, int threads,

@@ -16,6 +16,11 @@ void cn_q_quantize(uint8_t *out, const float *x, size_t n, float scale, int32_t 
     }
 }
 
+void cn_q_dequantize(float *out, const uint8_t *q, size_t n, float scale, int32_t zp, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = (float)(q[i] - zp) * scale;
+}
+
 void cn_q_add(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n, int32_t za, int32_t zb,
               int32_t zo, const int32_t *m, const int32_t *s, int32_t qmin, int32_t qmax,
               int threads) {

@@ -19,6 +19,8 @@ static inline uint8_t cn_clamp_u8(int32_t v, int32_t lo, int32_t hi) {
 
 /* float -> uint8: clamp(round_half_even(x / scale) + zp, 0, 255) */
 void cn_q_quantize(uint8_t *out, const float *x, size_t n, float scale, int32_t zp, int threads);
+/* uint8 -> float: (q - zp) * scale */
+void cn_q_dequantize(float *out, const uint8_t *q, size_t n, float scale, int32_t zp, int threads);
 /* residual add: out = clamp(zo + rq(rq((a - za) << 20, m[0], s[0]) + rq((b - zb) << 20, m[1],
  * s[1]), m[2], s[2]), qmin, qmax) */
 void cn_q_add(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n, int32_t za, int32_t zb,
