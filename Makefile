@@ -18,6 +18,8 @@ LDFLAGS_ALL := -fopenmp $(OPT) $(LDFLAGS)
 # the fast kernels are compiled for their targets and chosen at run time
 AVX512_FLAGS := -mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma
 AVX2_FLAGS := -mavx2 -mfma
+# the int8 kernels: AVX-512 VNNI (vpdpbusd on zmm) and AVX-VNNI (its VEX form on ymm)
+arch_flags = $(if $(findstring avx512vnni,$1),$(AVX512_FLAGS) -mavx512vnni,$(if $(findstring avx512,$1),$(AVX512_FLAGS),$(if $(findstring avxvnni,$1),$(AVX2_FLAGS) -mavxvnni,$(if $(findstring avx2,$1),$(AVX2_FLAGS)))))
 
 LIB_SRC := $(wildcard src/core/*.c src/kernels/*.c src/ops/*.c src/graph/*.c src/models/*.c \
                       src/train/*.c src/io/*.c src/compress/*.c)
@@ -30,7 +32,7 @@ all: $(O)/convnet $(O)/libconvnet.a $(TESTS)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(if $(findstring avx512,$<),$(AVX512_FLAGS),$(if $(findstring avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(call arch_flags,$<) -MMD -MP -c $< -o $@
 
 $(O)/libconvnet.a: $(LIB_OBJ)
 	@rm -f $@

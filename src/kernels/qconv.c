@@ -1,0 +1,483 @@
+/* Int8 convolution: requantization, the naive reference, weight packing, the GEMM driver
+ * (im2col in row chunks, threads over pixel ranges or output-channel blocks), the depthwise
+ * driver, the plain-C tile and depthwise kernels and the choice of implementation.
+ * See qconv.h for the arithmetic and qconv_impl.h for the packed layout. */
+#include "kernels/qconv.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
+#include "core/cpu.h"
+#include "kernels/qconv_impl.h"
+
+/* ---- requantization ---- */
+
+void cn_quantize_multiplier(double m, int32_t *mult, int32_t *shift) {
+    if (!(m > 0.0)) { /* 0, negative, NaN */
+        *mult = 0, *shift = 0;
+        return;
+    }
+    int e;
+    const double q = frexp(m, &e); /* m = q * 2^e, q in [0.5, 1) */
+    int64_t qi = (int64_t)llround(q * 2147483648.0);
+    if (qi == (int64_t)1 << 31) qi >>= 1, e++;
+    *mult = (int32_t)qi;
+    *shift = -e;
+}
+
+int32_t cn_requant(int32_t acc, int32_t mult, int32_t shift) {
+    const int left = shift < 0 ? (shift < -32 ? 32 : -shift) : 0;
+    const int right = shift > 0 ? (shift > 40 ? 40 : shift) : 0;
+    int64_t x = (int64_t)acc * ((int64_t)1 << left);
+    if (x > INT32_MAX) x = INT32_MAX;
+    if (x < INT32_MIN) x = INT32_MIN;
+    /* SaturatingRoundingDoublingHighMul */
+    int64_t h;
+    if (x == INT32_MIN && mult == INT32_MIN) {
+        h = INT32_MAX;
+    } else {
+        const int64_t ab = x * (int64_t)mult;
+        const int64_t nudge = ab >= 0 ? (1 << 30) : 1 - (1 << 30);
+        h = (ab + nudge) / ((int64_t)1 << 31); /* truncates toward zero, as gemmlowp's */
+    }
+    if (right == 0) return (int32_t)h;
+    /* RoundingDivideByPOT (exponents past 31 round an int32 to 0, or -1 for INT32_MIN / 2^32) */
+    const int64_t mask = ((int64_t)1 << right) - 1;
+    const int64_t rem = h & mask, thr = (mask >> 1) + (h < 0 ? 1 : 0);
+    return (int32_t)((h >> right) + (rem > thr ? 1 : 0));
+}
+
+void cn_qrq_fill(cn_qrqg *g, const cn_qepilogue *ep, const void *wsum, int32_t zp_in, int n) {
+    const int ng = (n + 15) / 16;
+    for (int gi = 0; gi < ng; gi++) {
+        cn_qrqg *q = &g[gi];
+        for (int i = 0; i < 16; i++) {
+            const int o = gi * 16 + i;
+            int32_t off = 0, mult = 0, shift = 0;
+            if (o < n) {
+                uint32_t b = ep->bias ? (uint32_t)ep->bias[o] : 0u;
+                if (wsum) {
+                    int32_t ws;
+                    memcpy(&ws, (const uint8_t *)wsum + 4 * (size_t)o, 4);
+                    b -= (uint32_t)zp_in * (uint32_t)ws;
+                }
+                off = (int32_t)b;
+                mult = ep->mult[o], shift = ep->shift[o];
+            }
+            const int e = shift > 0 ? shift : 0;
+            const int ee = e >= 33 ? 0 : e;
+            const int32_t me = e >= 33 ? 0 : mult;
+            q->off[i] = off, q->mult[i] = mult, q->shift[i] = shift;
+            q->left[i] = shift < 0 ? (shift < -32 ? 32 : -shift) : 0;
+            q->me[i] = me;
+            const int lane = (i & 1) * 8 + i / 2;
+            if (i & 1) q->mo[i / 2] = me;
+            q->k2[lane] = ee > 0 ? (int64_t)1 << (30 + ee) : 0;
+            q->m3[lane] = ee > 0 ? -((int64_t)1 << 31) : 0;
+            q->sh[lane] = 31 + ee;
+        }
+    }
+}
+
+static int32_t clamp32(int64_t v) {
+    return v < INT32_MIN ? INT32_MIN : v > INT32_MAX ? INT32_MAX : (int32_t)v;
+}
+
+void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, int n) {
+    rq->g = g;
+    rq->zp_out = ep->zp_out, rq->qmin = ep->qmin, rq->qmax = ep->qmax;
+    const int64_t lo = (int64_t)ep->qmin - ep->zp_out, hi = (int64_t)ep->qmax - ep->zp_out;
+    rq->lo = clamp32(lo), rq->hi = clamp32(hi);
+    rq->lut = ep->lut;
+    rq->scalar = lo != rq->lo || hi != rq->hi;
+    rq->any_left = 0;
+    for (int o = 0; o < n; o++) {
+        if (ep->shift[o] < 0) rq->any_left = 1;
+        if (ep->mult[o] < 0) rq->scalar = 1; /* outside the contract; the scalar path copes */
+    }
+}
+
+/* ---- reference ---- */
+
+void cn_qconv2d_ref(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qconv_desc *d,
+                    const cn_qepilogue *ep, int depthwise) {
+    const int C = d->c, OC = d->oc;
+    for (int n = 0; n < d->n; n++)
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++)
+                for (int o = 0; o < OC; o++) {
+                    int64_t s = ep->bias ? ep->bias[o] : 0;
+                    for (int ky = 0; ky < d->kh; ky++) {
+                        const int iy = oy * d->sh - d->ph + ky;
+                        if (iy < 0 || iy >= d->h) continue;
+                        for (int kx = 0; kx < d->kw; kx++) {
+                            const int ix = ox * d->sw - d->pw + kx;
+                            if (ix < 0 || ix >= d->w) continue;
+                            const uint8_t *x = in + (((size_t)n * d->h + iy) * d->w + ix) * C;
+                            if (depthwise) {
+                                s += (int64_t)(x[o] - d->zp_in) *
+                                     w[((size_t)ky * d->kw + kx) * C + o];
+                            } else {
+                                const int8_t *wk = w + (((size_t)o * d->kh + ky) * d->kw + kx) * C;
+                                for (int ci = 0; ci < C; ci++)
+                                    s += (int64_t)(x[ci] - d->zp_in) * wk[ci];
+                            }
+                        }
+                    }
+                    const int32_t acc = (int32_t)(uint32_t)(uint64_t)s; /* int32 wraps */
+                    int64_t q = (int64_t)ep->zp_out + cn_requant(acc, ep->mult[o], ep->shift[o]);
+                    if (q < ep->qmin) q = ep->qmin;
+                    if (q > ep->qmax) q = ep->qmax;
+                    out[(((size_t)n * d->oh + oy) * d->ow + ox) * OC + o] =
+                        ep->lut ? ep->lut[q] : (uint8_t)q;
+                }
+}
+
+/* ---- implementation choice ---- */
+
+/* "avx-vnni-evex" (never chosen, only forced by tests) runs the AVX-VNNI tile assembled with the
+ * EVEX encoding, for machines that have AVX-512 VNNI but hide AVX-VNNI */
+enum { IMPL_C, IMPL_AVXVNNI, IMPL_AVX512VNNI, IMPL_AVXVNNI_EVEX, N_IMPL };
+static const char *const impl_names[] = {"c", "avx-vnni", "avx512-vnni", "avx-vnni-evex"};
+static int forced = -1;
+
+static int has_avxvnni(void) {
+    const cn_cpu_features *f = cn_cpu();
+    if (f->avxvnni) return 1;
+    if (!f->avx2 || !f->fma) return 0; /* also when CN_CPU=generic */
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* cn_cpu() may not fill avxvnni: CPUID.(EAX=7,ECX=1):EAX bit 4; AVX2 implies the OS saves
+     * the ymm state */
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, 0) >= 7 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) return (a >> 4) & 1;
+#endif
+    return 0;
+}
+
+static int can_run(int i) {
+    const cn_cpu_features *f = cn_cpu();
+    switch (i) {
+    case IMPL_C: return 1;
+    case IMPL_AVXVNNI: return has_avxvnni();
+    case IMPL_AVX512VNNI:
+    case IMPL_AVXVNNI_EVEX:
+        return f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->fma;
+    }
+    return 0;
+}
+
+static int impl(void) {
+    if (forced >= 0) return forced;
+    static int chosen = -1;
+    if (chosen < 0) {
+        int c = IMPL_C;
+        if (can_run(IMPL_AVXVNNI)) c = IMPL_AVXVNNI;
+        if (can_run(IMPL_AVX512VNNI)) c = IMPL_AVX512VNNI;
+        chosen = c;
+    }
+    return chosen;
+}
+
+const char *cn_qkernel_name(void) { return impl_names[impl()]; }
+
+int cn_qkernel_force(const char *name) {
+    if (!name) {
+        forced = -1;
+        return 1;
+    }
+    for (int i = 0; i < N_IMPL; i++)
+        if (strcmp(name, impl_names[i]) == 0) {
+            if (!can_run(i)) return 0;
+            forced = i;
+            return 1;
+        }
+    return 0;
+}
+
+/* ---- packing ---- */
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+size_t cn_qconv_packed_size(int oc, int kh, int kw, int c) {
+    const size_t kp = (size_t)round_up(kh * kw * c, 4), oc16 = (size_t)round_up(oc, 16);
+    return kp * oc16 + 4 * oc16;
+}
+
+void cn_qconv_pack(void *packed, const int8_t *w, int oc, int kh, int kw, int c) {
+    const int K = kh * kw * c, KP = round_up(K, 4), OC16 = round_up(oc, 16);
+    int8_t *p = packed;
+    memset(p, 0, (size_t)KP * OC16 + 4 * (size_t)OC16);
+    for (int o = 0; o < oc; o++) {
+        const int b = o / CN_QNB, j = o % CN_QNB;
+        const int nbw = OC16 - b * CN_QNB < CN_QNB ? OC16 - b * CN_QNB : CN_QNB;
+        int8_t *blk = p + (size_t)b * CN_QNB * KP;
+        int32_t sum = 0;
+        for (int k = 0; k < K; k++) {
+            const int8_t v = w[(size_t)o * K + k];
+            blk[(size_t)(k / 4) * nbw * 4 + j * 4 + (k & 3)] = v;
+            sum += v;
+        }
+        memcpy(p + (size_t)KP * OC16 + 4 * (size_t)o, &sum, 4);
+    }
+}
+
+/* ---- the GEMM driver ---- */
+
+typedef struct plan {
+    int M, K, KP, direct, nblk, OC16, ngroups;
+    int shared; /* threads split the output-channel blocks over one im2col of all rows */
+    int MC;     /* rows per im2col chunk (per thread) when !shared */
+} plan;
+
+#define ROW_UNIT 12 /* pixel rows are split between threads in multiples of this */
+
+static void make_plan(plan *p, const cn_qconv_desc *d, int threads) {
+    p->M = d->n * d->oh * d->ow;
+    p->K = d->kh * d->kw * d->c;
+    p->KP = round_up(p->K, 4);
+    p->direct = d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 &&
+                d->pw == 0 && d->c % 4 == 0 && d->oh == d->h && d->ow == d->w;
+    p->OC16 = round_up(d->oc, 16);
+    p->nblk = (d->oc + CN_QNB - 1) / CN_QNB;
+    p->ngroups = p->OC16 / 16;
+    /* few pixel rows and several channel blocks: split the channels */
+    p->shared = threads > 1 && p->nblk >= threads && (p->M + ROW_UNIT - 1) / ROW_UNIT < 4 * threads;
+    /* ~96 KB of im2col rows per chunk (L2-resident while every channel block passes over it) */
+    int mc = 98304 / p->KP / ROW_UNIT * ROW_UNIT;
+    if (mc < ROW_UNIT) mc = ROW_UNIT;
+    if (mc > 20 * ROW_UNIT) mc = 20 * ROW_UNIT;
+    p->MC = mc;
+}
+
+static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+size_t cn_qconv_workspace(const cn_qconv_desc *d, int threads) {
+    if (threads < 1) threads = 1;
+    plan p;
+    make_plan(&p, d, threads);
+    size_t a = 0;
+    if (!p.direct) {
+        a = (size_t)threads * align64((size_t)p.MC * p.KP);
+        /* any thread count up to `threads` may choose the shared plan */
+        plan q;
+        for (int t = 2; t <= threads; t++) {
+            make_plan(&q, d, t);
+            if (q.shared && align64((size_t)p.M * p.KP) > a) a = align64((size_t)p.M * p.KP);
+        }
+    }
+    return 64 + (size_t)p.ngroups * sizeof(cn_qrqg) + a;
+}
+
+/* rows [m0, m1) of the im2col matrix (row stride KP), padding taps = zp_in, k past K = 0 */
+static void im2col(uint8_t *A, int KP, const uint8_t *in, const cn_qconv_desc *d, int m0,
+                   int m1) {
+    const int C = d->c, KW = d->kw, K = d->kh * d->kw * C, hw = d->oh * d->ow;
+    const uint8_t zp = (uint8_t)d->zp_in;
+    for (int m = m0; m < m1; m++) {
+        uint8_t *row = A + (size_t)(m - m0) * KP;
+        const int n = m / hw, oy = m % hw / d->ow, ox = m % d->ow;
+        const int ix0 = ox * d->sw - d->pw;
+        for (int ky = 0; ky < d->kh; ky++) {
+            uint8_t *dst = row + (size_t)ky * KW * C;
+            const int iy = oy * d->sh - d->ph + ky;
+            if (iy < 0 || iy >= d->h) {
+                memset(dst, zp, (size_t)KW * C);
+                continue;
+            }
+            const uint8_t *src = in + ((size_t)n * d->h + iy) * d->w * C;
+            if (ix0 >= 0 && ix0 + KW <= d->w) {
+                memcpy(dst, src + (size_t)ix0 * C, (size_t)KW * C);
+                continue;
+            }
+            for (int kx = 0; kx < KW; kx++) {
+                const int ix = ix0 + kx;
+                if (ix < 0 || ix >= d->w)
+                    memset(dst + (size_t)kx * C, zp, (size_t)C);
+                else
+                    memcpy(dst + (size_t)kx * C, src + (size_t)ix * C, (size_t)C);
+            }
+        }
+        if (KP > K) memset(row + K, 0, (size_t)(KP - K));
+    }
+}
+
+/* Plain C tile, up to 4 rows: uint32 accumulators (wrapping like the vector paths) over
+ * 16-channel slices, inner loops the compiler vectorises. */
+static void tile_c(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
+                   int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0) {
+    const uint8_t *a[4];
+    for (int r = 0; r < 4; r++) a[r] = A + (size_t)(r < mr ? r : 0) * lda;
+    for (int s = 0; s < nbw; s += 16) {
+        if (s >= nvalid) break;
+        uint32_t acc[4][16];
+        memset(acc, 0, sizeof acc);
+        const int8_t *b = B + (size_t)s * 4;
+        for (int k = 0; k < kp; k += 4, b += (size_t)nbw * 4) {
+            for (int r = 0; r < 4; r++) {
+                const int32_t a0 = a[r][k], a1 = a[r][k + 1], a2 = a[r][k + 2], a3 = a[r][k + 3];
+                for (int j = 0; j < 16; j++)
+                    acc[r][j] += (uint32_t)(a0 * b[4 * j] + a1 * b[4 * j + 1] +
+                                            a2 * b[4 * j + 2] + a3 * b[4 * j + 3]);
+            }
+        }
+        const int nj = nvalid - s < 16 ? nvalid - s : 16;
+        for (int r = 0; r < mr; r++)
+            for (int j = 0; j < nj; j++)
+                out[(size_t)r * ldo + s + j] = cn_qrq_one(rq, (int32_t)acc[r][j], oc0 + s + j);
+    }
+}
+
+typedef struct run_ctx {
+    const plan *p;
+    const cn_qconv_desc *d;
+    const uint8_t *in;
+    const int8_t *packed;
+    uint8_t *out;
+    const cn_qrq *rq;
+    cn_qtile_fn tile;
+    int MR;
+} run_ctx;
+
+/* all channel blocks [b0, b1) of rows [m0, m1) of A (A holds row m0 first) */
+static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m1, int b0,
+                      int b1) {
+    const plan *p = x->p;
+    const int OC = x->d->oc;
+    for (int b = b0; b < b1; b++) {
+        const int c0 = b * CN_QNB;
+        const int nbw = p->OC16 - c0 < CN_QNB ? p->OC16 - c0 : CN_QNB;
+        const int nvalid = OC - c0 < nbw ? OC - c0 : nbw;
+        const int8_t *B = x->packed + (size_t)c0 * p->KP;
+        for (int m = m0; m < m1; m += x->MR) {
+            const int mr = m1 - m < x->MR ? m1 - m : x->MR;
+            x->tile(x->out + (size_t)m * OC + c0, OC, A + (size_t)(m - m0) * lda, lda, mr, B,
+                    p->KP, nbw, nvalid, x->rq, c0);
+        }
+    }
+}
+
+/* thread t of nt in the row-split plan */
+static void run_rows(const run_ctx *x, uint8_t *buf, int t, int nt) {
+    const plan *p = x->p;
+    const int units = (p->M + ROW_UNIT - 1) / ROW_UNIT;
+    const int r0 = (int)((long)units * t / nt) * ROW_UNIT;
+    int r1 = (int)((long)units * (t + 1) / nt) * ROW_UNIT;
+    if (r1 > p->M) r1 = p->M;
+    for (int m0 = r0; m0 < r1; m0 += p->MC) {
+        const int m1 = m0 + p->MC < r1 ? m0 + p->MC : r1;
+        if (p->direct) {
+            run_tiles(x, x->in + (size_t)m0 * x->d->c, x->d->c, m0, m1, 0, p->nblk);
+        } else {
+            im2col(buf, p->KP, x->in, x->d, m0, m1);
+            run_tiles(x, buf, p->KP, m0, m1, 0, p->nblk);
+        }
+    }
+}
+
+void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qconv_desc *d,
+                const cn_qepilogue *ep, void *workspace, int threads) {
+    if (threads < 1) threads = 1;
+    plan p;
+    make_plan(&p, d, threads);
+    if (p.M <= 0 || d->oc <= 0) return;
+    uint8_t *ws = (uint8_t *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    cn_qrqg *g = (cn_qrqg *)ws;
+    uint8_t *abuf = ws + (size_t)p.ngroups * sizeof(cn_qrqg);
+    const int8_t *pk = packed;
+    /* the weight sums sit after the weights */
+    cn_qrq_fill(g, ep, pk + (size_t)p.KP * p.OC16, d->zp_in, d->oc);
+    cn_qrq rq;
+    cn_qrq_init(&rq, g, ep, d->oc);
+
+    run_ctx x = {&p, d, in, pk, out, &rq, tile_c, CN_QMR_C};
+    switch (impl()) {
+    case IMPL_AVX512VNNI: x.tile = cn_qtile_avx512vnni, x.MR = CN_QMR_AVX512; break;
+    case IMPL_AVXVNNI: x.tile = cn_qtile_avxvnni, x.MR = CN_QMR_AVXVNNI; break;
+    case IMPL_AVXVNNI_EVEX: x.tile = cn_qtile_avxvnni_evex, x.MR = CN_QMR_AVXVNNI; break;
+    default: break;
+    }
+
+    if (threads == 1) {
+        run_rows(&x, abuf, 0, 1);
+        return;
+    }
+    const size_t chunk = align64((size_t)p.MC * p.KP);
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        if (p.shared) {
+            if (!p.direct) {
+#pragma omp for schedule(static)
+                for (int m = 0; m < p.M; m += ROW_UNIT)
+                    im2col(abuf + (size_t)m * p.KP, p.KP, in, d, m,
+                           m + ROW_UNIT < p.M ? m + ROW_UNIT : p.M);
+            }
+            const int b0 = (int)((long)p.nblk * t / nt), b1 = (int)((long)p.nblk * (t + 1) / nt);
+            if (p.direct)
+                run_tiles(&x, in, d->c, 0, p.M, b0, b1);
+            else
+                run_tiles(&x, abuf, p.KP, 0, p.M, b0, b1);
+        } else {
+            run_rows(&x, abuf + (size_t)t * chunk, t, nt);
+        }
+    }
+}
+
+/* ---- depthwise ---- */
+
+/* plain C: 64 channels at a time, int32 products the compiler vectorises */
+static void dwrow_c(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qconv_desc *d,
+                    const cn_qrq *rq, int n, int oy) {
+    const int C = d->c;
+    const int32_t zp = d->zp_in;
+    uint8_t *orow = out + ((size_t)n * d->oh + oy) * d->ow * C;
+    for (int ox = 0; ox < d->ow; ox++) {
+        for (int c0 = 0; c0 < C; c0 += 64) {
+            const int cn = C - c0 < 64 ? C - c0 : 64;
+            uint32_t acc[64];
+            memset(acc, 0, sizeof acc);
+            for (int ky = 0; ky < d->kh; ky++) {
+                const int iy = oy * d->sh - d->ph + ky;
+                if (iy < 0 || iy >= d->h) continue;
+                for (int kx = 0; kx < d->kw; kx++) {
+                    const int ix = ox * d->sw - d->pw + kx;
+                    if (ix < 0 || ix >= d->w) continue;
+                    const uint8_t *xp = in + (((size_t)n * d->h + iy) * d->w + ix) * C + c0;
+                    const int8_t *wp = w + ((size_t)ky * d->kw + kx) * C + c0;
+                    for (int j = 0; j < cn; j++) acc[j] += (uint32_t)((xp[j] - zp) * wp[j]);
+                }
+            }
+            for (int j = 0; j < cn; j++)
+                orow[(size_t)ox * C + c0 + j] = cn_qrq_one(rq, (int32_t)acc[j], c0 + j);
+        }
+    }
+}
+
+void cn_qdwconv2d(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qconv_desc *d,
+                  const cn_qepilogue *ep, int threads) {
+    if (threads < 1) threads = 1;
+    const int ng = (d->c + 15) / 16;
+    cn_qrqg *g = aligned_alloc(64, (size_t)ng * sizeof *g);
+    if (!g) {
+        cn_qconv2d_ref(out, in, w, d, ep, 1);
+        return;
+    }
+    cn_qrq_fill(g, ep, NULL, 0, d->c);
+    cn_qrq rq;
+    cn_qrq_init(&rq, g, ep, d->c);
+    cn_qdwrow_fn row = impl() == IMPL_AVX512VNNI ? cn_qdwrow_avx512vnni : dwrow_c;
+    const int rows = d->n * d->oh;
+    if (threads == 1 || rows == 1) {
+        for (int r = 0; r < rows; r++) row(out, in, w, d, &rq, r / d->oh, r % d->oh);
+    } else {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int r = 0; r < rows; r++) row(out, in, w, d, &rq, r / d->oh, r % d->oh);
+    }
+    free(g);
+}

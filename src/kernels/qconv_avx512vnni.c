@@ -1,0 +1,210 @@
+/* AVX-512 VNNI int8 kernels: the GEMM tile (vpdpbusd, up to 6 pixel rows x 64 output channels in
+ * 24 zmm accumulators) and the direct depthwise row, both with the requantization epilogue in
+ * vector registers.
+ *
+ * The epilogue is bit-exact with cn_requant. For x (int32, after the saturating left shift) and
+ * m = mult >= 0, gemmlowp's SaturatingRoundingDoublingHighMul is h = (p + 2^30) >> 31 with
+ * p = x * m (int64; the nudge and the truncating division combine into that floor for either
+ * sign of p, and it cannot saturate with m >= 0). RoundingDivideByPOT(h, e) for e > 0 is
+ * (h + 2^(e-1) - [h < 0]) >> e; nested floors of integer divisions compose, so the whole is
+ *     res = (u + 2^(30+e) - 2^31 [u < 0]) >> (31 + e),  u = p + 2^30   ([h < 0] == [u < 0])
+ * and res = u >> 31 for e = 0. Exponents >= 33 always give 0 (mult is replaced by 0 then), so
+ * the shift stays <= 63 and nothing overflows 64 bits. p is formed by vpmuldq on the even
+ * channels and on the odd ones shifted down, and the two halves are blended back. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/qconv_impl.h"
+
+#define AI static inline __attribute__((always_inline))
+
+typedef struct epi_const {
+    __m512i lo, hi, zp, c30;
+} epi_const;
+
+AI epi_const epi_setup(const cn_qrq *rq) {
+    epi_const c;
+    c.lo = _mm512_set1_epi32(rq->lo);
+    c.hi = _mm512_set1_epi32(rq->hi);
+    c.zp = _mm512_set1_epi32(rq->zp_out);
+    c.c30 = _mm512_set1_epi64((int64_t)1 << 30);
+    return c;
+}
+
+AI __m512i rq_half(__m512i p, __m512i c30, __m512i k2, __m512i m3, __m512i sh) {
+    const __m512i u = _mm512_add_epi64(p, c30);
+    __m512i t = _mm512_add_epi64(u, k2);
+    t = _mm512_add_epi64(t, _mm512_and_si512(_mm512_srai_epi64(u, 63), m3));
+    return _mm512_srav_epi64(t, sh);
+}
+
+/* 16 accumulators (channels of group g) to 16 clamped values in [qmin, qmax] (int32 lanes) */
+AI __m512i requant16(__m512i x, const cn_qrqg *g, int any_left, const epi_const *c) {
+    x = _mm512_add_epi32(x, _mm512_load_si512(g->off));
+    if (any_left) {
+        const __m512i L = _mm512_load_si512(g->left);
+        const __m512i s = _mm512_sllv_epi32(x, L);
+        const __mmask16 ov = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(s, L), x);
+        const __m512i sat = _mm512_xor_si512(_mm512_srai_epi32(x, 31), _mm512_set1_epi32(INT32_MAX));
+        x = _mm512_mask_blend_epi32(ov, s, sat);
+    }
+    const __m512i pe = _mm512_mul_epi32(x, _mm512_load_si512(g->me));
+    const __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_load_si512(g->mo));
+    const __m512i re = rq_half(pe, c->c30, _mm512_load_si512(g->k2), _mm512_load_si512(g->m3),
+                               _mm512_load_si512(g->sh));
+    const __m512i ro = rq_half(po, c->c30, _mm512_load_si512(g->k2 + 8),
+                               _mm512_load_si512(g->m3 + 8), _mm512_load_si512(g->sh + 8));
+    __m512i r = _mm512_mask_blend_epi32(0xAAAA, re, _mm512_slli_epi64(ro, 32));
+    r = _mm512_min_epi32(_mm512_max_epi32(r, c->lo), c->hi);
+    return _mm512_add_epi32(r, c->zp);
+}
+
+/* the requantized values of x (channels o.. of group g, `mask` of them) to dst */
+AI void store16(uint8_t *dst, __m512i x, const cn_qrqg *g, const cn_qrq *rq, const epi_const *c,
+                __mmask16 mask, int o) {
+    if (rq->scalar) {
+        int32_t t[16];
+        _mm512_storeu_si512(t, x);
+        for (int i = 0; i < 16; i++)
+            if (mask >> i & 1) dst[i] = cn_qrq_one(rq, t[i], o + i);
+        return;
+    }
+    const __m512i q = requant16(x, g, rq->any_left, c);
+    if (rq->lut) {
+        uint8_t t[16];
+        _mm_storeu_si128((__m128i *)t, _mm512_cvtepi32_epi8(q));
+        for (int i = 0; i < 16; i++)
+            if (mask >> i & 1) dst[i] = rq->lut[t[i]];
+        return;
+    }
+    _mm512_mask_cvtepi32_storeu_epi8(dst, mask, q);
+}
+
+/* ---- GEMM tile ---- */
+
+AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t *A, int lda,
+               const int8_t *B, int kp, int nvalid, const cn_qrq *rq, int oc0) {
+    __m512i acc[6][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) acc[r][j] = _mm512_setzero_si512();
+    const uint8_t *a[6];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) a[r] = A + (size_t)r * lda;
+    for (int k = 0; k < kp; k += 4) {
+        __m512i b[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) b[j] = _mm512_loadu_si512(B + j * 64);
+        B += NV * 64;
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            int32_t v;
+            memcpy(&v, a[r] + k, 4);
+            const __m512i av = _mm512_set1_epi32(v);
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, b[j]);
+        }
+    }
+    const epi_const c = epi_setup(rq);
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; j++) {
+        const int cnt = nvalid - j * 16;
+        if (cnt <= 0) break;
+        const __mmask16 mask = cnt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1);
+        const cn_qrqg *g = &rq->g[(oc0 >> 4) + j];
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++)
+            store16(out + (size_t)r * ldo + j * 16, acc[r][j], g, rq, &c, mask, oc0 + j * 16);
+    }
+}
+
+#define TILE_CASE(MR, NV)                                                           \
+    case (MR) * 8 + (NV):                                                           \
+        tile_t(MR, NV, out, ldo, A, lda, B, kp, nvalid, rq, oc0);                   \
+        break;
+#define TILE_ROW(MR) TILE_CASE(MR, 1) TILE_CASE(MR, 2) TILE_CASE(MR, 3) TILE_CASE(MR, 4)
+
+void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                         const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
+                         int oc0) {
+    switch (mr * 8 + nbw / 16) {
+        TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6)
+    default: break;
+    }
+}
+
+/* ---- depthwise ---- */
+
+/* One output row, 16 channels at a time: int32 (x - zp) * w. KH, KW, SW are constants in the
+ * specialised calls (weights then held in registers), run-time values in the generic one. */
+AI void dwrow_t(const int KH, const int KW, const int SW, const int PRE, uint8_t *out,
+                const uint8_t *in, const int8_t *w, const cn_qconv_desc *d, const cn_qrq *rq,
+                int n, int oy) {
+    const int C = d->c, W = d->w, OW = d->ow, pw = d->pw;
+    const int iy0 = oy * d->sh - d->ph;
+    const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = d->h - iy0 < KH ? d->h - iy0 : KH;
+    /* interior: every kx in range */
+    int ox_lo = (pw + SW - 1) / SW, ox_hi = W + pw - KW >= 0 ? (W + pw - KW) / SW + 1 : 0;
+    if (ox_hi > OW) ox_hi = OW;
+    if (ox_lo > ox_hi) ox_lo = ox_hi;
+    const __m512i zp = _mm512_set1_epi32(d->zp_in);
+    const epi_const c = epi_setup(rq);
+    const uint8_t *inb = in + (size_t)n * d->h * W * C;
+    uint8_t *orow = out + ((size_t)n * d->oh + oy) * OW * C;
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        const int cnt = C - c0 < 16 ? C - c0 : 16;
+        const __mmask16 mask = cnt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1);
+        const cn_qrqg *g = &rq->g[c0 >> 4];
+        __m512i wv[25];
+        if (PRE)
+            for (int t = 0; t < KH * KW; t++)
+                wv[t] = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, w + (size_t)t * C + c0));
+#define DW_TAP(ky, kx, ix)                                                                     \
+    do {                                                                                       \
+        const uint8_t *xp = inb + ((size_t)(iy0 + (ky)) * W + (ix)) * C + c0;                  \
+        const __m512i xv = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, xp)), zp); \
+        const __m512i wt = PRE ? wv[(ky) * KW + (kx)]                                          \
+                               : _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(                    \
+                                     mask, w + ((size_t)(ky) * KW + (kx)) * C + c0));          \
+        acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xv, wt));                               \
+    } while (0)
+        for (int ox = 0; ox < OW; ox++) {
+            const int ix0 = ox * SW - pw;
+            __m512i acc = _mm512_setzero_si512();
+            if (ox >= ox_lo && ox < ox_hi) {
+#pragma GCC unroll 5
+                for (int ky = 0; ky < KH; ky++) {
+                    if (ky < ky0 || ky >= ky1) continue;
+#pragma GCC unroll 5
+                    for (int kx = 0; kx < KW; kx++) DW_TAP(ky, kx, ix0 + kx);
+                }
+            } else {
+#pragma GCC unroll 5
+                for (int ky = 0; ky < KH; ky++) {
+                    if (ky < ky0 || ky >= ky1) continue;
+                    for (int kx = 0; kx < KW; kx++) {
+                        const int ix = ix0 + kx;
+                        if (ix >= 0 && ix < W) DW_TAP(ky, kx, ix);
+                    }
+                }
+            }
+            store16(orow + (size_t)ox * C + c0, acc, g, rq, &c, mask, c0);
+        }
+#undef DW_TAP
+    }
+}
+
+void cn_qdwrow_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w,
+                          const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy) {
+    if (d->kh == 3 && d->kw == 3 && d->sw == 1)
+        dwrow_t(3, 3, 1, 1, out, in, w, d, rq, n, oy);
+    else if (d->kh == 3 && d->kw == 3 && d->sw == 2)
+        dwrow_t(3, 3, 2, 1, out, in, w, d, rq, n, oy);
+    else if (d->kh == 5 && d->kw == 5 && d->sw == 1)
+        dwrow_t(5, 5, 1, 1, out, in, w, d, rq, n, oy);
+    else if (d->kh == 5 && d->kw == 5 && d->sw == 2)
+        dwrow_t(5, 5, 2, 1, out, in, w, d, rq, n, oy);
+    else
+        dwrow_t(d->kh, d->kw, d->sw, 0, out, in, w, d, rq, n, oy);
+}

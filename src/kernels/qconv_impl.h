@@ -1,0 +1,84 @@
+/* Private to the int8 convolution kernels (qconv.c and its per-ISA files): the packed weight
+ * layout, the per-channel requantization parameters prepared once per call, and the signatures
+ * of the per-ISA tile kernels.
+ *
+ * Packed weights (cn_qconv_pack), K = kh*kw*c, KP = K rounded up to a multiple of 4:
+ *   blocks of CN_QNB = 64 output channels (the last one narrower: the remaining channels rounded
+ *   up to a multiple of 16), block b at byte b * 64 * KP, laid out [KP/4][nbw][4]: for each group
+ *   of 4 consecutive k, the 4 int8 weights of each channel side by side (the operand layout of
+ *   vpdpbusd). Channels past oc and k past K are 0. After the weights (at byte KP * OC16, OC16 =
+ *   oc rounded up to 16): int32 sum over k of w[o][k] for each of the OC16 channels. */
+#ifndef CN_KERNELS_QCONV_IMPL_H
+#define CN_KERNELS_QCONV_IMPL_H
+
+#include <stdint.h>
+
+#include "kernels/qconv.h"
+
+#define CN_QNB 64
+
+/* Requantization parameters of 16 consecutive output channels, in the forms the kernels use.
+ * Scalar kernels read off, mult, shift; the AVX-512 epilogue reads the rest (see
+ * qconv_avx512vnni.c for the derivation). 64-byte aligned. */
+typedef struct cn_qrqg {
+    int32_t off[16];   /* bias - zp_in * sum w (dense) or bias (depthwise), wrapping */
+    int32_t mult[16];  /* as given */
+    int32_t shift[16]; /* as given */
+    int32_t left[16];  /* max(-shift, 0) */
+    int32_t me[16];    /* mult, or 0 where the right shift is >= 33 (the result is then 0) */
+    int64_t mo[8];     /* me of the odd channels, one per 64-bit lane */
+    int64_t k2[16];    /* even channels then odd: e > 0 ? 2^(30+e) : 0 */
+    int64_t m3[16];    /* e > 0 ? -2^31 : 0 */
+    int64_t sh[16];    /* 31 + e */
+} __attribute__((aligned(64))) cn_qrqg;
+
+typedef struct cn_qrq {
+    const cn_qrqg *g; /* one per 16 channels, from channel 0 */
+    int32_t zp_out, qmin, qmax;
+    int32_t lo, hi;   /* clamp of the requantized value before adding zp_out */
+    const uint8_t *lut;
+    int any_left;     /* some shift < 0 */
+    int scalar;       /* parameters outside what the vector epilogue handles: use cn_qrq_one */
+} cn_qrq;
+
+/* Fills the groups covering channels [0, n) (the rest of the last group neutral). wsum: n int32
+ * weight sums, maybe unaligned; NULL: no zero-point correction. */
+void cn_qrq_fill(cn_qrqg *g, const cn_qepilogue *ep, const void *wsum, int32_t zp_in, int n);
+void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, int n);
+
+/* The scalar epilogue of one accumulator (without the offset) of channel o. */
+static inline uint8_t cn_qrq_one(const cn_qrq *rq, int32_t acc, int o) {
+    const cn_qrqg *g = &rq->g[o >> 4];
+    const int i = o & 15;
+    const int32_t x = (int32_t)((uint32_t)acc + (uint32_t)g->off[i]);
+    int64_t q = (int64_t)rq->zp_out + cn_requant(x, g->mult[i], g->shift[i]);
+    if (q < rq->qmin) q = rq->qmin;
+    if (q > rq->qmax) q = rq->qmax;
+    return rq->lut ? rq->lut[q] : (uint8_t)q;
+}
+
+/* One tile: rows [0, mr) of A (row stride lda, kp bytes each, mr <= the kernel's MR) against
+ * packed block B (nbw channels wide, of which nvalid are real), channels oc0.. of the output
+ * (row stride ldo). */
+typedef void (*cn_qtile_fn)(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                            const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
+                            int oc0);
+/* Depthwise: output row (n, oy), all channels. */
+typedef void (*cn_qdwrow_fn)(uint8_t *out, const uint8_t *in, const int8_t *w,
+                             const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy);
+
+void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                         const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0);
+void cn_qdwrow_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w,
+                          const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy);
+void cn_qtile_avxvnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
+                      int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0);
+void cn_qtile_avxvnni_evex(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                           const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
+                           int oc0);
+
+#define CN_QMR_AVX512 6
+#define CN_QMR_AVXVNNI 4
+#define CN_QMR_C 4
+
+#endif
