@@ -55,6 +55,7 @@ for b in release asan; do
   run "train [$b]" build/$b/tests/test_train
   run "prune [$b]" build/$b/tests/test_prune
   run "quant [$b]" build/$b/tests/test_quant
+  run "int8 [$b]" build/$b/tests/test_int8
   run "cli [$b]" bash tests/test_cli.sh build/$b/convnet
 done
 rm -f "$log"

@@ -131,7 +131,7 @@ static cn_status take(void *user, const float *x, int n, int h, int w) {
 /* Running statistics from real images (train-mode forwards, no update), so that the random
  * model's activations have realistic ranges. */
 static void warm_bn(cn_model *m, const images *im) {
-    for (int r = 0; r < 8; r++)
+    for (int r = 0; r < 3; r++)
         for (int i = 0; i + 32 <= im->n; i += 32)
             CHECK(cn_model_forward_nhwc(m, im->x + (size_t)i * im->h * im->w, 32, im->h, im->w, 1,
                                         NULL) == CN_OK,
@@ -219,14 +219,14 @@ static void expect_load_error(const char *path, const char *needle, const char *
 
 static void model_case(const char *name, int size, double max_rel, double min_agree) {
     cn_model *m = make(name, 7);
-    images im = {malloc(sizeof(float) * 256 * size * size), 0, 0, 0, 256};
+    images im = {malloc(sizeof(float) * 128 * size * size), 0, 0, 0, 128};
     cn_data_options o = {size, 0, 0};
-    CHECK(cn_foreach_batch(m, "fashion-mnist", &o, 0, 256, 64, 3, take, &im) == CN_OK,
+    CHECK(cn_foreach_batch(m, "fashion-mnist", &o, 0, 128, 64, 3, take, &im) == CN_OK,
           "test images: %s", cn_errmsg());
     warm_bn(m, &im);
     cn_int8_config c;
     cn_int8_config_default(&c);
-    c.images = 128;
+    c.images = 64;
     c.data_opts.input_size = size;
     static const char *methods[] = {"minmax", "percentile", "mse"};
     for (int meth = 0; meth < 3; meth++) {
@@ -303,7 +303,7 @@ static void model_case(const char *name, int size, double max_rel, double min_ag
         c.method = CN_CALIB_MINMAX;
         c.keep_float = !strcmp(name, "resnet20") ? "conv1" : "features.0.0";
         c.auto_mixed = 3;
-        c.sensitivity_images = 16;
+        c.sensitivity_images = 8;
         cn_model *q = NULL;
         CHECK(cn_quantize_int8(&q, m, &c, &rep) == CN_OK, "mixed: %s", cn_errmsg());
         if (q) {

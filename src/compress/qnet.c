@@ -417,7 +417,7 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
             const cn_tensor *x = &g->tensors[s->in[0]];
             s->desc.n = batch, s->desc.h = x->h, s->desc.w = x->w;
             s->desc.oh = nd->desc.oh, s->desc.ow = nd->desc.ow;
-            if (s->op == CN_Q_CONV) {
+            if (s->op == CN_Q_CONV && !s->fp) {
                 size_t b = cn_qconv_workspace(&s->desc, threads);
                 if (b > ws) ws = b;
             }
