@@ -49,13 +49,10 @@ static void ops_vs_double(void) {
         double sa = 0.001 + urand() * 0.1, sb = 0.001 + urand() * 0.1, so = 0.002 + urand() * 0.2;
         int32_t za = urand32() % 256, zb = urand32() % 256, zo = urand32() % 256;
         int relu = t % 2;
-        int32_t mm[3], ss[3];
-        double twice = 2 * fmax(sa, sb);
-        cn_quantize_multiplier(sa / twice, &mm[0], &ss[0]);
-        cn_quantize_multiplier(sb / twice, &mm[1], &ss[1]);
-        cn_quantize_multiplier(twice / (1048576.0 * so), &mm[2], &ss[2]);
+        int32_t ma, mb, sh;
+        cn_q_add_params(sa, sb, so, &ma, &mb, &sh);
         for (int i = 0; i < N; i++) a[i] = urand32() & 255, b[i] = urand32() & 255;
-        cn_q_add(o, a, b, N, za, zb, zo, mm, ss, relu ? zo : 0, 255, 2);
+        cn_q_add(o, a, b, N, za, zb, zo, ma, mb, sh, relu ? zo : 0, 255, 2);
         int worst = 0;
         for (int i = 0; i < N; i++) {
             double r = ((a[i] - za) * sa + (b[i] - zb) * sb) / so + zo;
@@ -74,7 +71,7 @@ static void ops_vs_double(void) {
                 *y = malloc((size_t)n * hw * c), *p = malloc((size_t)n * c);
         for (int i = 0; i < n * hw * c; i++) x[i] = urand32() & 255;
         for (int i = 0; i < n * c; i++) g[i] = urand32() & 255;
-        cn_quantize_multiplier(sx * sg / so, &m, &s);
+        cn_q_mul_params(sx * sg / so, &m, &s);
         cn_q_mul(y, x, g, n, (size_t)hw, c, zx, zs, zo, m, s, 2);
         int off = 0;
         for (int i = 0; i < n; i++)

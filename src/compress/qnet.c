@@ -16,6 +16,13 @@
 
 /* ---- the structure ---- */
 
+const char *cn_qop_name(cn_qop op) {
+    static const char *const names[] = {"quantize", "int8 conv", "int8 dwconv", "int8 add",
+                                        "int8 mul", "int8 maxpool", "int8 gap", "int8 shortcut",
+                                        "int8 table", "int8 linear"};
+    return op >= 0 && op < CN_Q_NOPS ? names[op] : "?";
+}
+
 static int two_in(cn_op op) { return op == CN_OP_ADD || op == CN_OP_SCALE; }
 
 static int n_consumers(const cn_graph *g, int t) {
@@ -214,16 +221,13 @@ static cn_status derive(cn_qnet *q) {
             break;
         }
         case CN_Q_ADD: {
-            float sa = q->scale[s->in[0]], sb = q->scale[s->in[1]];
-            double twice = 2.0 * (sa > sb ? sa : sb);
-            cn_quantize_multiplier(sa / twice, &s->m[0], &s->s[0]);
-            cn_quantize_multiplier(sb / twice, &s->m[1], &s->s[1]);
-            cn_quantize_multiplier(twice / ((double)(1 << 20) * so), &s->m[2], &s->s[2]);
+            cn_q_add_params(q->scale[s->in[0]], q->scale[s->in[1]], so, &s->m[0], &s->m[1],
+                            &s->s[0]);
             if (s->act_node >= 0) s->qmin = zo;
             break;
         }
         case CN_Q_MUL:
-            cn_quantize_multiplier((double)si * q->scale[s->in[1]] / so, &s->m[0], &s->s[0]);
+            cn_q_mul_params((double)si * q->scale[s->in[1]] / so, &s->m[0], &s->s[0]);
             break;
         case CN_Q_LUT:
             make_lut(s->lut, nd->op, si, q->zp[s->in[0]], so, zo);
@@ -539,8 +543,8 @@ void cn_qnet_run_step(cn_qnet *q, int i, const float *x, const uint8_t *in, cons
         break;
     }
     case CN_Q_ADD:
-        cn_q_add(out, in, in1, tensor_bytes(g, s->out, n), zi, q->zp[s->in[1]], zo, s->m, s->s,
-                 s->qmin, s->qmax, threads);
+        cn_q_add(out, in, in1, tensor_bytes(g, s->out, n), zi, q->zp[s->in[1]], zo, s->m[0],
+                 s->m[1], s->s[0], s->qmin, s->qmax, threads);
         break;
     case CN_Q_MUL:
         cn_q_mul(out, in, in1, n, (size_t)ti->h * ti->w, ti->c, zi, q->zp[s->in[1]], zo, s->m[0],
@@ -567,6 +571,7 @@ void cn_qnet_run_step(cn_qnet *q, int i, const float *x, const uint8_t *in, cons
         cn_q_linear(logits, in, s->w, s->wsum, s->wscale, s->fbias, n, s->k, s->oc, zi,
                     q->scale[s->in[0]]);
         break;
+    case CN_Q_NOPS: break;
     }
 }
 
@@ -585,7 +590,11 @@ cn_status cn_qnet_forward(cn_qnet *q, const float *x, int n, int h, int w, int t
         uint8_t *out = s->op == CN_Q_LINEAR ? NULL : q->buf[s->out];
         cn_qnet_run_step(q, i, x, s->in[0] >= 0 ? q->buf[s->in[0]] : NULL,
                          s->in[1] >= 0 ? q->buf[s->in[1]] : NULL, out, q->logits, n, threads);
-        if (q->step_time) q->step_time[i] += omp_get_wtime() - t0;
+        if (q->step_time) {
+            double dt = omp_get_wtime() - t0;
+            q->step_time[i] += dt;
+            if (g->node_time) g->node_time[2 * s->node] += dt;
+        }
         if (q->observe)
             q->observe(q->observe_user, i, out ? (const void *)out : (const void *)q->logits,
                        out ? tensor_bytes(g, s->out, n) : (size_t)n * s->oc);

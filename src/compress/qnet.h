@@ -24,8 +24,9 @@
 
 typedef enum cn_qop {
     CN_Q_QUANT, CN_Q_CONV, CN_Q_DWCONV, CN_Q_ADD, CN_Q_MUL, CN_Q_MAXPOOL, CN_Q_GAP,
-    CN_Q_SHORTCUT, CN_Q_LUT, CN_Q_LINEAR
+    CN_Q_SHORTCUT, CN_Q_LUT, CN_Q_LINEAR, CN_Q_NOPS
 } cn_qop;
+const char *cn_qop_name(cn_qop op);
 
 typedef struct cn_qstep {
     cn_qop op;

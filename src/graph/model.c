@@ -844,10 +844,29 @@ void cn_model_set_profiling(cn_model *m, int on) {
     free(m->g.node_time);
     /* per-layer times are optional: without memory, only the per-op totals are kept */
     m->g.node_time = on ? calloc(2 * (size_t)m->g.nnodes + 1, sizeof(double)) : NULL;
+    if (m->qnet) {
+        free(m->qnet->step_time);
+        m->qnet->step_time = on ? calloc((size_t)m->qnet->nsteps + 1, sizeof(double)) : NULL;
+    }
 }
 
 int cn_model_profile(const cn_model *m, cn_op_time *rows, int max_rows) {
     int k = 0;
+    if (m->qnet && m->qnet->step_time) {
+        /* int8: per step kind */
+        for (int op = 0; op < CN_Q_NOPS && k < max_rows; op++) {
+            double t = 0;
+            int any = 0;
+            for (int i = 0; i < m->qnet->nsteps; i++)
+                if ((int)m->qnet->steps[i].op == op) t += m->qnet->step_time[i], any = 1;
+            if (!any) continue;
+            rows[k].op = cn_qop_name((cn_qop)op);
+            rows[k].forward_s = t;
+            rows[k].backward_s = 0;
+            k++;
+        }
+        return k;
+    }
     for (int op = 0; op <= CN_OP_COUNT && k < max_rows; op++) {
         if (m->g.op_time[0][op] == 0 && m->g.op_time[1][op] == 0) continue;
         rows[k].op = cn_profile_slot_name(op);

@@ -1,48 +1,88 @@
-/* The integer element-wise ops of the int8 network (see qops.h); plain C the compiler
- * vectorises. */
+/* The integer element-wise ops of the int8 network (see qops.h): the loops (qops_impl.h) in a
+ * plain copy and an AVX-512 copy, chosen once from the CPU features; threads over rows. */
 #include "kernels/qops.h"
 
 #include <math.h>
 #include <string.h>
 
-#define PAR_MIN 65536 /* below this many elements one thread is faster */
+#include "core/cpu.h"
+#include "kernels/qops_table.h"
+
+#define QOPS(name) cn_qops_c_##name
+#include "kernels/qops_impl.h"
+
+const cn_qops_table cn_qops_c = {QOPS(quantize), QOPS(dequantize), QOPS(add), QOPS(mul_row),
+                                 QOPS(max_row), QOPS(lut)};
+
+static const cn_qops_table *ops(void) {
+    static const cn_qops_table *t;
+    if (!t) {
+        const cn_cpu_features *f = cn_cpu();
+        t = f->avx512f && f->avx512bw && f->avx512vl ? &cn_qops_avx512 : &cn_qops_c;
+    }
+    return t;
+}
+
+const char *cn_qops_name(void) { return ops() == &cn_qops_avx512 ? "avx512" : "c"; }
+
+#define CHUNK 16384 /* elements per parallel chunk */
+
+/* splits [0, n) into chunks over the threads when there is enough work */
+#define FOR_CHUNKS(n, threads, body)                                                  \
+    do {                                                                              \
+        size_t nch_ = ((n) + CHUNK - 1) / CHUNK;                                      \
+        _Pragma("omp parallel for num_threads(threads) schedule(static) if (nch_ > 3)") \
+        for (size_t ch_ = 0; ch_ < nch_; ch_++) {                                     \
+            size_t i0 = ch_ * CHUNK, len = (n) - i0 < CHUNK ? (n) - i0 : CHUNK;       \
+            body;                                                                     \
+        }                                                                             \
+    } while (0)
 
 void cn_q_quantize(uint8_t *out, const float *x, size_t n, float scale, int32_t zp, int threads) {
-    const float inv = 1.0f / scale;
-#pragma omp parallel for num_threads(threads) schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float v = nearbyintf(x[i] * inv) + (float)zp;
-        out[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-    }
+    const cn_qops_table *t = ops();
+    const float inv = 1.0f / scale, z = (float)zp;
+    FOR_CHUNKS(n, threads, t->quantize(out + i0, x + i0, len, inv, z));
 }
 
 void cn_q_dequantize(float *out, const uint8_t *q, size_t n, float scale, int32_t zp, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) out[i] = (float)(q[i] - zp) * scale;
+    const cn_qops_table *t = ops();
+    FOR_CHUNKS(n, threads, t->dequantize(out + i0, q + i0, len, scale, zp));
+}
+
+/* the largest shift in [1, 31] that keeps m * 2^sh below limit */
+static int32_t shift_for(double m, double limit) {
+    int32_t sh = 1;
+    while (sh < 31 && m * ldexp(1.0, sh + 1) < limit) sh++;
+    return sh;
+}
+
+void cn_q_add_params(double sa, double sb, double so, int32_t *ma, int32_t *mb, int32_t *sh) {
+    double ra = sa / so, rb = sb / so, r = ra > rb ? ra : rb;
+    *sh = shift_for(r, 2097152.0); /* 2^21 */
+    *ma = (int32_t)llround(ldexp(ra, *sh));
+    *mb = (int32_t)llround(ldexp(rb, *sh));
+}
+
+void cn_q_mul_params(double m, int32_t *mi, int32_t *sh) {
+    *sh = shift_for(m, 16384.0); /* 2^14 */
+    *mi = (int32_t)llround(ldexp(m, *sh));
 }
 
 void cn_q_add(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n, int32_t za, int32_t zb,
-              int32_t zo, const int32_t *m, const int32_t *s, int32_t qmin, int32_t qmax,
+              int32_t zo, int32_t ma, int32_t mb, int32_t sh, int32_t qmin, int32_t qmax,
               int threads) {
-    const int32_t m0 = m[0], m1 = m[1], m2 = m[2], s0 = s[0], s1 = s[1], s2 = s[2];
-#pragma omp parallel for num_threads(threads) schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        int32_t x = cn_rq((a[i] - za) * (1 << 20), m0, s0);
-        int32_t y = cn_rq((b[i] - zb) * (1 << 20), m1, s1);
-        out[i] = cn_clamp_u8(zo + cn_rq(x + y, m2, s2), qmin, qmax);
-    }
+    const cn_qops_table *t = ops();
+    FOR_CHUNKS(n, threads,
+               t->add(out + i0, a + i0, b + i0, len, za, zb, zo, ma, mb, sh, qmin, qmax));
 }
 
 void cn_q_mul(uint8_t *out, const uint8_t *x, const uint8_t *s, int n, size_t hw, int c,
               int32_t zx, int32_t zs, int32_t zo, int32_t m, int32_t sh, int threads) {
-#pragma omp parallel for collapse(2) num_threads(threads) schedule(static) if (n * hw * c >= PAR_MIN)
-    for (int i = 0; i < n; i++)
-        for (size_t p = 0; p < hw; p++) {
-            const uint8_t *xr = x + ((size_t)i * hw + p) * c, *sr = s + (size_t)i * c;
-            uint8_t *o = out + ((size_t)i * hw + p) * c;
-            for (int ch = 0; ch < c; ch++)
-                o[ch] = cn_clamp_u8(zo + cn_rq((xr[ch] - zx) * (sr[ch] - zs), m, sh), 0, 255);
-        }
+    const cn_qops_table *t = ops();
+    size_t rows = (size_t)n * hw;
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * c >= 65536)
+    for (size_t r = 0; r < rows; r++)
+        t->mul_row(out + r * c, x + r * c, s + (r / hw) * c, c, zx, zs, zo, m, sh);
 }
 
 void cn_q_gap(uint8_t *out, const uint8_t *x, int n, int hw, int c, int32_t zx, int32_t zo,
@@ -64,12 +104,13 @@ void cn_q_gap(uint8_t *out, const uint8_t *x, int n, int hw, int c, int32_t zx, 
 }
 
 void cn_q_lut(uint8_t *out, const uint8_t *x, size_t n, const uint8_t *lut, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) out[i] = lut[x[i]];
+    const cn_qops_table *t = ops();
+    FOR_CHUNKS(n, threads, t->lut(out + i0, x + i0, len, lut));
 }
 
 void cn_q_maxpool(uint8_t *out, const uint8_t *x, int n, int h, int w, int c, int k, int stride,
                   int pad, int oh, int ow, int threads) {
+    const cn_qops_table *t = ops();
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (int i = 0; i < n; i++)
         for (int y = 0; y < oh; y++)
@@ -82,8 +123,7 @@ void cn_q_maxpool(uint8_t *out, const uint8_t *x, int n, int h, int w, int c, in
                     for (int kx = 0; kx < k; kx++) {
                         int ix = xo * stride - pad + kx;
                         if (ix < 0 || ix >= w) continue;
-                        const uint8_t *r = x + (((size_t)i * h + iy) * w + ix) * c;
-                        for (int ch = 0; ch < c; ch++) o[ch] = r[ch] > o[ch] ? r[ch] : o[ch];
+                        t->max_row(o, x + (((size_t)i * h + iy) * w + ix) * c, c);
                     }
                 }
             }

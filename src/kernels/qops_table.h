@@ -1,0 +1,22 @@
+/* The element-wise int8 loops of one instruction set (see qops_impl.h). */
+#ifndef CN_KERNELS_QOPS_TABLE_H
+#define CN_KERNELS_QOPS_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cn_qops_table {
+    void (*quantize)(uint8_t *out, const float *x, size_t n, float inv, float zp);
+    void (*dequantize)(float *out, const uint8_t *q, size_t n, float scale, int32_t zp);
+    void (*add)(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n, int32_t za,
+                int32_t zb, int32_t zo, int32_t ma, int32_t mb, int32_t sh, int32_t qmin,
+                int32_t qmax);
+    void (*mul_row)(uint8_t *out, const uint8_t *x, const uint8_t *s, int c, int32_t zx,
+                    int32_t zs, int32_t zo, int32_t m, int32_t sh);
+    void (*max_row)(uint8_t *o, const uint8_t *r, int c);
+    void (*lut)(uint8_t *out, const uint8_t *x, size_t n, const uint8_t *lut);
+} cn_qops_table;
+
+extern const cn_qops_table cn_qops_c, cn_qops_avx512;
+
+#endif
