@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# int8 inference against float32 and against PyTorch's int8 (onednn engine, which uses VNNI),
+# in one run on this machine: resnet50 at 224x224, batch 1 and 16, 2 threads (THREADS=...).
+# convnet's int8 model comes from `convnet quantize --scheme int8` of a freshly initialised
+# resnet50 calibrated on 16 generated images (speed does not depend on the weights); PyTorch's
+# from FX post-training quantization of torchvision's resnet50 (bench/peers/torch_int8.py).
+# Medians; each side's float32 and int8 alternate in one process; the table goes to stdout.
+#
+#   bash bench/bench_int8.sh [MODEL]      (default resnet50)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:-resnet50}
+threads=${THREADS:-2}
+runs=${RUNS:-30}
+make -j2 >&2
+bin=build/release/convnet
+work=build/bench_int8
+mkdir -p "$work/calib/a" "$work/calib/b"
+if [[ ! -f $work/calib/b/15.png ]]; then
+  /usr/bin/python3 - "$work/calib" <<'PYEOF'
+import sys
+import numpy as np
+from PIL import Image
+rng = np.random.default_rng(0)
+for i in range(16):
+    img = (rng.random((224, 224, 3)) * 255).astype("uint8")
+    Image.fromarray(img).save(f"{sys.argv[1]}/{'ab'[i % 2]}/{i}.png")
+PYEOF
+fi
+echo "== quantizing a fresh $model to int8" >&2
+"$bin" quantize --model "$model" --scheme int8 --data "folder:$work/calib" --calib 16 --batch 8 \
+  --out "$work/$model.int8.safetensors" >&2
+# the float32 file of the same model, for the size ratio
+fsize=$(( $("$bin" info --model "$model" --json | grep '"params"' | tr -dc '0-9') * 4 ))
+isize=$(stat -c %s "$work/$model.int8.safetensors")
+
+ms() { grep '"median_ms"' | tr -dc '0-9.e-'; }
+printf '| %s | batch | threads | convnet fp32 ms | convnet int8 ms | int8/fp32 | PyTorch fp32 ms | PyTorch int8 (onednn) ms | convnet int8 / PyTorch int8 |\n' "model"
+printf '|---|---|---|---|---|---|---|---|---|\n'
+for batch in 1 16; do
+  r=$runs; ((batch > 1)) && r=$((runs / 3 + 3))
+  best_f=1e9 best_q=1e9
+  for rep in 1 2 3; do
+    f=$("$bin" bench --model "$model" --input-size 224 --batch "$batch" --threads "$threads" --runs "$r" --json | ms)
+    q=$("$bin" bench "$work/$model.int8.safetensors" --input-size 224 --batch "$batch" --threads "$threads" --runs "$r" --json | ms)
+    best_f=$(awk "BEGIN{print ($f < $best_f) ? $f : $best_f}")
+    best_q=$(awk "BEGIN{print ($q < $best_q) ? $q : $best_q}")
+  done
+  t=$(/usr/bin/python3 bench/peers/torch_int8.py --model "$model" --batch "$batch" --threads "$threads" --runs "$r")
+  tf=$(/usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])['float_ms'])" "$t")
+  tq=$(/usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])['int8_ms'])" "$t")
+  awk -v m="$model" -v b="$batch" -v th="$threads" -v f="$best_f" -v q="$best_q" -v tf="$tf" -v tq="$tq" \
+    'BEGIN{printf "| %s | %d | %d | %.2f | %.2f | %.2fx | %.2f | %.2f | %.2fx |\n", m, b, th, f, q, q/f, tf, tq, q/tq}'
+done
+awk -v i="$isize" -v f="$fsize" 'BEGIN{printf "\nint8 file %d bytes, float32 weights %d bytes: %.3fx\n", i, f, i/f}'
