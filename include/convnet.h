@@ -360,6 +360,9 @@ typedef struct cn_train_config {
     const cn_prune_config *prune;
     float prune_start, prune_end; /* epochs (fractions allowed), 0 <= start <= end <= epochs */
     int prune_every;            /* dt in steps (0: 100) */
+    /* Quantization-aware training (cn_model_qat): the model, fresh or from init, trains with
+     * fake quantization; the saved model keeps its ranges for cn_quantize_int8. */
+    int qat;
     void (*progress)(const cn_train_progress *p, void *user);
     void *user;
 } cn_train_config;
@@ -439,6 +442,13 @@ void cn_int8_report_free(cn_int8_report *r);
  * receives the sensitivity report (computed when rep is given or auto_mixed > 0). */
 cn_status cn_quantize_int8(cn_model **out, const cn_model *m, const cn_int8_config *c,
                            cn_int8_report *rep);
+/* Quantization-aware training: a copy of m whose forward passes round weights (per output
+ * channel) and activations (per tensor, moving-average ranges) to the int8 network's grids and
+ * whose backward passes use the straight-through estimator. Train it like any model (cn_train
+ * with qat set does this); its file keeps the ranges, and cn_quantize_int8 of it needs no
+ * calibration. */
+cn_status cn_model_qat(cn_model **out, const cn_model *m);
+int cn_model_is_qat(const cn_model *m);
 /* 1 for an int8 model (cn_quantize_int8 or a loaded int8 file). */
 int cn_model_is_int8(const cn_model *m);
 /* Bytes of an int8 model's integer state (weights, biases, scales); 0 for a float model. */

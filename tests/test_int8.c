@@ -362,9 +362,99 @@ static void model_case(const char *name, int size, double max_rel, double min_ag
     cn_model_free(m);
 }
 
+/* QAT: a few fake-quantized training steps, then int8 from the learned ranges (no data): the
+ * integer network reproduces the QAT model's evaluation; the file keeps the ranges. */
+static void qat_case(void) {
+    cn_model *m = make("resnet20", 11);
+    images im = {malloc(sizeof(float) * 128 * 28 * 28), 0, 0, 0, 128};
+    cn_data_options o = {28, 0, 0};
+    CHECK(cn_foreach_batch(m, "fashion-mnist", &o, 1, 128, 64, 5, take, &im) == CN_OK,
+          "qat images: %s", cn_errmsg());
+    cn_model *q = NULL;
+    CHECK(cn_model_qat(&q, m) == CN_OK && cn_model_is_qat(q), "cn_model_qat: %s", cn_errmsg());
+    if (!q) {
+        free(im.x);
+        cn_model_free(m);
+        return;
+    }
+    cn_model *x = NULL;
+    cn_int8_config c;
+    cn_int8_config_default(&c);
+    c.data = NULL;
+    CHECK(cn_quantize_int8(&x, q, &c, NULL) == CN_ERR_ARG && !x &&
+              strstr(cn_errmsg(), "at least one step"),
+          "int8 of an untrained QAT model: %s", cn_errmsg());
+    cn_optim_config oc;
+    cn_optim_config_default(&oc, CN_OPTIM_SGD);
+    oc.lr = 0.01f;
+    cn_optim *opt = NULL;
+    CHECK(cn_optim_create(&opt, q, &oc) == CN_OK, "optim: %s", cn_errmsg());
+    int32_t labels[32];
+    float loss = 0;
+    for (int step = 0; step < 6 && opt; step++) {
+        const float *xb = im.x + (size_t)(step % 4) * 32 * 28 * 28;
+        for (int i = 0; i < 32; i++) labels[i] = (step * 32 + i) % 10;
+        cn_model_zero_grad(q);
+        CHECK(cn_model_forward_nhwc(q, xb, 32, 28, 28, 1, NULL) == CN_OK, "qat fwd: %s", cn_errmsg());
+        CHECK(cn_model_loss(q, labels, 0, &loss, NULL) == CN_OK && isfinite(loss), "qat loss");
+        CHECK(cn_model_backward(q) == CN_OK, "qat backward");
+        cn_optim_step(opt, 0.01f);
+    }
+    /* the weights are the float masters again: not on the int8 grid */
+    cn_tensor_info ti;
+    cn_model_tensor_info(q, 0, &ti);
+    float *w = malloc(sizeof(float) * (size_t)ti.count);
+    cn_model_tensor_get(q, 0, w);
+    int off_grid = 0;
+    double amax = 0;
+    for (int64_t i = 0; i < ti.count / ti.shape[0]; i++) amax = fmax(amax, fabs(w[i]));
+    for (int64_t i = 0; i < ti.count / ti.shape[0]; i++) {
+        double r = w[i] / (amax / 127);
+        off_grid += fabs(r - nearbyint(r)) > 1e-3;
+    }
+    CHECK(off_grid > 0, "after a QAT step the float master weights are kept");
+    free(w);
+    cn_int8_config_default(&c);
+    c.data = NULL;
+    CHECK(cn_quantize_int8(&x, q, &c, NULL) == CN_OK, "int8 of QAT: %s", cn_errmsg());
+    if (x) {
+        double rel, agree;
+        compare(q, x, &im, &rel, &agree);
+        printf("QAT model against its int8 network: logits RMS error / RMS %.4f, argmax "
+               "agreement %.1f%%\n", rel, 100 * agree);
+        CHECK(rel < 0.05 && agree >= 0.95, "QAT and int8 disagree: %.4f, %.3f", rel, agree);
+        /* the QAT model's file keeps the ranges: the same int8 model again */
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/cn_qat_%d.safetensors", (int)getpid());
+        CHECK(cn_model_save(q, path) == CN_OK, "save qat: %s", cn_errmsg());
+        cn_model *r = NULL, *x2 = NULL;
+        CHECK(cn_model_load(&r, path, NULL) == CN_OK && cn_model_is_qat(r), "load qat: %s",
+              cn_errmsg());
+        if (r && cn_quantize_int8(&x2, r, &c, NULL) == CN_OK) {
+            float a[20], b[20];
+            cn_model_forward_nhwc(x, im.x, 2, 28, 28, 0, a);
+            cn_model_forward_nhwc(x2, im.x, 2, 28, 28, 0, b);
+            CHECK(!memcmp(a, b, sizeof a), "int8 of the reloaded QAT model differs");
+        } else {
+            CHECK(0, "int8 of the reloaded QAT model: %s", cn_errmsg());
+        }
+        cn_model_free(x2);
+        cn_model_free(r);
+        unlink(path);
+        cn_model *y = NULL;
+        CHECK(cn_model_qat(&y, x) == CN_ERR_ARG && !y, "QAT of an int8 model must fail");
+        cn_model_free(x);
+    }
+    cn_optim_free(opt);
+    cn_model_free(q);
+    cn_model_free(m);
+    free(im.x);
+}
+
 int main(void) {
     ops_vs_double();
     model_case("resnet20", 28, 0.10, 0.90);
     model_case("efficientnet_b0", 32, 0.25, 0.80);
+    qat_case();
     return check_summary("int8");
 }

@@ -130,10 +130,6 @@ static int validate(const char *C, quant_opts *p) {
         return EXIT_USAGE;
     }
     if (int8) {
-        if (!p->data) {
-            cli_err(C, "--scheme int8 needs --data SPEC (calibration images)");
-            return EXIT_USAGE;
-        }
         if (p->bits || p->sweep_lo) {
             cli_err(C, "%s belongs to --scheme fixed", p->bits ? "--bits" : "--sweep");
             return EXIT_USAGE;
@@ -326,6 +322,11 @@ static int run_int8(const char *C, const quant_opts *p, cn_model *m) {
         cli_err(C, "%s is already an int8 model", p->mo.path ? p->mo.path : "the model");
         return EXIT_USAGE;
     }
+    int qat = cn_model_is_qat(m);
+    if (!p->data && !qat) {
+        cli_err(C, "--scheme int8 needs --data SPEC (calibration images)");
+        return EXIT_USAGE;
+    }
     cn_int8_config c;
     cn_int8_config_default(&c);
     c.data = p->data;
@@ -337,10 +338,11 @@ static int run_int8(const char *C, const quant_opts *p, cn_model *m) {
     c.auto_mixed = p->auto_mixed;
     c.data_opts.input_size = p->mo.h;
     float acc0 = 0, acc1 = 0;
-    cn_status st = evaluate(m, p, &acc0);
+    cn_status st = p->data ? evaluate(m, p, &acc0) : CN_OK;
     if (st != CN_OK) return cli_fail(C, st);
-    fprintf(stderr, "calibrating on %d images of %s (%s)...\n", c.images, p->data,
-            method_name(c.method));
+    if (qat) fprintf(stderr, "a QAT model: its learned ranges, no calibration\n");
+    else fprintf(stderr, "calibrating on %d images of %s (%s)...\n", c.images, p->data,
+                 method_name(c.method));
     double t0 = cli_now();
     cn_model *q;
     cn_int8_report rep;
@@ -357,7 +359,7 @@ static int run_int8(const char *C, const quant_opts *p, cn_model *m) {
         fprintf(tx, "\n");
     }
     st = cn_model_save(q, p->out);
-    if (st == CN_OK) st = evaluate(q, p, &acc1);
+    if (st == CN_OK && p->data) st = evaluate(q, p, &acc1);
     int64_t ibytes = cn_model_int8_bytes(q);
     cn_model_free(q);
     if (st != CN_OK) {
@@ -365,23 +367,32 @@ static int run_int8(const char *C, const quant_opts *p, cn_model *m) {
         return cli_fail(C, st);
     }
     long long before = file_size(p->mo.path), after = file_size(p->out);
-    fprintf(tx, "int8 (%s calibration, %d images, %.1f s)\n", method_name(c.method), c.images, tq);
+    if (qat) fprintf(tx, "int8 (QAT ranges, %.1f s)\n", tq);
+    else fprintf(tx, "int8 (%s calibration, %d images, %.1f s)\n", method_name(c.method), c.images, tq);
+    char a0[16] = "-", a1[16] = "-", b0[24] = "-";
+    if (p->data) {
+        snprintf(a0, sizeof a0, "%.2f%%", 100.0 * acc0);
+        snprintf(a1, sizeof a1, "%.2f%%", 100.0 * acc1);
+    }
+    if (before >= 0) snprintf(b0, sizeof b0, "%lld", before);
     fprintf(tx, "%-10s %10s %14s\n", "model", "accuracy", "file bytes");
-    if (before >= 0) fprintf(tx, "%-10s %9.2f%% %14lld\n", "float32", 100.0 * acc0, before);
-    else fprintf(tx, "%-10s %9.2f%% %14s\n", "float32", 100.0 * acc0, "-");
-    fprintf(tx, "%-10s %9.2f%% %14lld\n", "int8", 100.0 * acc1, after);
-    fprintf(tx, "accuracy change %+.2f points; file %.1f%% of float32\n", 100.0 * (acc1 - acc0),
-            before > 0 ? 100.0 * after / before : 0.0);
+    fprintf(tx, "%-10s %10s %14s\n", qat ? "QAT" : "float32", a0, b0);
+    fprintf(tx, "%-10s %10s %14lld\n", "int8", a1, after);
+    if (p->data) fprintf(tx, "accuracy change %+.2f points; ", 100.0 * (acc1 - acc0));
+    fprintf(tx, "file %.1f%% of %s\n", before > 0 ? 100.0 * after / before : 0.0,
+            qat ? "the QAT model" : "float32");
     fprintf(tx, "wrote %s\n", p->out);
     if (p->mo.json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "scheme", "int8");
-        cJSON_AddStringToObject(j, "calibration", method_name(c.method));
+        cJSON_AddStringToObject(j, "calibration", qat ? "qat" : method_name(c.method));
         cJSON_AddNumberToObject(j, "calib_images", c.images);
         cJSON_AddNumberToObject(j, "calib_seconds", tq);
         cJSON_AddStringToObject(j, "out", p->out);
-        cJSON_AddNumberToObject(j, "acc_float", acc0);
-        cJSON_AddNumberToObject(j, "acc_int8", acc1);
+        if (p->data) {
+            cJSON_AddNumberToObject(j, "acc_float", acc0);
+            cJSON_AddNumberToObject(j, "acc_int8", acc1);
+        }
         if (before >= 0) cJSON_AddNumberToObject(j, "size_before", (double)before);
         cJSON_AddNumberToObject(j, "size_after", (double)after);
         cJSON_AddNumberToObject(j, "int8_state_bytes", (double)ibytes);

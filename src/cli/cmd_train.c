@@ -51,6 +51,12 @@ static const char *help =
     "  --prune-end E2        epoch where it reaches S (default: the last)\n"
     "  --prune-every N       update the masks every N steps (default 100)\n"
     "  --prune-scope layer|global  --prune-min-channels K  --prune-round-to N   as for prune\n"
+    "\n"
+    "quantization-aware training (usually with --init MODEL and a small --lr):\n"
+    "  --qat                 train with fake int8 quantization (weights per output channel,\n"
+    "                        activations with moving-average ranges, straight-through\n"
+    "                        gradients); `convnet quantize --scheme int8` of the result uses\n"
+    "                        the learned ranges and needs no calibration\n"
     "  --json                print a JSON summary on stdout\n";
 
 int cmd_train(int argc, char **argv) {
@@ -90,6 +96,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--optimizer")) { VAL(); opt_name = v; }
         else if (!strcmp(a, "--momentum")) { VAL(); if (cli_float(C, a, v, 0, 0.9999, &mom)) return EXIT_USAGE; }
         else if (!strcmp(a, "--nesterov")) nesterov = 1;
+        else if (!strcmp(a, "--qat")) c.qat = 1;
         else if (!strcmp(a, "--no-nesterov")) nesterov = 0;
         else if (!strcmp(a, "--weight-decay")) { VAL(); if (cli_float(C, a, v, 0, 1, &wd)) return EXIT_USAGE; wd_set = 1; }
         else if (!strcmp(a, "--schedule")) { VAL(); sched = v; }

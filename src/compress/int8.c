@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compress/qat.h"
 #include "compress/qnet.h"
 #include "core/status.h"
 #include "graph/model.h"
@@ -315,12 +316,31 @@ cn_status cn_quantize_int8(cn_model **out, const cn_model *m, const cn_int8_conf
     if (cfg->method == CN_CALIB_PERCENTILE && !(cfg->percentile > 50 && cfg->percentile <= 100))
         return cn_error(CN_ERR_ARG, "--percentile %g is out of range (50, 100]",
                         (double)cfg->percentile);
-    if (!cfg->data || !*cfg->data) return cn_error(CN_ERR_ARG, "calibration needs --data");
+    int from_qat = m->qat != NULL, have_data = cfg->data && *cfg->data;
+    if (!have_data && !from_qat) return cn_error(CN_ERR_ARG, "calibration needs --data");
+    if (!have_data && (rep || cfg->auto_mixed))
+        return cn_error(CN_ERR_ARG, "the sensitivity report needs --data");
+    if (from_qat) cn_qat_weights_end((cn_model *)m);
     calib c;
     memset(&c, 0, sizeof c);
     cn_model *q = NULL;
     cn_qrange *ranges = NULL;
-    cn_status st = cn_model_new_arch_nofuse(&c.m, &m->arch, m->threads);
+    cn_status st = CN_OK;
+    if (from_qat) {
+        /* the ranges quantization-aware training learned: no calibration */
+        const cn_qat *qa = m->qat;
+        if (!(ranges = calloc((size_t)qa->nt, sizeof *ranges)))
+            st = cn_error(CN_ERR_NOMEM, "out of memory");
+        for (int t = 0; st == CN_OK && t < qa->nt; t++) {
+            if (!qa->point[t]) continue;
+            if (!qa->init[t])
+                st = cn_error(CN_ERR_ARG, "the QAT model has no range for tensor %d yet: train it "
+                                          "for at least one step", t);
+            ranges[t].lo = qa->lo[t], ranges[t].hi = qa->hi[t];
+        }
+        goto build;
+    }
+    st = cn_model_new_arch_nofuse(&c.m, &m->arch, m->threads);
     if (st == CN_OK) st = cn_model_copy_state(c.m, m);
     if (st == CN_OK) {
         c.nt = c.m->g.ntensors;
@@ -353,6 +373,7 @@ cn_status cn_quantize_int8(cn_model **out, const cn_model *m, const cn_int8_conf
         if (!(c.hi[t] >= c.lo[t])) continue; /* not observed (never materialised) */
         choose_range(&c, t, cfg, &ranges[t]);
     }
+build:
     if (st == CN_OK) st = cn_model_new_arch(&q, &m->arch, m->threads);
     if (st == CN_OK) st = cn_model_copy_state(q, m);
     char *keep = NULL;

@@ -161,6 +161,22 @@ static cn_status plan_steps(cn_qnet *q) {
     return st;
 }
 
+cn_status cn_qnet_points(cn_graph *g, uint8_t *point) {
+    cn_qnet q;
+    memset(&q, 0, sizeof q);
+    q.g = g;
+    cn_status st = plan_steps(&q);
+    memset(point, 0, (size_t)g->ntensors);
+    for (int i = 0; st == CN_OK && i < q.nsteps; i++) {
+        const cn_qstep *s = &q.steps[i];
+        if (s->op != CN_Q_MAXPOOL && s->op != CN_Q_SHORTCUT && s->op != CN_Q_LINEAR)
+            point[s->out] = 1;
+        if (s->pre >= 0) point[s->pre] = 1;
+    }
+    free(q.steps), free(q.scale), free(q.zp), free(q.alias);
+    return st;
+}
+
 /* ---- parameters derived from the scales ---- */
 
 static float act_fn(cn_op op, float x) {
@@ -244,6 +260,13 @@ static cn_status derive(cn_qnet *q) {
         }
     }
     return CN_OK;
+}
+
+static void range_params(cn_qrange r, float *scale, int32_t *zp);
+
+void cn_qrange_params(float lo, float hi, float *scale, int32_t *zp) {
+    cn_qrange r = {lo, hi};
+    range_params(r, scale, zp);
 }
 
 /* scale and zero point of a range (widened to contain 0) */

@@ -99,6 +99,12 @@ cn_status cn_qnet_forward(cn_qnet *q, const float *x, int n, int h, int w, int t
 /* The file form: tensors and the metadata "quant" (scheme int8). */
 cn_status cn_qnet_add_state(const cn_qnet *q, cn_st_writer *w, void **scratch);
 cn_status cn_qnet_load(cn_qnet **out, cn_graph *g, const cn_st_file *f);
+/* The tensors the int8 network quantizes with their own range (point[t] = 1): the input, the
+ * outputs of convolutions (after their activation), adds, products, pools, tables, and the
+ * pre-activations that tables read. What quantization-aware training fake-quantizes. */
+cn_status cn_qnet_points(cn_graph *g, uint8_t *point);
+/* scale and zero point of a range, widened to contain 0 (calibration and QAT share it) */
+void cn_qrange_params(float lo, float hi, float *scale, int32_t *zp);
 /* bytes of the integer state (weights, biases, scales) */
 int64_t cn_qnet_bytes(const cn_qnet *q);
 

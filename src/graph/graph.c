@@ -781,7 +781,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
     for (int i = g->nnodes - 1; train && i >= 0; i--) {
         cn_node *nd = &g->nodes[i];
         nd->grad_alias = 0;
-        if (nd->fused || (nd->op != CN_OP_RELU && nd->op != CN_OP_ADD)) continue;
+        if (nd->fused || (nd->op != CN_OP_RELU && nd->op != CN_OP_ADD) || g->fq_fwd) continue;
         for (int k = 0; k < (nd->op == CN_OP_ADD ? 2 : 1); k++) {
             int t = nd->in[k];
             if (t == g->nodes[0].out || g->tensors[t].dead || consumers(g, t) != 1) continue;
@@ -923,6 +923,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         }
         case CN_OP_COUNT: break;
         }
+        if (g->fq_fwd) g->fq_fwd(g->fq, (int)(out - g->tensors), out->data, numel(out, n), train);
         if (g->profile) profile_add(g, nd, i, 0, t0);
         if (g->observe) g->observe(g->observe_user, (int)(out - g->tensors), out->data, numel(out, n));
     }
@@ -940,6 +941,7 @@ void cn_graph_backward(cn_graph *g, int n) {
         double t0 = g->profile ? omp_get_wtime() : 0;
         cn_tensor *out = &g->tensors[nd->act_out >= 0 ? nd->act_out : nd->out];
         cn_tensor *in = &g->tensors[nd->in[0]];
+        if (g->fq_bwd) g->fq_bwd(g->fq, (int)(out - g->tensors), out->grad, numel(out, n));
         /* the input image needs no gradient */
         float *din = g->nodes[0].out == nd->in[0] ? NULL : in->grad;
         cn_conv_desc d = nd->desc;

@@ -143,6 +143,12 @@ typedef struct cn_graph {
     /* when set, called after each node of a forward with the tensor it wrote (n samples) */
     void (*observe)(void *user, int tensor, const float *data, size_t count);
     void *observe_user;
+    /* quantization-aware training (on a nofuse graph): fq_fwd fake-quantizes a tensor in place
+     * after the node that wrote it, fq_bwd masks its gradient before that node's backward;
+     * gradient aliasing is off while they are set */
+    void *fq;
+    void (*fq_fwd)(void *fq, int tensor, float *data, size_t count, int train);
+    void (*fq_bwd)(void *fq, int tensor, float *grad, size_t count);
 } cn_graph;
 
 void cn_graph_init(cn_graph *g);

@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "graph/model.h"
+#include "compress/qat.h"
 #include "compress/qnet.h"
 #include "io/safetensors.h"
 
@@ -163,6 +164,7 @@ void cn_model_free(cn_model *m) {
     free(m->mask);
     free(m->quant_frac);
     cn_qnet_free(m->qnet);
+    cn_qat_free(m->qat);
     free(m->rows);
     free(m->arch_json);
     free(m);
@@ -495,6 +497,55 @@ static cn_status load_plain(cn_model *m, const cn_st_file *f, const char *prefix
     return CN_OK;
 }
 
+/* the ranges of a QAT model's file */
+static cn_status load_qat(cn_model *m, const cn_st_file *f) {
+    const char *path = cn_st_path(f);
+    CN_TRY(cn_qat_enable(m));
+    cn_qat *q = m->qat;
+    const char *names[2] = {"qat:act_lo", "qat:act_hi"};
+    float *dst[2] = {q->lo, q->hi};
+    for (int k = 0; k < 2; k++) {
+        const cn_st_tensor *t = cn_st_find(f, names[k]);
+        if (!t || t->dtype != CN_DT_F32 || t->ndim != 1 || t->shape[0] != q->nt)
+            return cn_error(CN_ERR_FORMAT, "%s: a QAT model needs tensor '%s', float32 of %d values",
+                            path, names[k], q->nt);
+        memcpy(dst[k], t->data, sizeof(float) * (size_t)q->nt);
+    }
+    for (int t = 0; t < q->nt; t++) {
+        if (!q->point[t]) continue;
+        int have = !isnan(q->lo[t]) || !isnan(q->hi[t]);
+        if (have && !(isfinite(q->lo[t]) && isfinite(q->hi[t]) && q->lo[t] <= q->hi[t]))
+            return cn_error(CN_ERR_FORMAT, "%s: QAT range %d [%g, %g] is not a finite interval",
+                            path, t, (double)q->lo[t], (double)q->hi[t]);
+        q->init[t] = (uint8_t)have;
+    }
+    return CN_OK;
+}
+
+cn_status cn_model_qat(cn_model **out, const cn_model *m) {
+    if (!out || !m) return cn_error(CN_ERR_ARG, "cn_model_qat: NULL argument");
+    *out = NULL;
+    if (m->qnet) return cn_error(CN_ERR_ARG, "QAT starts from a float model, not an int8 one");
+    if (m->quant_frac)
+        return cn_error(CN_ERR_ARG, "QAT starts from a float model, not a fixed-point one");
+    cn_model *q;
+    CN_TRY(cn_model_new_arch_nofuse(&q, &m->arch, m->threads));
+    cn_status st = cn_model_copy_state(q, m);
+    if (st == CN_OK) st = cn_qat_enable(q);
+    if (st == CN_OK && m->qat) {
+        if (m->qat->weights_on) memcpy(q->g.params, m->qat->master, sizeof(float) * q->g.nparams);
+        memcpy(q->qat->lo, m->qat->lo, sizeof(float) * (size_t)q->qat->nt);
+        memcpy(q->qat->hi, m->qat->hi, sizeof(float) * (size_t)q->qat->nt);
+        memcpy(q->qat->init, m->qat->init, (size_t)q->qat->nt);
+    }
+    if (st != CN_OK) {
+        cn_model_free(q);
+        return st;
+    }
+    *out = q;
+    return CN_OK;
+}
+
 /* the metadata "quant" of an int8 file */
 static int is_int8_meta(const char *json) {
     cJSON *j = cJSON_Parse(json);
@@ -525,9 +576,15 @@ cn_status cn_model_open_file(cn_model **out, const cn_st_file *f, const cn_model
                         path);
     }
     cn_model *m;
-    cn_status st = cn_model_new_arch(&m, &a, cfg ? cfg->threads : 0);
+    int qat = cn_st_meta(f, "qat") != NULL;
+    cn_status st = qat ? cn_model_new_arch_nofuse(&m, &a, cfg ? cfg->threads : 0)
+                       : cn_model_new_arch(&m, &a, cfg ? cfg->threads : 0);
     if (st != CN_OK)
         return st == CN_ERR_NOMEM ? st : cn_error_context(CN_ERR_FORMAT, "%s: metadata 'arch'", path);
+    if (qat && (st = load_qat(m, f)) != CN_OK) {
+        cn_model_free(m);
+        return st;
+    }
     const char *qmeta = cn_st_meta(f, "quant");
     if (qmeta && is_int8_meta(qmeta)) st = cn_qnet_load(&m->qnet, &m->g, f);
     else st = cn_model_load_state(m, f, "");
@@ -573,6 +630,16 @@ static int is_quantized(const cn_model *m, int e) {
 
 cn_status cn_model_add_state(const cn_model *m, cn_st_writer *w, float **scratch) {
     const cn_graph *g = &m->g;
+    if (m->qat) {
+        /* the float master weights, and the ranges ("qat:" is outside the state_dict) */
+        cn_qat_weights_end((cn_model *)m);
+        int64_t nt = m->qat->nt;
+        for (int t = 0; t < m->qat->nt; t++)
+            if (!m->qat->point[t] || !m->qat->init[t]) m->qat->lo[t] = m->qat->hi[t] = NAN;
+        CN_TRY(cn_st_writer_add(w, "qat:act_lo", CN_DT_F32, 1, &nt, m->qat->lo));
+        CN_TRY(cn_st_writer_add(w, "qat:act_hi", CN_DT_F32, 1, &nt, m->qat->hi));
+        CN_TRY(cn_st_writer_meta(w, "qat", "{\"ranges\":\"moving average min/max\"}"));
+    }
     if (m->qnet) {
         void *tmp = NULL;
         cn_status st = cn_qnet_add_state(m->qnet, w, &tmp);
@@ -664,13 +731,19 @@ cn_status cn_model_forward_nhwc(cn_model *m, const float *x, int n, int h, int w
         m->have_dlogits = 0;
         return CN_OK;
     }
+    if (m->qat) cn_qat_weights_begin(m);
     int batch = n;
     /* keep a larger plan instead of re-planning for a smaller last batch */
     if (m->g.planned && m->g.in_h == h && m->g.in_w == w && m->g.batch >= n &&
         m->g.train_plan >= train && m->g.threads == m->threads)
         batch = m->g.batch;
-    CN_TRY(cn_graph_plan(&m->g, batch, h, w, train, m->threads));
+    cn_status pst = cn_graph_plan(&m->g, batch, h, w, train, m->threads);
+    if (pst != CN_OK) {
+        if (m->qat) cn_qat_weights_end(m);
+        return pst;
+    }
     cn_graph_forward(&m->g, x, n, train);
+    if (m->qat && !train) cn_qat_weights_end(m);
     if (train) m->g.noise_step++; /* the next step draws new masks unless set */
     m->last_n = n;
     m->last_train = train;
@@ -722,6 +795,7 @@ cn_status cn_model_backward(cn_model *m) {
     if (!m->last_train || !m->have_dlogits)
         return cn_error(CN_ERR_ARG, "cn_model_backward needs a train forward and cn_model_loss");
     cn_graph_backward(&m->g, m->last_n);
+    if (m->qat) cn_qat_weights_end(m);
     return CN_OK;
 }
 

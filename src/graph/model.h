@@ -23,6 +23,8 @@ struct cn_model {
     int *quant_frac;
     /* int8 inference (cn_quantize_int8 or an int8 file; NULL: float): eval forwards run it */
     struct cn_qnet *qnet;
+    /* quantization-aware training (NULL: off): fake quantization hooked into the graph */
+    struct cn_qat *qat;
 };
 
 #define CN_QUANT_NONE (-1000)

@@ -174,6 +174,9 @@ static cn_status check_config(const cn_train_config *c) {
     if (c->crop_pad < 0 || c->crop_pad > 64)
         return cn_error(CN_ERR_ARG, "--crop-pad %d is out of range [0, 64]", c->crop_pad);
     if (!c->out_dir || !*c->out_dir) return cn_error(CN_ERR_ARG, "--out: no directory given");
+    if (c->qat && c->prune)
+        return cn_error(CN_ERR_ARG, "--qat and gradual pruning do not mix: prune first, then "
+                                    "train with --qat");
     if (c->prune) {
         const cn_prune_config *p = c->prune;
         if (!(p->amount >= 0 && p->amount < 1))
@@ -509,6 +512,12 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
             mc.seed = c.seed;
             mc.threads = c.threads;
             if ((st = cn_model_create(&m, &mc)) != CN_OK) goto done;
+        }
+        if (c.qat && !cn_model_is_qat(m)) {
+            cn_model *qm;
+            if ((st = cn_model_qat(&qm, m)) != CN_OK) goto done;
+            cn_model_free(m);
+            m = qm;
         }
         if ((st = cn_optim_create(&o, m, &c.optim)) != CN_OK) goto done;
     }
