@@ -78,7 +78,7 @@ void cn_qrq_fill(cn_qrqg *g, const cn_qepilogue *ep, const void *wsum, int32_t z
             q->me[i] = me;
             const int lane = (i & 1) * 8 + i / 2;
             if (i & 1) q->mo[i / 2] = me;
-            q->k2[lane] = ee > 0 ? (int64_t)1 << (30 + ee) : 0;
+            q->k2[lane] = ((int64_t)1 << 30) + (ee > 0 ? (int64_t)1 << (30 + ee) : 0);
             q->m3[lane] = ee > 0 ? -((int64_t)1 << 31) : 0;
             q->sh[lane] = 31 + ee;
         }
@@ -354,10 +354,12 @@ static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m
         const int nbw = p->OC16 - c0 < CN_QNB ? p->OC16 - c0 : CN_QNB;
         const int nvalid = OC - c0 < nbw ? OC - c0 : nbw;
         const int8_t *B = x->packed + (size_t)c0 * p->KP;
-        for (int m = m0; m < m1; m += x->MR) {
-            const int mr = m1 - m < x->MR ? m1 - m : x->MR;
-            x->tile(x->out + (size_t)m * OC + c0, OC, A + (size_t)(m - m0) * lda, lda, mr, B,
-                    p->KP, nbw, nvalid, x->rq, c0);
+        /* tiles of as equal heights as can be (49 rows: 4 x 6 + 5 x 5, not 8 x 6 + 1) */
+        const int L = m1 - m0, nt = (L + x->MR - 1) / x->MR;
+        for (int i = 0; i < nt; i++) {
+            const int a0 = (int)((long)L * i / nt), a1 = (int)((long)L * (i + 1) / nt);
+            x->tile(x->out + (size_t)(m0 + a0) * OC + c0, OC, A + (size_t)a0 * lda, lda,
+                    a1 - a0, B, p->KP, nbw, nvalid, x->rq, c0);
         }
     }
 }
