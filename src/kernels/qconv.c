@@ -274,36 +274,63 @@ size_t cn_qconv_workspace(const cn_qconv_desc *d, int threads) {
     return 64 + (size_t)p.ngroups * sizeof(cn_qrqg) + a;
 }
 
+/* n bytes, in 16-byte moves and an exact tail (the pieces are short: c or kw*c bytes, so a
+ * libc call per piece would cost more than the copy) */
+static inline void copy_bytes(uint8_t *dst, const uint8_t *src, size_t n) {
+    if (n >= 64) {
+        memcpy(dst, src, n);
+        return;
+    }
+    for (; n >= 16; n -= 16, dst += 16, src += 16) memcpy(dst, src, 16);
+    if (n & 8) memcpy(dst, src, 8), dst += 8, src += 8;
+    if (n & 4) memcpy(dst, src, 4), dst += 4, src += 4;
+    if (n & 2) memcpy(dst, src, 2), dst += 2, src += 2;
+    if (n & 1) *dst = *src;
+}
+
+static inline void fill_bytes(uint8_t *dst, uint8_t v, size_t n) {
+    uint8_t b[16];
+    memset(b, v, 16);
+    for (; n >= 16; n -= 16, dst += 16) memcpy(dst, b, 16);
+    for (; n; n--) *dst++ = v;
+}
+
 /* rows [m0, m1) of the im2col matrix (row stride KP), padding taps = zp_in, k past K = 0 */
 static void im2col(uint8_t *A, int KP, const uint8_t *in, const cn_qconv_desc *d, int m0,
                    int m1) {
     const int C = d->c, KW = d->kw, K = d->kh * d->kw * C, hw = d->oh * d->ow;
+    const size_t seg = (size_t)KW * C;
     const uint8_t zp = (uint8_t)d->zp_in;
+    int n = m0 / hw, oy = m0 % hw / d->ow, ox = m0 % d->ow;
     for (int m = m0; m < m1; m++) {
         uint8_t *row = A + (size_t)(m - m0) * KP;
-        const int n = m / hw, oy = m % hw / d->ow, ox = m % d->ow;
         const int ix0 = ox * d->sw - d->pw;
+        const int inside = ix0 >= 0 && ix0 + KW <= d->w;
         for (int ky = 0; ky < d->kh; ky++) {
-            uint8_t *dst = row + (size_t)ky * KW * C;
+            uint8_t *dst = row + (size_t)ky * seg;
             const int iy = oy * d->sh - d->ph + ky;
             if (iy < 0 || iy >= d->h) {
-                memset(dst, zp, (size_t)KW * C);
+                fill_bytes(dst, zp, seg);
                 continue;
             }
             const uint8_t *src = in + ((size_t)n * d->h + iy) * d->w * C;
-            if (ix0 >= 0 && ix0 + KW <= d->w) {
-                memcpy(dst, src + (size_t)ix0 * C, (size_t)KW * C);
+            if (inside) {
+                copy_bytes(dst, src + (size_t)ix0 * C, seg);
                 continue;
             }
             for (int kx = 0; kx < KW; kx++) {
                 const int ix = ix0 + kx;
                 if (ix < 0 || ix >= d->w)
-                    memset(dst + (size_t)kx * C, zp, (size_t)C);
+                    fill_bytes(dst + (size_t)kx * C, zp, (size_t)C);
                 else
-                    memcpy(dst + (size_t)kx * C, src + (size_t)ix * C, (size_t)C);
+                    copy_bytes(dst + (size_t)kx * C, src + (size_t)ix * C, (size_t)C);
             }
         }
-        if (KP > K) memset(row + K, 0, (size_t)(KP - K));
+        for (int k = K; k < KP; k++) row[k] = 0;
+        if (++ox == d->ow) {
+            ox = 0;
+            if (++oy == d->oh) oy = 0, n++;
+        }
     }
 }
 
