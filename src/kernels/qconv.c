@@ -346,11 +346,17 @@ static void tile_c(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, con
         memset(acc, 0, sizeof acc);
         const int8_t *b = B + (size_t)s * 4;
         for (int k = 0; k < kp; k += 4, b += (size_t)nbw * 4) {
+            /* the 4 x 16 weights of this k step, k-major, so that the j loops are contiguous */
+            int16_t wt[4][16];
+            for (int t = 0; t < 4; t++)
+#pragma omp simd
+                for (int j = 0; j < 16; j++) wt[t][j] = b[4 * j + t];
             for (int r = 0; r < 4; r++) {
-                const int32_t a0 = a[r][k], a1 = a[r][k + 1], a2 = a[r][k + 2], a3 = a[r][k + 3];
+                const int16_t a0 = a[r][k], a1 = a[r][k + 1], a2 = a[r][k + 2], a3 = a[r][k + 3];
+#pragma omp simd
                 for (int j = 0; j < 16; j++)
-                    acc[r][j] += (uint32_t)(a0 * b[4 * j] + a1 * b[4 * j + 1] +
-                                            a2 * b[4 * j + 2] + a3 * b[4 * j + 3]);
+                    acc[r][j] += (uint32_t)((a0 * wt[0][j] + a1 * wt[1][j]) +
+                                            (a2 * wt[2][j] + a3 * wt[3][j]));
             }
         }
         const int nj = nvalid - s < 16 ? nvalid - s : 16;
