@@ -24,6 +24,13 @@ if [[ ! -f $imgrefs/stamp ]] || [[ tests/parity/make_image_refs.py -nt $imgrefs/
   /usr/bin/python3 tests/parity/make_image_refs.py "$imgrefs" >&2 && touch "$imgrefs/stamp"
 fi
 
+qrefs=build/qrefs
+if [[ ! -f $qrefs/stamp ]] || [[ tests/parity/make_qconv_refs.py -nt $qrefs/stamp ]]; then
+  echo "== making PyTorch quantized convolution references" >&2
+  mkdir -p "$qrefs"
+  /usr/bin/python3 tests/parity/make_qconv_refs.py "$qrefs" >&2 && touch "$qrefs/stamp"
+fi
+
 passed=0 failed=0
 log=$(mktemp)
 run() { # name, command...
@@ -46,6 +53,7 @@ run() { # name, command...
 
 for b in release asan; do
   run "gemm [$b]" build/$b/tests/test_gemm
+  run "qkernels [$b]" build/$b/tests/test_qkernels "$qrefs"
   run "io [$b]" build/$b/tests/test_io
   run "image [$b]" build/$b/tests/test_image "$imgrefs"
   run "ops [$b]" build/$b/tests/test_ops

@@ -38,7 +38,7 @@ static double real_multiplier(int32_t mult, int32_t shift) {
 static void test_quantize_multiplier(void) {
     int bad = 0, range_bad = 0;
     double worst = 0.0;
-    for (int i = 0; i < 200000; i++) {
+    for (int i = 0; i < 100000; i++) {
         /* log-uniform over [2^-60, 2^31) plus exact powers of two and values near them */
         double m = ldexp(1.0 + urand(), irand(-60, 30));
         if (i % 7 == 0) m = ldexp(1.0, irand(-40, 30));
@@ -72,7 +72,7 @@ static int32_t rand_acc(void) {
 static void test_requant(void) {
     int bad = 0, n = 0;
     double worst = 0.0;
-    for (int i = 0; i < 400000; i++) {
+    for (int i = 0; i < 200000; i++) {
         double m;
         switch (i % 4) {
         case 0: m = ldexp(1.0 + urand(), irand(-40, -1)); break; /* usual: M < 1 */

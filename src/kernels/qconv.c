@@ -78,7 +78,7 @@ void cn_qrq_fill(cn_qrqg *g, const cn_qepilogue *ep, const void *wsum, int32_t z
             q->me[i] = me;
             const int lane = (i & 1) * 8 + i / 2;
             if (i & 1) q->mo[i / 2] = me;
-            q->k2[lane] = ee > 0 ? (int64_t)1 << (30 + ee) : 0;
+            q->k2[lane] = ((int64_t)1 << 30) + (ee > 0 ? (int64_t)1 << (30 + ee) : 0);
             q->m3[lane] = ee > 0 ? -((int64_t)1 << 31) : 0;
             q->sh[lane] = 31 + ee;
         }
@@ -274,36 +274,63 @@ size_t cn_qconv_workspace(const cn_qconv_desc *d, int threads) {
     return 64 + (size_t)p.ngroups * sizeof(cn_qrqg) + a;
 }
 
+/* n bytes, in 16-byte moves and an exact tail (the pieces are short: c or kw*c bytes, so a
+ * libc call per piece would cost more than the copy) */
+static inline void copy_bytes(uint8_t *dst, const uint8_t *src, size_t n) {
+    if (n >= 64) {
+        memcpy(dst, src, n);
+        return;
+    }
+    for (; n >= 16; n -= 16, dst += 16, src += 16) memcpy(dst, src, 16);
+    if (n & 8) memcpy(dst, src, 8), dst += 8, src += 8;
+    if (n & 4) memcpy(dst, src, 4), dst += 4, src += 4;
+    if (n & 2) memcpy(dst, src, 2), dst += 2, src += 2;
+    if (n & 1) *dst = *src;
+}
+
+static inline void fill_bytes(uint8_t *dst, uint8_t v, size_t n) {
+    uint8_t b[16];
+    memset(b, v, 16);
+    for (; n >= 16; n -= 16, dst += 16) memcpy(dst, b, 16);
+    for (; n; n--) *dst++ = v;
+}
+
 /* rows [m0, m1) of the im2col matrix (row stride KP), padding taps = zp_in, k past K = 0 */
 static void im2col(uint8_t *A, int KP, const uint8_t *in, const cn_qconv_desc *d, int m0,
                    int m1) {
     const int C = d->c, KW = d->kw, K = d->kh * d->kw * C, hw = d->oh * d->ow;
+    const size_t seg = (size_t)KW * C;
     const uint8_t zp = (uint8_t)d->zp_in;
+    int n = m0 / hw, oy = m0 % hw / d->ow, ox = m0 % d->ow;
     for (int m = m0; m < m1; m++) {
         uint8_t *row = A + (size_t)(m - m0) * KP;
-        const int n = m / hw, oy = m % hw / d->ow, ox = m % d->ow;
         const int ix0 = ox * d->sw - d->pw;
+        const int inside = ix0 >= 0 && ix0 + KW <= d->w;
         for (int ky = 0; ky < d->kh; ky++) {
-            uint8_t *dst = row + (size_t)ky * KW * C;
+            uint8_t *dst = row + (size_t)ky * seg;
             const int iy = oy * d->sh - d->ph + ky;
             if (iy < 0 || iy >= d->h) {
-                memset(dst, zp, (size_t)KW * C);
+                fill_bytes(dst, zp, seg);
                 continue;
             }
             const uint8_t *src = in + ((size_t)n * d->h + iy) * d->w * C;
-            if (ix0 >= 0 && ix0 + KW <= d->w) {
-                memcpy(dst, src + (size_t)ix0 * C, (size_t)KW * C);
+            if (inside) {
+                copy_bytes(dst, src + (size_t)ix0 * C, seg);
                 continue;
             }
             for (int kx = 0; kx < KW; kx++) {
                 const int ix = ix0 + kx;
                 if (ix < 0 || ix >= d->w)
-                    memset(dst + (size_t)kx * C, zp, (size_t)C);
+                    fill_bytes(dst + (size_t)kx * C, zp, (size_t)C);
                 else
-                    memcpy(dst + (size_t)kx * C, src + (size_t)ix * C, (size_t)C);
+                    copy_bytes(dst + (size_t)kx * C, src + (size_t)ix * C, (size_t)C);
             }
         }
-        if (KP > K) memset(row + K, 0, (size_t)(KP - K));
+        for (int k = K; k < KP; k++) row[k] = 0;
+        if (++ox == d->ow) {
+            ox = 0;
+            if (++oy == d->oh) oy = 0, n++;
+        }
     }
 }
 
@@ -319,11 +346,17 @@ static void tile_c(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, con
         memset(acc, 0, sizeof acc);
         const int8_t *b = B + (size_t)s * 4;
         for (int k = 0; k < kp; k += 4, b += (size_t)nbw * 4) {
+            /* the 4 x 16 weights of this k step, k-major, so that the j loops are contiguous */
+            int16_t wt[4][16];
+            for (int t = 0; t < 4; t++)
+#pragma omp simd
+                for (int j = 0; j < 16; j++) wt[t][j] = b[4 * j + t];
             for (int r = 0; r < 4; r++) {
-                const int32_t a0 = a[r][k], a1 = a[r][k + 1], a2 = a[r][k + 2], a3 = a[r][k + 3];
+                const int16_t a0 = a[r][k], a1 = a[r][k + 1], a2 = a[r][k + 2], a3 = a[r][k + 3];
+#pragma omp simd
                 for (int j = 0; j < 16; j++)
-                    acc[r][j] += (uint32_t)(a0 * b[4 * j] + a1 * b[4 * j + 1] +
-                                            a2 * b[4 * j + 2] + a3 * b[4 * j + 3]);
+                    acc[r][j] += (uint32_t)((a0 * wt[0][j] + a1 * wt[1][j]) +
+                                            (a2 * wt[2][j] + a3 * wt[3][j]));
             }
         }
         const int nj = nvalid - s < 16 ? nvalid - s : 16;
@@ -354,10 +387,12 @@ static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m
         const int nbw = p->OC16 - c0 < CN_QNB ? p->OC16 - c0 : CN_QNB;
         const int nvalid = OC - c0 < nbw ? OC - c0 : nbw;
         const int8_t *B = x->packed + (size_t)c0 * p->KP;
-        for (int m = m0; m < m1; m += x->MR) {
-            const int mr = m1 - m < x->MR ? m1 - m : x->MR;
-            x->tile(x->out + (size_t)m * OC + c0, OC, A + (size_t)(m - m0) * lda, lda, mr, B,
-                    p->KP, nbw, nvalid, x->rq, c0);
+        /* tiles of as equal heights as can be (49 rows: 4 x 6 + 5 x 5, not 8 x 6 + 1) */
+        const int L = m1 - m0, nt = (L + x->MR - 1) / x->MR;
+        for (int i = 0; i < nt; i++) {
+            const int a0 = (int)((long)L * i / nt), a1 = (int)((long)L * (i + 1) / nt);
+            x->tile(x->out + (size_t)(m0 + a0) * OC + c0, OC, A + (size_t)a0 * lda, lda,
+                    a1 - a0, B, p->KP, nbw, nvalid, x->rq, c0);
         }
     }
 }

@@ -7,10 +7,12 @@
  * p = x * m (int64; the nudge and the truncating division combine into that floor for either
  * sign of p, and it cannot saturate with m >= 0). RoundingDivideByPOT(h, e) for e > 0 is
  * (h + 2^(e-1) - [h < 0]) >> e; nested floors of integer divisions compose, so the whole is
- *     res = (u + 2^(30+e) - 2^31 [u < 0]) >> (31 + e),  u = p + 2^30   ([h < 0] == [u < 0])
- * and res = u >> 31 for e = 0. Exponents >= 33 always give 0 (mult is replaced by 0 then), so
- * the shift stays <= 63 and nothing overflows 64 bits. p is formed by vpmuldq on the even
- * channels and on the odd ones shifted down, and the two halves are blended back. */
+ *     res = (p + 2^30 + 2^(30+e) - 2^31 [p < 0]) >> (31 + e)
+ * and res = (p + 2^30) >> 31 for e = 0. ([h < 0] is [p + 2^30 < 0], but for p in [-2^30, 0)
+ * both h and the formula with the correction give 0, so the sign of p serves.) Exponents >= 33
+ * always give 0 (mult is replaced by 0 then), so the shift stays <= 63 and nothing overflows 64
+ * bits. p is formed by vpmuldq on the even channels and on the odd ones shifted down, and the
+ * low halves of the two results are interleaved back. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -19,7 +21,7 @@
 #define AI static inline __attribute__((always_inline))
 
 typedef struct epi_const {
-    __m512i lo, hi, zp, c30;
+    __m512i lo, hi, zp, idx;
 } epi_const;
 
 AI epi_const epi_setup(const cn_qrq *rq) {
@@ -27,14 +29,13 @@ AI epi_const epi_setup(const cn_qrq *rq) {
     c.lo = _mm512_set1_epi32(rq->lo);
     c.hi = _mm512_set1_epi32(rq->hi);
     c.zp = _mm512_set1_epi32(rq->zp_out);
-    c.c30 = _mm512_set1_epi64((int64_t)1 << 30);
+    c.idx = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
     return c;
 }
 
-AI __m512i rq_half(__m512i p, __m512i c30, __m512i k2, __m512i m3, __m512i sh) {
-    const __m512i u = _mm512_add_epi64(p, c30);
-    __m512i t = _mm512_add_epi64(u, k2);
-    t = _mm512_add_epi64(t, _mm512_and_si512(_mm512_srai_epi64(u, 63), m3));
+AI __m512i rq_half(__m512i p, __m512i k, __m512i m3, __m512i sh) {
+    __m512i t = _mm512_add_epi64(p, k);
+    t = _mm512_mask_add_epi64(t, _mm512_movepi64_mask(p), t, m3);
     return _mm512_srav_epi64(t, sh);
 }
 
@@ -50,11 +51,12 @@ AI __m512i requant16(__m512i x, const cn_qrqg *g, int any_left, const epi_const 
     }
     const __m512i pe = _mm512_mul_epi32(x, _mm512_load_si512(g->me));
     const __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_load_si512(g->mo));
-    const __m512i re = rq_half(pe, c->c30, _mm512_load_si512(g->k2), _mm512_load_si512(g->m3),
+    const __m512i re = rq_half(pe, _mm512_load_si512(g->k2), _mm512_load_si512(g->m3),
                                _mm512_load_si512(g->sh));
-    const __m512i ro = rq_half(po, c->c30, _mm512_load_si512(g->k2 + 8),
-                               _mm512_load_si512(g->m3 + 8), _mm512_load_si512(g->sh + 8));
-    __m512i r = _mm512_mask_blend_epi32(0xAAAA, re, _mm512_slli_epi64(ro, 32));
+    const __m512i ro = rq_half(po, _mm512_load_si512(g->k2 + 8), _mm512_load_si512(g->m3 + 8),
+                               _mm512_load_si512(g->sh + 8));
+    /* the low halves of the 64-bit lanes, interleaved back into channel order */
+    __m512i r = _mm512_permutex2var_epi32(re, c->idx, ro);
     r = _mm512_min_epi32(_mm512_max_epi32(r, c->lo), c->hi);
     return _mm512_add_epi32(r, c->zp);
 }
@@ -106,16 +108,23 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
             for (int j = 0; j < NV; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, b[j]);
         }
     }
-    const epi_const c = epi_setup(rq);
+    /* the epilogue works from memory: with all 24 accumulators live through it the register
+     * allocator would keep them on the stack inside the k loop too */
+    int32_t sums[6 * 4 * 16] __attribute__((aligned(64)));
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) _mm512_store_si512(sums + (r * 4 + j) * 16, acc[r][j]);
+    __asm__ volatile("" : : "r"(sums) : "memory");
+    const epi_const c = epi_setup(rq);
     for (int j = 0; j < NV; j++) {
         const int cnt = nvalid - j * 16;
         if (cnt <= 0) break;
         const __mmask16 mask = cnt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1);
         const cn_qrqg *g = &rq->g[(oc0 >> 4) + j];
-#pragma GCC unroll 6
         for (int r = 0; r < MR; r++)
-            store16(out + (size_t)r * ldo + j * 16, acc[r][j], g, rq, &c, mask, oc0 + j * 16);
+            store16(out + (size_t)r * ldo + j * 16, _mm512_load_si512(sums + (r * 4 + j) * 16),
+                    g, rq, &c, mask, oc0 + j * 16);
     }
 }
 

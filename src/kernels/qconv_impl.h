@@ -27,7 +27,7 @@ typedef struct cn_qrqg {
     int32_t left[16];  /* max(-shift, 0) */
     int32_t me[16];    /* mult, or 0 where the right shift is >= 33 (the result is then 0) */
     int64_t mo[8];     /* me of the odd channels, one per 64-bit lane */
-    int64_t k2[16];    /* even channels then odd: e > 0 ? 2^(30+e) : 0 */
+    int64_t k2[16];    /* even channels then odd: 2^30 + (e > 0 ? 2^(30+e) : 0) */
     int64_t m3[16];    /* e > 0 ? -2^31 : 0 */
     int64_t sh[16];    /* 31 + e */
 } __attribute__((aligned(64))) cn_qrqg;
