@@ -1215,10 +1215,10 @@ for m in percentile mse; do
   expect_ok "quantize int8 --calibration $m" -- "$BIN" quantize "$QIN" --scheme int8 --calibration "$m" \
     --data fashion-mnist --calib 64 --limit-test 200 --threads 2 --out "$QD/i8_$m.safetensors"
 done
-expect_fail "bench --train of an int8 model" 1 "inference only" -- "$BIN" bench "$QD/i8.safetensors" --train --input-size 28 --runs 1
+expect_fail "bench --train of an int8 model" 2 "inference only" -- "$BIN" bench "$QD/i8.safetensors" --train --input-size 28 --runs 1
 expect_fail "int8 of an int8 model" 2 "already an int8 model" -- "$BIN" quantize "$QD/i8.safetensors" --scheme int8 --data fashion-mnist --out "$QD/x.safetensors"
 expect_fail "fixed of an int8 model" 2 "is an int8 model" -- "$BIN" quantize "$QD/i8.safetensors" --scheme fixed --bits 8 --out "$QD/x.safetensors"
-expect_fail "prune of an int8 model" 1 "cannot be pruned" -- "$BIN" prune "$QD/i8.safetensors" --amount 0.3 --out "$QD/x.safetensors"
+expect_fail "prune of an int8 model" 2 "cannot be pruned" -- "$BIN" prune "$QD/i8.safetensors" --amount 0.3 --out "$QD/x.safetensors"
 expect_fail "int8 without --data" 2 "needs --data" -- "$BIN" quantize "$QIN" --scheme int8 --out "$QD/x.safetensors"
 expect_fail "int8 --calib 0" 2 "--calib '0'" -- "$BIN" quantize "$QIN" --scheme int8 --calib 0 --data fashion-mnist --out "$QD/x.safetensors"
 expect_fail "int8 --calibration foo" 2 "--calibration 'foo'" -- "$BIN" quantize "$QIN" --scheme int8 --calibration foo --data fashion-mnist --out "$QD/x.safetensors"
@@ -1235,5 +1235,21 @@ b[o:o + 4] = struct.pack("<f", -1.0)
 open(sys.argv[2], "wb").write(b)
 PYEOF
 expect_fail "eval of an int8 model with a negative scale" 1 "i8_bad.safetensors" "layer1.0.conv1.weight_scale" -- "$BIN" eval "$QD/i8_bad.safetensors" --data fashion-mnist --limit 10
+
+# quantization-aware training from the float model, then int8 without calibration
+if expect_ok "train --qat --init" -- "$BIN" train "${TRAIN_ARGS[@]}" --epochs 1 --lr 0.001 --qat \
+    --init "$QIN" --out "$QD/qat"; then
+  check "the QAT model keeps its ranges" $PY -c '
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+assert "qat" in h["__metadata__"] and h["qat:act_lo"]["dtype"] == "F32", list(h)[:5]
+' "$QD/qat/model.safetensors"
+  expect_ok "quantize a QAT model without --data" -- "$BIN" quantize "$QD/qat/model.safetensors" \
+    --scheme int8 --out "$QD/qat_i8.safetensors" --json &&
+    check "QAT int8: calibration 'qat'" json_check "d['calibration'] == 'qat'" "$T/out"
+  expect_ok "eval of the QAT int8 model" -- "$BIN" eval "$QD/qat_i8.safetensors" --data fashion-mnist --limit "$LE" --threads 2
+fi
+expect_fail "train --qat with gradual pruning" 2 "--qat and gradual pruning" -- "$BIN" train "${TRAIN_ARGS[@]}" --epochs 1 --qat --prune-to 0.5 --out "$QD/qatp"
 
 summary
