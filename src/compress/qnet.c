@@ -60,6 +60,7 @@ void cn_qnet_free(cn_qnet *q) {
     free(q->scale), free(q->zp), free(q->alias);
     for (int i = 0; i < q->npool; i++) free(q->pool[i]);
     free(q->pool), free(q->buf), free(q->workspace), free(q->logits), free(q->step_time);
+    free(q->fin), free(q->fout), free(q->fws);
     free(q);
 }
 
