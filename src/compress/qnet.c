@@ -196,8 +196,19 @@ static void make_lut(uint8_t *lut, cn_op op, float s_in, int32_t z_in, float s_o
     }
 }
 
-/* mult/shift, packing and tables from the weights and scales; used after build and load */
-static cn_status derive(cn_qnet *q) {
+/* a requantization multiplier the integer steps can apply (and one that sane scales give) */
+static cn_status check_mult(double m, const char *where, const char *path) {
+    if (m >= 0 && m < 16777216.0) return CN_OK;
+    if (path)
+        return cn_error(CN_ERR_FORMAT, "%s: the scales around '%s' give a requantization "
+                                       "multiplier of %g (at most 2^24)", path, where, m);
+    return cn_error(CN_ERR_ARG, "int8: the scales around '%s' give a requantization multiplier of "
+                                "%g (at most 2^24)", where, m);
+}
+
+/* mult/shift, packing and tables from the weights and scales; used after build and load (path:
+ * the file, for messages) */
+static cn_status derive(cn_qnet *q, const char *path) {
     const cn_graph *g = q->g;
     for (int i = 0; i < q->nsteps; i++) {
         cn_qstep *s = &q->steps[i];
@@ -212,8 +223,11 @@ static cn_status derive(cn_qnet *q) {
             if (s->fp) break;
             float sq = s->pre >= 0 ? q->scale[s->pre] : so; /* what the requantization targets */
             int32_t zq = s->pre >= 0 ? q->zp[s->pre] : zo;
-            for (int o = 0; o < s->oc; o++)
-                cn_quantize_multiplier((double)si * s->wscale[o] / sq, &s->mult[o], &s->shift[o]);
+            for (int o = 0; o < s->oc; o++) {
+                double mo = (double)si * s->wscale[o] / sq;
+                CN_TRY(check_mult(mo, nd->name, path));
+                cn_quantize_multiplier(mo, &s->mult[o], &s->shift[o]);
+            }
             s->has_lut = s->pre >= 0;
             if (s->has_lut) make_lut(s->lut, g->nodes[s->act_node].op, sq, zq, so, zo);
             if (s->act_node >= 0 && g->nodes[s->act_node].op == CN_OP_RELU) s->qmin = zo;
@@ -238,12 +252,16 @@ static cn_status derive(cn_qnet *q) {
             break;
         }
         case CN_Q_ADD: {
+            CN_TRY(check_mult((double)q->scale[s->in[0]] / so, "a residual add", path));
+            CN_TRY(check_mult((double)q->scale[s->in[1]] / so, "a residual add", path));
             cn_q_add_params(q->scale[s->in[0]], q->scale[s->in[1]], so, &s->m[0], &s->m[1],
                             &s->s[0]);
             if (s->act_node >= 0) s->qmin = zo;
             break;
         }
         case CN_Q_MUL:
+            CN_TRY(check_mult((double)si * q->scale[s->in[1]] / so, "a squeeze-and-excitation "
+                                                                    "product", path));
             cn_q_mul_params((double)si * q->scale[s->in[1]] / so, &s->m[0], &s->s[0]);
             break;
         case CN_Q_LUT:
@@ -274,7 +292,7 @@ void cn_qrange_params(float lo, float hi, float *scale, int32_t *zp) {
 static void range_params(cn_qrange r, float *scale, int32_t *zp) {
     double lo = r.lo < 0 ? r.lo : 0, hi = r.hi > 0 ? r.hi : 0;
     double s = (hi - lo) / 255.0;
-    if (!(s > 1e-12)) s = 1e-12 > (hi - lo) ? 1.0 / 255.0 : s;
+    if (!(s >= CN_QSCALE_MIN)) s = CN_QSCALE_MIN; /* an (almost) constant tensor */
     int32_t z = clamp_u8(nearbyint(-lo / s));
     *scale = (float)s;
     *zp = z;
@@ -393,7 +411,7 @@ cn_status cn_qnet_build(cn_qnet **out, cn_graph *g, const cn_qrange *ranges, con
         }
         free(wf), free(bf);
     }
-    if (st == CN_OK) st = derive(q);
+    if (st == CN_OK) st = derive(q, NULL);
     if (st != CN_OK) {
         cn_qnet_free(q);
         return st;
@@ -840,16 +858,8 @@ cn_status cn_qnet_load(cn_qnet **out, cn_graph *g, const cn_st_file *f) {
             if ((st = want(f, name, CN_DT_I32, 1, &o64, &t)) != CN_OK) break;
             memcpy(s->bias, t->data, sizeof(int32_t) * (size_t)oc);
         }
-        /* the requantization multiplier must be representable */
-        for (int o = 0; o < oc && st == CN_OK && s->op != CN_Q_LINEAR; o++) {
-            int32_t tq = s->pre >= 0 ? s->pre : s->out;
-            double m = (double)q->scale[s->in[0]] * s->wscale[o] / q->scale[tq];
-            if (!(m < 1e6))
-                st = cn_error(CN_ERR_FORMAT, "%s: the scales of '%s' give a multiplier of %g",
-                              path, nd->name, m);
-        }
     }
-    if (st == CN_OK) st = derive(q);
+    if (st == CN_OK) st = derive(q, path);
     if (st != CN_OK) {
         cn_qnet_free(q);
         return st;

@@ -78,6 +78,9 @@ typedef struct cn_qnet {
     void *observe_user;
 } cn_qnet;
 
+/* The smallest activation scale (float32's epsilon, as PyTorch): a constant tensor gets it. */
+#define CN_QSCALE_MIN 1.1920929e-07
+
 /* A range per graph tensor (lo <= 0 <= hi after widening to include 0). */
 typedef struct cn_qrange {
     float lo, hi;
