@@ -663,6 +663,19 @@ int64_t cn_qnet_bytes(const cn_qnet *q) {
  * graph (0 for tensors that are not quantized). Everything the kernels derive (multipliers,
  * shifts, tables, packed weights) is recomputed on load. */
 
+/* A dense convolution's weights between the kernels' layout (OC, KH*KW, C) and the file's
+ * (OC, C, KH*KW), elements of es bytes; to_file picks the direction. */
+static void relayout(void *dst, const void *src, int oc, int c, int kk, size_t es, int to_file) {
+    char *d = dst;
+    const char *x = src;
+    for (int o = 0; o < oc; o++)
+        for (int p = 0; p < kk; p++)
+            for (int ch = 0; ch < c; ch++) {
+                size_t kern = ((size_t)o * kk + p) * c + ch, file = ((size_t)o * c + ch) * kk + p;
+                memcpy(d + es * (to_file ? file : kern), x + es * (to_file ? kern : file), es);
+            }
+}
+
 static int weighted(cn_qop op) { return op == CN_Q_CONV || op == CN_Q_DWCONV || op == CN_Q_LINEAR; }
 
 static void file_shape(const cn_qnet *q, const cn_qstep *s, int64_t *shape, int *nd) {
@@ -699,13 +712,8 @@ cn_status cn_qnet_add_state(const cn_qnet *q, cn_st_writer *w, void **scratch) {
         if (s->fp) { /* float32 weights (OHWI -> OIHW) and biases */
             const float *fw = s->fw;
             if (s->op == CN_Q_CONV) {
-                float *t = ftmp;
-                int c = (int)shape[1], kk = (int)(shape[2] * shape[3]);
-                for (int o = 0; o < s->oc; o++)
-                    for (int p = 0; p < kk; p++)
-                        for (int ch = 0; ch < c; ch++)
-                            t[((size_t)o * c + ch) * kk + p] = s->fw[((size_t)o * kk + p) * c + ch];
-                fw = t;
+                relayout(ftmp, s->fw, s->oc, (int)shape[1], (int)(shape[2] * shape[3]), 4, 1);
+                fw = ftmp;
                 ftmp += (size_t)s->oc * s->k;
             }
             snprintf(name, sizeof name, "%s.weight", nd->name);
@@ -715,12 +723,8 @@ cn_status cn_qnet_add_state(const cn_qnet *q, cn_st_writer *w, void **scratch) {
             continue;
         }
         const int8_t *wd = s->w;
-        if (s->op == CN_Q_CONV) { /* OHWI -> OIHW */
-            int c = (int)shape[1], kk = (int)(shape[2] * shape[3]);
-            for (int o = 0; o < s->oc; o++)
-                for (int p = 0; p < kk; p++)
-                    for (int ch = 0; ch < c; ch++)
-                        tmp[((size_t)o * c + ch) * kk + p] = s->w[((size_t)o * kk + p) * c + ch];
+        if (s->op == CN_Q_CONV) {
+            relayout(tmp, s->w, s->oc, (int)shape[1], (int)(shape[2] * shape[3]), 1, 1);
             wd = tmp;
             tmp += (size_t)s->oc * s->k;
         }
@@ -807,11 +811,7 @@ cn_status cn_qnet_load(cn_qnet **out, cn_graph *g, const cn_st_file *f) {
             s->fp = 1;
             const float *src = t->data;
             if (s->op == CN_Q_CONV) {
-                int c = (int)shape[1], kk = (int)(shape[2] * shape[3]);
-                for (int o = 0; o < oc; o++)
-                    for (int p = 0; p < kk; p++)
-                        for (int ch = 0; ch < c; ch++)
-                            s->fw[((size_t)o * kk + p) * c + ch] = src[((size_t)o * c + ch) * kk + p];
+                relayout(s->fw, src, oc, (int)shape[1], (int)(shape[2] * shape[3]), 4, 0);
             } else {
                 memcpy(s->fw, src, sizeof(float) * (size_t)oc * k);
             }
@@ -826,12 +826,8 @@ cn_status cn_qnet_load(cn_qnet **out, cn_graph *g, const cn_st_file *f) {
         }
         if ((st = want(f, name, CN_DT_I8, ndim, shape, &t)) != CN_OK) break;
         const int8_t *src = t->data;
-        if (s->op == CN_Q_CONV) { /* OIHW -> OHWI */
-            int c = (int)shape[1], kk = (int)(shape[2] * shape[3]);
-            for (int o = 0; o < oc; o++)
-                for (int p = 0; p < kk; p++)
-                    for (int ch = 0; ch < c; ch++)
-                        s->w[((size_t)o * kk + p) * c + ch] = src[((size_t)o * c + ch) * kk + p];
+        if (s->op == CN_Q_CONV) {
+            relayout(s->w, src, oc, (int)shape[1], (int)(shape[2] * shape[3]), 1, 0);
         } else {
             memcpy(s->w, src, (size_t)oc * k);
         }
