@@ -31,10 +31,13 @@ echo "== quantizing a fresh $model to int8" >&2
 "$bin" quantize --model "$model" --scheme int8 --data "folder:$work/calib" --calib 16 --batch 8 \
   --out "$work/$model.int8.safetensors" >&2
 # the float32 file of the same model, for the size ratio
-fsize=$(( $("$bin" info --model "$model" --json | grep '"params"' | tr -dc '0-9') * 4 ))
+num() { # the number of JSON key $1 on stdin
+  sed -nE "s/^[[:space:]]*\"$1\":[[:space:]]*([-+0-9.eE]+),?[[:space:]]*$/\1/p"
+}
+fsize=$(( $("$bin" info --model "$model" --json | num params) * 4 ))
 isize=$(stat -c %s "$work/$model.int8.safetensors")
 
-ms() { grep '"median_ms"' | tr -dc '0-9.e-'; }
+ms() { num median_ms; }
 printf '| %s | batch | threads | convnet fp32 ms | convnet int8 ms | int8/fp32 | PyTorch fp32 ms | PyTorch int8 (onednn) ms | convnet int8 / PyTorch int8 |\n' "model"
 printf '|---|---|---|---|---|---|---|---|---|\n'
 for batch in 1 16; do

@@ -35,12 +35,14 @@ echo "== quantize the pruned model to int8 (calibration on 512 training images)"
   --out "$OUT/pruned.int8.safetensors"
 
 echo "== float32 and int8 side by side (latency: batch 1, median of 50 runs)" >&2
+num() { # the number of JSON key $1 on stdin
+  sed -nE "s/^[[:space:]]*\"$1\":[[:space:]]*([-+0-9.eE]+),?[[:space:]]*$/\1/p"
+}
 row() { # label, model file
   local acc size ms
-  acc=$("$bin" eval "$2" --data fashion-mnist --json | grep '"accuracy"' | tr -dc '0-9.e-')
+  acc=$("$bin" eval "$2" --data fashion-mnist --json | num accuracy)
   size=$(stat -c %s "$2")
-  ms=$("$bin" bench "$2" --input-size 28 --batch 1 --runs 50 --json | grep '"median_ms"' |
-    tr -dc '0-9.e-')
+  ms=$("$bin" bench "$2" --input-size 28 --batch 1 --runs 50 --json | num median_ms)
   printf '%-16s %9.2f%% %12d %12.3f\n' "$1" "$(awk "BEGIN{print 100*$acc}")" "$size" "$ms"
 }
 printf '%-16s %10s %12s %12s\n' "model" "accuracy" "file bytes" "latency ms"
