@@ -129,7 +129,7 @@ static void test_requant(void) {
 typedef struct qcase {
     cn_qconv_desc d;
     int depthwise, bias, lut, clamp; /* clamp: 0 full range, 1 relu, 2 random */
-    int extreme;                      /* random bias over all int32 and shifts -31..40 */
+    int extreme; /* random bias over all int32 and shifts -31..40 (2: shifts 1..22) */
 } qcase;
 
 static int out_size(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
@@ -169,7 +169,8 @@ static void make_data(qdata *q, const qcase *cs) {
         if (cs->extreme) {
             q->bias[o] = (int32_t)(uint32_t)rnd();
             q->mult[o] = (1 << 30) + (int32_t)(rnd() % (1u << 30));
-            q->shift[o] = irand(-31, 40);
+            /* extreme 2: shifts in [1, 22] only (the fast vector epilogue) */
+            q->shift[o] = cs->extreme == 2 ? irand(1, 22) : irand(-31, 40);
             if (o % 5 == 0) q->mult[o] = 0;
             if (o % 5 == 1) q->mult[o] = 1 << 30; /* rounding ties */
             if (o % 5 == 2) q->mult[o] = INT32_MAX;
@@ -309,6 +310,9 @@ static void test_dense(void) {
         {1, 6, 6, 8, 40, 3, 1, 1, 1},      /* extreme epilogue values */
         {2, 5, 7, 4, 100, 1, 1, 0, 1},     /* extreme, direct */
         {1, 8, 8, 3, 77, 3, 2, 1, 1},      /* extreme */
+        {1, 6, 6, 8, 40, 3, 1, 1, 2},      /* extreme values, shifts 1..22 */
+        {2, 5, 7, 4, 100, 1, 1, 0, 2},     /* the same, direct */
+        {1, 9, 9, 16, 192, 1, 1, 0, 2},    /* the same, full 64-channel blocks */
     };
     for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
         qcase cs = {0};

@@ -81,6 +81,12 @@ void cn_qrq_fill(cn_qrqg *g, const cn_qepilogue *ep, const void *wsum, int32_t z
             q->k2[lane] = ((int64_t)1 << 30) + (ee > 0 ? (int64_t)1 << (30 + ee) : 0);
             q->m3[lane] = ee > 0 ? -((int64_t)1 << 31) : 0;
             q->sh[lane] = 31 + ee;
+            const int ef = shift >= 1 && shift <= 22 ? shift : 1;
+            const int64_t zpf = ep->zp_out >= -255 && ep->zp_out <= 255 ? ep->zp_out : 0;
+            q->kz[lane] = ((int64_t)1 << 30) + ((int64_t)1 << (30 + ef)) +
+                          zpf * ((int64_t)1 << (31 + ef));
+            if (i & 1) q->so[i / 2] = ef - 1;
+            else q->se[i / 2] = 31 + ef;
         }
     }
 }
@@ -97,10 +103,13 @@ void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, int n) {
     rq->lut = ep->lut;
     rq->scalar = lo != rq->lo || hi != rq->hi;
     rq->any_left = 0;
+    int shifts_ok = 1;
     for (int o = 0; o < n; o++) {
         if (ep->shift[o] < 0) rq->any_left = 1;
         if (ep->mult[o] < 0) rq->scalar = 1; /* outside the contract; the scalar path copes */
+        if (ep->shift[o] < 1 || ep->shift[o] > 22) shifts_ok = 0;
     }
+    rq->fast = shifts_ok && !rq->scalar && !ep->lut && ep->zp_out >= -255 && ep->zp_out <= 255;
 }
 
 /* ---- reference ---- */
