@@ -406,13 +406,9 @@ static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m
     }
 }
 
-/* thread t of nt in the row-split plan */
-static void run_rows(const run_ctx *x, uint8_t *buf, int t, int nt) {
+/* rows [m0, m1) of the row-split plan, in chunks of MC rows (im2col into buf) */
+static void run_rows(const run_ctx *x, uint8_t *buf, int r0, int r1) {
     const plan *p = x->p;
-    const int units = (p->M + ROW_UNIT - 1) / ROW_UNIT;
-    const int r0 = (int)((long)units * t / nt) * ROW_UNIT;
-    int r1 = (int)((long)units * (t + 1) / nt) * ROW_UNIT;
-    if (r1 > p->M) r1 = p->M;
     for (int m0 = r0; m0 < r1; m0 += p->MC) {
         const int m1 = m0 + p->MC < r1 ? m0 + p->MC : r1;
         if (p->direct) {
@@ -448,13 +444,23 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
     }
 
     if (threads == 1) {
-        run_rows(&x, abuf, 0, 1);
+        run_rows(&x, abuf, 0, p.M);
         return;
     }
+    /* The threads take work items in turn (dynamic schedule), so that on a loaded machine a
+     * thread that is held up does not hold the others back for its whole static share. Row
+     * split: items of ~M / (6 threads) rows (at most MC); shared: items of one channel block,
+     * or one block and half of the rows when there are few blocks. */
     const size_t chunk = align64((size_t)p.MC * p.KP);
+    const int units = (p.M + ROW_UNIT - 1) / ROW_UNIT;
+    int per = (units + 6 * threads - 1) / (6 * threads);
+    if (per * ROW_UNIT > p.MC) per = p.MC / ROW_UNIT;
+    if (per < 1) per = 1;
+    const int nrow_items = (units + per - 1) / per;
+    const int halves = p.nblk < 4 * threads && p.M >= 2 * CN_QMR_AVX512 ? 2 : 1;
 #pragma omp parallel num_threads(threads)
     {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int t = omp_get_thread_num();
         if (p.shared) {
             if (!p.direct) {
 #pragma omp for schedule(static)
@@ -462,13 +468,21 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
                     im2col(abuf + (size_t)m * p.KP, p.KP, in, d, m,
                            m + ROW_UNIT < p.M ? m + ROW_UNIT : p.M);
             }
-            const int b0 = (int)((long)p.nblk * t / nt), b1 = (int)((long)p.nblk * (t + 1) / nt);
-            if (p.direct)
-                run_tiles(&x, in, d->c, 0, p.M, b0, b1);
-            else
-                run_tiles(&x, abuf, p.KP, 0, p.M, b0, b1);
+            const uint8_t *A = p.direct ? in : abuf;
+            const int lda = p.direct ? d->c : p.KP;
+#pragma omp for schedule(dynamic, 1) nowait
+            for (int it = 0; it < p.nblk * halves; it++) {
+                const int b = it / halves, h = it % halves;
+                const int m0 = (int)((long)p.M * h / halves), m1 = (int)((long)p.M * (h + 1) / halves);
+                run_tiles(&x, A + (size_t)m0 * lda, lda, m0, m1, b, b + 1);
+            }
         } else {
-            run_rows(&x, abuf + (size_t)t * chunk, t, nt);
+#pragma omp for schedule(dynamic, 1) nowait
+            for (int it = 0; it < nrow_items; it++) {
+                const int r0 = it * per * ROW_UNIT;
+                const int r1 = r0 + per * ROW_UNIT < p.M ? r0 + per * ROW_UNIT : p.M;
+                run_rows(&x, abuf + (size_t)t * chunk, r0, r1);
+            }
         }
     }
 }
