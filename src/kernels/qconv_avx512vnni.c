@@ -117,15 +117,25 @@ AI __m512i pack64(__m512i v0, __m512i v1, __m512i v2, __m512i v3, __m512i lo8, _
 
 /* ---- GEMM tile ---- */
 
+/* pin: NULL, or the partial sums to start from (a K-blocked GEMM: the layout of sums below);
+ * pout: NULL, or where to leave the sums instead of running the epilogue */
 AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t *A, int lda,
-               const int8_t *B, int kp, int nvalid, const cn_qrq *rq, int oc0) {
+               const int8_t *B, int kp, int nvalid, const cn_qrq *rq, int oc0,
+               const int32_t *pin, int32_t *pout) {
     const cn_qrqg *g0 = &rq->g[oc0 >> 4];
     /* the accumulators start from the offset (bias - zp_in * sum w) */
     __m512i acc[6][4];
+    if (pin) {
 #pragma GCC unroll 6
-    for (int r = 0; r < MR; r++)
+        for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; j++) acc[r][j] = _mm512_load_si512(g0[j].off);
+            for (int j = 0; j < NV; j++) acc[r][j] = _mm512_load_si512(pin + (r * 4 + j) * 16);
+    } else {
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) acc[r][j] = _mm512_load_si512(g0[j].off);
+    }
     const uint8_t *a[6];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) a[r] = A + (size_t)r * lda;
@@ -142,6 +152,13 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
 #pragma GCC unroll 4
             for (int j = 0; j < NV; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, b[j]);
         }
+    }
+    if (pout) {
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) _mm512_store_si512(pout + (r * 4 + j) * 16, acc[r][j]);
+        return;
     }
     /* the epilogue works from memory: with all 24 accumulators live through it the register
      * allocator would keep them on the stack inside the k loop too */
@@ -182,17 +199,23 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
 
 #define TILE_CASE(MR, NV)                                                           \
     case (MR) * 8 + (NV):                                                           \
-        tile_t(MR, NV, out, ldo, A, lda, B, kp, nvalid, rq, oc0);                   \
+        tile_t(MR, NV, out, ldo, A, lda, B, kp, nvalid, rq, oc0, pin, pout);        \
         break;
 #define TILE_ROW(MR) TILE_CASE(MR, 1) TILE_CASE(MR, 2) TILE_CASE(MR, 3) TILE_CASE(MR, 4)
 
-void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
-                         const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
-                         int oc0) {
+void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                              const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
+                              int oc0, const int32_t *pin, int32_t *pout) {
     switch (mr * 8 + nbw / 16) {
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6)
     default: break;
     }
+}
+
+void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                         const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
+                         int oc0) {
+    cn_qtile_avx512vnni_part(out, ldo, A, lda, mr, B, kp, nbw, nvalid, rq, oc0, NULL, NULL);
 }
 
 /* ---- depthwise ---- */

@@ -75,6 +75,13 @@ typedef void (*cn_qdwrow_fn)(uint8_t *out, const uint8_t *in, const int8_t *w,
 
 void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                          const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0);
+/* The same tile as a step of a K-blocked GEMM: B and A start at the k-slice, kp is its length;
+ * pin: NULL (the first slice) or the partial sums of the earlier slices; pout: NULL (the last
+ * slice: the epilogue) or where the partial sums go. Partial sums: 6 x 64 int32, 64-byte
+ * aligned. */
+void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                              const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
+                              int oc0, const int32_t *pin, int32_t *pout);
 void cn_qdwrow_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w,
                           const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy);
 void cn_qtile_avxvnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
