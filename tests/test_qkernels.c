@@ -129,7 +129,7 @@ static void test_requant(void) {
 typedef struct qcase {
     cn_qconv_desc d;
     int depthwise, bias, lut, clamp; /* clamp: 0 full range, 1 relu, 2 random */
-    int extreme;                      /* random bias over all int32 and shifts -31..40 */
+    int extreme; /* random bias over all int32 and shifts -31..40 (2: shifts 1..22) */
 } qcase;
 
 static int out_size(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
@@ -169,7 +169,8 @@ static void make_data(qdata *q, const qcase *cs) {
         if (cs->extreme) {
             q->bias[o] = (int32_t)(uint32_t)rnd();
             q->mult[o] = (1 << 30) + (int32_t)(rnd() % (1u << 30));
-            q->shift[o] = irand(-31, 40);
+            /* extreme 2: shifts in [1, 22] only (the fast vector epilogue) */
+            q->shift[o] = cs->extreme == 2 ? irand(1, 22) : irand(-31, 40);
             if (o % 5 == 0) q->mult[o] = 0;
             if (o % 5 == 1) q->mult[o] = 1 << 30; /* rounding ties */
             if (o % 5 == 2) q->mult[o] = INT32_MAX;
@@ -302,6 +303,8 @@ static void test_dense(void) {
         {2, 9, 7, 68, 200, 1, 1, 0, 0},    /* direct 1x1, few rows, channel split */
         {1, 7, 7, 256, 130, 3, 1, 1, 0},   /* K = 2304, M = 49: channel split */
         {1, 7, 7, 512, 64, 3, 1, 1, 0},    /* K = 4608 */
+        {1, 5, 6, 344, 70, 3, 1, 1, 0},    /* K = 3096: K-blocked, a short last slice */
+        {1, 13, 12, 344, 20, 3, 1, 1, 0},  /* the same, more row tiles than one pass keeps */
         {1, 14, 14, 60, 129, 3, 2, 1, 0},  /* stride 2 */
         {3, 11, 13, 20, 70, 3, 1, 1, 0},   /* batch */
         {1, 29, 31, 3, 65, 7, 2, 3, 0},    /* stem-like */
@@ -309,6 +312,9 @@ static void test_dense(void) {
         {1, 6, 6, 8, 40, 3, 1, 1, 1},      /* extreme epilogue values */
         {2, 5, 7, 4, 100, 1, 1, 0, 1},     /* extreme, direct */
         {1, 8, 8, 3, 77, 3, 2, 1, 1},      /* extreme */
+        {1, 6, 6, 8, 40, 3, 1, 1, 2},      /* extreme values, shifts 1..22 */
+        {2, 5, 7, 4, 100, 1, 1, 0, 2},     /* the same, direct */
+        {1, 9, 9, 16, 192, 1, 1, 0, 2},    /* the same, full 64-channel blocks */
     };
     for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
         qcase cs = {0};

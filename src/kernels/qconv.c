@@ -81,6 +81,12 @@ void cn_qrq_fill(cn_qrqg *g, const cn_qepilogue *ep, const void *wsum, int32_t z
             q->k2[lane] = ((int64_t)1 << 30) + (ee > 0 ? (int64_t)1 << (30 + ee) : 0);
             q->m3[lane] = ee > 0 ? -((int64_t)1 << 31) : 0;
             q->sh[lane] = 31 + ee;
+            const int ef = shift >= 1 && shift <= 22 ? shift : 1;
+            const int64_t zpf = ep->zp_out >= -255 && ep->zp_out <= 255 ? ep->zp_out : 0;
+            q->kz[lane] = ((int64_t)1 << 30) + ((int64_t)1 << (30 + ef)) +
+                          zpf * ((int64_t)1 << (31 + ef));
+            if (i & 1) q->so[i / 2] = ef - 1;
+            else q->se[i / 2] = 31 + ef;
         }
     }
 }
@@ -97,10 +103,13 @@ void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, int n) {
     rq->lut = ep->lut;
     rq->scalar = lo != rq->lo || hi != rq->hi;
     rq->any_left = 0;
+    int shifts_ok = 1;
     for (int o = 0; o < n; o++) {
         if (ep->shift[o] < 0) rq->any_left = 1;
         if (ep->mult[o] < 0) rq->scalar = 1; /* outside the contract; the scalar path copes */
+        if (ep->shift[o] < 1 || ep->shift[o] > 22) shifts_ok = 0;
     }
+    rq->fast = shifts_ok && !rq->scalar && !ep->lut && ep->zp_out >= -255 && ep->zp_out <= 255;
 }
 
 /* ---- reference ---- */
@@ -248,8 +257,9 @@ static void make_plan(plan *p, const cn_qconv_desc *d, int threads) {
     p->ngroups = p->OC16 / 16;
     /* few pixel rows and several channel blocks: split the channels */
     p->shared = threads > 1 && p->nblk >= threads && (p->M + ROW_UNIT - 1) / ROW_UNIT < 4 * threads;
-    /* ~96 KB of im2col rows per chunk (L2-resident while every channel block passes over it) */
-    int mc = 98304 / p->KP / ROW_UNIT * ROW_UNIT;
+    /* up to ~512 KB of im2col rows per chunk (L2-resident while every channel block passes over
+     * it; few chunks, since each one passes over all the weights: a 7x7 map is one chunk) */
+    int mc = 524288 / p->KP / ROW_UNIT * ROW_UNIT;
     if (mc < ROW_UNIT) mc = ROW_UNIT;
     if (mc > 20 * ROW_UNIT) mc = 20 * ROW_UNIT;
     p->MC = mc;
@@ -375,7 +385,35 @@ typedef struct run_ctx {
     const cn_qrq *rq;
     cn_qtile_fn tile;
     int MR;
+    int kc; /* k-slice length of the K-blocked GEMM (avx512-vnni), >= KP: none */
 } run_ctx;
+
+#define KB_TILES 16 /* row tiles whose partial sums a K-blocked pass keeps */
+#define KB_KC 512   /* k-slice (a multiple of 4): 32 KB of a 64-channel block of weights */
+
+/* K-blocked: each k-slice of the block (B slice L1-resident) over up to KB_TILES row tiles */
+static void run_block_kb(const run_ctx *x, const uint8_t *A, int lda, int m0, int m1, int c0,
+                         int nbw, int nvalid, const int8_t *B) {
+    const plan *p = x->p;
+    const int OC = x->d->oc, MR = x->MR;
+    int32_t part[KB_TILES * 6 * 64] __attribute__((aligned(64)));
+    const int L = m1 - m0, nt = (L + MR - 1) / MR;
+    for (int i0 = 0; i0 < nt; i0 += KB_TILES) {
+        const int i1 = i0 + KB_TILES < nt ? i0 + KB_TILES : nt;
+        for (int k0 = 0; k0 < p->KP; k0 += x->kc) {
+            const int kl = p->KP - k0 < x->kc ? p->KP - k0 : x->kc;
+            const int first = k0 == 0, last = k0 + kl >= p->KP;
+            for (int i = i0; i < i1; i++) {
+                const int a0 = (int)((long)L * i / nt), a1 = (int)((long)L * (i + 1) / nt);
+                int32_t *pt = part + (size_t)(i - i0) * 6 * 64;
+                cn_qtile_avx512vnni_part(x->out + (size_t)(m0 + a0) * OC + c0, OC,
+                                         A + (size_t)a0 * lda + k0, lda, a1 - a0,
+                                         B + (size_t)k0 * nbw, kl, nbw, nvalid, x->rq, c0,
+                                         first ? NULL : pt, last ? NULL : pt);
+            }
+        }
+    }
+}
 
 /* all channel blocks [b0, b1) of rows [m0, m1) of A (A holds row m0 first) */
 static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m1, int b0,
@@ -387,6 +425,10 @@ static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m
         const int nbw = p->OC16 - c0 < CN_QNB ? p->OC16 - c0 : CN_QNB;
         const int nvalid = OC - c0 < nbw ? OC - c0 : nbw;
         const int8_t *B = x->packed + (size_t)c0 * p->KP;
+        if (x->kc < p->KP) {
+            run_block_kb(x, A, lda, m0, m1, c0, nbw, nvalid, B);
+            continue;
+        }
         /* tiles of as equal heights as can be (49 rows: 4 x 6 + 5 x 5, not 8 x 6 + 1) */
         const int L = m1 - m0, nt = (L + x->MR - 1) / x->MR;
         for (int i = 0; i < nt; i++) {
@@ -397,15 +439,13 @@ static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m
     }
 }
 
-/* thread t of nt in the row-split plan */
-static void run_rows(const run_ctx *x, uint8_t *buf, int t, int nt) {
+/* rows [m0, m1) of the row-split plan, in chunks of MC rows (im2col into buf) */
+static void run_rows(const run_ctx *x, uint8_t *buf, int r0, int r1) {
     const plan *p = x->p;
-    const int units = (p->M + ROW_UNIT - 1) / ROW_UNIT;
-    const int r0 = (int)((long)units * t / nt) * ROW_UNIT;
-    int r1 = (int)((long)units * (t + 1) / nt) * ROW_UNIT;
-    if (r1 > p->M) r1 = p->M;
-    for (int m0 = r0; m0 < r1; m0 += p->MC) {
-        const int m1 = m0 + p->MC < r1 ? m0 + p->MC : r1;
+    /* chunks of as equal sizes as can be (<= MC rows): each chunk passes over all the weights */
+    const int L = r1 - r0, nc = (L + p->MC - 1) / p->MC;
+    for (int ci = 0; ci < nc; ci++) {
+        const int m0 = r0 + (int)((long)L * ci / nc), m1 = r0 + (int)((long)L * (ci + 1) / nc);
         if (p->direct) {
             run_tiles(x, x->in + (size_t)m0 * x->d->c, x->d->c, m0, m1, 0, p->nblk);
         } else {
@@ -430,22 +470,36 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
     cn_qrq rq;
     cn_qrq_init(&rq, g, ep, d->oc);
 
-    run_ctx x = {&p, d, in, pk, out, &rq, tile_c, CN_QMR_C};
+    run_ctx x = {&p, d, in, pk, out, &rq, tile_c, CN_QMR_C, p.KP};
     switch (impl()) {
-    case IMPL_AVX512VNNI: x.tile = cn_qtile_avx512vnni, x.MR = CN_QMR_AVX512; break;
+    case IMPL_AVX512VNNI:
+        x.tile = cn_qtile_avx512vnni, x.MR = CN_QMR_AVX512;
+        /* K-blocked when a block of weights is far beyond L1 (K = 4608: a 7x7 map's 3x3 layers) */
+        if (p.KP > 3072) x.kc = KB_KC;
+        break;
     case IMPL_AVXVNNI: x.tile = cn_qtile_avxvnni, x.MR = CN_QMR_AVXVNNI; break;
     case IMPL_AVXVNNI_EVEX: x.tile = cn_qtile_avxvnni_evex, x.MR = CN_QMR_AVXVNNI; break;
     default: break;
     }
 
     if (threads == 1) {
-        run_rows(&x, abuf, 0, 1);
+        run_rows(&x, abuf, 0, p.M);
         return;
     }
+    /* The threads take work items in turn (dynamic schedule), so that on a loaded machine a
+     * thread that is held up does not hold the others back for its whole static share. Row
+     * split: items of ~M / (6 threads) rows (at most MC); shared: items of one channel block,
+     * or one block and half of the rows when there are few blocks. */
     const size_t chunk = align64((size_t)p.MC * p.KP);
+    const int units = (p.M + ROW_UNIT - 1) / ROW_UNIT;
+    int per = (units + 6 * threads - 1) / (6 * threads);
+    if (per * ROW_UNIT > p.MC) per = p.MC / ROW_UNIT;
+    if (per < 1) per = 1;
+    const int nrow_items = (units + per - 1) / per;
+    const int halves = p.nblk < 4 * threads && p.M >= 2 * CN_QMR_AVX512 ? 2 : 1;
 #pragma omp parallel num_threads(threads)
     {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int t = omp_get_thread_num();
         if (p.shared) {
             if (!p.direct) {
 #pragma omp for schedule(static)
@@ -453,13 +507,21 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
                     im2col(abuf + (size_t)m * p.KP, p.KP, in, d, m,
                            m + ROW_UNIT < p.M ? m + ROW_UNIT : p.M);
             }
-            const int b0 = (int)((long)p.nblk * t / nt), b1 = (int)((long)p.nblk * (t + 1) / nt);
-            if (p.direct)
-                run_tiles(&x, in, d->c, 0, p.M, b0, b1);
-            else
-                run_tiles(&x, abuf, p.KP, 0, p.M, b0, b1);
+            const uint8_t *A = p.direct ? in : abuf;
+            const int lda = p.direct ? d->c : p.KP;
+#pragma omp for schedule(dynamic, 1) nowait
+            for (int it = 0; it < p.nblk * halves; it++) {
+                const int b = it / halves, h = it % halves;
+                const int m0 = (int)((long)p.M * h / halves), m1 = (int)((long)p.M * (h + 1) / halves);
+                run_tiles(&x, A + (size_t)m0 * lda, lda, m0, m1, b, b + 1);
+            }
         } else {
-            run_rows(&x, abuf + (size_t)t * chunk, t, nt);
+#pragma omp for schedule(dynamic, 1) nowait
+            for (int it = 0; it < nrow_items; it++) {
+                const int r0 = it * per * ROW_UNIT;
+                const int r1 = r0 + per * ROW_UNIT < p.M ? r0 + per * ROW_UNIT : p.M;
+                run_rows(&x, abuf + (size_t)t * chunk, r0, r1);
+            }
         }
     }
 }

@@ -40,8 +40,9 @@ AI __m512i rq_half(__m512i p, __m512i k, __m512i m3, __m512i sh) {
 }
 
 /* 16 accumulators (channels of group g) to 16 clamped values in [qmin, qmax] (int32 lanes) */
-AI __m512i requant16(__m512i x, const cn_qrqg *g, int any_left, const epi_const *c) {
-    x = _mm512_add_epi32(x, _mm512_load_si512(g->off));
+AI __m512i requant16(__m512i x, const cn_qrqg *g, int any_left, const epi_const *c,
+                     const int has_off) {
+    if (!has_off) x = _mm512_add_epi32(x, _mm512_load_si512(g->off));
     if (any_left) {
         const __m512i L = _mm512_load_si512(g->left);
         const __m512i s = _mm512_sllv_epi32(x, L);
@@ -61,17 +62,19 @@ AI __m512i requant16(__m512i x, const cn_qrqg *g, int any_left, const epi_const 
     return _mm512_add_epi32(r, c->zp);
 }
 
-/* the requantized values of x (channels o.. of group g, `mask` of them) to dst */
+/* the requantized values of x (channels o.. of group g, `mask` of them) to dst; has_off: x
+ * already includes the offset g->off */
 AI void store16(uint8_t *dst, __m512i x, const cn_qrqg *g, const cn_qrq *rq, const epi_const *c,
-                __mmask16 mask, int o) {
+                __mmask16 mask, int o, const int has_off) {
     if (rq->scalar) {
         int32_t t[16];
+        if (has_off) x = _mm512_sub_epi32(x, _mm512_load_si512(g->off));
         _mm512_storeu_si512(t, x);
         for (int i = 0; i < 16; i++)
             if (mask >> i & 1) dst[i] = cn_qrq_one(rq, t[i], o + i);
         return;
     }
-    const __m512i q = requant16(x, g, rq->any_left, c);
+    const __m512i q = requant16(x, g, rq->any_left, c, has_off);
     if (rq->lut) {
         uint8_t t[16];
         _mm_storeu_si128((__m128i *)t, _mm512_cvtepi32_epi8(q));
@@ -82,15 +85,57 @@ AI void store16(uint8_t *dst, __m512i x, const cn_qrqg *g, const cn_qrq *rq, con
     _mm512_mask_cvtepi32_storeu_epi8(dst, mask, q);
 }
 
+/* The fast epilogue (rq->fast: every e = shift in [1, 22], |zp_out| <= 255, no lut) of 16
+ * accumulators that include the offset: zp_out + the requantized value, exact in int32 lanes
+ * (|result| <= 2^30 + 1 for e >= 1). The formula above with zp_out * 2^(31+e) added to the
+ * constant (floor((t + z 2^s) / 2^s) = floor(t / 2^s) + z; |p| < 2^62 and the constant < 2^62,
+ * so the sum stays in int64). The odd channels are shifted by e - 1 only, which leaves the low
+ * 32 bits of the result in the high half of their 64-bit lanes, where a dword blend takes them. */
+AI __m512i rq_fast16(__m512i x, const cn_qrqg *g) {
+    const __m512i m3 = _mm512_set1_epi64(-((int64_t)1 << 31));
+    const __m512i pe = _mm512_mul_epi32(x, _mm512_load_si512(g->me));
+    const __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_load_si512(g->mo));
+    __m512i te = _mm512_add_epi64(pe, _mm512_load_si512(g->kz));
+    __m512i to = _mm512_add_epi64(po, _mm512_load_si512(g->kz + 8));
+    te = _mm512_mask_add_epi64(te, _mm512_movepi64_mask(pe), te, m3);
+    to = _mm512_mask_add_epi64(to, _mm512_movepi64_mask(po), to, m3);
+    te = _mm512_srav_epi64(te, _mm512_load_si512(g->se));
+    to = _mm512_srav_epi64(to, _mm512_load_si512(g->so));
+    return _mm512_mask_blend_epi32((__mmask16)0xAAAA, te, to);
+}
+
+/* 4 x 16 results of rq_fast16 (64 consecutive channels) to bytes clamped to [qmin, qmax], in
+ * channel order: the saturating packs keep the order of the clamp (|zp_out| <= 255, so an int16
+ * saturation still lands outside [0, 255] on the right side), a dword permutation undoes their
+ * per-128-bit-lane interleave */
+AI __m512i pack64(__m512i v0, __m512i v1, __m512i v2, __m512i v3, __m512i lo8, __m512i hi8) {
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(v0, v1), _mm512_packs_epi32(v2, v3));
+    b = _mm512_min_epu8(_mm512_max_epu8(b, lo8), hi8);
+    return _mm512_permutexvar_epi32(idx, b);
+}
+
 /* ---- GEMM tile ---- */
 
+/* pin: NULL, or the partial sums to start from (a K-blocked GEMM: the layout of sums below);
+ * pout: NULL, or where to leave the sums instead of running the epilogue */
 AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t *A, int lda,
-               const int8_t *B, int kp, int nvalid, const cn_qrq *rq, int oc0) {
+               const int8_t *B, int kp, int nvalid, const cn_qrq *rq, int oc0,
+               const int32_t *pin, int32_t *pout) {
+    const cn_qrqg *g0 = &rq->g[oc0 >> 4];
+    /* the accumulators start from the offset (bias - zp_in * sum w) */
     __m512i acc[6][4];
+    if (pin) {
 #pragma GCC unroll 6
-    for (int r = 0; r < MR; r++)
+        for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; j++) acc[r][j] = _mm512_setzero_si512();
+            for (int j = 0; j < NV; j++) acc[r][j] = _mm512_load_si512(pin + (r * 4 + j) * 16);
+    } else {
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) acc[r][j] = _mm512_load_si512(g0[j].off);
+    }
     const uint8_t *a[6];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) a[r] = A + (size_t)r * lda;
@@ -108,6 +153,13 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
             for (int j = 0; j < NV; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, b[j]);
         }
     }
+    if (pout) {
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) _mm512_store_si512(pout + (r * 4 + j) * 16, acc[r][j]);
+        return;
+    }
     /* the epilogue works from memory: with all 24 accumulators live through it the register
      * allocator would keep them on the stack inside the k loop too */
     int32_t sums[6 * 4 * 16] __attribute__((aligned(64)));
@@ -116,6 +168,23 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
 #pragma GCC unroll 4
         for (int j = 0; j < NV; j++) _mm512_store_si512(sums + (r * 4 + j) * 16, acc[r][j]);
     __asm__ volatile("" : : "r"(sums) : "memory");
+    if (rq->fast) {
+        const __m512i lo8 = _mm512_set1_epi8((char)rq->qmin), hi8 = _mm512_set1_epi8((char)rq->qmax);
+        const __mmask64 bm = nvalid >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << nvalid) - 1;
+        for (int r = 0; r < MR; r++) {
+            __m512i v[4];
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++)
+                v[j] = j < NV ? rq_fast16(_mm512_load_si512(sums + (r * 4 + j) * 16), &g0[j])
+                              : _mm512_setzero_si512();
+            const __m512i b = pack64(v[0], v[1], v[2], v[3], lo8, hi8);
+            if (NV == 4 && nvalid >= 64)
+                _mm512_storeu_si512(out + (size_t)r * ldo, b);
+            else
+                _mm512_mask_storeu_epi8(out + (size_t)r * ldo, bm, b);
+        }
+        return;
+    }
     const epi_const c = epi_setup(rq);
     for (int j = 0; j < NV; j++) {
         const int cnt = nvalid - j * 16;
@@ -124,23 +193,29 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
         const cn_qrqg *g = &rq->g[(oc0 >> 4) + j];
         for (int r = 0; r < MR; r++)
             store16(out + (size_t)r * ldo + j * 16, _mm512_load_si512(sums + (r * 4 + j) * 16),
-                    g, rq, &c, mask, oc0 + j * 16);
+                    g, rq, &c, mask, oc0 + j * 16, 1);
     }
 }
 
 #define TILE_CASE(MR, NV)                                                           \
     case (MR) * 8 + (NV):                                                           \
-        tile_t(MR, NV, out, ldo, A, lda, B, kp, nvalid, rq, oc0);                   \
+        tile_t(MR, NV, out, ldo, A, lda, B, kp, nvalid, rq, oc0, pin, pout);        \
         break;
 #define TILE_ROW(MR) TILE_CASE(MR, 1) TILE_CASE(MR, 2) TILE_CASE(MR, 3) TILE_CASE(MR, 4)
 
-void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
-                         const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
-                         int oc0) {
+void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                              const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
+                              int oc0, const int32_t *pin, int32_t *pout) {
     switch (mr * 8 + nbw / 16) {
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6)
     default: break;
     }
+}
+
+void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                         const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
+                         int oc0) {
+    cn_qtile_avx512vnni_part(out, ldo, A, lda, mr, B, kp, nbw, nvalid, rq, oc0, NULL, NULL);
 }
 
 /* ---- depthwise ---- */
@@ -198,7 +273,7 @@ AI void dwrow_t(const int KH, const int KW, const int SW, const int PRE, uint8_t
                     }
                 }
             }
-            store16(orow + (size_t)ox * C + c0, acc, g, rq, &c, mask, c0);
+            store16(orow + (size_t)ox * C + c0, acc, g, rq, &c, mask, c0, 0);
         }
 #undef DW_TAP
     }

@@ -30,6 +30,11 @@ typedef struct cn_qrqg {
     int64_t k2[16];    /* even channels then odd: 2^30 + (e > 0 ? 2^(30+e) : 0) */
     int64_t m3[16];    /* e > 0 ? -2^31 : 0 */
     int64_t sh[16];    /* 31 + e */
+    /* the fast GEMM epilogue (cn_qrq.fast: every shift in [1, 22], |zp_out| <= 255), which
+     * also folds zp_out in: even channels then odd */
+    int64_t kz[16];    /* 2^30 + 2^(30+e) + zp_out * 2^(31+e) */
+    int64_t se[8];     /* 31 + e, even channels */
+    int64_t so[8];     /* e - 1, odd channels (the result lands in the high half) */
 } __attribute__((aligned(64))) cn_qrqg;
 
 typedef struct cn_qrq {
@@ -39,6 +44,7 @@ typedef struct cn_qrq {
     const uint8_t *lut;
     int any_left;     /* some shift < 0 */
     int scalar;       /* parameters outside what the vector epilogue handles: use cn_qrq_one */
+    int fast;         /* the fast GEMM epilogue applies (kz, se, so; no lut) */
 } cn_qrq;
 
 /* Fills the groups covering channels [0, n) (the rest of the last group neutral). wsum: n int32
@@ -69,6 +75,13 @@ typedef void (*cn_qdwrow_fn)(uint8_t *out, const uint8_t *in, const int8_t *w,
 
 void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                          const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0);
+/* The same tile as a step of a K-blocked GEMM: B and A start at the k-slice, kp is its length;
+ * pin: NULL (the first slice) or the partial sums of the earlier slices; pout: NULL (the last
+ * slice: the epilogue) or where the partial sums go. Partial sums: 6 x 64 int32, 64-byte
+ * aligned. */
+void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                              const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
+                              int oc0, const int32_t *pin, int32_t *pout);
 void cn_qdwrow_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w,
                           const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy);
 void cn_qtile_avxvnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
