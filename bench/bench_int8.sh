@@ -34,7 +34,7 @@ echo "== quantizing a fresh $model to int8" >&2
 num() { # the number of JSON key $1 on stdin
   sed -nE "s/^[[:space:]]*\"$1\":[[:space:]]*([-+0-9.eE]+),?[[:space:]]*$/\1/p"
 }
-fsize=$(( $("$bin" info --model "$model" --json | num params) * 4 ))
+fsize=$(( $("$bin" info --model "$model" --json | num params | head -n 1) * 4 ))
 isize=$(stat -c %s "$work/$model.int8.safetensors")
 
 ms() { num median_ms; }
