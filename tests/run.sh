@@ -42,7 +42,7 @@ run() { # name, command...
   cat "$log" >&2
   # each suite ends with "<suite>: N passed, M failed"
   local line p f
-  line=$(grep -E '^[a-z_ -]+: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+  line=$(grep -E '^[a-z0-9_ -]+: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
   p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")
   f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
   [[ -n $line ]] || { p=0; f=1; echo "   ($name printed no summary)" >&2; }
