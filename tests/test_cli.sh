@@ -1252,4 +1252,10 @@ assert "qat" in h["__metadata__"] and h["qat:act_lo"]["dtype"] == "F32", list(h)
 fi
 expect_fail "train --qat with gradual pruning" 2 "--qat and gradual pruning" -- "$BIN" train "${TRAIN_ARGS[@]}" --epochs 1 --qat --prune-to 0.5 --out "$QD/qatp"
 
+# QAT resumes exactly: stopped after epoch 1 and resumed, the same bits as one run
+expect_ok "train --qat (2 epochs)" -- "$BIN" train "${TRAIN_ARGS[@]}" --qat --lr 0.01 --out "$QD/qr1" &&
+  expect_ok "train --qat --stop-after 1" -- "$BIN" train "${TRAIN_ARGS[@]}" --qat --lr 0.01 --stop-after 1 --out "$QD/qr2" &&
+  expect_ok "train --resume (QAT)" -- "$BIN" train --resume "$QD/qr2" --threads 2 &&
+  check "QAT: the resumed run's model is the uninterrupted one's" test "$(sha "$QD/qr1/model.safetensors")" = "$(sha "$QD/qr2/model.safetensors")"
+
 summary
