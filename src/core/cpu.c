@@ -2,6 +2,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 
 static cn_cpu_features feats;
 static int detected;
@@ -18,11 +21,17 @@ const cn_cpu_features *cn_cpu(void) {
     feats.avx512bw = __builtin_cpu_supports("avx512bw");
     feats.avx512vl = __builtin_cpu_supports("avx512vl");
     feats.avx512vnni = __builtin_cpu_supports("avx512vnni");
+    /* AVX-VNNI (VEX-encoded vpdpbusd on ymm): CPUID.(EAX=7,ECX=1):EAX bit 4, which
+     * __builtin_cpu_supports does not know in gcc 12; AVX2 support implies the OS saves ymm */
+    unsigned a, b, c, d;
+    if (feats.avx2 && __get_cpuid_max(0, 0) >= 7 && __get_cpuid_count(7, 1, &a, &b, &c, &d))
+        feats.avxvnni = (int)((a >> 4) & 1);
 #endif
     const char *cap = getenv("CN_CPU");
     if (cap && strcmp(cap, "generic") == 0) memset(&feats, 0, sizeof feats);
     if (cap && strcmp(cap, "avx2") == 0) {
         feats.avx512f = feats.avx512bw = feats.avx512vl = feats.avx512vnni = 0;
+        feats.avxvnni = 0;
     }
     detected = 1;
     return &feats;

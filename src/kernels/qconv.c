@@ -9,10 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
-#endif
-
 #include "core/cpu.h"
 #include "kernels/qconv_impl.h"
 
@@ -158,15 +154,7 @@ static int forced = -1;
 
 static int has_avxvnni(void) {
     const cn_cpu_features *f = cn_cpu();
-    if (f->avxvnni) return 1;
-    if (!f->avx2 || !f->fma) return 0; /* also when CN_CPU=generic */
-#if defined(__x86_64__) && defined(__GNUC__)
-    /* cn_cpu() may not fill avxvnni: CPUID.(EAX=7,ECX=1):EAX bit 4; AVX2 implies the OS saves
-     * the ymm state */
-    unsigned a, b, c, d;
-    if (__get_cpuid_max(0, 0) >= 7 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) return (a >> 4) & 1;
-#endif
-    return 0;
+    return f->avxvnni && f->avx2 && f->fma;
 }
 
 static int can_run(int i) {
