@@ -25,26 +25,8 @@ const char *cn_qop_name(cn_qop op) {
 
 static int two_in(cn_op op) { return op == CN_OP_ADD || op == CN_OP_SCALE; }
 
-static int n_consumers(const cn_graph *g, int t) {
-    int k = 0;
-    for (int i = 0; i < g->nnodes; i++) {
-        const cn_node *nd = &g->nodes[i];
-        if (nd->op == CN_OP_INPUT) continue;
-        k += (nd->in[0] == t) + (two_in(nd->op) && nd->in[1] == t);
-    }
-    return k;
-}
-
 /* the only consumer of t, or -1 */
-static int sole(const cn_graph *g, int t) {
-    if (n_consumers(g, t) != 1) return -1;
-    for (int i = 0; i < g->nnodes; i++) {
-        const cn_node *nd = &g->nodes[i];
-        if (nd->op != CN_OP_INPUT && (nd->in[0] == t || (two_in(nd->op) && nd->in[1] == t)))
-            return i;
-    }
-    return -1;
-}
+static int sole(const cn_graph *g, int t) { return cn_graph_sole_consumer(g, t); }
 
 static int is_act(cn_op op) { return op == CN_OP_RELU || op == CN_OP_SILU || op == CN_OP_SIGMOID; }
 

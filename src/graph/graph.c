@@ -337,6 +337,8 @@ static int consumers(const cn_graph *g, int t) {
     return k;
 }
 
+int cn_graph_consumers(const cn_graph *g, int t) { return consumers(g, t); }
+
 /* BN followed by its only consumer, a ReLU or a SiLU: one pass instead of two, forward and
  * backward. */
 static void fuse_bn_act(cn_graph *g) {
@@ -368,6 +370,8 @@ static int producer(const cn_graph *g, int t) {
         if (g->nodes[i].out == t) return i;
     return -1;
 }
+
+int cn_graph_sole_consumer(const cn_graph *g, int t) { return sole_consumer(g, t); }
 
 static cn_act act_of(cn_op op) {
     return op == CN_OP_RELU ? CN_ACT_RELU : op == CN_OP_SILU ? CN_ACT_SILU

@@ -192,6 +192,9 @@ void cn_graph_backward(cn_graph *g, int n);
 const cn_tensor *cn_graph_output(const cn_graph *g);
 
 int cn_graph_find(const cn_graph *g, const char *name);
+/* How many node inputs read tensor t; the node that is its only reader (-1 if none or several). */
+int cn_graph_consumers(const cn_graph *g, int t);
+int cn_graph_sole_consumer(const cn_graph *g, int t);
 int64_t cn_graph_param_count(const cn_graph *g);
 /* MACs of one node for one sample at the planned shape */
 int64_t cn_node_macs(const cn_graph *g, const cn_node *nd);
