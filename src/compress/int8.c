@@ -140,7 +140,7 @@ typedef struct sens {
     int nt;
     float **ft;             /* (nt) the float tensors of the current batch */
     size_t *ftcap;
-    uint8_t *b0, *b1, *bo;  /* one step's storage */
+    uint8_t *b0, *bo;       /* one step's input and output (weighted steps read one input) */
     size_t bcap;
     float *lg, *deq;
     double *sig, *noise;    /* per step */
@@ -177,10 +177,10 @@ static cn_status sens_batch(void *user, const float *x, int n, int h, int w) {
         need = b > need ? b : need;
     }
     if (need > s->bcap) {
-        free(s->b0), free(s->b1), free(s->bo), free(s->deq);
-        s->b0 = malloc(need), s->b1 = malloc(need), s->bo = malloc(need);
+        free(s->b0), free(s->bo), free(s->deq);
+        s->b0 = malloc(need), s->bo = malloc(need);
         s->deq = malloc(sizeof(float) * need);
-        if (!s->b0 || !s->b1 || !s->bo || !s->deq) {
+        if (!s->b0 || !s->bo || !s->deq) {
             s->bcap = 0;
             return cn_error(CN_ERR_NOMEM, "out of memory for the sensitivity report");
         }
@@ -261,7 +261,7 @@ static cn_status sensitivity(const cn_model *m, const cn_int8_config *cfg, cn_qn
     }
     for (int t = 0; t < s.nt && s.ft; t++) free(s.ft[t]);
     free(s.ft), free(s.ftcap), free(s.sig), free(s.noise), free(s.lg);
-    free(s.b0), free(s.b1), free(s.bo), free(s.deq);
+    free(s.b0), free(s.bo), free(s.deq);
     cn_model_free(s.fm);
     return st;
 }

@@ -441,6 +441,12 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
                 st = cn_error(CN_ERR_SHAPE, "int8: '%s' takes %d features, its input has %dx%dx%d",
                               nd->name, s->k, x->h, x->w, x->c);
         }
+        if (s->op == CN_Q_GAP) { /* the mean over the map's pixels, whose number is known now */
+            const cn_tensor *x = &g->tensors[s->in[0]];
+            cn_quantize_multiplier((double)q->scale[s->in[0]] /
+                                       ((double)x->h * x->w * q->scale[s->out]),
+                                   &s->m[0], &s->s[0]);
+        }
         if (s->op == CN_Q_CONV || s->op == CN_Q_DWCONV) {
             const cn_tensor *x = &g->tensors[s->in[0]];
             s->desc.n = batch, s->desc.h = x->h, s->desc.w = x->w;
@@ -578,14 +584,7 @@ void cn_qnet_run_step(cn_qnet *q, int i, const float *x, const uint8_t *in, cons
         cn_q_maxpool(out, in, n, ti->h, ti->w, ti->c, nd->a.pool.k, nd->a.pool.stride,
                      nd->a.pool.pad, to->h, to->w, threads);
         break;
-    case CN_Q_GAP: {
-        int32_t m, sh;
-        cn_quantize_multiplier((double)q->scale[s->in[0]] /
-                                   ((double)ti->h * ti->w * q->scale[s->out]),
-                               &m, &sh);
-        cn_q_gap(out, in, n, ti->h * ti->w, ti->c, zi, zo, m, sh);
-        break;
-    }
+    case CN_Q_GAP: cn_q_gap(out, in, n, ti->h * ti->w, ti->c, zi, zo, s->m[0], s->s[0]); break;
     case CN_Q_SHORTCUT:
         cn_q_shortcut(out, in, n, ti->h, ti->w, ti->c, to->h, to->w, to->c, nd->a.shortcut.stride,
                       (uint8_t)zo);
