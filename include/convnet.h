@@ -326,7 +326,8 @@ typedef struct cn_data_options {
 } cn_data_options;
 
 typedef struct cn_train_config {
-    const char *model;          /* architecture name (ignored when resuming or with init) */
+    const char *model;          /* architecture name (ignored when resuming; with init, the
+                                 * architecture of a file without convnet metadata, or NULL) */
     const cn_model_config *model_config; /* optional architecture options of a fresh model
                                           * (EfficientNet scaling, dropout); its name, channels,
                                           * classes, seed and threads are taken from here */

@@ -14,6 +14,7 @@ static const char *help =
     "  --model NAME          architecture (resnet20, resnet18, efficientnet_b0, ...; default resnet20)\n"
     CLI_EFFNET_HELP
     "  --init MODEL          start from this model file instead of a fresh initialisation\n"
+    "                        (a plain state_dict, e.g. torchvision's, also needs --model)\n"
     "  --data SPEC           fashion-mnist[:DIR] (default; Debian's dataset-fashion-mnist), mnist:DIR,\n"
     "                        cifar10:DIR, cifar100:DIR (the binary versions) or folder:DIR (one\n"
     "                        subfolder of .jpg/.jpeg/.png per class: DIR/train and DIR/val or\n"
@@ -63,7 +64,7 @@ int cmd_train(int argc, char **argv) {
     const char *C = "train";
     cn_train_config c;
     cn_train_config_default(&c);
-    int json = 0, lr_set = 0, wd_set = 0, step_epochs = 30, crop_pad_set = 0, ih, iw;
+    int json = 0, model_set = 0, lr_set = 0, wd_set = 0, step_epochs = 30, crop_pad_set = 0, ih, iw;
     float gamma = 0.1f;
     const char *opt_name = "sgd", *sched = "cosine";
     float lr = 0, wd = 0, mom = 0.9f;
@@ -85,7 +86,7 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(help, stdout);
             return EXIT_OK;
-        } else if (!strcmp(a, "--model")) { VAL(); c.model = v; }
+        } else if (!strcmp(a, "--model")) { VAL(); c.model = v; model_set = 1; }
         else if (!strcmp(a, "--init")) { VAL(); c.init = v; }
         else if (!strcmp(a, "--data")) { VAL(); c.data = v; }
         else if (!strcmp(a, "--out")) { VAL(); c.out_dir = v; }
@@ -186,6 +187,8 @@ int cmd_train(int argc, char **argv) {
         return EXIT_USAGE;
     }
     c.sched.gamma = gamma;
+    /* with --init, --model only names the architecture of a plain state_dict */
+    if (c.init && !model_set) c.model = NULL;
     /* torchvision's CIFAR recipe pads by 4 */
     if (!crop_pad_set && !strncmp(c.data, "cifar", 5)) c.crop_pad = 4;
     cli_train_progress ps;

@@ -496,9 +496,12 @@ cn_status cn_train(const cn_train_config *cfg_in, cn_train_result *res) {
     limit_dataset(&test, c.limit_test);
     if (!m) {
         if (c.init) {
+            /* a plain state_dict (e.g. exported from torchvision) takes its architecture and
+             * the EfficientNet options from the configuration; a convnet file names its own */
             cn_model_config mc;
             cn_model_config_default(&mc);
-            mc.name = NULL;
+            if (c.model_config) mc = *c.model_config;
+            mc.name = c.model;
             mc.threads = c.threads;
             if ((st = cn_model_load(&m, c.init, &mc)) != CN_OK) goto done;
         } else {
