@@ -148,7 +148,8 @@ int main(int argc, char **argv) {
             bias[o] = o * 10;
             cn_quantize_multiplier(0.0007 + 1e-6 * o, &mult[o], &shift[o]);
         }
-        const cn_qepilogue ep = {bias, mult, shift, 3, 3, 255, NULL};
+        const cn_qepilogue ep = {.bias = bias, .mult = mult, .shift = shift, .zp_out = 3,
+                                 .qmin = 3, .qmax = 255};
         void *packed = malloc(cn_qconv_packed_size(d.oc, d.kh, d.kw, d.c));
         cn_qconv_pack(packed, w, d.oc, d.kh, d.kw, d.c);
         void *ws = malloc(cn_qconv_workspace(&d, 2));

@@ -10,6 +10,8 @@
 
 #include "check.h"
 #include "convnet.h"
+#include "compress/qnet.h"
+#include "graph/model.h"
 #include "io/safetensors.h"
 #include "kernels/qconv.h"
 #include "kernels/qops.h"
@@ -214,6 +216,10 @@ static void expect_load_error(const char *path, const char *needle, const char *
     cn_model_free(m);
 }
 
+static void no_observe(void *user, int step, const void *data, size_t count) {
+    (void)user, (void)step, (void)data, (void)count;
+}
+
 static void model_case(const char *name, int size, double max_rel, double min_agree) {
     cn_model *m = make(name, 7);
     images im = {malloc(sizeof(float) * 128 * size * size), 0, 0, 0, 128};
@@ -258,6 +264,19 @@ static void model_case(const char *name, int size, double max_rel, double min_ag
                 CHECK(!memcmp(a, b, sizeof(float) * n * k), "%s: reloaded int8 logits differ",
                       name);
                 CHECK(cn_model_is_int8(r), "reloaded is int8");
+                /* the residual adds fused into the convolutions before them (the plain run)
+                 * give the same bits as the separate steps (the run with an observer) */
+                cn_qnet *qn = r->qnet;
+                int fused = 0;
+                for (int i = 0; i < qn->nsteps; i++) fused += qn->fuse[i];
+                CHECK(fused > 0, "%s: no residual add was fused", name);
+                qn->observe = no_observe;
+                cn_model_forward_nhwc(r, im.x, n, im.h, im.w, 0, b);
+                qn->observe = NULL;
+                CHECK(!memcmp(a, b, sizeof(float) * n * k), "%s: fused adds change the logits",
+                      name);
+                printf("%s int8: %d residual adds fused, logits bit-identical to the unfused run\n",
+                       name, fused);
                 /* a batch of one gives the same logits as within a batch */
                 cn_model_forward_nhwc(r, im.x + (size_t)5 * im.h * im.w, 1, im.h, im.w, 0, b);
                 CHECK(!memcmp(a + 5 * k, b, sizeof(float) * k), "batch 1 != batch row");

@@ -130,12 +130,13 @@ typedef struct qcase {
     cn_qconv_desc d;
     int depthwise, bias, lut, clamp; /* clamp: 0 full range, 1 relu, 2 random */
     int extreme; /* random bias over all int32 and shifts -31..40 (2: shifts 1..22) */
+    int res;     /* a fused residual add */
 } qcase;
 
 static int out_size(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
 
 typedef struct qdata {
-    uint8_t *in, *lut, *want, *got;
+    uint8_t *in, *lut, *want, *got, *res;
     int8_t *w;
     int32_t *bias, *mult, *shift;
     cn_qepilogue ep;
@@ -182,6 +183,7 @@ static void make_data(qdata *q, const qcase *cs) {
         }
     }
     cn_qepilogue *ep = &q->ep;
+    memset(ep, 0, sizeof *ep);
     ep->bias = cs->bias ? q->bias : NULL;
     ep->mult = q->mult, ep->shift = q->shift;
     ep->zp_out = irand(0, 255);
@@ -192,10 +194,22 @@ static void make_data(qdata *q, const qcase *cs) {
         ep->qmax = irand(ep->qmin, 255);
     }
     ep->lut = cs->lut ? q->lut : NULL;
+    q->res = NULL;
+    if (cs->res) { /* a residual add with scales a few times apart, sometimes with a ReLU */
+        q->res = malloc(q->nout);
+        for (size_t i = 0; i < q->nout; i++) q->res[i] = (uint8_t)irand(0, 255);
+        cn_qadd *a = &ep->add;
+        cn_q_add_params(0.5 + 2 * urand(), 0.5 + 2 * urand(), 0.5 + 2 * urand(), &a->ma, &a->mb,
+                        &a->sh);
+        a->za = ep->zp_out < 0 ? 0 : ep->zp_out > 255 ? 255 : ep->zp_out;
+        a->zb = irand(0, 255), a->zo = irand(0, 255);
+        a->qmin = irand(0, 1) ? a->zo : 0, a->qmax = 255;
+        ep->res = q->res;
+    }
 }
 
 static void free_data(qdata *q) {
-    free(q->in), free(q->w), free(q->want), free(q->got), free(q->lut);
+    free(q->in), free(q->w), free(q->want), free(q->got), free(q->lut), free(q->res);
     free(q->bias), free(q->mult), free(q->shift);
 }
 
@@ -203,10 +217,10 @@ static int n_cases, n_runs;
 
 static void describe(const qcase *cs, char *buf, size_t n) {
     const cn_qconv_desc *d = &cs->d;
-    snprintf(buf, n, "%s n%d %dx%dx%d -> oc%d k%dx%d s%d,%d p%d,%d zp%d bias%d lut%d clamp%d%s",
+    snprintf(buf, n, "%s n%d %dx%dx%d -> oc%d k%dx%d s%d,%d p%d,%d zp%d bias%d lut%d clamp%d%s%s",
              cs->depthwise ? "dw" : "conv", d->n, d->h, d->w, d->c, d->oc, d->kh, d->kw, d->sh,
              d->sw, d->ph, d->pw, d->zp_in, cs->bias, cs->lut, cs->clamp,
-             cs->extreme ? " extreme" : "");
+             cs->extreme ? " extreme" : "", cs->res ? " residual" : "");
 }
 
 static void run_case(const qcase *cs) {
@@ -272,6 +286,7 @@ static void random_flags(qcase *cs) {
     cs->lut = irand(0, 3) == 0;
     cs->clamp = irand(0, 2);
     cs->extreme = 0;
+    cs->res = irand(0, 3) == 0;
 }
 
 static void test_dense(void) {
@@ -328,6 +343,9 @@ static void test_dense(void) {
         run_case(&cs);
         cs.lut = !cs.lut, cs.clamp = (cs.clamp + 1) % 3;
         if (i % 3 == 0) run_case(&cs);
+        /* every shape once with a fused residual add, through the fast epilogue when it applies */
+        cs.lut = 0, cs.res = 1;
+        run_case(&cs);
     }
 }
 
@@ -410,7 +428,8 @@ static int parity_case(const char *path, const char *engine, int *max_diff, size
         b32[o] = (int32_t)lrint(bias[o] / (sc[0] * sw[o]));
         cn_quantize_multiplier(sc[0] * sw[o] / sc[1], &mult[o], &shift[o]);
     }
-    cn_qepilogue ep = {b32, mult, shift, zp_out, 0, 255, NULL};
+    cn_qepilogue ep = {.bias = b32, .mult = mult, .shift = shift, .zp_out = zp_out, .qmin = 0,
+                       .qmax = 255};
     uint8_t *got = malloc(nout);
     if (dw) {
         /* PyTorch's depthwise weight (C, 1, KH, KW) was written (C, KH, KW): ours is (KH, KW, C) */

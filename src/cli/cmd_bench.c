@@ -16,7 +16,9 @@ static const char *help =
     "  --runs N              timed runs (default 20)\n"
     "  --warmup N            untimed runs first (default 3)\n"
     "  --train               time training steps instead of inference\n"
-    "  --profile             also print the share of time per op type\n";
+    "  --profile             also print the share of time per op type\n"
+    "  --profile-layers      also print each layer's time, MACs and achieved GOP/s (an eval\n"
+    "                        convolution's time includes what is fused into it)\n";
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -27,7 +29,7 @@ int cmd_bench(int argc, char **argv) {
     const char *C = "bench";
     cli_model_opts o;
     cli_model_opts_init(&o);
-    int runs = 20, warmup = 3, train = 0, profile = 0;
+    int runs = 20, warmup = 3, train = 0, profile = 0, layers = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_model_opts_parse(C, help, &o, argc, argv, &i);
         if (r == CLI_HELP) return EXIT_OK;
@@ -44,6 +46,8 @@ int cmd_bench(int argc, char **argv) {
             train = 1;
         } else if (!strcmp(argv[i], "--profile")) {
             profile = 1;
+        } else if (!strcmp(argv[i], "--profile-layers")) {
+            profile = layers = 1;
         } else {
             cli_err(C, "unknown option '%s' (see convnet bench --help)", argv[i]);
             return EXIT_USAGE;
@@ -92,6 +96,9 @@ int cmd_bench(int argc, char **argv) {
     int nprof = profile ? cn_model_profile(m, prof, 32) : 0;
     double ptotal = 0;
     for (int i = 0; i < nprof; i++) ptotal += prof[i].forward_s + prof[i].backward_s;
+    const cn_layer_info *rows = NULL;
+    int nrows = 0;
+    if (layers && (st = cn_model_layers(m, h, w, &rows, &nrows)) != CN_OK) goto fail;
     qsort(times, runs, sizeof *times, cmp_d);
     double med = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
     if (o.json) {
@@ -116,6 +123,20 @@ int cmd_bench(int argc, char **argv) {
                 cJSON_AddNumberToObject(e, "backward", prof[i].backward_s * 1e3 / runs);
             }
         }
+        if (layers) {
+            cJSON *la = cJSON_AddArrayToObject(j, "layers");
+            for (int i = 0; i < nrows; i++) {
+                const cn_layer_info *L = &rows[i];
+                if (L->forward_s + L->backward_s <= 0) continue;
+                cJSON *e = cJSON_CreateObject();
+                cJSON_AddStringToObject(e, "name", L->name);
+                cJSON_AddStringToObject(e, "op", L->op);
+                cJSON_AddNumberToObject(e, "macs", (double)L->macs * n);
+                cJSON_AddNumberToObject(e, "forward_ms", L->forward_s * 1e3 / runs);
+                cJSON_AddNumberToObject(e, "backward_ms", L->backward_s * 1e3 / runs);
+                cJSON_AddItemToArray(la, e);
+            }
+        }
         cli_print_json(j);
     } else {
         printf("%s%s %s batch %d %dx%d threads %d: median %.3f ms (min %.3f, max %.3f) over %d runs, "
@@ -128,6 +149,20 @@ int cmd_bench(int argc, char **argv) {
                 printf("%-12s %12.3f %12.3f %7.1f%%\n", prof[i].op, prof[i].forward_s * 1e3 / runs,
                        prof[i].backward_s * 1e3 / runs,
                        100 * (prof[i].forward_s + prof[i].backward_s) / ptotal);
+        }
+        if (layers) {
+            /* GOP/s counts 2 operations per multiply-accumulate of the batch */
+            printf("\n%-32s %-10s %12s %12s %12s %10s\n", "layer", "op", "MACs", "forward ms",
+                   "backward ms", "GOP/s");
+            for (int i = 0; i < nrows; i++) {
+                const cn_layer_info *L = &rows[i];
+                double t = L->forward_s + L->backward_s;
+                if (t <= 0) continue;
+                double macs = (double)L->macs * n * (L->backward_s > 0 ? 3 : 1);
+                printf("%-32s %-10s %12.0f %12.3f %12.3f %10.1f\n", L->name, L->op,
+                       (double)L->macs * n, L->forward_s * 1e3 / runs, L->backward_s * 1e3 / runs,
+                       2 * macs * runs / t * 1e-9);
+            }
         }
     }
     rc = EXIT_OK;

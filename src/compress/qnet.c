@@ -42,6 +42,7 @@ void cn_qnet_free(cn_qnet *q) {
     free(q->scale), free(q->zp), free(q->alias);
     for (int i = 0; i < q->npool; i++) free(q->pool[i]);
     free(q->pool), free(q->buf), free(q->workspace), free(q->logits), free(q->step_time);
+    free(q->fuse);
     free(q->fin), free(q->fout), free(q->fws);
     free(q);
 }
@@ -213,8 +214,9 @@ static cn_status derive(cn_qnet *q, const char *path) {
             s->has_lut = s->pre >= 0;
             if (s->has_lut) make_lut(s->lut, g->nodes[s->act_node].op, sq, zq, so, zo);
             if (s->act_node >= 0 && g->nodes[s->act_node].op == CN_OP_RELU) s->qmin = zo;
-            s->ep = (cn_qepilogue){s->bias, s->mult, s->shift, zq, s->qmin, s->qmax,
-                                   s->has_lut ? s->lut : NULL};
+            s->ep = (cn_qepilogue){.bias = s->bias, .mult = s->mult, .shift = s->shift,
+                                   .zp_out = zq, .qmin = s->qmin, .qmax = s->qmax,
+                                   .lut = s->has_lut ? s->lut : NULL};
             const cn_tensor *x = &g->tensors[nd->in[0]];
             int kk = nd->a.conv.k, sd = nd->a.conv.stride, pd = nd->a.conv.pad;
             s->desc = (cn_qconv_desc){0, 0, 0, x->c, s->oc, kk, kk, sd, sd, pd, pd, 0, 0,
@@ -417,8 +419,9 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
     if (q->buf && q->batch >= batch && q->h == h && q->w == w && q->threads == threads)
         return CN_OK;
     for (int i = 0; i < q->npool; i++) free(q->pool[i]);
-    free(q->pool), free(q->buf), free(q->workspace), free(q->logits);
-    q->pool = NULL, q->buf = NULL, q->workspace = NULL, q->logits = NULL, q->npool = 0;
+    free(q->pool), free(q->buf), free(q->workspace), free(q->logits), free(q->fuse);
+    q->pool = NULL, q->buf = NULL, q->workspace = NULL, q->logits = NULL, q->fuse = NULL;
+    q->npool = 0;
     int nt = g->ntensors;
     int *last = malloc(sizeof(int) * (size_t)nt);
     size_t *cap = calloc((size_t)q->nsteps + 1, sizeof(size_t));
@@ -426,10 +429,11 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
     int *owner = malloc(sizeof(int) * (size_t)nt);
     q->buf = calloc((size_t)nt, sizeof(uint8_t *));
     q->pool = calloc((size_t)q->nsteps + 1, sizeof(uint8_t *));
+    q->fuse = calloc((size_t)q->nsteps + 1, 1);
     const cn_tensor *lo = &g->tensors[nt - 1];
     q->logits = malloc(sizeof(float) * (size_t)batch * lo->c + 1);
     cn_status st = CN_OK;
-    if (!last || !cap || !busy || !owner || !q->buf || !q->pool || !q->logits)
+    if (!last || !cap || !busy || !owner || !q->buf || !q->pool || !q->logits || !q->fuse)
         st = cn_error(CN_ERR_NOMEM, "out of memory");
     size_t ws = 0;
     for (int i = 0; st == CN_OK && i < q->nsteps; i++) {
@@ -481,10 +485,24 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
     if (st == CN_OK && ws && !(q->workspace = malloc(ws))) st = cn_error(CN_ERR_NOMEM, "out of memory");
     q->ws_bytes = ws;
     if (st == CN_OK) {
-        for (int t = 0; t < nt; t++) last[t] = -1, owner[t] = -1;
+        for (int t = 0; t < nt; t++) last[t] = -1;
+        int *readers = owner; /* (as a count, before its use below) */
+        for (int t = 0; t < nt; t++) readers[t] = 0;
         for (int i = 0; i < q->nsteps; i++)
             for (int j = 0; j < 2; j++)
-                if (q->steps[i].in[j] >= 0) last[q->steps[i].in[j]] = i;
+                if (q->steps[i].in[j] >= 0) last[q->steps[i].in[j]] = i, readers[q->steps[i].in[j]]++;
+        /* a convolution whose output only its residual add reads takes the add into its
+         * epilogue; writing the add's output then, it must not reuse its own input's storage */
+        for (int i = 0; i + 1 < q->nsteps; i++) {
+            const cn_qstep *s = &q->steps[i], *a = &q->steps[i + 1];
+            if ((s->op != CN_Q_CONV && s->op != CN_Q_DWCONV) || s->fp || a->op != CN_Q_ADD ||
+                a->in[0] == a->in[1] || (a->in[0] != s->out && a->in[1] != s->out) ||
+                readers[s->out] != 1)
+                continue;
+            q->fuse[i] = 1;
+            if (last[s->in[0]] == i) last[s->in[0]] = i + 1;
+        }
+        for (int t = 0; t < nt; t++) owner[t] = -1;
         for (int i = 0; st == CN_OK && i < q->nsteps; i++) {
             cn_qstep *s = &q->steps[i];
             if (s->op == CN_Q_LINEAR) continue;
@@ -513,8 +531,9 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
     free(last), free(cap), free(busy), free(owner);
     if (st != CN_OK) {
         for (int i = 0; i < q->npool; i++) free(q->pool[i]);
-        free(q->pool), free(q->buf), free(q->workspace), free(q->logits);
-        q->pool = NULL, q->buf = NULL, q->workspace = NULL, q->logits = NULL, q->npool = 0;
+        free(q->pool), free(q->buf), free(q->workspace), free(q->logits), free(q->fuse);
+        q->pool = NULL, q->buf = NULL, q->workspace = NULL, q->logits = NULL, q->fuse = NULL;
+        q->npool = 0;
         return st;
     }
     q->batch = batch, q->h = h, q->w = w, q->threads = threads;
@@ -611,6 +630,29 @@ cn_status cn_qnet_forward(cn_qnet *q, const float *x, int n, int h, int w, int t
         cn_qstep *s = &q->steps[i];
         double t0 = q->step_time ? omp_get_wtime() : 0;
         uint8_t *out = s->op == CN_Q_LINEAR ? NULL : q->buf[s->out];
+        if (q->fuse[i] && !q->observe) { /* the convolution with the add after it */
+            const cn_qstep *a = &q->steps[i + 1];
+            const int j = a->in[0] == s->out ? 0 : 1, r = a->in[1 - j];
+            cn_qepilogue ep = s->ep;
+            ep.res = q->buf[r];
+            ep.add = (cn_qadd){.za = q->zp[s->out], .zb = q->zp[r], .zo = q->zp[a->out],
+                               .ma = a->m[j], .mb = a->m[1 - j], .sh = a->s[0],
+                               .qmin = a->qmin, .qmax = a->qmax};
+            cn_qconv_desc d = s->desc;
+            d.n = n;
+            if (s->op == CN_Q_CONV)
+                cn_qconv2d(q->buf[a->out], q->buf[s->in[0]], s->packed, &d, &ep, q->workspace,
+                           threads);
+            else
+                cn_qdwconv2d(q->buf[a->out], q->buf[s->in[0]], s->packed, &d, &ep, threads);
+            if (q->step_time) {
+                double dt = omp_get_wtime() - t0;
+                q->step_time[i] += dt;
+                if (g->node_time) g->node_time[2 * s->node] += dt;
+            }
+            i++;
+            continue;
+        }
         cn_qnet_run_step(q, i, x, s->in[0] >= 0 ? q->buf[s->in[0]] : NULL,
                          s->in[1] >= 0 ? q->buf[s->in[1]] : NULL, out, q->logits, n, threads);
         if (q->step_time) {

@@ -66,6 +66,10 @@ typedef struct cn_qnet {
     /* plan */
     int batch, h, w, threads;
     uint8_t **buf;          /* (ntensors) storage of each tensor (shared, not owned) */
+    /* (nsteps) fuse[i]: convolution step i and the residual add step i + 1 that alone reads
+     * its output run as one (the add in the convolution's epilogue, bit-identical), unless
+     * observe is set */
+    char *fuse;
     uint8_t **pool;         /* the owned buffers */
     int npool;
     void *workspace;

@@ -106,6 +106,7 @@ void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, int n) {
         if (ep->shift[o] < 1 || ep->shift[o] > 22) shifts_ok = 0;
     }
     rq->fast = shifts_ok && !rq->scalar && !ep->lut && ep->zp_out >= -255 && ep->zp_out <= 255;
+    rq->res = ep->res, rq->out0 = NULL, rq->add = ep->add, rq->tile_add = 0;
 }
 
 /* ---- reference ---- */
@@ -139,8 +140,15 @@ void cn_qconv2d_ref(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_q
                     int64_t q = (int64_t)ep->zp_out + cn_requant(acc, ep->mult[o], ep->shift[o]);
                     if (q < ep->qmin) q = ep->qmin;
                     if (q > ep->qmax) q = ep->qmax;
-                    out[(((size_t)n * d->oh + oy) * d->ow + ox) * OC + o] =
-                        ep->lut ? ep->lut[q] : (uint8_t)q;
+                    const size_t at = (((size_t)n * d->oh + oy) * d->ow + ox) * OC + o;
+                    out[at] = ep->lut ? ep->lut[q] : (uint8_t)q;
+                    if (ep->res) {
+                        const cn_qadd *a = &ep->add;
+                        const int64_t v = a->zo + (((int64_t)a->ma * (out[at] - a->za) +
+                                                    (int64_t)a->mb * (ep->res[at] - a->zb) +
+                                                    ((int64_t)1 << (a->sh - 1))) >> a->sh);
+                        out[at] = (uint8_t)(v < a->qmin ? a->qmin : v > a->qmax ? a->qmax : v);
+                    }
                 }
 }
 
@@ -371,6 +379,7 @@ typedef struct run_ctx {
     const int8_t *packed;
     uint8_t *out;
     const cn_qrq *rq;
+    const cn_qepilogue *ep; /* ep->res: the fused residual add */
     cn_qtile_fn tile;
     int MR;
     int kc; /* k-slice length of the K-blocked GEMM (avx512-vnni), >= KP: none */
@@ -378,6 +387,15 @@ typedef struct run_ctx {
 
 #define KB_TILES 16 /* row tiles whose partial sums a K-blocked pass keeps */
 #define KB_KC 512   /* k-slice (a multiple of 4): 32 KB of a 64-channel block of weights */
+
+/* the fused residual add on rows [m0, m1), channels [c0, c0 + n), just written (in L1) */
+static void add_res(const run_ctx *x, int m0, int m1, int c0, int n) {
+    const int OC = x->d->oc;
+    for (int m = m0; m < m1; m++) {
+        uint8_t *o = x->out + (size_t)m * OC + c0;
+        cn_q_add_span(o, o, x->ep->res + (size_t)m * OC + c0, (size_t)n, &x->ep->add);
+    }
+}
 
 /* K-blocked: each k-slice of the block (B slice L1-resident) over up to KB_TILES row tiles */
 static void run_block_kb(const run_ctx *x, const uint8_t *A, int lda, int m0, int m1, int c0,
@@ -398,6 +416,7 @@ static void run_block_kb(const run_ctx *x, const uint8_t *A, int lda, int m0, in
                                          A + (size_t)a0 * lda + k0, lda, a1 - a0,
                                          B + (size_t)k0 * nbw, kl, nbw, nvalid, x->rq, c0,
                                          first ? NULL : pt, last ? NULL : pt);
+                if (last && x->ep->res && !x->rq->tile_add) add_res(x, m0 + a0, m0 + a1, c0, nvalid);
             }
         }
     }
@@ -423,6 +442,7 @@ static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m
             const int a0 = (int)((long)L * i / nt), a1 = (int)((long)L * (i + 1) / nt);
             x->tile(x->out + (size_t)(m0 + a0) * OC + c0, OC, A + (size_t)a0 * lda, lda,
                     a1 - a0, B, p->KP, nbw, nvalid, x->rq, c0);
+            if (x->ep->res && !x->rq->tile_add) add_res(x, m0 + a0, m0 + a1, c0, nvalid);
         }
     }
 }
@@ -457,8 +477,10 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
     cn_qrq_fill(g, ep, pk + (size_t)p.KP * p.OC16, d->zp_in, d->oc);
     cn_qrq rq;
     cn_qrq_init(&rq, g, ep, d->oc);
+    rq.out0 = out;
+    rq.tile_add = ep->res && rq.fast && impl() == IMPL_AVX512VNNI;
 
-    run_ctx x = {&p, d, in, pk, out, &rq, tile_c, CN_QMR_C, p.KP};
+    run_ctx x = {&p, d, in, pk, out, &rq, ep, tile_c, CN_QMR_C, p.KP};
     switch (impl()) {
     case IMPL_AVX512VNNI:
         x.tile = cn_qtile_avx512vnni, x.MR = CN_QMR_AVX512;
@@ -558,11 +580,11 @@ void cn_qdwconv2d(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qco
     cn_qrq_init(&rq, g, ep, d->c);
     cn_qdwrow_fn row = impl() == IMPL_AVX512VNNI ? cn_qdwrow_avx512vnni : dwrow_c;
     const int rows = d->n * d->oh;
-    if (threads == 1 || rows == 1) {
-        for (int r = 0; r < rows; r++) row(out, in, w, d, &rq, r / d->oh, r % d->oh);
-    } else {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int r = 0; r < rows; r++) row(out, in, w, d, &rq, r / d->oh, r % d->oh);
+    const size_t rb = (size_t)d->ow * d->c; /* bytes of an output row */
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && rows > 1)
+    for (int r = 0; r < rows; r++) {
+        row(out, in, w, d, &rq, r / d->oh, r % d->oh);
+        if (ep->res) cn_q_add_span(out + r * rb, out + r * rb, ep->res + r * rb, rb, &ep->add);
     }
     free(g);
 }

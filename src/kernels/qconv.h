@@ -9,6 +9,7 @@
  *                                                         so they contribute 0)
  *     q   = clamp(zp_out + cn_requant(acc, mult[o], shift[o]), qmin, qmax)
  *     out = lut ? lut[q] : q                              (uint8)
+ *     out = add(out, res)                                 (with a residual, see cn_qepilogue)
  * Activations are uint8 with a zero point (asymmetric), weights int8 symmetric (zero point 0)
  * per output channel. */
 #ifndef CN_KERNELS_QCONV_H
@@ -16,6 +17,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kernels/qops.h"
 
 /* M = mult * 2^-31 * 2^-shift, mult in [2^30, 2^31) (0 for M = 0); shift may be negative (a
  * left shift, for M >= 1). cn_quantize_multiplier finds them for a real M in [0, 2^31). */
@@ -31,6 +34,11 @@ typedef struct cn_qepilogue {
     int32_t zp_out;
     int32_t qmin, qmax;    /* 0 <= qmin <= qmax <= 255 (a fused ReLU: qmin = zp_out) */
     const uint8_t *lut;    /* NULL, or 256 entries applied after the clamp */
+    /* NULL, or a residual (the output's shape and layout) added to each result out of the
+     * above, in the residual add's integer arithmetic (cn_q_add: a = the result, b = res):
+     * the add of a ResNet block fused into its last convolution */
+    const uint8_t *res;
+    cn_qadd add;
 } cn_qepilogue;
 
 typedef struct cn_qconv_desc {

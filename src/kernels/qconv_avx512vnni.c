@@ -115,6 +115,28 @@ AI __m512i pack64(__m512i v0, __m512i v1, __m512i v2, __m512i v3, __m512i lo8, _
     return _mm512_permutexvar_epi32(idx, b);
 }
 
+/* The fused residual add of 64 output bytes b (channel order, already clamped) with the 64
+ * residual bytes at r (the first n valid): cn_q_add's formula in int32 lanes (|terms| < 2^30,
+ * no overflow), then the clamp to the add's [qmin, qmax] through pack64. */
+AI __m512i add64(__m512i b, const uint8_t *r, __mmask64 n, const cn_qadd *p) {
+    const __m512i rv = _mm512_maskz_loadu_epi8(n, r);
+    const __m512i za = _mm512_set1_epi32(p->za), zb = _mm512_set1_epi32(p->zb);
+    const __m512i ma = _mm512_set1_epi32(p->ma), mb = _mm512_set1_epi32(p->mb);
+    const __m512i rnd = _mm512_set1_epi32(1 << (p->sh - 1)), zo = _mm512_set1_epi32(p->zo);
+    const __m128i sh = _mm_cvtsi32_si128(p->sh);
+    __m512i v[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) {
+        const __m512i a32 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(b, q));
+        const __m512i r32 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(rv, q));
+        __m512i t = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_sub_epi32(a32, za), ma),
+                                     _mm512_mullo_epi32(_mm512_sub_epi32(r32, zb), mb));
+        v[q] = _mm512_add_epi32(_mm512_sra_epi32(_mm512_add_epi32(t, rnd), sh), zo);
+    }
+    return pack64(v[0], v[1], v[2], v[3], _mm512_set1_epi8((char)p->qmin),
+                  _mm512_set1_epi8((char)p->qmax));
+}
+
 /* ---- GEMM tile ---- */
 
 /* pin: NULL, or the partial sums to start from (a K-blocked GEMM: the layout of sums below);
@@ -177,7 +199,11 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
             for (int j = 0; j < 4; j++)
                 v[j] = j < NV ? rq_fast16(_mm512_load_si512(sums + (r * 4 + j) * 16), &g0[j])
                               : _mm512_setzero_si512();
-            const __m512i b = pack64(v[0], v[1], v[2], v[3], lo8, hi8);
+            __m512i b = pack64(v[0], v[1], v[2], v[3], lo8, hi8);
+            if (rq->tile_add) {
+                uint8_t *dst = out + (size_t)r * ldo;
+                b = add64(b, rq->res + (dst - rq->out0), bm, &rq->add);
+            }
             if (NV == 4 && nvalid >= 64)
                 _mm512_storeu_si512(out + (size_t)r * ldo, b);
             else

@@ -45,6 +45,11 @@ typedef struct cn_qrq {
     int any_left;     /* some shift < 0 */
     int scalar;       /* parameters outside what the vector epilogue handles: use cn_qrq_one */
     int fast;         /* the fast GEMM epilogue applies (kz, se, so; no lut) */
+    /* the fused residual add (cn_qepilogue.res): the residual of output byte dst is at
+     * res + (dst - out0); tile_add: the tile kernel adds it (else the driver does, after it) */
+    const uint8_t *res, *out0;
+    cn_qadd add;
+    int tile_add;
 } cn_qrq;
 
 /* Fills the groups covering channels [0, n) (the rest of the last group neutral). wsum: n int32

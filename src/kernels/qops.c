@@ -76,6 +76,10 @@ void cn_q_add(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n, int32_
                t->add(out + i0, a + i0, b + i0, len, za, zb, zo, ma, mb, sh, qmin, qmax));
 }
 
+void cn_q_add_span(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n, const cn_qadd *p) {
+    ops()->add(out, a, b, n, p->za, p->zb, p->zo, p->ma, p->mb, p->sh, p->qmin, p->qmax);
+}
+
 void cn_q_mul(uint8_t *out, const uint8_t *x, const uint8_t *s, int n, size_t hw, int c,
               int32_t zx, int32_t zs, int32_t zo, int32_t m, int32_t sh, int threads) {
     const cn_qops_table *t = ops();

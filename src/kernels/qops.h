@@ -32,6 +32,12 @@ void cn_q_dequantize(float *out, const uint8_t *q, size_t n, float scale, int32_
  * The multipliers' relative error is below 2^-20 (add) and 2^-13 (mul): under 0.02 of a unit on
  * any uint8 input. */
 void cn_q_add_params(double sa, double sb, double so, int32_t *ma, int32_t *mb, int32_t *sh);
+/* the parameters of one residual add, a and b as in the formula above */
+typedef struct cn_qadd {
+    int32_t za, zb, zo, ma, mb, sh, qmin, qmax;
+} cn_qadd;
+/* the add of n elements on the calling thread (a convolution's epilogue: out may be a) */
+void cn_q_add_span(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n, const cn_qadd *p);
 void cn_q_mul_params(double m, int32_t *mi, int32_t *sh);
 void cn_q_add(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n, int32_t za, int32_t zb,
               int32_t zo, int32_t ma, int32_t mb, int32_t sh, int32_t qmin, int32_t qmax,
