@@ -1162,6 +1162,23 @@ expect_ok "eval of the quantized model" -- "$BIN" eval "$QD/q8.safetensors" --da
   --limit "$LE" --threads 2 --json &&
   check "eval of the quantized model: the accuracy quantize reported" json_check \
     "abs(d['accuracy'] - json.load(open('$QD/q8.json'))['acc_after']) < 1e-6" "$T/out"
+if expect_ok "quantize --bits 4 --json" -- "$BIN" quantize "$QIN" --scheme fixed --bits 4 \
+    --out "$QD/q4.safetensors" --data fashion-mnist --limit-test "$LE" --threads 2 --json; then
+  cp "$T/out" "$QD/q4.json"
+  check "4 bits: the file packs two weights a byte (under 60 % of the 8-bit file)" $PY -c '
+import json, os, struct, sys
+b = open(sys.argv[1], "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+q = json.loads(h["__metadata__"]["quant"])
+assert q["bits"] == 4 and q["packed"] is True, q
+assert h["conv1.weight"]["dtype"] == "U8" and h["conv1.weight"]["shape"] == [72], h["conv1.weight"]
+assert os.path.getsize(sys.argv[1]) < 0.6 * os.path.getsize(sys.argv[2])
+' "$QD/q4.safetensors" "$QD/q8.safetensors"
+  expect_ok "eval of the 4-bit model" -- "$BIN" eval "$QD/q4.safetensors" --data fashion-mnist \
+    --limit "$LE" --threads 2 --json &&
+    check "eval of the 4-bit model: the accuracy quantize reported" json_check \
+      "abs(d['accuracy'] - json.load(open('$QD/q4.json'))['acc_after']) < 1e-6" "$T/out"
+fi
 if expect_ok "quantize --sweep 4..8 --json" -- "$BIN" quantize "$QIN" --scheme fixed --sweep 4..8 \
     --data fashion-mnist --limit-test "$LE" --threads 2 --json; then
   check "sweep: rows 4..8, sizes growing, errors shrinking" json_check \

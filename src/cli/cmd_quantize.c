@@ -48,8 +48,9 @@ static const char *help =
     "  --threads N           default: all cores\n"
     "  --json                the report as JSON on stdout (the table goes to stderr)\n"
     "\n"
-    "Sizes: 'file' is the safetensors file; 'packed' counts B bits per quantized weight and\n"
-    "4 bytes per other float (what a bit-packed format would take).\n";
+    "Sizes: 'file' is the safetensors file, where --scheme fixed stores the weights as B-bit\n"
+    "integers packed back to back (int8 / int16 tensors for 8 and 16 bits); 'packed' counts\n"
+    "B bits per quantized weight and 4 bytes per other float, without the file's header.\n";
 
 typedef struct quant_opts {
     cli_model_opts mo;
@@ -272,8 +273,9 @@ static int run_quantize(const char *C, const quant_opts *p, cn_model *m) {
     fprintf(tx, "\nfixed point, %d bits: %lld weights quantized, %lld other values kept float32\n",
             r.bits, (long long)r.quant_params, (long long)r.float_params);
     if (before >= 0)
-        fprintf(tx, "file size: %lld -> %lld bytes (%.1f%%); packed %d-bit: %lld bytes\n", before,
-                after, 100.0 * after / (before ? before : 1), r.bits, (long long)r.packed_bytes);
+        fprintf(tx, "file size: %lld -> %lld bytes (%.1f%%; %d-bit weights and float32 rest: "
+                "%lld bytes)\n", before, after, 100.0 * after / (before ? before : 1), r.bits,
+                (long long)r.packed_bytes);
     else
         fprintf(tx, "file size: %lld bytes; packed %d-bit: %lld bytes\n", after, r.bits,
                 (long long)r.packed_bytes);

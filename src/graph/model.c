@@ -305,10 +305,12 @@ static int is_weight(cn_entry_kind k) {
  * against the model's entries; on success *frac (malloc'ed, one per entry, CN_QUANT_NONE where
  * not listed) and *bits. */
 static cn_status parse_quant(const cn_model *m, const char *json, const char *path, int *bits,
-                             int **frac) {
+                             int **frac, int *packed) {
     const cn_graph *g = &m->g;
     *frac = NULL;
     cJSON *o = cJSON_Parse(json);
+    const cJSON *pk = cJSON_GetObjectItemCaseSensitive(o, "packed");
+    *packed = cJSON_IsTrue(pk);
     const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(o, "scheme");
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "bits");
     const cJSON *fb = cJSON_GetObjectItemCaseSensitive(o, "frac_bits"), *v;
@@ -325,6 +327,8 @@ static cn_status parse_quant(const cn_model *m, const char *json, const char *pa
     else if (!(b->valuedouble >= 2 && b->valuedouble <= 16 && b->valuedouble == (int)b->valuedouble))
         st = cn_error(CN_ERR_FORMAT, "%s: metadata 'quant': bits %g is not an integer in [2, 16]",
                       path, b->valuedouble);
+    else if (pk && !cJSON_IsBool(pk))
+        st = cn_error(CN_ERR_FORMAT, "%s: metadata 'quant': 'packed' is not true or false", path);
     else if (!(*frac = malloc(sizeof(int) * (size_t)(g->nentries + 1))))
         st = cn_error(CN_ERR_NOMEM, "out of memory loading %s", path);
     if (st == CN_OK) {
@@ -354,9 +358,40 @@ static cn_status parse_quant(const cn_model *m, const char *json, const char *pa
     return st;
 }
 
+/* Bytes of count b-bit integers packed back to back. */
+static size_t packed_bytes(size_t count, int bits) { return (count * (size_t)bits + 7) / 8; }
+
+/* The packed form (metadata "packed": true, any bits but 8 and 16): element i is the two's
+ * complement b-bit integer at bits [i b, (i + 1) b) of the bytes read as one little-endian
+ * number (the low bits of each byte first); the bits after the last element are 0. */
+static int get_packed(const unsigned char *p, size_t i, int bits) {
+    size_t bit = i * (size_t)bits;
+    uint32_t v = 0;
+    for (int k = 0; k < bits; k++, bit++) v |= (uint32_t)(p[bit >> 3] >> (bit & 7) & 1) << k;
+    return (int)(v ^ 1u << (bits - 1)) - (1 << (bits - 1)); /* sign extension */
+}
+
+static void pack_ints(unsigned char *dst, const int *q, size_t count, int bits) {
+    memset(dst, 0, packed_bytes(count, bits));
+    size_t bit = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t v = (uint32_t)q[i] & ((1u << bits) - 1);
+        for (int k = 0; k < bits; k++, bit++) dst[bit >> 3] |= (unsigned char)((v >> k & 1) << (bit & 7));
+    }
+}
+
 /* A quantized weight: integers of `bits` bits times 2^-frac into floats (file layout). */
 static cn_status dequantize_tensor(const cn_st_tensor *t, const char *path, const char *key,
-                                   int bits, int frac, float *dst, size_t count) {
+                                   int bits, int frac, float *dst, size_t count, int packed) {
+    if (packed) {
+        if (t->dtype != CN_DT_U8 || t->ndim != 1 || (size_t)t->shape[0] != packed_bytes(count, bits))
+            return cn_error(CN_ERR_FORMAT,
+                            "%s: packed tensor '%s' is not %zu bytes of uint8 (%zu %d-bit "
+                            "weights)",
+                            path, key, packed_bytes(count, bits), count, bits);
+        for (size_t i = 0; i < count; i++) dst[i] = (float)ldexp(get_packed(t->data, i, bits), -frac);
+        return CN_OK;
+    }
     cn_dtype want = bits <= 8 ? CN_DT_I8 : CN_DT_I16;
     if (t->dtype != want)
         return cn_error(CN_ERR_FORMAT, "%s: quantized tensor '%s' has dtype %s, %d bits need %s",
@@ -378,15 +413,15 @@ static cn_status dequantize_tensor(const cn_st_tensor *t, const char *path, cons
 }
 
 static cn_status load_plain(cn_model *m, const cn_st_file *f, const char *prefix, size_t plen,
-                            const int *qfrac);
+                            const int *qfrac, int qpacked);
 
 cn_status cn_model_load_state(cn_model *m, const cn_st_file *f, const char *prefix) {
     cn_graph *g = &m->g;
     const char *path = cn_st_path(f);
     size_t plen = strlen(prefix);
     const char *qjson = cn_st_meta(f, "quant");
-    int qbits = 0, *qfrac = NULL;
-    if (qjson) CN_TRY(parse_quant(m, qjson, path, &qbits, &qfrac));
+    int qbits = 0, *qfrac = NULL, qpacked = 0;
+    if (qjson) CN_TRY(parse_quant(m, qjson, path, &qbits, &qfrac, &qpacked));
     cn_status qst = CN_OK;
     for (int e = 0; e < g->nentries && qst == CN_OK; e++) {
         const cn_entry *en = &g->entries[e];
@@ -394,7 +429,8 @@ cn_status cn_model_load_state(cn_model *m, const cn_st_file *f, const char *pref
         snprintf(key, sizeof key, "%s%s", prefix, en->name);
         const cn_st_tensor *t = cn_st_find(f, key);
         if (!qfrac || qfrac[e] == CN_QUANT_NONE) {
-            if (t && (t->dtype == CN_DT_I8 || t->dtype == CN_DT_I16) && is_weight(en->kind))
+            if (t && (t->dtype == CN_DT_I8 || t->dtype == CN_DT_I16 || t->dtype == CN_DT_U8) &&
+                is_weight(en->kind))
                 qst = cn_error(CN_ERR_FORMAT,
                                "%s: tensor '%s' is an integer tensor without frac_bits in "
                                "metadata 'quant'",
@@ -418,14 +454,14 @@ cn_status cn_model_load_state(cn_model *m, const cn_st_file *f, const char *pref
         if (!t) continue; /* reported as missing below */
         size_t n = 1;
         for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
-        if (n != en->count) continue; /* reported as a shape mismatch below */
+        if (n != en->count && !qpacked) continue; /* reported as a shape mismatch below */
         float *tmp = malloc(sizeof(float) * (en->count + 1));
         if (!tmp) st = cn_error(CN_ERR_NOMEM, "out of memory loading %s", path);
-        else st = dequantize_tensor(t, path, key, qbits, qfrac[e], tmp, en->count);
+        else st = dequantize_tensor(t, path, key, qbits, qfrac[e], tmp, en->count, qpacked);
         if (st == CN_OK) cn_entry_set(g, e, tmp, cn_entry_data(g, e));
         free(tmp);
     }
-    if (st == CN_OK) st = load_plain(m, f, prefix, plen, qfrac);
+    if (st == CN_OK) st = load_plain(m, f, prefix, plen, qfrac, qpacked);
     if (st != CN_OK) {
         free(qfrac);
         return st;
@@ -438,7 +474,7 @@ cn_status cn_model_load_state(cn_model *m, const cn_st_file *f, const char *pref
 
 /* The float (and counter) tensors; entries with qfrac set were read already. */
 static cn_status load_plain(cn_model *m, const cn_st_file *f, const char *prefix, size_t plen,
-                            const int *qfrac) {
+                            const int *qfrac, int qpacked) {
     cn_graph *g = &m->g;
     const char *path = cn_st_path(f);
     for (int e = 0; e < g->nentries; e++) {
@@ -447,6 +483,7 @@ static cn_status load_plain(cn_model *m, const cn_st_file *f, const char *prefix
         snprintf(key, sizeof key, "%s%s", prefix, en->name);
         const cn_st_tensor *t = cn_st_find(f, key);
         if (!t) return cn_error(CN_ERR_FORMAT, "%s: missing tensor '%s' of %s", path, key, m->arch.name);
+        if (qpacked && qfrac && qfrac[e] != CN_QUANT_NONE) continue; /* a byte stream, read */
         int ok = t->ndim == en->ndim;
         for (int i = 0; ok && i < en->ndim; i++) ok = t->shape[i] == en->shape[i];
         if (!ok) {
@@ -609,6 +646,9 @@ cn_status cn_model_load(cn_model **out, const char *path, const cn_model_config 
 
 /* A quantized weight (file layout, in buf) as integers in place, when every value is q * 2^-f
  * with q in the b-bit range; 0 (buf untouched) when it is not, e.g. after fine-tuning. */
+/* Whether the fixed-point file packs its weights (every width but 8 and 16 bits). */
+static int packs(int bits) { return bits != 8 && bits != 16; }
+
 static int requantize_in_place(float *buf, size_t n, int bits, int frac) {
     double lo = -(double)(1L << (bits - 1)), hi = (double)((1L << (bits - 1)) - 1);
     for (size_t i = 0; i < n; i++) {
@@ -618,8 +658,16 @@ static int requantize_in_place(float *buf, size_t n, int bits, int frac) {
     /* element i of the narrower type ends before float i begins to be overwritten */
     for (size_t i = 0; i < n; i++) {
         double q = ldexp((double)buf[i], frac);
-        if (bits <= 8) ((int8_t *)buf)[i] = (int8_t)q;
+        if (packs(bits)) ((int *)buf)[i] = (int)q;
+        else if (bits <= 8) ((int8_t *)buf)[i] = (int8_t)q;
         else ((int16_t *)buf)[i] = (int16_t)q;
+    }
+    if (packs(bits)) { /* packed_bytes(n, bits) < 4 n: through a copy, the ints are overwritten */
+        int *q = malloc(sizeof(int) * (n + 1));
+        if (!q) return -1;
+        memcpy(q, buf, sizeof(int) * n);
+        pack_ints((unsigned char *)buf, q, n, bits);
+        free(q);
     }
     return 1;
 }
@@ -662,6 +710,7 @@ cn_status cn_model_add_state(const cn_model *m, cn_st_writer *w, float **scratch
         quant = cJSON_CreateObject();
         cJSON_AddStringToObject(quant, "scheme", "fixed");
         cJSON_AddNumberToObject(quant, "bits", m->quant_bits);
+        if (packs(m->quant_bits)) cJSON_AddBoolToObject(quant, "packed", 1);
         frac = cJSON_AddObjectToObject(quant, "frac_bits");
         if (!frac) {
             cJSON_Delete(quant);
@@ -679,13 +728,21 @@ cn_status cn_model_add_state(const cn_model *m, cn_st_writer *w, float **scratch
         } else if (en->kind == CN_ENTRY_CONV_WEIGHT || is_quantized(m, e)) {
             cn_entry_get(g, e, cn_entry_data(g, e), buf);
             data = buf;
-            if (is_quantized(m, e) &&
-                requantize_in_place(buf, en->count, m->quant_bits, m->quant_frac[e])) {
-                dt = m->quant_bits <= 8 ? CN_DT_I8 : CN_DT_I16;
+            int r = is_quantized(m, e)
+                        ? requantize_in_place(buf, en->count, m->quant_bits, m->quant_frac[e])
+                        : 0;
+            if (r < 0) st = cn_error(CN_ERR_NOMEM, "out of memory saving the model");
+            if (r > 0) {
+                dt = packs(m->quant_bits) ? CN_DT_U8 : m->quant_bits <= 8 ? CN_DT_I8 : CN_DT_I16;
                 if (!cJSON_AddNumberToObject(frac, en->name, m->quant_frac[e]))
                     st = cn_error(CN_ERR_NOMEM, "out of memory saving the model");
             }
             buf += en->count;
+            if (r > 0 && packs(m->quant_bits)) {
+                const int64_t nb = (int64_t)packed_bytes(en->count, m->quant_bits);
+                if (st == CN_OK) st = cn_st_writer_add(w, en->name, dt, 1, &nb, data);
+                continue;
+            }
         } else {
             data = cn_entry_data(g, e);
         }
