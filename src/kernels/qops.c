@@ -12,7 +12,7 @@
 #include "kernels/qops_impl.h"
 
 const cn_qops_table cn_qops_c = {QOPS(quantize), QOPS(dequantize), QOPS(add), QOPS(mul_row),
-                                 QOPS(max_row), QOPS(lut)};
+                                 QOPS(max_row), QOPS(lut), QOPS(dot)};
 
 static const cn_qops_table *ops(void) {
     static const cn_qops_table *t;
@@ -149,12 +149,10 @@ void cn_q_shortcut(uint8_t *out, const uint8_t *x, int n, int h, int w, int c, i
 
 void cn_q_linear(float *out, const uint8_t *x, const int8_t *w, const int32_t *wsum,
                  const float *ws, const float *b, int n, int k, int oc, int32_t zx, float sx) {
+    const cn_qops_table *t = ops();
     for (int i = 0; i < n; i++)
         for (int o = 0; o < oc; o++) {
-            const uint8_t *xr = x + (size_t)i * k;
-            const int8_t *wr = w + (size_t)o * k;
-            int32_t acc = 0;
-            for (int j = 0; j < k; j++) acc += xr[j] * wr[j];
+            int32_t acc = t->dot(x + (size_t)i * k, w + (size_t)o * k, k);
             acc -= zx * wsum[o];
             out[(size_t)i * oc + o] = (float)acc * (sx * ws[o]) + b[o];
         }

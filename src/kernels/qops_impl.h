@@ -47,3 +47,10 @@ static void QOPS(max_row)(uint8_t *o, const uint8_t *r, int c) {
 static void QOPS(lut)(uint8_t *out, const uint8_t *x, size_t n, const uint8_t *lut) {
     for (size_t i = 0; i < n; i++) out[i] = lut[x[i]];
 }
+
+/* sum over k of x * w (the classifier's dot product; |sum| < 2^31 for k < 2^16) */
+static int32_t QOPS(dot)(const uint8_t *x, const int8_t *w, int k) {
+    int32_t acc = 0;
+    for (int j = 0; j < k; j++) acc += (int32_t)x[j] * w[j];
+    return acc;
+}

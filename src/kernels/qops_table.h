@@ -15,6 +15,7 @@ typedef struct cn_qops_table {
                     int32_t zs, int32_t zo, int32_t m, int32_t sh);
     void (*max_row)(uint8_t *o, const uint8_t *r, int c);
     void (*lut)(uint8_t *out, const uint8_t *x, size_t n, const uint8_t *lut);
+    int32_t (*dot)(const uint8_t *x, const int8_t *w, int k);
 } cn_qops_table;
 
 extern const cn_qops_table cn_qops_c, cn_qops_avx512;
