@@ -44,6 +44,7 @@ usage: bench/train_pytorch.sh [--model resnet20|efficientnet_b0] [--epochs 10]
                               [--momentum 0.9] [--no-nesterov] [--weight-decay WD]
                               [--warmup E] [--label-smoothing 0] [--drop-last]
                               [--threads 2] [--seed 0] [--no-channels-last]
+                              [--dropout 0.2] [--stochastic-depth 0.2] [--no-augment]
                               [--json] [--max-steps N [--compute-only]]
                               [--limit-train N] [--limit-test N] [--data DIR]
 """
@@ -105,7 +106,7 @@ def normalise(x):
     return (x - MEAN) / STD
 
 
-def augment(padded, gen):
+def augment(padded, gen, enabled=True):
     """Per-sample random 28x28 crop of the pre-padded batch, then random h-flip.
 
     Done with one gather on the whole batch: a Python loop over samples or
@@ -113,6 +114,8 @@ def augment(padded, gen):
     """
     n, c, hp, wp = padded.shape
     h, w = hp - 2 * PAD, wp - 2 * PAD
+    if not enabled:  # the centre crop: the images as they are
+        return padded[:, :, PAD : PAD + h, PAD : PAD + w]
     oy = torch.randint(0, 2 * PAD + 1, (n,), generator=gen)
     ox = torch.randint(0, 2 * PAD + 1, (n,), generator=gen)
     flip = torch.rand(n, generator=gen) < 0.5
@@ -140,21 +143,22 @@ def evaluate(model, x, y, channels_last, batch=1000):
     return correct / len(x)
 
 
-def efficientnet_b0_1ch(num_classes=10):
+def efficientnet_b0_1ch(num_classes=10, dropout=0.2, stochastic_depth=0.2):
     """torchvision's EfficientNet-B0 taking 1-channel input (convnet's `--in-channels 1`)."""
     import torchvision
 
-    model = torchvision.models.efficientnet_b0(num_classes=num_classes)
+    model = torchvision.models.efficientnet_b0(num_classes=num_classes, dropout=dropout,
+                                               stochastic_depth_prob=stochastic_depth)
     stem = nn.Conv2d(1, 32, kernel_size=3, stride=2, padding=1, bias=False)
     nn.init.kaiming_normal_(stem.weight, mode="fan_out")  # as torchvision initialises its convs
     model.features[0][0] = stem
     return model
 
 
-def make_model(name):
-    if name == "resnet20":
+def make_model(args):
+    if args.model == "resnet20":
         return cifar_resnet(20, in_channels=1, num_classes=10)
-    return efficientnet_b0_1ch(10)
+    return efficientnet_b0_1ch(10, args.dropout, args.stochastic_depth)
 
 
 def convnet_lr_lambda(warmup_steps, total_steps, warmup_start=0.01):
@@ -172,7 +176,7 @@ def convnet_lr_lambda(warmup_steps, total_steps, warmup_start=0.01):
 
 
 def build(args, steps_total, steps_per_epoch):
-    model = make_model(args.model)
+    model = make_model(args)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.optimizer == "sgd":
@@ -247,7 +251,7 @@ def full_run(args, x_pad, y, x_test, y_test):
         for i in range(0, n_used, args.batch):
             idx = perm[i : i + args.batch]
             yb = y[idx]
-            xb = to_device_layout(augment(x_pad[idx], gen), args.channels_last)
+            xb = to_device_layout(augment(x_pad[idx], gen, args.augment), args.channels_last)
             logits, loss = train_step(model, opt, sched, xb, yb, args.label_smoothing)
             loss_sum += loss.item() * len(idx)
             correct += (logits.argmax(1) == yb).sum().item()
@@ -286,6 +290,11 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, default=0.2, help="efficientnet_b0: classifier dropout")
+    p.add_argument("--stochastic-depth", type=float, default=0.2,
+                   help="efficientnet_b0: the last block's drop-path probability")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random crop + flip (--no-augment: the images as they are)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--json", action="store_true", help="print a JSON summary line at the end")
     p.add_argument("--compute-only", action="store_true",
