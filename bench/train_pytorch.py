@@ -147,8 +147,10 @@ def efficientnet_b0_1ch(num_classes=10, dropout=0.2, stochastic_depth=0.2):
     """torchvision's EfficientNet-B0 taking 1-channel input (convnet's `--in-channels 1`)."""
     import torchvision
 
-    model = torchvision.models.efficientnet_b0(num_classes=num_classes, dropout=dropout,
+    # the builder fixes the classifier's dropout (0.2); the module's p is set after
+    model = torchvision.models.efficientnet_b0(num_classes=num_classes,
                                                stochastic_depth_prob=stochastic_depth)
+    model.classifier[0].p = dropout
     stem = nn.Conv2d(1, 32, kernel_size=3, stride=2, padding=1, bias=False)
     nn.init.kaiming_normal_(stem.weight, mode="fan_out")  # as torchvision initialises its convs
     model.features[0][0] = stem
