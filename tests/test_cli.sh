@@ -755,6 +755,16 @@ check "existing model.safetensors unchanged after failed runs" test "$(sha "$T/k
 check "no temporary files left in --out" test "$(find "$T/keepout" -name '*.tmp*' | wc -l)" -eq 0
 expect_fail "train --out under a regular file" 1 "$T/r20.safetensors" -- \
   "$BIN" train "${TRAIN_ARGS[@]}" --out "$T/r20.safetensors/sub"
+# --init with a plain state_dict (as torchvision writes it): --model names the architecture
+expect_ok "train --init a plain state_dict with --model" -- "$BIN" train "${TRAIN_ARGS[@]}" \
+  --epochs 1 --init "$T/r20_plain.safetensors" --out "$T/initplain" &&
+  check "train --init a plain state_dict: a model written" test -s "$T/initplain/model.safetensors"
+expect_fail "train --init a plain state_dict without --model" 2 "$T/r20_plain.safetensors" "--model" -- \
+  "$BIN" train --limit-train "$LT" --limit-test "$LE" --batch 32 --epochs 1 --threads 2 \
+  --init "$T/r20_plain.safetensors" --out "$T/initplain2"
+expect_fail "train --init a resnet20 file with --model resnet18" 2 "holds a resnet20" -- \
+  "$BIN" train --model resnet18 --limit-train "$LT" --limit-test "$LE" --batch 32 --epochs 1 \
+  --threads 2 --init "$T/r20.safetensors" --out "$T/initplain3"
 
 # ---------------------------------------------------------------------------------------------
 # 9. a convnet model loads in PyTorch and gives the same logits
