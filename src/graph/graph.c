@@ -105,6 +105,7 @@ static cn_node *new_node(cn_graph *g, cn_op op, const char *name, int in0, int i
     nd->buf[0] = nd->buf[1] = nd->buf[2] = -1;
     nd->act_out = -1;
     nd->fuse_out = nd->fuse_bn = nd->fuse_res = -1;
+    nd->fuse_in = nd->fuse_scale = -1;
     return nd;
 }
 
@@ -373,6 +374,21 @@ static int producer(const cn_graph *g, int t) {
 
 int cn_graph_sole_consumer(const cn_graph *g, int t) { return sole_consumer(g, t); }
 
+/* An SE product before a 1x1 convolution (cn_node.fuse_in) goes, image by image, into a copy of
+ * the weights when they are the smaller operand (OC x C against H x W x C: the early, large
+ * maps), else into a copy of the image's activations. Whether the weights, and the floats of
+ * the copy, rounded up to 64 bytes. */
+static int scale_weights(const cn_node *nd) {
+    return (size_t)nd->a.conv.oc < (size_t)nd->desc.h * nd->desc.w;
+}
+
+static size_t scaled_floats(const cn_graph *g, const cn_node *nd) {
+    size_t n = scale_weights(nd) ? g->entries[nd->p[0]].count
+                                 : (size_t)nd->desc.h * nd->desc.w * nd->desc.c;
+    return (n + 15) & ~(size_t)15;
+}
+
+
 static cn_act act_of(cn_op op) {
     return op == CN_OP_RELU ? CN_ACT_RELU : op == CN_OP_SILU ? CN_ACT_SILU
          : op == CN_OP_SIGMOID ? CN_ACT_SIGMOID : CN_ACT_NONE;
@@ -422,7 +438,18 @@ static void fuse_inference(cn_graph *g) {
                 }
             }
         }
-        if (!na) continue;
+        /* the SE product before a 1x1 convolution (see cn_node.fuse_in) */
+        const int sp = producer(g, cv->in[0]);
+        const int pointwise = cv->a.conv.k == 1 && cv->a.conv.stride == 1 && cv->a.conv.pad == 0 &&
+                              cv->a.conv.groups == 1;
+        if (pointwise && sp >= 0 && g->nodes[sp].op == CN_OP_SCALE && !g->nodes[sp].eval_skip &&
+            sole_consumer(g, cv->in[0]) == i) {
+            cv->fuse_in = g->nodes[sp].in[0];
+            cv->fuse_scale = g->nodes[sp].in[1];
+            g->nodes[sp].eval_skip = 1;
+        } else if (!na) {
+            continue;
+        }
         cv->fuse_out = cur;
         cv->fuse_bn = bn;
         cv->fuse_res = res;
@@ -654,7 +681,8 @@ static size_t plan_eval_offsets(const cn_graph *g, int batch, size_t *offset) {
     for (int i = 0; i < g->nnodes; i++) {
         const cn_node *nd = &g->nodes[i];
         if (nd->op == CN_OP_INPUT || nd->fused || nd->eval_skip) continue;
-        last[nd->in[0]] = i;
+        if (nd->fuse_in >= 0) last[nd->fuse_in] = last[nd->fuse_scale] = i;
+        else last[nd->in[0]] = i;
         if (two_inputs(nd->op)) last[nd->in[1]] = i;
         if (nd->fuse_res >= 0) last[nd->fuse_res] = i;
     }
@@ -723,6 +751,12 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
         if (nd->op == CN_OP_CONV) {
             nd->desc.n = batch;
             size_t s = cn_conv2d_workspace(&nd->desc, threads, train);
+            /* an SE product taken into the weights: one image at a time, its weights first */
+            if (!train && nd->fuse_in >= 0) {
+                cn_conv_desc one = nd->desc;
+                one.n = 1;
+                s = cn_conv2d_workspace(&one, threads, 0) + scaled_floats(g, nd);
+            }
             if (s > ws) ws = s;
         } else {
             nd->desc.n = batch;
@@ -841,8 +875,32 @@ static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
     if (nd->fuse_res >= 0) ep.res = g->tensors[nd->fuse_res].data;
     cn_conv_desc d = nd->desc;
     d.n = n;
-    cn_conv2d_forward_fused(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data,
-                            cn_entry_data(g, nd->p[0]), &ep, &d, g->workspace, g->threads);
+    const float *w = cn_entry_data(g, nd->p[0]); /* (OC, 1, 1, C) */
+    if (nd->fuse_in < 0) {
+        cn_conv2d_forward_fused(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data, w,
+                                &ep, &d, g->workspace, g->threads);
+        return;
+    }
+    /* the SE product in the weights or in a copy of the activations, image by image */
+    const int c = d.c, hw = d.h * d.w, by_w = scale_weights(nd);
+    const size_t in_px = (size_t)hw * c, out_px = (size_t)d.oh * d.ow * oc;
+    const float *x = g->tensors[nd->fuse_in].data, *sc = g->tensors[nd->fuse_scale].data;
+    float *ws = (float *)g->workspace, *y = g->tensors[nd->fuse_out].data;
+    const float *res = ep.res;
+    d.n = 1;
+    for (int i = 0; i < n; i++) {
+        const float *s = sc + (size_t)i * c, *xi = x + (size_t)i * in_px;
+        if (by_w) {
+#pragma omp parallel for num_threads(g->threads) schedule(static) if (oc * c >= 32768)
+            for (int o = 0; o < oc; o++)
+                for (int k = 0; k < c; k++) ws[(size_t)o * c + k] = w[(size_t)o * c + k] * s[k];
+        } else {
+            cn_scale_forward(ws, xi, s, 1, hw, c);
+        }
+        ep.res = res ? res + (size_t)i * out_px : NULL;
+        cn_conv2d_forward_fused(y + (size_t)i * out_px, by_w ? xi : ws, by_w ? ws : w, &ep, &d,
+                                ws + scaled_floats(g, nd), g->threads);
+    }
 }
 
 /* Profiling: per op type, and per node when node_time is allocated. */

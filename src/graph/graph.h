@@ -99,6 +99,11 @@ typedef struct cn_node {
      * tensor, fuse_out (-1: nothing absorbed). Absorbed nodes have eval_skip set. */
     int fuse_out, fuse_bn, fuse_res;
     cn_act fuse_act;
+    /* a 1x1 convolution after a squeeze-and-excitation product y = x * s that only it reads
+     * takes the product into its weights instead, image by image (w'[o][c] = w[o][c] * s[n][c]:
+     * OC x C multiplies in place of a pass over the H x W x C map): it reads fuse_in (x) and
+     * fuse_scale (s, (N, 1, 1, C)); -1: no such product */
+    int fuse_in, fuse_scale;
     int eval_skip;
     /* gradient aliasing, decided by planning: a ReLU masks its output gradient in place and
      * passes the buffer on; an add hands its output gradient to inputs it is the only consumer
