@@ -167,6 +167,24 @@ static CN_CLONES void output_transform(float *const *po, const float *const *pr,
 #undef OUT_CASE
 }
 
+/* ---- kernel choice: the AVX-512 transforms follow the GEMM's kernel path, so that tests
+ * forcing the generic path exercise the plain C ones too ---- */
+
+void f32_wino_input_tile__avx512(float *v, size_t fs, const float *const *px, int c);
+void f32_wino_output_tile__avx512(float *const *po, const float *const *pr, const float *m,
+                                  size_t fs, int oc, const float *scale, const float *shift,
+                                  int act);
+
+typedef void (*input_fn)(float *v, size_t fs, const float *const *px, int c);
+typedef void (*output_fn)(float *const *po, const float *const *pr, const float *m, size_t fs,
+                          int oc, const float *scale, const float *shift, int act);
+
+static void output_transform_c(float *const *po, const float *const *pr, const float *m,
+                               size_t fs, int oc, const float *scale, const float *shift,
+                               int act) {
+    output_transform(po, pr, m, fs, oc, scale, shift, (cn_act)act);
+}
+
 /* ---- driver ---- */
 
 /* floats of one block's V and M per tile, and the L2 share they may take: half of a 2 MB L2,
@@ -218,6 +236,8 @@ typedef struct wctx {
     const cn_conv_desc *d;
     const wplan *p;
     const float *zero;
+    input_fn input;
+    output_fn output;
 } wctx;
 
 static void tile_origin(const wctx *x, size_t t, int *n, int *y0, int *x0) {
@@ -242,7 +262,7 @@ static void input_tiles(const wctx *x, size_t b, int j0, int j1, float *v) {
                                     ? x->zero
                                     : x->in + (((size_t)n * d->h + iy) * d->w + ix) * d->c;
             }
-        input_transform(v + (size_t)j * d->c, fs, px, d->c);
+        x->input(v + (size_t)j * d->c, fs, px, d->c);
     }
 }
 
@@ -274,8 +294,8 @@ static void output_tiles(const wctx *x, size_t b, int j0, int j1, const float *m
                 po[i * 4 + k] = in ? x->out + o : dump;
                 pr[i * 4 + k] = !res ? NULL : in ? res + o : x->zero;
             }
-        output_transform(po, res ? pr : NULL, m + (size_t)j * d->oc, fs, d->oc, x->ep->scale,
-                         x->ep->shift, x->ep->act);
+        x->output(po, res ? pr : NULL, m + (size_t)j * d->oc, fs, d->oc, x->ep->scale,
+                  x->ep->shift, (int)x->ep->act);
     }
 }
 
@@ -289,7 +309,16 @@ void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilo
     const wplan p = make_plan(d);
     const int T = nthreads > 1 ? nthreads : 1;
     memset(ws, 0, sizeof(float) * p.zero);
-    const wctx x = {out, in, u, ep, d, &p, ws};
+    const int avx512 = strcmp(cn_sgemm_path_name(), "avx512") == 0;
+    const wctx x = {out,
+                    in,
+                    u,
+                    ep,
+                    d,
+                    &p,
+                    ws,
+                    avx512 ? f32_wino_input_tile__avx512 : input_transform,
+                    avx512 ? f32_wino_output_tile__avx512 : output_transform_c};
     const size_t vfl = round16((size_t)NF * p.tb * d->c), mfl = round16((size_t)NF * p.tb * d->oc);
     if (T == 1 || p.nb >= 2 * (size_t)T) {
 #pragma omp parallel num_threads(T)
