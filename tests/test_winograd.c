@@ -7,11 +7,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "convnet.h"
 #include "core/rng.h"
 #include "graph/model.h"
+#include "io/safetensors.h"
 #include "kernels/winograd.h"
 #include "ops/activation.h"
 #include "ops/ops.h"
@@ -138,9 +140,163 @@ static void test_awkward(void) {
     printf("awkward shapes: %d cases, worst rel err %.3g\n", cases, worst);
 }
 
+/* ---- model level ---- */
+
+enum { HW = 64, NB = 2 };
+
+static cn_model *make_model(const char *name, uint64_t seed) {
+    cn_model_config cfg;
+    cn_model_config_default(&cfg);
+    cfg.name = name;
+    cfg.num_classes = 10;
+    cfg.seed = seed;
+    cfg.threads = 2;
+    cn_model *m = NULL;
+    if (cn_model_create(&m, &cfg) != CN_OK) {
+        fprintf(stderr, "cannot create %s: %s\n", name, cn_errmsg());
+        exit(2);
+    }
+    return m;
+}
+
+/* eval logits (NB, 10) with Winograd forced on (mode 1) or off (0) */
+static void logits(cn_model *m, const float *x, int mode, float *out) {
+    cn_winograd_force(mode);
+    cn_status st = cn_model_forward(m, x, NB, HW, HW, 0, out);
+    CHECK(st == CN_OK, "forward: %s", cn_errmsg());
+    cn_winograd_force(-1);
+}
+
+/* Winograd logits agree with the other path's on the model's current weights; returns them in
+ * on[] for the caller's checks */
+static double agree(cn_model *m, const float *x, float *on, const char *what) {
+    float off[NB * 10];
+    logits(m, x, 1, on);
+    logits(m, x, 0, off);
+    double e = max_rel_err(on, off, NB * 10, 1e-6);
+    printf("  %s: on vs off rel err %.3g\n", what, e);
+    CHECK(e <= 1e-4, "%s: Winograd on vs off rel err %g", what, e);
+    return e;
+}
+
+/* the logits moved by more than any rounding: a stale cache would have been seen */
+static void changed(const float *before, const float *after, const char *what) {
+    double e = max_rel_err(after, before, NB * 10, 1e-6);
+    CHECK(e > 1e-3, "%s: the logits barely moved (%g), the test cannot see a stale cache", what,
+          e);
+}
+
+static void test_models(void) {
+    float *x = alloc_f((size_t)NB * 3 * HW * HW);
+    fill_normal(x, (size_t)NB * 3 * HW * HW, 1.0f, 7);
+    const char *names[] = {"resnet18", "resnet50"};
+    for (int i = 0; i < 2; i++) {
+        cn_model *m = make_model(names[i], 11);
+        float on[NB * 10];
+        char what[64];
+        snprintf(what, sizeof what, "%s %dx%d batch %d", names[i], HW, HW, NB);
+        agree(m, x, on, what);
+        cn_model_free(m);
+    }
+    free(x);
+}
+
+/* The cached transformed weights follow every way the weights change. */
+static void test_cache(void) {
+    float *x = alloc_f((size_t)NB * 3 * HW * HW);
+    fill_normal(x, (size_t)NB * 3 * HW * HW, 1.0f, 8);
+    cn_model *m = make_model("resnet18", 21);
+    float a[NB * 10], b[NB * 10];
+    agree(m, x, a, "fresh");
+
+    /* a training step: the eval forward between backward and the step caches the weights of
+     * before the step (at the version the train forward left), which the step must invalidate */
+    cn_optim_config oc;
+    cn_optim_config_default(&oc, CN_OPTIM_SGD);
+    oc.lr = 0.5f;
+    cn_optim *opt = NULL;
+    CHECK(cn_optim_create(&opt, m, &oc) == CN_OK, "optim: %s", cn_errmsg());
+    int32_t labels[NB] = {3, 7};
+    float loss;
+    cn_model_zero_grad(m);
+    CHECK(cn_model_forward(m, x, NB, HW, HW, 1, NULL) == CN_OK, "train forward");
+    CHECK(cn_model_loss(m, labels, 0.0f, &loss, NULL) == CN_OK, "loss");
+    CHECK(cn_model_backward(m) == CN_OK, "backward");
+    agree(m, x, a, "after a train forward");
+    if (opt) cn_optim_step(opt, oc.lr);
+    agree(m, x, b, "after an optimizer step");
+    changed(a, b, "optimizer step");
+    cn_optim_free(opt);
+
+    /* cn_model_tensor_set on one 3x3 convolution */
+    int e = cn_model_tensor_find(m, "layer1.0.conv2.weight");
+    CHECK(e >= 0, "no layer1.0.conv2.weight");
+    if (e >= 0) {
+        cn_tensor_info ti;
+        cn_model_tensor_info(m, e, &ti);
+        float *w = alloc_f((size_t)ti.count);
+        cn_model_tensor_get(m, e, w);
+        for (int64_t i = 0; i < ti.count; i++) w[i] = -2.0f * w[i];
+        cn_model_tensor_set(m, e, w);
+        free(w);
+        memcpy(a, b, sizeof a);
+        agree(m, x, b, "after cn_model_tensor_set");
+        changed(a, b, "cn_model_tensor_set");
+    }
+
+    /* loading another model's file into it */
+    cn_model *other = make_model("resnet18", 99);
+    char path[] = "/tmp/cn_test_winograd_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    if (fd >= 0) {
+        close(fd);
+        cn_st_file *f = NULL;
+        CHECK(cn_model_save(other, path) == CN_OK, "save: %s", cn_errmsg());
+        CHECK(cn_st_open(&f, path) == CN_OK, "open: %s", cn_errmsg());
+        if (f) {
+            CHECK(cn_model_load_state(m, f, "") == CN_OK, "load: %s", cn_errmsg());
+            cn_st_close(f);
+            memcpy(a, b, sizeof a);
+            agree(m, x, b, "after cn_model_load_state");
+            changed(a, b, "cn_model_load_state");
+        }
+        unlink(path);
+    }
+    /* copying another model's state */
+    cn_model *third = make_model("resnet18", 5);
+    CHECK(cn_model_copy_state(m, third) == CN_OK, "copy_state: %s", cn_errmsg());
+    memcpy(a, b, sizeof a);
+    agree(m, x, b, "after cn_model_copy_state");
+    changed(a, b, "cn_model_copy_state");
+
+    /* pruning masks, in place */
+    cn_prune_config pc;
+    cn_prune_config_default(&pc);
+    pc.method = CN_PRUNE_MAGNITUDE;
+    pc.amount = 0.5f;
+    CHECK(cn_prune_mask(m, &pc) == CN_OK, "prune: %s", cn_errmsg());
+    memcpy(a, b, sizeof a);
+    agree(m, x, b, "after cn_prune_mask (magnitude)");
+    changed(a, b, "cn_prune_mask (magnitude)");
+    pc.method = CN_PRUNE_L1;
+    pc.amount = 0.3f;
+    CHECK(cn_prune_mask(m, &pc) == CN_OK, "prune: %s", cn_errmsg());
+    memcpy(a, b, sizeof a);
+    agree(m, x, b, "after cn_prune_mask (L1 channels)");
+    changed(a, b, "cn_prune_mask (L1 channels)");
+
+    cn_model_free(third);
+    cn_model_free(other);
+    cn_model_free(m);
+    free(x);
+}
+
 int main(int argc, char **argv) {
     (void)argc, (void)argv;
     test_awkward();
     test_resnet_shapes();
+    test_models();
+    test_cache();
     return check_summary("winograd");
 }
