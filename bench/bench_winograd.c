@@ -3,7 +3,8 @@
  * ResNet-18/50, at batch 1 and 16, with 1 and 2 threads, epilogue BN + ReLU. The machine is shared
  * and noisy: the two paths alternate in rounds, and the minimum and the median of each are
  * reported; GFLOP/s are 2 * MACs of the direct convolution / time.
- * Usage: bench_winograd [rounds [batch [threads [map]]]]   (0: all)
+ * Usage: bench_winograd [rounds [batch [threads [map]]]]   (0: the default: batch 1 and 16,
+ * 1 and 2 threads, every map; a batch given runs that batch only)
  * Build: make build/release/bench/bench_winograd */
 #define _POSIX_C_SOURCE 200809L
 
@@ -60,8 +61,8 @@ int main(int argc, char **argv) {
         for (int bi = 0; bi < 2; bi++)
             for (int ti = 0; ti < 2; ti++) {
                 const shape *sh = &shapes[s];
-                int n = batches[bi], T = threads[ti];
-                if ((only_batch && n != only_batch) || (only_threads && T != only_threads) ||
+                int n = only_batch ? only_batch : batches[bi], T = threads[ti];
+                if ((only_batch && bi) || (only_threads && T != only_threads) ||
                     (only_map && sh->hw != only_map))
                     continue;
                 cn_conv_desc d = {n, sh->hw, sh->hw, sh->c, sh->c, 3, 3, 1, 1, 1, 1, 1, 0, 0};

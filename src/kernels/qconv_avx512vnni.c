@@ -125,14 +125,21 @@ AI __m512i add64(__m512i b, const uint8_t *r, __mmask64 n, const cn_qadd *p) {
     const __m512i rnd = _mm512_set1_epi32(1 << (p->sh - 1)), zo = _mm512_set1_epi32(p->zo);
     const __m128i sh = _mm_cvtsi32_si128(p->sh);
     __m512i v[4];
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; q++) {
-        const __m512i a32 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(b, q));
-        const __m512i r32 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(rv, q));
-        __m512i t = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_sub_epi32(a32, za), ma),
-                                     _mm512_mullo_epi32(_mm512_sub_epi32(r32, zb), mb));
-        v[q] = _mm512_add_epi32(_mm512_sra_epi32(_mm512_add_epi32(t, rnd), sh), zo);
-    }
+    /* spelled out: the lane index must be an immediate, and at -O1 (the sanitizer build) a
+     * loop is not unrolled */
+#define ADD64_QUARTER(q)                                                                       \
+    do {                                                                                       \
+        const __m512i a32 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(b, q));             \
+        const __m512i r32 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(rv, q));            \
+        __m512i t = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_sub_epi32(a32, za), ma),        \
+                                     _mm512_mullo_epi32(_mm512_sub_epi32(r32, zb), mb));       \
+        v[q] = _mm512_add_epi32(_mm512_sra_epi32(_mm512_add_epi32(t, rnd), sh), zo);           \
+    } while (0)
+    ADD64_QUARTER(0);
+    ADD64_QUARTER(1);
+    ADD64_QUARTER(2);
+    ADD64_QUARTER(3);
+#undef ADD64_QUARTER
     return pack64(v[0], v[1], v[2], v[3], _mm512_set1_epi8((char)p->qmin),
                   _mm512_set1_epi8((char)p->qmax));
 }

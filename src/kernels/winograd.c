@@ -39,12 +39,28 @@ int cn_wino_shape_ok(const cn_conv_desc *d) {
            d->groups == 1 && d->c > 0 && d->oc > 0 && d->h > 0 && d->w > 0 && d->n > 0;
 }
 
+/* Measured with bench/bench_winograd (2 vCPUs, AVX-512, 1 and 2 threads alike) against the
+ * direct kernels (C <= 64) and the implicit GEMM (C > 64) on ResNet's 3x3 shapes:
+ *  - C = OC = 64 at 56x56 and 128 at 28x28: 2-3x faster at batch 1 and 16;
+ *  - 256 at 14x14: 1.25-1.4x at batch 1 (16 tiles), 1.7-2.4x at batch 16;
+ *  - 512 at 7x7 (4 tiles an image): 0.2-0.5x at batch 1 and 2, even at batch 4, 1.2-1.9x at
+ *    batch 8, 1.3-2.5x at 16.
+ * What decides is how many tiles share each U_f: the 36 x C x OC transformed weights are 4x the
+ * layer's weights and are read once per call (per block), so the GEMM needs enough rows (tiles)
+ * to be bound by arithmetic rather than by reading U: 16 for U up to 9 MB (C = OC = 256), 32
+ * beyond. Fewer than 64 channels stay on the direct kernels, which were not measured against
+ * (the CIFAR ResNets' 16/32-channel layers, where the GEMMs would be too narrow anyway). */
+enum { WINO_MIN_CHANNELS = 64, WINO_MIN_TILES = 16, WINO_MIN_TILES_BIG_U = 32 };
+
 int cn_wino_wanted(const cn_conv_desc *d, int nthreads) {
+    (void)nthreads; /* the thresholds held at 1 and 2 threads */
     if (!cn_wino_shape_ok(d)) return 0;
     int f = atomic_load_explicit(&forced, memory_order_relaxed);
     if (f >= 0) return f;
-    (void)nthreads;
-    return 0;
+    if (d->c < WINO_MIN_CHANNELS || d->oc < WINO_MIN_CHANNELS) return 0;
+    size_t tiles = (size_t)d->n * ((d->h + 3) / 4) * ((d->w + 3) / 4);
+    int big_u = (size_t)d->c * d->oc > (size_t)256 * 256;
+    return tiles >= (size_t)(big_u ? WINO_MIN_TILES_BIG_U : WINO_MIN_TILES);
 }
 
 /* ---- weights: U = G g G^T ---- */
@@ -187,12 +203,17 @@ static void output_transform_c(float *const *po, const float *const *pr, const f
 
 /* ---- driver ---- */
 
-/* floats of one block's V and M per tile, and the L2 share they may take: half of a 2 MB L2,
- * the rest being for the U_f panel of the GEMM in progress */
-enum { BLOCK_BUDGET_FLOATS = 1 << 18, TB_MIN = 16, TB_MAX = 256 };
+/* Tiles per block. A block's V (36, TB, C) and M (36, TB, OC) should stay in L2 (2 MB a core
+ * here; half of it, the rest being for the U_f panel of the GEMM in progress). But every block
+ * reads all of U (36 C OC floats): when U does not fit in L2 either, it comes from L3 or memory
+ * once per block, and fewer, bigger blocks are worth V and M leaving L2 (measured on C = OC = 256
+ * at 14x14 batch 16: 64 tiles 1.6x faster than 16; on 512 at 7x7, 64 and 128 1.5x faster
+ * than 16; on 64 at 56x56, 56 and 128 about the same). */
+enum { BLOCK_BUDGET_FLOATS = 1 << 18, TB_MIN = 16, TB_BIG_U = 64, TB_MAX = 256 };
 
 static int block_tiles(int c, int oc) {
     size_t tb = BLOCK_BUDGET_FLOATS / ((size_t)NF * (c + oc));
+    if ((size_t)NF * c * oc > BLOCK_BUDGET_FLOATS && tb < TB_BIG_U) tb = TB_BIG_U;
     if (tb < TB_MIN) tb = TB_MIN;
     if (tb > TB_MAX) tb = TB_MAX;
     return (int)tb;
