@@ -92,12 +92,12 @@ void cn_wino_pack_weights(float *u, const float *w, int c, int oc, int nthreads)
         }
 }
 
-/* ---- transforms: plain C over the channels, vectorised by the compiler (CN_CLONES) ---- */
+/* ---- transforms in plain C, for CPUs without AVX-512 (winograd_avx512.c has the fast ones:
+ * neither gcc nor clang vectorises these over the channels, even with omp simd) ---- */
 
 /* v[f * fs + k] = (B^T d B)[f] for channel k of one tile; px: its 36 input pixels (row-major),
  * each C floats (a zero row for pixels in the padding) */
 static CN_CLONES void input_transform(float *restrict v, size_t fs, const float *const *px, int c) {
-#pragma omp simd
     for (int k = 0; k < c; k++) {
         float t[6][6];
         for (int j = 0; j < 6; j++) {
@@ -138,7 +138,6 @@ static inline __attribute__((always_inline)) float act1(float y, const int act) 
 static inline __attribute__((always_inline)) void output_impl(
     float *const *po, const float *const *pr, const float *restrict m, size_t fs, int oc,
     const float *restrict scale, const float *restrict shift, const int has_res, const int act) {
-#pragma omp simd
     for (int k = 0; k < oc; k++) {
         float t[4][6];
         for (int j = 0; j < 6; j++) {
