@@ -58,6 +58,7 @@ for b in release asan; do
   run "image [$b]" build/$b/tests/test_image "$imgrefs"
   run "ops [$b]" build/$b/tests/test_ops
   run "ops-effnet [$b]" build/$b/tests/test_ops_effnet
+  run "winograd [$b]" build/$b/tests/test_winograd
   run "models [$b]" build/$b/tests/test_models "$refs"
   run "parity [$b]" build/$b/tests/test_parity "$refs"
   run "train [$b]" build/$b/tests/test_train

@@ -517,6 +517,7 @@ static cn_status surgery(cn_model **out, const cn_model *m, const groups *gs, co
         st = copy_sliced(g, &p->g, e, g0 >= 0 ? idx[g0] : NULL, g0 >= 0 ? nidx[g0] : 0,
                          g1 >= 0 ? idx[g1] : NULL, g1 >= 0 ? nidx[g1] : 0);
     }
+    cn_graph_params_changed(&p->g);
     if (st == CN_OK && m->mask) st = cn_model_mask_from_zeros(p);
     for (int i = 0; idx && i < gs->n; i++) free(idx[i]);
     free(idx);
@@ -615,6 +616,7 @@ static cn_status magnitude_mask(cn_model *m, const cn_prune_config *cfg) {
         }
     }
     free(v);
+    cn_graph_params_changed(g);
     return CN_OK;
 }
 
@@ -699,6 +701,7 @@ cn_status cn_prune_mask(cn_model *m, const cn_prune_config *cfg) {
         }
         off += gr->channels;
     }
+    cn_graph_params_changed(&m->g);
     free(keep);
     groups_free(&gs);
     return st;

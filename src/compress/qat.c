@@ -131,6 +131,7 @@ void cn_qat_weights_begin(cn_model *m) {
         }
     }
     q->weights_on = 1;
+    cn_graph_params_changed(g);
 }
 
 void cn_qat_weights_end(cn_model *m) {
@@ -138,6 +139,7 @@ void cn_qat_weights_end(cn_model *m) {
     if (!q || !q->weights_on) return;
     memcpy(m->g.params, q->master, sizeof(float) * m->g.nparams);
     q->weights_on = 0;
+    cn_graph_params_changed(&m->g);
 }
 
 int cn_model_is_qat(const cn_model *m) { return m && m->qat; }

@@ -112,6 +112,7 @@ cn_status cn_quantize_fixed(cn_model **out, const cn_model *m, int bits, cn_quan
         }
         k++;
     }
+    cn_graph_params_changed(&q->g);
     /* pruning masks stay valid: a zero weight quantizes to zero */
     if (rep) {
         rep->bits = bits;

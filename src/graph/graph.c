@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "core/status.h"
+#include "kernels/winograd.h"
 
 enum { STREAM_INIT = 1 };
 
@@ -57,6 +58,7 @@ static void free_plan(cn_graph *g) {
 void cn_graph_free(cn_graph *g) {
     if (!g) return;
     free_plan(g);
+    for (int i = 0; i < g->nnodes; i++) free(g->nodes[i].wino);
     free(g->nodes);
     free(g->tensors);
     free(g->entries);
@@ -510,7 +512,10 @@ void cn_entry_set(const cn_graph *g, int e, const float *src, float *dst) {
     else memcpy(dst, src, sizeof(float) * en->count);
 }
 
+void cn_graph_params_changed(cn_graph *g) { g->param_version++; }
+
 void cn_graph_init_params(cn_graph *g, uint64_t seed, int zero_init_residual) {
+    cn_graph_params_changed(g);
     for (int e = 0; e < g->nentries; e++) {
         cn_entry *en = &g->entries[e];
         float *d = cn_entry_data(g, e);
@@ -852,6 +857,20 @@ const cn_tensor *cn_graph_output(const cn_graph *g) { return &g->tensors[g->nten
 
 static size_t numel(const cn_tensor *t, int n) { return (size_t)n * t->h * t->w * t->c; }
 
+/* The Winograd weights of a convolution, transformed again when the parameters have changed
+ * since; NULL when they cannot be allocated (the other path needs no memory of its own). */
+static const float *wino_weights(cn_graph *g, cn_node *nd) {
+    if (nd->wino && nd->wino_version == g->param_version) return nd->wino;
+    if (!nd->wino) {
+        nd->wino = malloc(sizeof(float) * cn_wino_weight_floats(nd->desc.c, nd->a.conv.oc));
+        if (!nd->wino) return NULL;
+    }
+    cn_wino_pack_weights(nd->wino, cn_entry_data(g, nd->p[0]), nd->desc.c, nd->a.conv.oc,
+                         g->threads);
+    nd->wino_version = g->param_version;
+    return nd->wino;
+}
+
 /* An eval-mode convolution with its absorbed chain (see cn_node.fuse_out). */
 static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
     int oc = nd->a.conv.oc;
@@ -875,10 +894,15 @@ static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
     if (nd->fuse_res >= 0) ep.res = g->tensors[nd->fuse_res].data;
     cn_conv_desc d = nd->desc;
     d.n = n;
-    const float *w = cn_entry_data(g, nd->p[0]); /* (OC, 1, 1, C) */
+    const float *w = cn_entry_data(g, nd->p[0]); /* (OC, KH, KW, C) */
     if (nd->fuse_in < 0) {
-        cn_conv2d_forward_fused(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data, w,
-                                &ep, &d, g->workspace, g->threads);
+        const float *u = cn_wino_wanted(&d, g->threads) ? wino_weights(g, nd) : NULL;
+        if (u)
+            cn_wino_forward(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data, u, &ep,
+                            &d, g->workspace, g->threads);
+        else
+            cn_conv2d_forward_fused(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data,
+                                    w, &ep, &d, g->workspace, g->threads);
         return;
     }
     /* the SE product in the weights or in a copy of the activations, image by image */
@@ -912,6 +936,8 @@ static void profile_add(cn_graph *g, const cn_node *nd, int i, int backward, dou
 
 void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
     omp_set_num_threads(g->threads);
+    /* a training forward is followed by an update of the weights, whoever makes it */
+    if (train) cn_graph_params_changed(g);
     for (int i = 0; i < g->nnodes; i++) {
         cn_node *nd = &g->nodes[i];
         if (nd->fused || (!train && nd->eval_skip)) continue;

@@ -115,6 +115,11 @@ typedef struct cn_node {
     int32_t *argmax;        /* max pool */
     float *mask;            /* dropout / drop path: the last train forward's mask */
     float *fold;            /* fused conv: the epilogue's scale and shift (2 x oc) */
+    /* fused 3x3 conv on the Winograd path: its transformed weights (36, C, OC), computed from
+     * the weights of param_version wino_version (kernels/winograd.h); kept across plans, freed
+     * with the graph */
+    float *wino;
+    uint64_t wino_version;
 } cn_node;
 
 typedef struct cn_graph {
@@ -127,6 +132,9 @@ typedef struct cn_graph {
     size_t nparams, nbuffers, ncounters;
     float *params, *grads, *buffers;
     int64_t *counters;
+    /* incremented by cn_graph_params_changed whenever params may have been written: caches
+     * derived from the weights (cn_node.wino) are valid for one version */
+    uint64_t param_version;
     /* plan */
     int batch, in_h, in_w, train_plan, threads;
     float *workspace;
@@ -180,6 +188,11 @@ int cn_g_sigmoid(cn_graph *g, int x);
 int cn_g_scale(cn_graph *g, int x, int s);
 int cn_g_dropout(cn_graph *g, const char *name, int x, float p);
 int cn_g_droppath(cn_graph *g, const char *name, int x, float p);
+
+/* To be called after writing into params (or handing them to code that may): invalidates what
+ * was derived from the weights. Every writer in the library calls it; code outside the library
+ * writes through cn_model_tensor_set or cn_model_load_state, which do. */
+void cn_graph_params_changed(cn_graph *g);
 
 /* Allocates the flat state arrays once building is done. */
 cn_status cn_graph_finalize(cn_graph *g);

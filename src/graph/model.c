@@ -117,6 +117,7 @@ cn_status cn_model_copy_state(cn_model *dst, const cn_model *src) {
     if (s->nparams != d->nparams || s->nbuffers != d->nbuffers || s->ncounters != d->ncounters)
         return cn_error(CN_ERR_INTERNAL, "copy_state: different architectures");
     memcpy(d->params, s->params, sizeof(float) * s->nparams);
+    cn_graph_params_changed(d);
     if (s->nbuffers) memcpy(d->buffers, s->buffers, sizeof(float) * s->nbuffers);
     if (s->ncounters) memcpy(d->counters, s->counters, sizeof(int64_t) * s->ncounters);
     free(dst->mask);
@@ -415,7 +416,16 @@ static cn_status dequantize_tensor(const cn_st_tensor *t, const char *path, cons
 static cn_status load_plain(cn_model *m, const cn_st_file *f, const char *prefix, size_t plen,
                             const int *qfrac, int qpacked);
 
+static cn_status load_state(cn_model *m, const cn_st_file *f, const char *prefix);
+
+/* a failed load may have written some tensors: the weights have changed either way */
 cn_status cn_model_load_state(cn_model *m, const cn_st_file *f, const char *prefix) {
+    cn_status st = load_state(m, f, prefix);
+    cn_graph_params_changed(&m->g);
+    return st;
+}
+
+static cn_status load_state(cn_model *m, const cn_st_file *f, const char *prefix) {
     cn_graph *g = &m->g;
     const char *path = cn_st_path(f);
     size_t plen = strlen(prefix);
@@ -570,7 +580,10 @@ cn_status cn_model_qat(cn_model **out, const cn_model *m) {
     cn_status st = cn_model_copy_state(q, m);
     if (st == CN_OK) st = cn_qat_enable(q);
     if (st == CN_OK && m->qat) {
-        if (m->qat->weights_on) memcpy(q->g.params, m->qat->master, sizeof(float) * q->g.nparams);
+        if (m->qat->weights_on) {
+            memcpy(q->g.params, m->qat->master, sizeof(float) * q->g.nparams);
+            cn_graph_params_changed(&q->g);
+        }
         memcpy(q->qat->lo, m->qat->lo, sizeof(float) * (size_t)q->qat->nt);
         memcpy(q->qat->hi, m->qat->hi, sizeof(float) * (size_t)q->qat->nt);
         memcpy(q->qat->init, m->qat->init, (size_t)q->qat->nt);
@@ -889,6 +902,7 @@ cn_status cn_model_tensor_set(cn_model *m, int i, const float *src) {
     const cn_entry *en = &m->g.entries[i];
     if (en->kind == CN_ENTRY_NUM_BATCHES) m->g.counters[en->offset] = (int64_t)src[0];
     else cn_entry_set(&m->g, i, src, cn_entry_data(&m->g, i));
+    cn_graph_params_changed(&m->g);
     return CN_OK;
 }
 

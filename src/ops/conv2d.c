@@ -14,6 +14,7 @@
 #include "core/simd.h"
 #include "kernels/conv_direct.h"
 #include "kernels/gemm.h"
+#include "kernels/winograd.h"
 #include "ops/activation.h"
 #include "ops/ops.h"
 
@@ -438,6 +439,9 @@ static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
 size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     if (is_depthwise(d)) return cn_dwconv_workspace(d, nthreads, backward);
     size_t fw = forward_workspace(d, nthreads);
+    /* whether an eval forward takes the Winograd path is decided per call (by its batch and
+     * cn_winograd_force), so the plan makes room for it whenever the shape allows */
+    if (cn_wino_workspace(d, nthreads) > fw) fw = cn_wino_workspace(d, nthreads);
     if (!backward) return fw;
     if (implicit_ok(d) && implicit_parallel(d, nthreads))
         fw += (size_t)(nthreads - 1) * d->oc * d->kh * d->kw * d->c;

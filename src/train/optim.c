@@ -106,6 +106,7 @@ void cn_optim_step(cn_optim *o, float lr) {
             }
     }
     o->steps++;
+    cn_graph_params_changed(&o->model->g);
 }
 
 float cn_schedule_lr(const cn_schedule *s, int64_t step, int64_t total) {

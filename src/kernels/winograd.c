@@ -1,0 +1,373 @@
+/* Winograd F(4x4, 3x3) (see winograd.h; Lavin and Gray 2016, section 4 and its F(4x4, 3x3)
+ * matrices, interpolation points 0, 1, -1, 2, -2 and infinity):
+ *
+ *   B^T = | 4  0 -5  0  1  0 |   G = |  1/4     0     0 |   A^T = | 1  1  1  1  1  0 |
+ *         | 0 -4 -4  1  1  0 |       | -1/6  -1/6  -1/6 |         | 0  1 -1  2 -2  0 |
+ *         | 0  4 -4 -1  1  0 |       | -1/6   1/6  -1/6 |         | 0  1  1  4  4  0 |
+ *         | 0 -2 -1  2  1  0 |       | 1/24  1/12   1/6 |         | 0  1 -1  8 -8  1 |
+ *         | 0  2 -1 -2  1  0 |       | 1/24 -1/12   1/6 |
+ *         | 0  4  0 -5  0  1 |       |    0     0     1 |
+ *
+ * Driver: the tiles of the whole batch (image-major, then tile rows, then tile columns) are cut
+ * into blocks of TB tiles, TB a function of C and OC only, sized so that a block's transformed
+ * input V (36, TB, C) and products M (36, TB, OC) stay in L2. Per block: input transform, 36 GEMMs
+ * M_f = V_f U_f, output transform with the epilogue. With at least two blocks per thread, threads
+ * take whole blocks (each in its own buffers, no barrier); with fewer (batch 1, small maps), the
+ * threads share each block: they split its tiles for the transforms and its 36 GEMMs between
+ * them, with a barrier between the phases. Both run the same calls on the same data, so the bits
+ * are the same whichever mode and thread count. */
+#include "kernels/winograd.h"
+
+#include <omp.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "core/simd.h"
+#include "kernels/gemm.h"
+#include "ops/activation.h"
+
+enum { NF = 36 };
+
+/* ---- the decision ---- */
+
+static atomic_int forced = -1;
+
+void cn_winograd_force(int mode) { atomic_store_explicit(&forced, mode, memory_order_relaxed); }
+
+int cn_wino_shape_ok(const cn_conv_desc *d) {
+    return d->kh == 3 && d->kw == 3 && d->sh == 1 && d->sw == 1 && d->ph == 1 && d->pw == 1 &&
+           d->groups == 1 && d->c > 0 && d->oc > 0 && d->h > 0 && d->w > 0 && d->n > 0;
+}
+
+/* Measured with bench/bench_winograd (2 vCPUs, AVX-512, 1 and 2 threads alike) against the
+ * direct kernels (C <= 64) and the implicit GEMM (C > 64) on ResNet's 3x3 shapes:
+ *  - C = OC = 64 at 56x56 and 128 at 28x28: 2-3x faster at batch 1 and 16;
+ *  - 256 at 14x14: 1.25-1.4x at batch 1 (16 tiles), 1.7-2.4x at batch 16;
+ *  - 512 at 7x7 (4 tiles an image): 0.2-0.5x at batch 1 and 2, even at batch 4, 1.2-1.9x at
+ *    batch 8, 1.3-2.5x at 16.
+ * What decides is how many tiles share each U_f: the 36 x C x OC transformed weights are 4x the
+ * layer's weights and are read once per call (per block), so the GEMM needs enough rows (tiles)
+ * to be bound by arithmetic rather than by reading U: 16 for U up to 9 MB (C = OC = 256), 32
+ * beyond. Fewer than 64 channels stay on the direct kernels, which were not measured against
+ * (the CIFAR ResNets' 16/32-channel layers, where the GEMMs would be too narrow anyway). */
+enum { WINO_MIN_CHANNELS = 64, WINO_MIN_TILES = 16, WINO_MIN_TILES_BIG_U = 32 };
+
+int cn_wino_wanted(const cn_conv_desc *d, int nthreads) {
+    (void)nthreads; /* the thresholds held at 1 and 2 threads */
+    if (!cn_wino_shape_ok(d)) return 0;
+    int f = atomic_load_explicit(&forced, memory_order_relaxed);
+    if (f >= 0) return f;
+    if (d->c < WINO_MIN_CHANNELS || d->oc < WINO_MIN_CHANNELS) return 0;
+    size_t tiles = (size_t)d->n * ((d->h + 3) / 4) * ((d->w + 3) / 4);
+    int big_u = (size_t)d->c * d->oc > (size_t)256 * 256;
+    return tiles >= (size_t)(big_u ? WINO_MIN_TILES_BIG_U : WINO_MIN_TILES);
+}
+
+/* ---- weights: U = G g G^T ---- */
+
+size_t cn_wino_weight_floats(int c, int oc) { return (size_t)NF * c * oc; }
+
+void cn_wino_pack_weights(float *u, const float *w, int c, int oc, int nthreads) {
+    static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    const size_t plane = (size_t)c * oc;
+    /* by input channel, so that threads write disjoint rows of each plane */
+#pragma omp parallel for num_threads(nthreads > 1 ? nthreads : 1) schedule(static)
+    for (int ci = 0; ci < c; ci++)
+        for (int o = 0; o < oc; o++) {
+            double g[3][3], t[6][3];
+            for (int y = 0; y < 3; y++)
+                for (int x = 0; x < 3; x++) g[y][x] = w[(((size_t)o * 3 + y) * 3 + x) * c + ci];
+            for (int i = 0; i < 6; i++)
+                for (int x = 0; x < 3; x++)
+                    t[i][x] = G[i][0] * g[0][x] + G[i][1] * g[1][x] + G[i][2] * g[2][x];
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 6; j++)
+                    u[(size_t)(i * 6 + j) * plane + (size_t)ci * oc + o] =
+                        (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
+        }
+}
+
+/* ---- transforms in plain C, for CPUs without AVX-512 (winograd_avx512.c has the fast ones:
+ * neither gcc nor clang vectorises these over the channels, even with omp simd) ---- */
+
+/* v[f * fs + k] = (B^T d B)[f] for channel k of one tile; px: its 36 input pixels (row-major),
+ * each C floats (a zero row for pixels in the padding) */
+static CN_CLONES void input_transform(float *restrict v, size_t fs, const float *const *px, int c) {
+    for (int k = 0; k < c; k++) {
+        float t[6][6];
+        for (int j = 0; j < 6; j++) {
+            const float d0 = px[j][k], d1 = px[6 + j][k], d2 = px[12 + j][k];
+            const float d3 = px[18 + j][k], d4 = px[24 + j][k], d5 = px[30 + j][k];
+            t[0][j] = 4.0f * d0 - 5.0f * d2 + d4;
+            t[1][j] = -4.0f * (d1 + d2) + (d3 + d4);
+            t[2][j] = 4.0f * (d1 - d2) + (d4 - d3);
+            t[3][j] = 2.0f * (d3 - d1) + (d4 - d2);
+            t[4][j] = 2.0f * (d1 - d3) + (d4 - d2);
+            t[5][j] = 4.0f * d1 - 5.0f * d3 + d5;
+        }
+        for (int i = 0; i < 6; i++) {
+            const float d0 = t[i][0], d1 = t[i][1], d2 = t[i][2];
+            const float d3 = t[i][3], d4 = t[i][4], d5 = t[i][5];
+            float *r = v + (size_t)(6 * i) * fs + k;
+            r[0] = 4.0f * d0 - 5.0f * d2 + d4;
+            r[fs] = -4.0f * (d1 + d2) + (d3 + d4);
+            r[2 * fs] = 4.0f * (d1 - d2) + (d4 - d3);
+            r[3 * fs] = 2.0f * (d3 - d1) + (d4 - d2);
+            r[4 * fs] = 2.0f * (d1 - d3) + (d4 - d2);
+            r[5 * fs] = 4.0f * d1 - 5.0f * d3 + d5;
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) float act1(float y, const int act) {
+    if (act == CN_ACT_RELU) return y < 0 ? 0.0f : y;
+    if (act == CN_ACT_SILU) return cn_silu1(y);
+    if (act == CN_ACT_SIGMOID) return cn_sigmoid1(y);
+    return y;
+}
+
+/* po[q][k] = act((A^T m A)[q] * scale[k] + shift[k] + pr[q][k]) for the 16 outputs q of one
+ * tile, m[f * fs + k] its products; outputs past the image edge point at a dump row (and their
+ * residuals at a zero row), so that the loop has no branch. The affine part is written in the
+ * order of conv2d.c's epilogue. */
+static inline __attribute__((always_inline)) void output_impl(
+    float *const *po, const float *const *pr, const float *restrict m, size_t fs, int oc,
+    const float *restrict scale, const float *restrict shift, const int has_res, const int act) {
+    for (int k = 0; k < oc; k++) {
+        float t[4][6];
+        for (int j = 0; j < 6; j++) {
+            const float m0 = m[(size_t)j * fs + k], m1 = m[(size_t)(6 + j) * fs + k];
+            const float m2 = m[(size_t)(12 + j) * fs + k], m3 = m[(size_t)(18 + j) * fs + k];
+            const float m4 = m[(size_t)(24 + j) * fs + k], m5 = m[(size_t)(30 + j) * fs + k];
+            const float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+            t[0][j] = m0 + s12 + s34;
+            t[1][j] = d12 + 2.0f * d34;
+            t[2][j] = s12 + 4.0f * s34;
+            t[3][j] = d12 + 8.0f * d34 + m5;
+        }
+        for (int i = 0; i < 4; i++) {
+            const float s12 = t[i][1] + t[i][2], d12 = t[i][1] - t[i][2];
+            const float s34 = t[i][3] + t[i][4], d34 = t[i][3] - t[i][4];
+            float y[4] = {t[i][0] + s12 + s34, d12 + 2.0f * d34, s12 + 4.0f * s34,
+                          d12 + 8.0f * d34 + t[i][5]};
+            for (int j = 0; j < 4; j++) {
+                float r = y[j] * scale[k] + shift[k];
+                if (has_res) r = r + pr[4 * i + j][k];
+                po[4 * i + j][k] = act1(r, act);
+            }
+        }
+    }
+}
+
+static CN_CLONES void output_transform(float *const *po, const float *const *pr,
+                                       const float *m, size_t fs, int oc, const float *scale,
+                                       const float *shift, cn_act act) {
+    const int r = pr != NULL;
+#define OUT_CASE(A)                                                               \
+    case A:                                                                       \
+        if (r) output_impl(po, pr, m, fs, oc, scale, shift, 1, A);                \
+        else output_impl(po, pr, m, fs, oc, scale, shift, 0, A);                  \
+        break;
+    switch (act) {
+        OUT_CASE(CN_ACT_NONE)
+        OUT_CASE(CN_ACT_RELU)
+        OUT_CASE(CN_ACT_SILU)
+        OUT_CASE(CN_ACT_SIGMOID)
+    }
+#undef OUT_CASE
+}
+
+/* ---- kernel choice: the AVX-512 transforms follow the GEMM's kernel path, so that tests
+ * forcing the generic path exercise the plain C ones too ---- */
+
+void f32_wino_input_tile__avx512(float *v, size_t fs, const float *const *px, int c);
+void f32_wino_output_tile__avx512(float *const *po, const float *const *pr, const float *m,
+                                  size_t fs, int oc, const float *scale, const float *shift,
+                                  int act);
+
+typedef void (*input_fn)(float *v, size_t fs, const float *const *px, int c);
+typedef void (*output_fn)(float *const *po, const float *const *pr, const float *m, size_t fs,
+                          int oc, const float *scale, const float *shift, int act);
+
+static void output_transform_c(float *const *po, const float *const *pr, const float *m,
+                               size_t fs, int oc, const float *scale, const float *shift,
+                               int act) {
+    output_transform(po, pr, m, fs, oc, scale, shift, (cn_act)act);
+}
+
+/* ---- driver ---- */
+
+/* Tiles per block. A block's V (36, TB, C) and M (36, TB, OC) should stay in L2 (2 MB a core
+ * here; half of it, the rest being for the U_f panel of the GEMM in progress). But every block
+ * reads all of U (36 C OC floats): when U does not fit in L2 either, it comes from L3 or memory
+ * once per block, and fewer, bigger blocks are worth V and M leaving L2 (measured on C = OC = 256
+ * at 14x14 batch 16: 64 tiles 1.6x faster than 16; on 512 at 7x7, 64 and 128 1.5x faster
+ * than 16; on 64 at 56x56, 56 and 128 about the same). */
+enum { BLOCK_BUDGET_FLOATS = 1 << 18, TB_MIN = 16, TB_BIG_U = 64, TB_MAX = 256 };
+
+static int block_tiles(int c, int oc) {
+    size_t tb = BLOCK_BUDGET_FLOATS / ((size_t)NF * (c + oc));
+    if ((size_t)NF * c * oc > BLOCK_BUDGET_FLOATS && tb < TB_BIG_U) tb = TB_BIG_U;
+    if (tb < TB_MIN) tb = TB_MIN;
+    if (tb > TB_MAX) tb = TB_MAX;
+    return (int)tb;
+}
+
+static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+typedef struct wplan {
+    int tw, tpi;      /* tile columns, tiles per image */
+    size_t nt;        /* tiles of the batch */
+    int tb;           /* tiles per block */
+    size_t nb;        /* blocks */
+    size_t zero;      /* floats of the zero row, max(C, OC) rounded up */
+    size_t per;       /* floats of one thread's buffers: V, M, dump row */
+} wplan;
+
+static wplan make_plan(const cn_conv_desc *d) {
+    wplan p;
+    int th = (d->h + 3) / 4;
+    p.tw = (d->w + 3) / 4;
+    p.tpi = th * p.tw;
+    p.nt = (size_t)d->n * p.tpi;
+    p.tb = block_tiles(d->c, d->oc);
+    p.nb = (p.nt + p.tb - 1) / p.tb;
+    p.zero = round16((size_t)(d->c > d->oc ? d->c : d->oc));
+    p.per = round16((size_t)NF * p.tb * d->c) + round16((size_t)NF * p.tb * d->oc) +
+            round16((size_t)d->oc);
+    return p;
+}
+
+size_t cn_wino_workspace(const cn_conv_desc *d, int nthreads) {
+    if (!cn_wino_shape_ok(d)) return 0;
+    wplan p = make_plan(d);
+    return p.zero + p.per * (size_t)(nthreads > 1 ? nthreads : 1);
+}
+
+typedef struct wctx {
+    float *out;
+    const float *in, *u;
+    const cn_epilogue *ep;
+    const cn_conv_desc *d;
+    const wplan *p;
+    const float *zero;
+    input_fn input;
+    output_fn output;
+} wctx;
+
+static void tile_origin(const wctx *x, size_t t, int *n, int *y0, int *x0) {
+    *n = (int)(t / (size_t)x->p->tpi);
+    int r = (int)(t % (size_t)x->p->tpi);
+    *y0 = r / x->p->tw * 4;
+    *x0 = r % x->p->tw * 4;
+}
+
+/* tiles j0..j1-1 of block b into v (36, TB, C) */
+static void input_tiles(const wctx *x, size_t b, int j0, int j1, float *v) {
+    const cn_conv_desc *d = x->d;
+    const size_t fs = (size_t)x->p->tb * d->c;
+    for (int j = j0; j < j1; j++) {
+        int n, y0, x0;
+        tile_origin(x, b * x->p->tb + j, &n, &y0, &x0);
+        const float *px[NF];
+        for (int i = 0; i < 6; i++)
+            for (int k = 0; k < 6; k++) {
+                int iy = y0 - 1 + i, ix = x0 - 1 + k;
+                px[i * 6 + k] = iy < 0 || iy >= d->h || ix < 0 || ix >= d->w
+                                    ? x->zero
+                                    : x->in + (((size_t)n * d->h + iy) * d->w + ix) * d->c;
+            }
+        x->input(v + (size_t)j * d->c, fs, px, d->c);
+    }
+}
+
+/* M_f (nt, OC) = V_f (nt, C) U_f (C, OC) for f in f0..f1-1 */
+static void gemms(const wctx *x, int nt, int f0, int f1, const float *v, float *m) {
+    const cn_conv_desc *d = x->d;
+    const size_t vs = (size_t)x->p->tb * d->c, ms = (size_t)x->p->tb * d->oc;
+    const size_t us = (size_t)d->c * d->oc;
+    for (int f = f0; f < f1; f++)
+        cn_sgemm(0, 0, nt, d->oc, d->c, 1.0f, v + f * vs, d->c, x->u + f * us, d->oc, 0.0f,
+                 m + f * ms, d->oc);
+}
+
+/* tiles j0..j1-1 of block b from m (36, TB, OC) to out, through the epilogue */
+static void output_tiles(const wctx *x, size_t b, int j0, int j1, const float *m, float *dump) {
+    const cn_conv_desc *d = x->d;
+    const size_t fs = (size_t)x->p->tb * d->oc;
+    const float *res = x->ep->res;
+    for (int j = j0; j < j1; j++) {
+        int n, y0, x0;
+        tile_origin(x, b * x->p->tb + j, &n, &y0, &x0);
+        float *po[16];
+        const float *pr[16];
+        for (int i = 0; i < 4; i++)
+            for (int k = 0; k < 4; k++) {
+                int oy = y0 + i, ox = x0 + k;
+                size_t o = (((size_t)n * d->h + oy) * d->w + ox) * d->oc;
+                int in = oy < d->h && ox < d->w;
+                po[i * 4 + k] = in ? x->out + o : dump;
+                pr[i * 4 + k] = !res ? NULL : in ? res + o : x->zero;
+            }
+        x->output(po, res ? pr : NULL, m + (size_t)j * d->oc, fs, d->oc, x->ep->scale,
+                  x->ep->shift, (int)x->ep->act);
+    }
+}
+
+static int block_count(const wctx *x, size_t b) {
+    size_t left = x->p->nt - b * x->p->tb;
+    return left < (size_t)x->p->tb ? (int)left : x->p->tb;
+}
+
+void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilogue *ep,
+                     const cn_conv_desc *d, float *ws, int nthreads) {
+    const wplan p = make_plan(d);
+    const int T = nthreads > 1 ? nthreads : 1;
+    memset(ws, 0, sizeof(float) * p.zero);
+    const int avx512 = strcmp(cn_sgemm_path_name(), "avx512") == 0;
+    const wctx x = {out,
+                    in,
+                    u,
+                    ep,
+                    d,
+                    &p,
+                    ws,
+                    avx512 ? f32_wino_input_tile__avx512 : input_transform,
+                    avx512 ? f32_wino_output_tile__avx512 : output_transform_c};
+    const size_t vfl = round16((size_t)NF * p.tb * d->c), mfl = round16((size_t)NF * p.tb * d->oc);
+    if (T == 1 || p.nb >= 2 * (size_t)T) {
+#pragma omp parallel num_threads(T)
+        {
+            float *v = ws + p.zero + (size_t)omp_get_thread_num() * p.per;
+            float *m = v + vfl, *dump = m + mfl;
+#pragma omp for schedule(static)
+            for (size_t b = 0; b < p.nb; b++) {
+                int nt = block_count(&x, b);
+                input_tiles(&x, b, 0, nt, v);
+                gemms(&x, nt, 0, NF, v, m);
+                output_tiles(&x, b, 0, nt, m, dump);
+            }
+        }
+        return;
+    }
+    float *v = ws + p.zero, *m = v + vfl;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num();
+        float *dump = ws + p.zero + (size_t)t * p.per + vfl + mfl;
+        for (size_t b = 0; b < p.nb; b++) {
+            const int nt = block_count(&x, b);
+            input_tiles(&x, b, nt * t / T, nt * (t + 1) / T, v);
+#pragma omp barrier
+            gemms(&x, nt, NF * t / T, NF * (t + 1) / T, v, m);
+#pragma omp barrier
+            output_tiles(&x, b, nt * t / T, nt * (t + 1) / T, m, dump);
+#pragma omp barrier
+        }
+    }
+}

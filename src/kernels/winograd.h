@@ -1,0 +1,44 @@
+/* Winograd convolution F(4x4, 3x3) for float32 inference (Lavin and Gray, "Fast Algorithms for
+ * Convolutional Neural Networks", CVPR 2016, https://arxiv.org/abs/1509.09308): 3x3 kernels,
+ * stride 1, padding 1, one group, NHWC activations. Each 6x6 input tile d (stride 4) and each
+ * filter g are taken to the "frequency" domain, V = B^T d B and U = G g G^T (36 values per channel
+ * pair), multiplied there as 36 independent GEMMs (tiles x C) x (C x OC), and brought back as the
+ * 4x4 output tile A^T M A: 36 multiplies per 16 outputs instead of 144, 2.25x fewer.
+ *
+ * Inference operator, create -> run: cn_wino_pack_weights computes U once per weight version (the
+ * graph caches it on the node); cn_wino_forward then only transforms activations. The epilogue of
+ * cn_conv2d_forward_fused (scale, shift, residual, activation) is applied in the output transform,
+ * while the tile is in registers. Bits do not depend on the thread count: tiles are cut into
+ * blocks from the shape alone, and every block runs the same calls whoever runs it. */
+#ifndef CN_KERNELS_WINOGRAD_H
+#define CN_KERNELS_WINOGRAD_H
+
+#include <stddef.h>
+
+#include "ops/ops.h"
+
+/* 1 when the convolution is one Winograd F(4x4, 3x3) computes: 3x3, stride 1, padding 1,
+ * groups 1 (the output has the input's size). */
+int cn_wino_shape_ok(const cn_conv_desc *d);
+
+/* 1 when cn_wino_forward is expected to be faster than cn_conv2d_forward_fused for this shape,
+ * batch (d->n) and thread count (measured thresholds, see winograd.c), or when forced. */
+int cn_wino_wanted(const cn_conv_desc *d, int nthreads);
+
+/* For tests and benchmarks: -1 automatic (the default), 0 never, 1 whenever the shape allows.
+ * Not thread-safe against concurrent forwards. */
+void cn_winograd_force(int mode);
+
+/* floats of the transformed weights of a layer: 36 x C x OC */
+size_t cn_wino_weight_floats(int c, int oc);
+/* u (36, C, OC) = G g G^T of every (oc, c) filter of w (OC, 3, 3, C), computed in double */
+void cn_wino_pack_weights(float *u, const float *w, int c, int oc, int nthreads);
+
+/* workspace floats that cn_wino_forward needs (any batch up to d->n) */
+size_t cn_wino_workspace(const cn_conv_desc *d, int nthreads);
+/* out (N, H, W, OC) = act(conv(in, w) * scale + shift + res), u from cn_wino_pack_weights;
+ * in (N, H, W, C); ep as for cn_conv2d_forward_fused (res may be NULL, must not alias out) */
+void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilogue *ep,
+                     const cn_conv_desc *d, float *ws, int nthreads);
+
+#endif

@@ -1,0 +1,302 @@
+/* Winograd F(4x4, 3x3) (kernels/winograd.h): accuracy against the naive convolution on the 3x3
+ * shapes of ResNet-18/50 and on awkward ones (partial tiles, odd channel counts, every epilogue),
+ * the same bits for 1 and 2 threads, and, at model level, the same logits as the other path,
+ * including after the weights change (the transformed weights are cached on the graph). */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "convnet.h"
+#include "core/rng.h"
+#include "graph/model.h"
+#include "io/safetensors.h"
+#include "kernels/winograd.h"
+#include "ops/activation.h"
+#include "ops/ops.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+static float *alloc_f(size_t n) {
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* post-ReLU-like activations: max(0, N(0, 1)) */
+static void fill_relu(float *x, size_t n, uint64_t seed) {
+    cn_rng r = cn_rng_make(seed, 1, 0);
+    for (size_t i = 0; i < n; i++) {
+        float v = cn_rng_normal(&r);
+        x[i] = v > 0 ? v : 0.0f;
+    }
+}
+
+static void fill_normal(float *x, size_t n, float std, uint64_t seed) {
+    cn_rng r = cn_rng_make(seed, 2, 0);
+    for (size_t i = 0; i < n; i++) x[i] = std * cn_rng_normal(&r);
+}
+
+static float act_ref(float y, cn_act act) {
+    if (act == CN_ACT_RELU) return y < 0 ? 0.0f : y;
+    if (act == CN_ACT_SILU) return (float)(y / (1.0 + exp(-(double)y)));
+    if (act == CN_ACT_SIGMOID) return (float)(1.0 / (1.0 + exp(-(double)y)));
+    return y;
+}
+
+/* Winograd against the naive convolution (and its epilogue); returns max|diff| / max|ref|.
+ * Also checks that 1 and 2 threads give the same bits. */
+static double run_case(int n, int h, int w, int c, int oc, int with_ep, int res_on, cn_act act,
+                       uint64_t seed) {
+    cn_conv_desc d = {n, h, w, c, oc, 3, 3, 1, 1, 1, 1, 1, 0, 0};
+    if (!cn_conv_desc_init(&d) || !cn_wino_shape_ok(&d)) {
+        CHECK(0, "shape %dx%dx%dx%d -> %d rejected", n, h, w, c, oc);
+        return 1;
+    }
+    size_t ni = (size_t)n * h * w * c, no = (size_t)n * h * w * oc, nw = (size_t)oc * 9 * c;
+    float *in = alloc_f(ni), *wt = alloc_f(nw), *ref = alloc_f(no), *o1 = alloc_f(no),
+          *o2 = alloc_f(no), *res = alloc_f(no), *ss = alloc_f(2 * (size_t)oc);
+    float *u = alloc_f(cn_wino_weight_floats(c, oc));
+    fill_relu(in, ni, seed);
+    fill_normal(wt, nw, sqrtf(2.0f / (9.0f * oc)), seed + 1);
+    fill_normal(res, no, 1.0f, seed + 2);
+    for (int k = 0; k < oc; k++) {
+        ss[k] = with_ep ? 0.5f + (float)k / oc : 1.0f;
+        ss[oc + k] = with_ep ? 0.1f * (float)((k % 7) - 3) : 0.0f;
+    }
+    cn_epilogue ep = {ss, ss + oc, res_on ? res : NULL, act};
+    cn_conv2d_forward_ref(ref, in, wt, NULL, &d);
+    for (size_t i = 0; i < no; i++) {
+        int k = (int)(i % oc);
+        float y = ref[i] * ss[k] + ss[oc + k];
+        if (res_on) y += res[i];
+        ref[i] = act_ref(y, act);
+    }
+    cn_wino_pack_weights(u, wt, c, oc, 2);
+    size_t wsz = cn_wino_workspace(&d, 2);
+    float *ws = alloc_f(wsz);
+    omp_set_num_threads(1);
+    cn_wino_forward(o1, in, u, &ep, &d, ws, 1);
+    omp_set_num_threads(2);
+    cn_wino_forward(o2, in, u, &ep, &d, ws, 2);
+    CHECK(memcmp(o1, o2, sizeof(float) * no) == 0,
+          "n%d %dx%d c%d oc%d: 1 and 2 threads differ", n, h, w, c, oc);
+    double e = max_rel_err(o1, ref, no, 1e-6);
+    free(in), free(wt), free(ref), free(o1), free(o2), free(res), free(ss), free(u), free(ws);
+    return e;
+}
+
+static void test_resnet_shapes(void) {
+    static const int shapes[][2] = {{64, 56}, {128, 28}, {256, 14}, {512, 7}};
+    double worst = 0;
+    for (int s = 0; s < 4; s++)
+        for (int n = 1; n <= (SANITIZED ? 1 : 2); n++) {
+            int c = shapes[s][0], m = shapes[s][1];
+            double e = run_case(n, m, m, c, c, 0, 0, CN_ACT_NONE, 100 + s * 10 + n);
+            printf("  resnet 3x3 c=oc=%d %dx%d batch %d: rel err %.3g\n", c, m, m, n, e);
+            CHECK(e <= 1e-4, "c=oc=%d map %d batch %d: rel err %g > 1e-4", c, m, n, e);
+            if (e > worst) worst = e;
+        }
+    printf("resnet shapes: worst rel err %.3g\n", worst);
+}
+
+static void test_awkward(void) {
+    static const int maps[][2] = {{1, 1}, {2, 3}, {5, 7}, {9, 4}, {4, 4}, {8, 13}};
+    static const int chans[][2] = {{3, 16}, {17, 33}, {16, 1}, {33, 17}, {64, 64}};
+    static const cn_act acts[] = {CN_ACT_NONE, CN_ACT_RELU, CN_ACT_SILU, CN_ACT_SIGMOID};
+    double worst = 0;
+    int cases = 0;
+    uint64_t seed = 1000;
+    for (size_t mi = 0; mi < sizeof maps / sizeof maps[0]; mi++)
+        for (size_t ci = 0; ci < sizeof chans / sizeof chans[0]; ci++)
+            for (int n = 1; n <= 3; n += 2)
+                for (int v = 0; v < 8; v++) {
+                    /* every epilogue variant on some shapes, one per shape elsewhere */
+                    int with_ep = v & 1, res_on = (v >> 1) & 1;
+                    cn_act act = acts[(v >> 2) * 2 + (int)((mi + ci) % 2)];
+                    double e = run_case(n, maps[mi][0], maps[mi][1], chans[ci][0], chans[ci][1],
+                                        with_ep, res_on, act, seed++);
+                    CHECK(e <= 1e-4, "n%d %dx%d c%d oc%d ep%d res%d act%d: rel err %g", n,
+                          maps[mi][0], maps[mi][1], chans[ci][0], chans[ci][1], with_ep, res_on,
+                          (int)act, e);
+                    if (e > worst) worst = e;
+                    cases++;
+                }
+    printf("awkward shapes: %d cases, worst rel err %.3g\n", cases, worst);
+}
+
+/* ---- model level ---- */
+
+enum { HW = 64, NB = 2 };
+
+static cn_model *make_model(const char *name, uint64_t seed) {
+    cn_model_config cfg;
+    cn_model_config_default(&cfg);
+    cfg.name = name;
+    cfg.num_classes = 10;
+    cfg.seed = seed;
+    cfg.threads = 2;
+    cn_model *m = NULL;
+    if (cn_model_create(&m, &cfg) != CN_OK) {
+        fprintf(stderr, "cannot create %s: %s\n", name, cn_errmsg());
+        exit(2);
+    }
+    return m;
+}
+
+/* eval logits (NB, 10) with Winograd forced on (mode 1) or off (0) */
+static void logits(cn_model *m, const float *x, int mode, float *out) {
+    cn_winograd_force(mode);
+    cn_status st = cn_model_forward(m, x, NB, HW, HW, 0, out);
+    CHECK(st == CN_OK, "forward: %s", cn_errmsg());
+    cn_winograd_force(-1);
+}
+
+/* Winograd logits agree with the other path's on the model's current weights; returns them in
+ * on[] for the caller's checks */
+static double agree(cn_model *m, const float *x, float *on, const char *what) {
+    float off[NB * 10];
+    logits(m, x, 1, on);
+    logits(m, x, 0, off);
+    double e = max_rel_err(on, off, NB * 10, 1e-6);
+    printf("  %s: on vs off rel err %.3g\n", what, e);
+    CHECK(e <= 1e-4, "%s: Winograd on vs off rel err %g", what, e);
+    return e;
+}
+
+/* the logits moved by more than any rounding: a stale cache would have been seen */
+static void changed(const float *before, const float *after, const char *what) {
+    double e = max_rel_err(after, before, NB * 10, 1e-6);
+    CHECK(e > 1e-3, "%s: the logits barely moved (%g), the test cannot see a stale cache", what,
+          e);
+}
+
+static void test_models(void) {
+    float *x = alloc_f((size_t)NB * 3 * HW * HW);
+    fill_normal(x, (size_t)NB * 3 * HW * HW, 1.0f, 7);
+    const char *names[] = {"resnet18", "resnet50"};
+    for (int i = 0; i < 2; i++) {
+        cn_model *m = make_model(names[i], 11);
+        float on[NB * 10];
+        char what[64];
+        snprintf(what, sizeof what, "%s %dx%d batch %d", names[i], HW, HW, NB);
+        agree(m, x, on, what);
+        cn_model_free(m);
+    }
+    free(x);
+}
+
+/* The cached transformed weights follow every way the weights change. */
+static void test_cache(void) {
+    float *x = alloc_f((size_t)NB * 3 * HW * HW);
+    fill_normal(x, (size_t)NB * 3 * HW * HW, 1.0f, 8);
+    cn_model *m = make_model("resnet18", 21);
+    float a[NB * 10], b[NB * 10];
+    agree(m, x, a, "fresh");
+
+    /* a training step: the eval forward between backward and the step caches the weights of
+     * before the step (at the version the train forward left), which the step must invalidate */
+    cn_optim_config oc;
+    cn_optim_config_default(&oc, CN_OPTIM_SGD);
+    oc.lr = 0.5f;
+    cn_optim *opt = NULL;
+    CHECK(cn_optim_create(&opt, m, &oc) == CN_OK, "optim: %s", cn_errmsg());
+    int32_t labels[NB] = {3, 7};
+    float loss;
+    cn_model_zero_grad(m);
+    CHECK(cn_model_forward(m, x, NB, HW, HW, 1, NULL) == CN_OK, "train forward");
+    CHECK(cn_model_loss(m, labels, 0.0f, &loss, NULL) == CN_OK, "loss");
+    CHECK(cn_model_backward(m) == CN_OK, "backward");
+    agree(m, x, a, "after a train forward");
+    if (opt) cn_optim_step(opt, oc.lr);
+    agree(m, x, b, "after an optimizer step");
+    changed(a, b, "optimizer step");
+    cn_optim_free(opt);
+
+    /* cn_model_tensor_set on one 3x3 convolution */
+    int e = cn_model_tensor_find(m, "layer1.0.conv2.weight");
+    CHECK(e >= 0, "no layer1.0.conv2.weight");
+    if (e >= 0) {
+        cn_tensor_info ti;
+        cn_model_tensor_info(m, e, &ti);
+        float *w = alloc_f((size_t)ti.count);
+        cn_model_tensor_get(m, e, w);
+        for (int64_t i = 0; i < ti.count; i++) w[i] = -2.0f * w[i];
+        cn_model_tensor_set(m, e, w);
+        free(w);
+        memcpy(a, b, sizeof a);
+        agree(m, x, b, "after cn_model_tensor_set");
+        changed(a, b, "cn_model_tensor_set");
+    }
+
+    /* loading another model's file into it */
+    cn_model *other = make_model("resnet18", 99);
+    char path[] = "/tmp/cn_test_winograd_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    if (fd >= 0) {
+        close(fd);
+        cn_st_file *f = NULL;
+        CHECK(cn_model_save(other, path) == CN_OK, "save: %s", cn_errmsg());
+        CHECK(cn_st_open(&f, path) == CN_OK, "open: %s", cn_errmsg());
+        if (f) {
+            CHECK(cn_model_load_state(m, f, "") == CN_OK, "load: %s", cn_errmsg());
+            cn_st_close(f);
+            memcpy(a, b, sizeof a);
+            agree(m, x, b, "after cn_model_load_state");
+            changed(a, b, "cn_model_load_state");
+        }
+        unlink(path);
+    }
+    /* copying another model's state */
+    cn_model *third = make_model("resnet18", 5);
+    CHECK(cn_model_copy_state(m, third) == CN_OK, "copy_state: %s", cn_errmsg());
+    memcpy(a, b, sizeof a);
+    agree(m, x, b, "after cn_model_copy_state");
+    changed(a, b, "cn_model_copy_state");
+
+    /* pruning masks, in place */
+    cn_prune_config pc;
+    cn_prune_config_default(&pc);
+    pc.method = CN_PRUNE_MAGNITUDE;
+    pc.amount = 0.5f;
+    CHECK(cn_prune_mask(m, &pc) == CN_OK, "prune: %s", cn_errmsg());
+    memcpy(a, b, sizeof a);
+    agree(m, x, b, "after cn_prune_mask (magnitude)");
+    changed(a, b, "cn_prune_mask (magnitude)");
+    pc.method = CN_PRUNE_L1;
+    pc.amount = 0.3f;
+    CHECK(cn_prune_mask(m, &pc) == CN_OK, "prune: %s", cn_errmsg());
+    memcpy(a, b, sizeof a);
+    agree(m, x, b, "after cn_prune_mask (L1 channels)");
+    changed(a, b, "cn_prune_mask (L1 channels)");
+
+    cn_model_free(third);
+    cn_model_free(other);
+    cn_model_free(m);
+    free(x);
+}
+
+int main(int argc, char **argv) {
+    (void)argc, (void)argv;
+    test_awkward();
+    test_resnet_shapes();
+    test_models();
+    test_cache();
+    return check_summary("winograd");
+}
