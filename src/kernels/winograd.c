@@ -50,7 +50,14 @@ int cn_wino_shape_ok(const cn_conv_desc *d) {
  * to be bound by arithmetic rather than by reading U: 16 for U up to 9 MB (C = OC = 256), 32
  * beyond. Fewer than 64 channels stay on the direct kernels, which were not measured against
  * (the CIFAR ResNets' 16/32-channel layers, where the GEMMs would be too narrow anyway). */
-enum { WINO_MIN_CHANNELS = 64, WINO_MIN_TILES = 16, WINO_MIN_TILES_BIG_U = 32 };
+enum { WINO_MIN_CHANNELS = 64, WINO_MIN_TILES = 16 };
+/* Memory: the transformed weights are kept (cached per layer) beside the layer's own, 4x their
+ * size. Layers wider than 128 x 128 channels (U above 2.4 MB: ResNet's 256- and 512-channel
+ * stages, 57 MB for ResNet-50) take Winograd only from 64 tiles a call (batch 4 at 14x14), so
+ * that batch-1 inference stays within the weights plus 40 MB (the kernel issue's bound; ResNet-50
+ * keeps 11 MB of transformed weights) while batches, where activations dominate anyway, get
+ * the 1.7-2.5x of these layers. */
+enum { WINO_WIDE = 128 * 128, WINO_MIN_TILES_WIDE = 64 };
 
 int cn_wino_wanted(const cn_conv_desc *d, int nthreads) {
     (void)nthreads; /* the thresholds held at 1 and 2 threads */
@@ -59,8 +66,10 @@ int cn_wino_wanted(const cn_conv_desc *d, int nthreads) {
     if (f >= 0) return f;
     if (d->c < WINO_MIN_CHANNELS || d->oc < WINO_MIN_CHANNELS) return 0;
     size_t tiles = (size_t)d->n * ((d->h + 3) / 4) * ((d->w + 3) / 4);
-    int big_u = (size_t)d->c * d->oc > (size_t)256 * 256;
-    return tiles >= (size_t)(big_u ? WINO_MIN_TILES_BIG_U : WINO_MIN_TILES);
+    /* (the speed alone would ask for 32 tiles once U exceeds 9 MB, C = OC > 256; the memory
+     * rule below asks for more) */
+    if ((size_t)d->c * d->oc > (size_t)WINO_WIDE) return tiles >= (size_t)WINO_MIN_TILES_WIDE;
+    return tiles >= (size_t)WINO_MIN_TILES;
 }
 
 /* ---- weights: U = G g G^T ---- */
