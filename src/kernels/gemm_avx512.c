@@ -58,7 +58,11 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int M
              * memory; fetching one line of each per 16 k spreads those misses over this tile
              * instead of issuing them in one burst that overflows the miss buffers. */
 #pragma GCC unroll 14
-            for (int i = 0; i < MR; i++) __builtin_prefetch(ap[i] + MR * as + k0, 0, 3);
+            for (int i = 0; i < MR; i++)
+                /* integer arithmetic: past the last panel the address lies outside A */
+                __builtin_prefetch((const void *)((uintptr_t)(ap[i] + k0) +
+                                                  (uintptr_t)MR * as * sizeof(float)),
+                                   0, 3);
         }
         const size_t k1 = kc - k0 < 16 ? kc : k0 + 16;
         for (size_t k = k0; k < k1; k++) {
