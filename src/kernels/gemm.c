@@ -300,13 +300,6 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
                         if (fetch_next)
                             prefetch_b(j, pc, kc, jc + (jo + 1) * NR, min_sz(NR, nc - (jo + 1) * NR),
                                        ir / MR, tiles);
-                        if (j->direct_a && ir + MR < mc) {
-                            /* A rows come from far memory in short runs that the hardware
-                             * prefetcher misses; fetch the next row panel while this one runs. */
-                            for (size_t i = 0; i < MR; i++)
-                                for (size_t k = 0; k < kc; k += 16)
-                                    __builtin_prefetch(ap + (MR + i) * a_row + k, 0, 3);
-                        }
                         for (size_t ji = 0; ji < n_inner; ji++) {
                             const size_t jr = (jo + ji) * NR;
                             const size_t nr = min_sz(NR, nc - jr);
@@ -527,10 +520,6 @@ static void swapped_run(const gemm_job *j, const ukernel *uk, size_t M, float *a
         for (size_t jr = n0; jr < n1; jr += MR) {
             const size_t rows = min_sz(MR, n1 - jr);
             const float *brow = j->B + jr * j->ldb;
-            if (jr + MR < n1)
-                for (size_t i = 0; i < MR; i++)
-                    for (size_t k = 0; k < K; k += 16)
-                        __builtin_prefetch(brow + (MR + i) * j->ldb + k, 0, 2);
             uk->rows(K, brow, j->ldb, apk + p * K * NR, NR, tmp, NR, rows, cols, 1.0f, 0.0f);
             f32_gemm_store_t__avx512(tmp, NR, rows, cols, j->C + p * NR * j->ldc + jr, j->ldc,
                                      j->alpha, j->beta);

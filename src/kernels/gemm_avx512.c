@@ -2,7 +2,8 @@
  * Contract shared by every micro-kernel (see gemm.c):
  *   a: A panel; "_kmajor" kernels read element (i, k) at a[k*as + i] (packed panels, as == MR,
  *      rows >= mr zero filled), "_rows" kernels read it at a[i*as + k] straight from a row-major
- *      A, and never touch rows >= mr;
+ *      A, and never load rows >= mr (they prefetch the MR rows after the tile, a[(MR + i)*as + k],
+ *      as the next call usually reads them; a prefetch past the end of A is harmless);
  *   b: B panel, element (k, j) at b[k*bs + j], all NR columns readable;
  *   c: C tile with row stride ldc; only the mr x nr corner is touched.
  *   C = alpha * (A*B) + beta * C, and beta == 0 never reads C (it may hold NaN). */
@@ -50,18 +51,33 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int M
 
     /* the accumulators, the B vectors of one k and a broadcast fill at most the 32 zmm
      * registers (MR * NV + NV + 1 <= 32 for every tile) */
-    for (size_t k = 0; k < kc; k++) {
-        __m512 bv[MAXNV];
-#pragma GCC unroll 6
-        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
+    for (size_t k0 = 0; k0 < kc; k0 += 16) {
+        if (ROWS) {
+            /* The next call of a "rows" kernel reads the MR rows that follow these (the next
+             * row panel of C, or of weights in the swapped product), which come from far
+             * memory; fetching one line of each per 16 k spreads those misses over this tile
+             * instead of issuing them in one burst that overflows the miss buffers. */
 #pragma GCC unroll 14
-        for (int i = 0; i < MR; i++) {
-            const __m512 ai = _mm512_set1_ps(ROWS ? ap[i][k] : a[i]);
-#pragma GCC unroll 6
-            for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+            for (int i = 0; i < MR; i++)
+                /* integer arithmetic: past the last panel the address lies outside A */
+                __builtin_prefetch((const void *)((uintptr_t)(ap[i] + k0) +
+                                                  (uintptr_t)MR * as * sizeof(float)),
+                                   0, 3);
         }
-        if (!ROWS) a += as;
-        b += bs;
+        const size_t k1 = kc - k0 < 16 ? kc : k0 + 16;
+        for (size_t k = k0; k < k1; k++) {
+            __m512 bv[MAXNV];
+#pragma GCC unroll 6
+            for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 14
+            for (int i = 0; i < MR; i++) {
+                const __m512 ai = _mm512_set1_ps(ROWS ? ap[i][k] : a[i]);
+#pragma GCC unroll 6
+                for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+            }
+            if (!ROWS) a += as;
+            b += bs;
+        }
     }
 
     const __m512 va = _mm512_set1_ps(alpha);
