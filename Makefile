@@ -5,6 +5,10 @@ CC ?= cc
 O := build/$(BUILD)
 
 WARN := -Wall -Wextra -Wpointer-arith -Werror -Wno-unknown-pragmas -Wno-format-truncation
+# clang does not know gcc's -Wformat-truncation
+ifneq ($(findstring clang,$(shell $(CC) --version 2>/dev/null)),)
+  WARN += -Wno-unknown-warning-option
+endif
 BASE := -std=c11 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc $(WARN)
 ifeq ($(BUILD),asan)
   OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
