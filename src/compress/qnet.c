@@ -621,6 +621,23 @@ cn_status cn_qnet_plan(cn_qnet *q, int batch, int h, int w, int threads) {
     return qplan(q, batch, h, w, threads);
 }
 
+/* Convolution step i with the residual add step i + 1 in its epilogue (q->fuse[i]). */
+static void run_fused(cn_qnet *q, int i, int n, int threads) {
+    const cn_qstep *s = &q->steps[i], *a = &q->steps[i + 1];
+    const int j = a->in[0] == s->out ? 0 : 1, r = a->in[1 - j];
+    cn_qepilogue ep = s->ep;
+    ep.res = q->buf[r];
+    ep.add = (cn_qadd){.za = q->zp[s->out], .zb = q->zp[r], .zo = q->zp[a->out],
+                       .ma = a->m[j], .mb = a->m[1 - j], .sh = a->s[0],
+                       .qmin = a->qmin, .qmax = a->qmax};
+    cn_qconv_desc d = s->desc;
+    d.n = n;
+    if (s->op == CN_Q_CONV)
+        cn_qconv2d(q->buf[a->out], q->buf[s->in[0]], s->packed, &d, &ep, q->workspace, threads);
+    else
+        cn_qdwconv2d(q->buf[a->out], q->buf[s->in[0]], s->packed, &d, &ep, threads);
+}
+
 cn_status cn_qnet_forward(cn_qnet *q, const float *x, int n, int h, int w, int threads,
                           float *logits) {
     CN_TRY(qplan(q, q->buf && q->h == h && q->w == w && q->batch >= n ? q->batch : n, h, w,
@@ -630,36 +647,18 @@ cn_status cn_qnet_forward(cn_qnet *q, const float *x, int n, int h, int w, int t
         cn_qstep *s = &q->steps[i];
         double t0 = q->step_time ? omp_get_wtime() : 0;
         uint8_t *out = s->op == CN_Q_LINEAR ? NULL : q->buf[s->out];
-        if (q->fuse[i] && !q->observe) { /* the convolution with the add after it */
-            const cn_qstep *a = &q->steps[i + 1];
-            const int j = a->in[0] == s->out ? 0 : 1, r = a->in[1 - j];
-            cn_qepilogue ep = s->ep;
-            ep.res = q->buf[r];
-            ep.add = (cn_qadd){.za = q->zp[s->out], .zb = q->zp[r], .zo = q->zp[a->out],
-                               .ma = a->m[j], .mb = a->m[1 - j], .sh = a->s[0],
-                               .qmin = a->qmin, .qmax = a->qmax};
-            cn_qconv_desc d = s->desc;
-            d.n = n;
-            if (s->op == CN_Q_CONV)
-                cn_qconv2d(q->buf[a->out], q->buf[s->in[0]], s->packed, &d, &ep, q->workspace,
-                           threads);
-            else
-                cn_qdwconv2d(q->buf[a->out], q->buf[s->in[0]], s->packed, &d, &ep, threads);
-            if (q->step_time) {
-                double dt = omp_get_wtime() - t0;
-                q->step_time[i] += dt;
-                if (g->node_time) g->node_time[2 * s->node] += dt;
-            }
-            i++;
-            continue;
-        }
-        cn_qnet_run_step(q, i, x, s->in[0] >= 0 ? q->buf[s->in[0]] : NULL,
-                         s->in[1] >= 0 ? q->buf[s->in[1]] : NULL, out, q->logits, n, threads);
+        const int fused = q->fuse[i] && !q->observe; /* (observing needs every step's output) */
+        if (fused)
+            run_fused(q, i, n, threads);
+        else
+            cn_qnet_run_step(q, i, x, s->in[0] >= 0 ? q->buf[s->in[0]] : NULL,
+                             s->in[1] >= 0 ? q->buf[s->in[1]] : NULL, out, q->logits, n, threads);
         if (q->step_time) {
             double dt = omp_get_wtime() - t0;
             q->step_time[i] += dt;
             if (g->node_time) g->node_time[2 * s->node] += dt;
         }
+        i += fused; /* the add ran inside the convolution */
         if (q->observe)
             q->observe(q->observe_user, i, out ? (const void *)out : (const void *)q->logits,
                        out ? tensor_bytes(g, s->out, n) : (size_t)n * s->oc);

@@ -388,8 +388,10 @@ typedef struct run_ctx {
 #define KB_TILES 16 /* row tiles whose partial sums a K-blocked pass keeps */
 #define KB_KC 512   /* k-slice (a multiple of 4): 32 KB of a 64-channel block of weights */
 
-/* the fused residual add on rows [m0, m1), channels [c0, c0 + n), just written (in L1) */
+/* the fused residual add on rows [m0, m1), channels [c0, c0 + n), just written (in L1), unless
+ * there is none or the tile kernel did it */
 static void add_res(const run_ctx *x, int m0, int m1, int c0, int n) {
+    if (!x->ep->res || x->rq->tile_add) return;
     const int OC = x->d->oc;
     for (int m = m0; m < m1; m++) {
         uint8_t *o = x->out + (size_t)m * OC + c0;
@@ -434,8 +436,8 @@ static void run_block_kb(const run_ctx *x, const uint8_t *A, int lda, int m0, in
             const int kl = p->KP - k0 < x->kc ? p->KP - k0 : x->kc;
             const int first = k0 == 0, last = k0 + kl >= p->KP;
             const int8_t *nx = last ? (i1 == nt ? pfw : B) : B + (size_t)(k0 + kl) * nbw;
-            const size_t nxb = last && i1 == nt ? (pfb < (size_t)x->kc * CN_QNB ? pfb : (size_t)x->kc * CN_QNB)
-                                                : (size_t)x->kc * nbw;
+            const size_t slice = (size_t)x->kc * CN_QNB; /* at most, of any block */
+            const size_t nxb = last && i1 == nt ? (pfb < slice ? pfb : slice) : (size_t)x->kc * nbw;
             for (int i = i0; i < i1; i++) {
                 const int a0 = (int)((long)L * i / nt), a1 = (int)((long)L * (i + 1) / nt);
                 int32_t *pt = part + (size_t)(i - i0) * 6 * 64;
@@ -444,7 +446,7 @@ static void run_block_kb(const run_ctx *x, const uint8_t *A, int lda, int m0, in
                                          A + (size_t)a0 * lda + k0, lda, a1 - a0,
                                          B + (size_t)k0 * nbw, kl, nbw, nvalid, x->rq, c0,
                                          first ? NULL : pt, last ? NULL : pt);
-                if (last && x->ep->res && !x->rq->tile_add) add_res(x, m0 + a0, m0 + a1, c0, nvalid);
+                if (last) add_res(x, m0 + a0, m0 + a1, c0, nvalid);
             }
         }
     }
@@ -464,7 +466,8 @@ static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m
         const int8_t *B = x->packed + (size_t)c0 * p->KP;
         const int next = pf != -1 ? pf : b + PF_AHEAD < b1 ? b + PF_AHEAD : -1;
         if (x->kc < p->KP) {
-            run_block_kb(x, A, lda, m0, m1, c0, nbw, nvalid, B, pf != -1 ? pf : b + 1 < b1 ? b + 1 : -1);
+            run_block_kb(x, A, lda, m0, m1, c0, nbw, nvalid, B,
+                         pf != -1 ? pf : b + 1 < b1 ? b + 1 : -1);
             continue;
         }
         size_t nxb = 0;
@@ -476,7 +479,7 @@ static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m
             prefetch_share(nx, nxb, i, nt);
             x->tile(x->out + (size_t)(m0 + a0) * OC + c0, OC, A + (size_t)a0 * lda, lda,
                     a1 - a0, B, p->KP, nbw, nvalid, x->rq, c0);
-            if (x->ep->res && !x->rq->tile_add) add_res(x, m0 + a0, m0 + a1, c0, nvalid);
+            add_res(x, m0 + a0, m0 + a1, c0, nvalid);
         }
     }
 }
