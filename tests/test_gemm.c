@@ -106,6 +106,70 @@ static int run_case(const char *path, int ta, int tb, int M, int N, int K, int p
     return bad;
 }
 
+/* cn_sgemm_post: every element of C reaches the post function exactly once, after its final
+ * value (post computes 2c + 1, compared bit for bit with cn_sgemm's C), never an element outside
+ * [0, M) x [0, N); on every path (GEMV, swapped, packed with both loop orders) and thread count. */
+typedef struct post_rec {
+    int M, N, bad;
+    unsigned char *seen;
+} post_rec;
+
+static void post_fn(void *ctx, float *C, size_t ldc, size_t i0, size_t i1, size_t j0,
+                    size_t j1) {
+    post_rec *r = ctx;
+    if (i1 > (size_t)r->M || j1 > (size_t)r->N || i0 >= i1 || j0 >= j1) {
+        __atomic_store_n(&r->bad, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (size_t i = i0; i < i1; i++)
+        for (size_t j = j0; j < j1; j++) {
+            __atomic_fetch_add(&r->seen[i * (size_t)r->N + j], 1, __ATOMIC_RELAXED);
+            C[i * ldc + j] = 2.0f * C[i * ldc + j] + 1.0f;
+        }
+}
+
+static void post_case(const char *path, int ta, int tb, int M, int N, int K, float beta,
+                      int threads) {
+    const int lda = ta ? M : K, ldb = tb ? K : N, ldc = N + 3;
+    const size_t csz = (size_t)M * ldc;
+    float *A = malloc(sizeof(float) * (size_t)M * K + 4), *B = malloc(sizeof(float) * (size_t)N * K + 4);
+    float *C = malloc(sizeof(float) * csz), *W = malloc(sizeof(float) * csz);
+    post_rec r = {M, N, 0, calloc((size_t)M * N, 1)};
+    if (!A || !B || !C || !W || !r.seen) {
+        printf("FAIL post %s: out of memory\n", path);
+        n_fail++;
+        free(A), free(B), free(C), free(W), free(r.seen);
+        return;
+    }
+    fill(A, (size_t)M * K);
+    fill(B, (size_t)N * K);
+    fill(C, csz);
+    memcpy(W, C, sizeof(float) * csz);
+    omp_set_num_threads(threads);
+    cn_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, W, ldc);
+    const cn_gemm_post post = {post_fn, &r};
+    cn_sgemm_post(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, &post);
+    omp_set_num_threads(1);
+    int bad = r.bad;
+    for (int i = 0; i < M && !bad; i++)
+        for (int j = 0; j < N && !bad; j++) {
+            const size_t o = (size_t)i * ldc + j;
+            const float want = 2.0f * W[o] + 1.0f;
+            if (r.seen[(size_t)i * N + j] != 1) bad = 2;
+            else if (memcmp(&C[o], &want, sizeof want)) bad = 3;
+        }
+    if (bad) {
+        printf("FAIL post %s ta=%d tb=%d M=%d N=%d K=%d beta=%g threads=%d: %s\n", path, ta, tb,
+               M, N, K, beta, threads,
+               bad == 1 ? "block out of range" : bad == 2 ? "element not posted once"
+                                                          : "post saw a non-final value");
+        n_fail++;
+    } else {
+        n_pass++;
+    }
+    free(A), free(B), free(C), free(W), free(r.seen);
+}
+
 int main(void) {
     static const int small[] = {1, 2, 3, 7, 13, 17, 31, 33};
     static const int big[] = {65, 127, 300};
@@ -199,6 +263,16 @@ int main(void) {
                      i % 2 ? 1.0f : 0.0f, 1);
             lda_force = 0;
         }
+        /* the post hook: GEMV (M <= 3), swapped (small M), packed (rows-outer and BLIS order,
+         * K over several KC blocks, N over NC), K == 0 */
+        static const int ps[][3] = {{1, 40, 96},  {3, 1000, 64},  {49, 512, 256}, {51, 96, 40},
+                                    {300, 96, 16}, {700, 33, 70}, {130, 200, 769}, {9, 3300, 37},
+                                    {2000, 144, 16}, {12544 / 4, 96, 16}, {5, 6, 0}};
+        for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+            for (int threads = 1; threads <= 3; threads++)
+                for (int t = 0; t < 4; t += (ps[i][0] <= 64 ? 2 : 1))
+                    post_case(name, t & 1, t >> 1, ps[i][0], ps[i][1], ps[i][2],
+                              betas[(i + (size_t)threads) % 3], threads);
     }
     cn_sgemm_force_path(-1);
     printf("gemm: %d passed, %d failed\n", n_pass, n_fail);

@@ -844,6 +844,11 @@ int main(void) {
          * takes several with a tail) */
         conv_case(1, 64, 64, 8, 16, 3, 2, 1, 1, threads[t]);
         conv_case(1, 64, 64, 16, 16, 3, 1, 1, 1, threads[t]);
+        /* pointwise, whose epilogue runs inside the GEMM: GEMV, swapped and packed paths */
+        conv_case(1, 1, 2, 40, 24, 1, 1, 0, 1, threads[t]);
+        conv_case(1, 7, 7, 64, 96, 1, 1, 0, 1, threads[t]);
+        conv_case(1, 40, 40, 16, 96, 1, 1, 0, 1, threads[t]);
+        conv_case(3, 14, 14, 96, 40, 1, 1, 0, 1, threads[t]);
     }
     phase("conv vs direct loops");
     /* per-image rows*K above 2^21 floats: serial row chunks that straddle images */

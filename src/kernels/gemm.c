@@ -187,7 +187,12 @@ typedef struct gemm_job {
     size_t kc_blk, mc_blk, nc_blk;
     int direct_a; /* A rows are read in place by the "rows" kernel (ta == 0) */
     int direct_b; /* B rows are read in place (tb == 0), only ragged N edges are packed */
+    const cn_gemm_post *post; /* applied to each finished block, or NULL */
 } gemm_job;
+
+static void post_block(const gemm_job *j, size_t i0, size_t i1, size_t j0, size_t j1) {
+    if (j->post && i0 < i1 && j0 < j1) j->post->fn(j->post->ctx, j->C, j->ldc, i0, i1, j0, j1);
+}
 
 /* Packs op(A)[i0:i0+mc, k0:k0+kc] into MR-row panels, each k-major (MR floats per k), zero
  * padding rows past mc so the kernel never needs a row mask on loads. */
@@ -316,6 +321,10 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
                                min_sz(MR, mc - ir), nr, j->alpha, beta);
                         }
                     }
+                    /* this row block's columns of this pass, while they are in L1/L2 */
+                    if (pc + kc >= j->K)
+                        post_block(j, ic, ic + mc, jc + jo * NR,
+                                   jc + min_sz(nc, (jo + n_inner) * NR));
                 }
             }
         }
@@ -469,6 +478,7 @@ static void sgemm_dot(const gemm_job *j) {
     if (T == 1) {
         /* no parallel region at all: entering one costs more than a small GEMV */
         dot_block(j, dk, 0, j->M, 0, j->N);
+        post_block(j, 0, j->M, 0, j->N);
         return;
     }
 #pragma omp parallel num_threads(T)
@@ -479,7 +489,10 @@ static void sgemm_dot(const gemm_job *j) {
         const size_t m1 = min_sz(tiles_m * (ti + 1) / tm * MR, j->M);
         const size_t n0 = min_sz(tiles_n * tj / tn * NR, j->N);
         const size_t n1 = min_sz(tiles_n * (tj + 1) / tn * NR, j->N);
-        if (m0 < m1 && n0 < n1) dot_block(j, dk, m0, m1, n0, n1);
+        if (m0 < m1 && n0 < n1) {
+            dot_block(j, dk, m0, m1, n0, n1);
+            post_block(j, m0, m1, n0, n1);
+        }
     }
 }
 
@@ -528,6 +541,7 @@ static void swapped_run(const gemm_job *j, const ukernel *uk, size_t M, float *a
                 dot_block(j, &dot_kernels[j->M - M == 1 ? 2 : 1], M, j->M, jr, jr + rows);
         }
     }
+    post_block(j, 0, j->M, n0, n1);
 }
 
 static void sgemm_swapped(const gemm_job *j) {
@@ -544,6 +558,7 @@ static void sgemm_swapped(const gemm_job *j) {
     if (!buf) {
         cn_sgemm_ref(0, 1, (int)j->M, (int)j->N, (int)K, j->alpha, j->A, (int)j->lda, j->B,
                      (int)j->ldb, j->beta, j->C, (int)j->ldc);
+        post_block(j, 0, j->M, 0, j->N);
         return;
     }
     if (T == 1) {
@@ -560,14 +575,21 @@ static void sgemm_swapped(const gemm_job *j) {
 
 void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
+    cn_sgemm_post(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL);
+}
+
+void cn_sgemm_post(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc,
+                   const cn_gemm_post *post) {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0.0f) {
-        scale_c((size_t)M, (size_t)N, beta, C, (size_t)ldc);
-        return;
-    }
     gemm_job j = {.ta = ta, .tb = tb, .M = (size_t)M, .N = (size_t)N, .K = (size_t)K,
                   .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C,
-                  .lda = (size_t)lda, .ldb = (size_t)ldb, .ldc = (size_t)ldc};
+                  .lda = (size_t)lda, .ldb = (size_t)ldb, .ldc = (size_t)ldc, .post = post};
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c((size_t)M, (size_t)N, beta, C, (size_t)ldc);
+        post_block(&j, 0, j.M, 0, j.N);
+        return;
+    }
     const int path = current_path();
     if (use_dot(path, ta, tb, j.M)) {
         sgemm_dot(&j);
@@ -604,6 +626,7 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
     float *buf = scratch((size_t)T * (a_sz + b_sz) + 16);
     if (!buf) {
         cn_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        post_block(&j, 0, j.M, 0, j.N);
         return;
     }
 

@@ -1,6 +1,7 @@
 /* Single-precision GEMM used by convolution (im2col) and fully connected layers. */
 #ifndef CN_KERNELS_GEMM_H
 #define CN_KERNELS_GEMM_H
+#include <stddef.h>
 
 /* C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C.
  * op(A)[i][k] = ta ? A[k*lda + i] : A[i*lda + k];  op(B)[k][j] = tb ? B[j*ldb + k] : B[k*ldb + j].
@@ -9,6 +10,18 @@
  * over M and N, never over K). */
 void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
+/* A function applied to each finished block of C, by the thread that computed it, while the
+ * block is still in its cache: rows [i0, i1), columns [j0, j1) of C (C and ldc as passed to
+ * cn_sgemm_post). Every element of C is passed exactly once, after its final value is written.
+ * Used for fused epilogues (bias, BatchNorm, residual, activation) of convolutions. */
+typedef struct cn_gemm_post {
+    void (*fn)(void *ctx, float *C, size_t ldc, size_t i0, size_t i1, size_t j0, size_t j1);
+    void *ctx;
+} cn_gemm_post;
+/* cn_sgemm, then post->fn over every block of C (post may be NULL). */
+void cn_sgemm_post(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc,
+                   const cn_gemm_post *post);
 void cn_sgemm_ref(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                   const float *B, int ldb, float beta, float *C, int ldc);
 const char *cn_sgemm_path_name(void); /* "avx512", "avx2" or "generic" */

@@ -164,6 +164,31 @@ static void epilogue(float *y, const float *x, const float *res, size_t rows, in
     epilogue_act(y, rows * (size_t)oc, ep->act);
 }
 
+/* The epilogue over a block of a GEMM's output (cn_gemm_post): rows [i0, i1) of C, which starts
+ * at output row m0 of the layer, columns [j0, j1); one pass per row while it is in L1. */
+typedef struct post_ctx {
+    const cn_epilogue *ep;
+    const float *res; /* the residual's rows from m0 on, or NULL */
+    int oc;
+} post_ctx;
+
+static CN_CLONES void epilogue_post(void *ctx, float *C, size_t ldc, size_t i0, size_t i1,
+                                    size_t j0, size_t j1) {
+    const post_ctx *q = ctx;
+    const size_t n = j1 - j0;
+    const float *scale = q->ep->scale + j0, *shift = q->ep->shift + j0;
+    for (size_t i = i0; i < i1; i++) {
+        float *restrict y = C + i * ldc + j0;
+        if (q->res) {
+            const float *restrict r = q->res + i * (size_t)q->oc + j0;
+            for (size_t c = 0; c < n; c++) y[c] = y[c] * scale[c] + shift[c] + r[c];
+        } else {
+            for (size_t c = 0; c < n; c++) y[c] = y[c] * scale[c] + shift[c];
+        }
+        epilogue_act(y, n, q->ep->act);
+    }
+}
+
 static CN_CLONES void take_rows(float *restrict out, const float *restrict t,
                                 const cn_conv_desc *d, int wp, float beta,
                                 const cn_epilogue *ep, const float *res) {
@@ -538,14 +563,19 @@ static CN_CLONES void col2im_add(float *restrict din, const float *restrict col,
 static void forward_chunk(float *out, const float *in, const float *w, const cn_conv_desc *d,
                           const plan *p, size_t m0, int rows, float *col, float beta,
                           const cn_epilogue *ep) {
+    /* one group: the epilogue runs inside the GEMM, on each block as it is finished */
+    const post_ctx q = {ep, ep && ep->res ? ep->res + m0 * d->oc : NULL, d->oc};
+    const cn_gemm_post post = {epilogue_post, (void *)&q};
+    const int in_gemm = ep && d->groups == 1;
     for (int g = 0; g < d->groups; g++) {
         const float *a = col;
         if (is_pointwise(d)) a = in + m0 * d->c;
         else im2col(col, in, d, g, m0, rows);
-        cn_sgemm(0, 1, rows, p->ocg, p->kg, 1.0f, a, p->kg, w + (size_t)g * p->ocg * p->kg,
-                 p->kg, beta, out + m0 * d->oc + (size_t)g * p->ocg, d->oc);
+        cn_sgemm_post(0, 1, rows, p->ocg, p->kg, 1.0f, a, p->kg, w + (size_t)g * p->ocg * p->kg,
+                      p->kg, beta, out + m0 * d->oc + (size_t)g * p->ocg, d->oc,
+                      in_gemm ? &post : NULL);
     }
-    if (ep)
+    if (ep && !in_gemm)
         epilogue(out + m0 * d->oc, out + m0 * d->oc, ep->res ? ep->res + m0 * d->oc : NULL,
                  (size_t)rows, d->oc, ep);
 }
