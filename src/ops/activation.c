@@ -1,25 +1,22 @@
 /* SiLU (https://pytorch.org/docs/1.13/generated/torch.nn.SiLU.html) and sigmoid
  * (https://pytorch.org/docs/1.13/generated/torch.nn.Sigmoid.html), element-wise. The parallel
- * loops hand ranges to kernels compiled per instruction set; the math is in activation.h. */
-#include "ops/activation.h"
-
+ * loops hand ranges to the array kernels of kernels/act.h. */
 #include "core/simd.h"
+#include "kernels/act.h"
 #include "ops/ops.h"
 
 enum { NB = 64, SERIAL_BELOW = 16384 };
 
-static CN_CLONES void silu_rows(float *restrict y, const float *restrict x, size_t lo, size_t hi) {
-    for (size_t i = lo; i < hi; i++) y[i] = cn_silu1(x[i]);
+static void silu_rows(float *y, const float *x, size_t lo, size_t hi) {
+    cn_silu_n(y + lo, x + lo, hi - lo);
 }
 
-static CN_CLONES void silu_back_rows(float *restrict dx, const float *restrict dy,
-                                     const float *restrict x, size_t lo, size_t hi) {
-    for (size_t i = lo; i < hi; i++) dx[i] += dy[i] * cn_silu_grad1(x[i]);
+static void silu_back_rows(float *dx, const float *dy, const float *x, size_t lo, size_t hi) {
+    cn_silu_grad_acc_n(dx + lo, dy + lo, x + lo, hi - lo);
 }
 
-static CN_CLONES void sigmoid_rows(float *restrict y, const float *restrict x, size_t lo,
-                                   size_t hi) {
-    for (size_t i = lo; i < hi; i++) y[i] = cn_sigmoid1(x[i]);
+static void sigmoid_rows(float *y, const float *x, size_t lo, size_t hi) {
+    cn_sigmoid_n(y + lo, x + lo, hi - lo);
 }
 
 static CN_CLONES void sigmoid_back_rows(float *restrict dx, const float *restrict dy,

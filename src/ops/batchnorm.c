@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/simd.h"
+#include "kernels/act.h"
 #include "ops/activation.h"
 #include "ops/ops.h"
 
@@ -103,9 +104,10 @@ static CN_CLONES void scale_shift_rows(float *restrict y, const float *restrict 
     for (size_t i = lo; i < hi; i++) {
         const float *xr = x + i * c;
         float *yr = y + i * c;
-        if (act == CN_ACT_SILU)
-            for (int j = 0; j < c; j++) yr[j] = cn_silu1(xr[j] * sc[j] + sh[j]);
-        else if (act == CN_ACT_RELU)
+        if (act == CN_ACT_SILU) {
+            for (int j = 0; j < c; j++) yr[j] = xr[j] * sc[j] + sh[j];
+            cn_silu_n(yr, yr, (size_t)c);
+        } else if (act == CN_ACT_RELU)
             for (int j = 0; j < c; j++) {
                 float v = xr[j] * sc[j] + sh[j];
                 yr[j] = v < 0 ? 0.0f : v;

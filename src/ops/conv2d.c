@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/simd.h"
+#include "kernels/act.h"
 #include "kernels/conv_direct.h"
 #include "kernels/gemm.h"
 #include "kernels/winograd.h"
@@ -152,9 +153,9 @@ static CN_CLONES void epilogue_act(float *restrict y, size_t n, cn_act act) {
     if (act == CN_ACT_RELU)
         for (size_t i = 0; i < n; i++) y[i] = y[i] < 0 ? 0.0f : y[i];
     else if (act == CN_ACT_SILU)
-        for (size_t i = 0; i < n; i++) y[i] = cn_silu1(y[i]);
+        cn_silu_n(y, y, n);
     else if (act == CN_ACT_SIGMOID)
-        for (size_t i = 0; i < n; i++) y[i] = cn_sigmoid1(y[i]);
+        cn_sigmoid_n(y, y, n);
 }
 
 /* y and x may be the same block (the affine loop reads each element before writing it) */

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "core/simd.h"
+#include "kernels/act.h"
 #include "ops/activation.h"
 #include "ops/ops.h"
 
@@ -482,9 +483,9 @@ static CN_CLONES void epilogue_task(float *out, const geo *g, int oy, int n0, in
             if (ep->act == CN_ACT_RELU)
                 for (int j = c0; j < c1; j++) o[j] = o[j] < 0 ? 0.0f : o[j];
             else if (ep->act == CN_ACT_SILU)
-                for (int j = c0; j < c1; j++) o[j] = cn_silu1(o[j]);
+                cn_silu_n(o + c0, o + c0, (size_t)(c1 - c0));
             else if (ep->act == CN_ACT_SIGMOID)
-                for (int j = c0; j < c1; j++) o[j] = cn_sigmoid1(o[j]);
+                cn_sigmoid_n(o + c0, o + c0, (size_t)(c1 - c0));
         }
     }
 }

@@ -1,0 +1,49 @@
+/* The element-wise activations over arrays (act.h): the AVX-512 copy where the CPU has it,
+ * otherwise the plain loops over the scalar functions of ops/activation.h (vectorised by gcc,
+ * compiled for AVX-512, AVX2 and the baseline). */
+#include "kernels/act.h"
+
+#include "core/cpu.h"
+#include "core/simd.h"
+#include "ops/activation.h"
+
+static CN_CLONES void silu_c(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = cn_silu1(x[i]);
+}
+
+static CN_CLONES void sigmoid_c(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = cn_sigmoid1(x[i]);
+}
+
+static CN_CLONES void silu_grad_acc_c(float *restrict dx, const float *restrict dy,
+                                      const float *restrict x, size_t n) {
+    for (size_t i = 0; i < n; i++) dx[i] += dy[i] * cn_silu_grad1(x[i]);
+}
+
+static int use_avx512(void) {
+    static int v = -1; /* decided once; threads that race store the same value */
+    int u = __atomic_load_n(&v, __ATOMIC_RELAXED);
+    if (u < 0) {
+        const cn_cpu_features *f = cn_cpu();
+        u = f->avx512f && f->avx512vl && f->avx512bw;
+        __atomic_store_n(&v, u, __ATOMIC_RELAXED);
+    }
+    return u;
+}
+
+const char *cn_act_path_name(void) { return use_avx512() ? "avx512" : "c"; }
+
+void cn_silu_n(float *y, const float *x, size_t n) {
+    if (use_avx512()) cn_silu_n__avx512(y, x, n);
+    else silu_c(y, x, n);
+}
+
+void cn_sigmoid_n(float *y, const float *x, size_t n) {
+    if (use_avx512()) cn_sigmoid_n__avx512(y, x, n);
+    else sigmoid_c(y, x, n);
+}
+
+void cn_silu_grad_acc_n(float *dx, const float *dy, const float *x, size_t n) {
+    if (use_avx512()) cn_silu_grad_acc_n__avx512(dx, dy, x, n);
+    else silu_grad_acc_c(dx, dy, x, n);
+}
