@@ -67,6 +67,9 @@ for b in release asan; do
   run "int8 [$b]" build/$b/tests/test_int8
   run "cli [$b]" bash tests/test_cli.sh build/$b/convnet
 done
+# the portable kernels of the ops that this CPU would otherwise always run on AVX-512
+run "ops-effnet [release, CN_CPU=generic]" env CN_CPU=generic build/release/tests/test_ops_effnet
+run "ops [release, CN_CPU=avx2]" env CN_CPU=avx2 build/release/tests/test_ops
 rm -f "$log"
 echo "$passed passed, $failed failed"
 ((failed == 0))

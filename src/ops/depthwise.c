@@ -22,10 +22,13 @@
  * Parallel tasks are (block of images, row, channel slice): blocks of up to 8 images for narrow
  * maps, channel slices only when there are too few rows to share (1x1 maps at batch 1). */
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
+#include "core/cpu.h"
 #include "core/simd.h"
 #include "kernels/act.h"
+#include "kernels/dwconv.h"
 #include "ops/activation.h"
 #include "ops/ops.h"
 
@@ -69,8 +72,63 @@ typedef struct geo {
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
+/* the AVX-512 forward's job for d (pointers left NULL) */
+static cn_dw_job dw_job_of(const cn_conv_desc *d) {
+    cn_dw_job j = {0};
+    j.n = d->n, j.h = d->h, j.w = d->w, j.c = d->c, j.oh = d->oh, j.ow = d->ow;
+    j.k = d->kh, j.s = d->sh, j.ph = d->ph, j.pw = d->pw;
+    return j;
+}
+
+static int use_fast(const cn_conv_desc *d) {
+    const cn_cpu_features *f = cn_cpu();
+    return f->avx512f && f->avx512bw && f->avx512vl && d->kh == d->kw && d->sh == d->sw &&
+           cn_dw_fast_shape(d->kh, d->sh);
+}
+
+/* The tasks of the AVX-512 forward: images x groups of channel blocks x bands of rows. A group
+ * has as many blocks as keep its ring within RING_BYTES (in L2); groups get smaller and rows are
+ * cut into bands (each re-reads the K - 1 input rows above it) only when there are too few tasks
+ * for the threads. */
+enum { RING_BYTES = 256 * 1024 };
+
+typedef struct dw_plan {
+    int blocks, per_group, groups, bands;
+} dw_plan;
+
+static dw_plan plan_fast(const cn_conv_desc *d, int nt) {
+    const cn_dw_job j = dw_job_of(d);
+    dw_plan p;
+    p.blocks = (d->c + 15) / 16;
+    const size_t per_block = cn_dw_ring_floats(&j, 2) - cn_dw_ring_floats(&j, 1);
+    size_t fit = RING_BYTES / sizeof(float) / per_block;
+    p.per_group = fit < 1 ? 1 : fit > (size_t)p.blocks ? p.blocks : (int)fit;
+    p.bands = 1;
+    if (nt > 1 && (long)d->n * ((p.blocks + p.per_group - 1) / p.per_group) < 4L * nt) {
+        /* bands first (they keep the reads in order), then smaller groups */
+        const int max_bands = d->oh / 4 > 1 ? d->oh / 4 : 1;
+        const long want = (4L * nt + d->n - 1) / d->n;
+        p.bands = want < max_bands ? (int)want : max_bands;
+        const long have = (long)d->n * p.bands;
+        if (have < 4L * nt) {
+            const int groups = (int)((4L * nt + have - 1) / have);
+            const int per = (p.blocks + groups - 1) / groups;
+            if (per < p.per_group) p.per_group = per < 1 ? 1 : per;
+        }
+    }
+    p.groups = (p.blocks + p.per_group - 1) / p.per_group;
+    return p;
+}
+
 size_t cn_dwconv_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     size_t kc = round16((size_t)d->kh * d->kw * d->c);
+    if (use_fast(d)) {
+        /* a 64-byte aligned ring per thread after the weights, for the largest group: the one
+         * of a single thread */
+        const cn_dw_job j = dw_job_of(d);
+        kc += 16 + (size_t)(nthreads < 1 ? 1 : nthreads) *
+                       cn_dw_ring_floats(&j, plan_fast(d, 1).per_group);
+    }
     if (!backward) return kc;
     size_t part = round16(2 * ((size_t)d->kh * d->kw + 1) * d->c); /* doubles, as floats */
     return 2 * kc + (size_t)(nthreads < 1 ? 1 : nthreads) * part;
@@ -490,6 +548,29 @@ static CN_CLONES void epilogue_task(float *out, const geo *g, int oy, int n0, in
     }
 }
 
+/* The AVX-512 kernels (kernels/dwconv.h) over the tasks of plan_fast. ring: after the weights,
+ * see cn_dwconv_workspace. */
+static void fast_forward(float *out, const float *in, const float *wr, const float *bias,
+                         const cn_conv_desc *d, int nt, const cn_epilogue *ep, float *ring) {
+    cn_dw_job j = dw_job_of(d);
+    j.in = in, j.out = out, j.wr = wr, j.bias = bias;
+    if (ep) j.scale = ep->scale, j.shift = ep->shift, j.res = ep->res, j.act = (int)ep->act;
+    const dw_plan p = plan_fast(d, nt);
+    const size_t per = cn_dw_ring_floats(&j, p.per_group);
+    ring = (float *)(((uintptr_t)ring + 63) & ~(uintptr_t)63);
+    const long tasks = (long)d->n * p.groups * p.bands;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (long t = 0; t < tasks; t++) {
+        const int band = (int)(t % p.bands), grp = (int)(t / p.bands % p.groups);
+        const int img = (int)(t / p.bands / p.groups);
+        const int b0 = grp * p.per_group;
+        const int b1 = b0 + p.per_group < p.blocks ? b0 + p.per_group : p.blocks;
+        const int oy0 = (int)((long)d->oh * band / p.bands);
+        const int oy1 = (int)((long)d->oh * (band + 1) / p.bands);
+        cn_dw_task__avx512(&j, img, b0, b1, oy0, oy1, ring + (size_t)omp_get_thread_num() * per);
+    }
+}
+
 /* out = bias + conv(in) (acc 0) or out += conv(in) (acc 1); then the epilogue, if any */
 static void forward_pass(float *out, const float *in, const float *wr, const float *bias,
                          const geo *g, int nthreads, int acc, const cn_epilogue *ep) {
@@ -503,18 +584,25 @@ static void forward_pass(float *out, const float *in, const float *wr, const flo
     }
 }
 
-void cn_dwconv_forward(float *out, const float *in, const float *w, const float *bias,
-                       const cn_conv_desc *d, float *ws, int nthreads) {
+static void forward(float *out, const float *in, const float *w, const float *bias,
+                    const cn_epilogue *ep, const cn_conv_desc *d, float *ws, int nthreads) {
     geo g = geo_of(d);
     repack(ws, w, d->c, d->kh * d->kw, 0);
-    forward_pass(out, in, ws, bias, &g, nthreads, 0, NULL);
+    if (use_fast(d))
+        fast_forward(out, in, ws, bias, d, threads_for(&g, nthreads), ep,
+                     ws + round16((size_t)d->kh * d->kw * d->c));
+    else
+        forward_pass(out, in, ws, bias, &g, nthreads, 0, ep);
+}
+
+void cn_dwconv_forward(float *out, const float *in, const float *w, const float *bias,
+                       const cn_conv_desc *d, float *ws, int nthreads) {
+    forward(out, in, w, bias, NULL, d, ws, nthreads);
 }
 
 void cn_dwconv_forward_fused(float *out, const float *in, const float *w, const cn_epilogue *ep,
                              const cn_conv_desc *d, float *ws, int nthreads) {
-    geo g = geo_of(d);
-    repack(ws, w, d->c, d->kh * d->kw, 0);
-    forward_pass(out, in, ws, NULL, &g, nthreads, 0, ep);
+    forward(out, in, w, NULL, ep, d, ws, nthreads);
 }
 
 void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,

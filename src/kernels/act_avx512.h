@@ -1,0 +1,74 @@
+/* The AVX-512 SiLU, sigmoid and SiLU gradient of 16 lanes, inline, for the array kernels of
+ * act_avx512.c and for epilogues held in registers (dwconv_avx512.c). Include only from files
+ * compiled for AVX-512. The arithmetic follows ops/activation.h: e^a for a = -|x| (clamped at
+ * -120) as p * 2^n with a = n ln2 + r, |r| <= ln2 / 2, a two-part ln2 and a degree-7 Taylor
+ * polynomial for p = e^r. Differences, for speed: 2^n is applied by vscalefps, which rounds once
+ * even when the result is subnormal (instead of two exponent halves), and 1 / (1 + e), with
+ * 1 + e in [1, 2], is a 14-bit reciprocal estimate refined by one Newton step (relative error
+ * about 2^-28) instead of a division. */
+#ifndef CN_KERNELS_ACT_AVX512_H
+#define CN_KERNELS_ACT_AVX512_H
+#include <immintrin.h>
+
+#define CN_INLINE static inline __attribute__((always_inline))
+
+/* e^-|x| = p * 2^nf; a clamped at -120 (NaN -> -120) */
+CN_INLINE __m512 exp_neg_abs(__m512 x, __m512 *nf) {
+    const __m512 a = _mm512_max_ps(_mm512_or_ps(x, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(-120.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269504f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), a);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860676533018e-06f), r);
+    __m512 q = _mm512_set1_ps(1.0f / 5040);
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 720));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 120));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 24));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 6));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.5f));
+    *nf = n;
+    /* 1 + (r + q r^2) */
+    return _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(q, _mm512_mul_ps(r, r), r));
+}
+
+/* 1 / d for d in [1, 2] */
+CN_INLINE __m512 recip12(__m512 d) {
+    const __m512 r0 = _mm512_rcp14_ps(d);
+    return _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(d, r0, _mm512_set1_ps(1.0f)), r0);
+}
+
+CN_INLINE __m512 silu16(__m512 x) {
+    __m512 nf;
+    const __m512 p = exp_neg_abs(x, &nf);
+    const __m512 q = recip12(_mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, nf)));
+    /* x >= 0: x q; otherwise x e^x / (1 + e^x) = (x q p) 2^n, x clamped at -120 (-inf -> 0,
+     * NaN stays NaN: max returns its second operand when one is NaN) */
+    const __m512 xc = _mm512_max_ps(_mm512_set1_ps(-120.0f), x);
+    const __m512 neg = _mm512_scalef_ps(_mm512_mul_ps(_mm512_mul_ps(xc, q), p), nf);
+    const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+    return _mm512_mask_mul_ps(neg, pos, x, q);
+}
+
+CN_INLINE __m512 sigmoid16(__m512 x) {
+    __m512 nf;
+    const __m512 p = exp_neg_abs(x, &nf);
+    const __m512 q = recip12(_mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, nf)));
+    __m512 s = _mm512_scalef_ps(_mm512_mul_ps(p, q), nf);
+    s = _mm512_mask_mov_ps(s, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), q);
+    return _mm512_mask_mov_ps(s, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+/* silu'(x) = q (1 + x e q) for x >= 0 (e = e^-x), e q (1 + x q) for x < 0 (e = e^x) */
+CN_INLINE __m512 silu_grad16(__m512 x) {
+    __m512 nf;
+    const __m512 p = exp_neg_abs(x, &nf);
+    const __m512 e = _mm512_scalef_ps(p, nf);
+    const __m512 q = recip12(_mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    const __m512 xh = _mm512_min_ps(_mm512_set1_ps(120.0f), x);
+    const __m512 xc = _mm512_max_ps(_mm512_set1_ps(-120.0f), x);
+    const __m512 pos = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(xh, e), q), q, q);
+    const __m512 neg = _mm512_scalef_ps(
+        _mm512_mul_ps(_mm512_mul_ps(_mm512_fmadd_ps(xc, q, _mm512_set1_ps(1.0f)), q), p), nf);
+    return _mm512_mask_mov_ps(neg, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), pos);
+}
+
+#endif

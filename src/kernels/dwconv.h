@@ -1,0 +1,33 @@
+/* Depthwise convolution, forward, by AVX-512 kernels with the weights in registers: 3x3 and 5x5,
+ * stride 1 and 2, any padding, NHWC. A task is one image, a group of 16-channel blocks and a band
+ * of output rows. The input rows are read in order and copied, per block and zero padded on both
+ * sides, into a ring of K rows with 16 floats per pixel, so that every tap of every output pixel
+ * is one aligned load at a constant offset; each input row is copied once per task. The K*K
+ * weight vectors of a block stay in registers along an output row, and the bias, the BatchNorm
+ * affine, the residual and the activation are applied in registers before the only store. ops/depthwise.c uses it where the
+ * CPU has AVX-512 and keeps its portable kernels elsewhere (and for the backward passes). */
+#ifndef CN_KERNELS_DWCONV_H
+#define CN_KERNELS_DWCONV_H
+#include <stddef.h>
+
+typedef struct cn_dw_job {
+    const float *in;   /* (N, H, W, C) */
+    float *out;        /* (N, OH, OW, C) */
+    const float *wr;   /* weights (K*K, C): tap-major, as ops/depthwise.c repacks them */
+    const float *bias; /* (C) or NULL */
+    const float *scale, *shift; /* epilogue y = y * scale + shift (+ res), or NULL */
+    const float *res;  /* (N, OH, OW, C) or NULL */
+    int act;           /* cn_act */
+    int n, h, w, c, oh, ow, k, s, ph, pw;
+} cn_dw_job;
+
+/* whether the kernels handle this kernel size and stride */
+int cn_dw_fast_shape(int k, int s);
+/* floats of the per-thread buffer of a task of that many channel blocks */
+size_t cn_dw_ring_floats(const cn_dw_job *j, int blocks);
+/* output rows [oy0, oy1) of image img, channel blocks [b0, b1) (channels 16 b0 ..; the last
+ * block masked past C); ring: the calling thread's buffer of cn_dw_ring_floats(j, b1 - b0)
+ * floats, 64-byte aligned */
+void cn_dw_task__avx512(const cn_dw_job *j, int img, int b0, int b1, int oy0, int oy1,
+                        float *ring);
+#endif

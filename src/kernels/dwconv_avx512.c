@@ -1,0 +1,151 @@
+/* AVX-512 depthwise convolution, forward (see dwconv.h). */
+#include <limits.h>
+#include <string.h>
+
+#include "kernels/act_avx512.h"
+#include "kernels/dwconv.h"
+#include "ops/ops.h"
+
+int cn_dw_fast_shape(int k, int s) { return (k == 3 || k == 5) && (s == 1 || s == 2); }
+
+/* pixels of a padded row: the left padding, the row, and zeros on the right as far as the last
+ * output pixel's taps reach */
+static int padded_width(const cn_dw_job *j) {
+    int wp = (j->ow - 1) * j->s + j->k;
+    return wp > j->pw + j->w ? wp : j->pw + j->w;
+}
+
+size_t cn_dw_ring_floats(const cn_dw_job *j, int blocks) {
+    return ((size_t)j->k * (size_t)blocks + 1) * (size_t)padded_width(j) * 16;
+}
+
+/* channel blocks [b0, b1) of input row iy of image img into the ring slot dst (blocks of
+ * row_floats), after pw zero pixels (the zeros on both sides were written when the ring was
+ * cleared); the input row is read in order, a pixel's blocks one after the other */
+CN_INLINE void pack_row(float *dst, size_t row_floats, const cn_dw_job *j, int img, int iy,
+                        int b0, int b1) {
+    const float *src = j->in + (((size_t)img * j->h + iy) * j->w) * j->c;
+    dst += (size_t)j->pw * 16;
+    const int full = j->c / 16 < b1 ? j->c / 16 : b1; /* blocks [b0, full) have 16 channels */
+    for (int x = 0; x < j->w; x++, src += j->c) {
+        float *d = dst + (size_t)x * 16;
+        int b = b0;
+        for (; b < full; b++) _mm512_store_ps(d + (size_t)(b - b0) * row_floats, _mm512_loadu_ps(src + b * 16));
+        if (b < b1) {
+            const __mmask16 m = (__mmask16)((1u << (j->c - 16 * b)) - 1);
+            _mm512_store_ps(d + (size_t)(b - b0) * row_floats, _mm512_maskz_loadu_ps(m, src + b * 16));
+        }
+    }
+}
+
+/* bias + conv, then the epilogue, stored to the 16 (masked) channels at o */
+CN_INLINE void finish(float *o, __m512 v, const cn_dw_job *j, __m512 sc, __m512 sh,
+                      const float *r, __mmask16 m) {
+    if (j->scale) {
+        v = _mm512_fmadd_ps(v, sc, sh);
+        if (r) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r));
+    }
+    switch (j->act) {
+    case CN_ACT_RELU: v = _mm512_max_ps(v, _mm512_setzero_ps()); break;
+    case CN_ACT_SILU: v = silu16(v); break;
+    case CN_ACT_SIGMOID: v = sigmoid16(v); break;
+    default: break;
+    }
+    _mm512_mask_storeu_ps(o, m, v);
+}
+
+/* NB output pixels from ox at once: the sum over the K*K taps, each an aligned load of the ring
+ * at a constant offset times a weight register */
+#define NB(K) ((K) == 3 ? 8 : 4)
+
+/* output row oy of image img, channels [c0, c0 + 16), from the K padded input rows */
+CN_INLINE void row_ks(const cn_dw_job *j, int img, int oy, int c0, const float *const *rows,
+                      const int K, const int S) {
+    const int C = j->c;
+    const __mmask16 m = C - c0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (C - c0)) - 1);
+    __m512 w[25];
+#pragma GCC unroll 25
+    for (int t = 0; t < K * K; t++) w[t] = _mm512_maskz_loadu_ps(m, j->wr + (size_t)t * C + c0);
+    const __m512 b = j->bias ? _mm512_maskz_loadu_ps(m, j->bias + c0) : _mm512_setzero_ps();
+    const __m512 sc = j->scale ? _mm512_maskz_loadu_ps(m, j->scale + c0) : _mm512_setzero_ps();
+    const __m512 sh = j->scale ? _mm512_maskz_loadu_ps(m, j->shift + c0) : _mm512_setzero_ps();
+    const size_t at = (((size_t)img * j->oh + oy) * j->ow) * C + c0;
+    float *orow = j->out + at;
+    const float *rrow = j->res ? j->res + at : NULL;
+    int ox = 0;
+    for (; ox + NB(K) <= j->ow; ox += NB(K)) {
+        __m512 acc[NB(K)];
+        for (int p = 0; p < NB(K); p++) acc[p] = b;
+#pragma GCC unroll 5
+        for (int ky = 0; ky < K; ky++) {
+            const float *rp = rows[ky] + (size_t)ox * S * 16;
+#pragma GCC unroll 5
+            for (int kx = 0; kx < K; kx++)
+                for (int p = 0; p < NB(K); p++)
+                    acc[p] = _mm512_fmadd_ps(_mm512_load_ps(rp + (p * S + kx) * 16),
+                                             w[ky * K + kx], acc[p]);
+        }
+        for (int p = 0; p < NB(K); p++)
+            finish(orow + (size_t)(ox + p) * C, acc[p], j, sc, sh,
+                   rrow ? rrow + (size_t)(ox + p) * C : NULL, m);
+    }
+    for (; ox < j->ow; ox++) {
+        __m512 acc = b;
+#pragma GCC unroll 5
+        for (int ky = 0; ky < K; ky++) {
+            const float *rp = rows[ky] + (size_t)ox * S * 16;
+#pragma GCC unroll 5
+            for (int kx = 0; kx < K; kx++)
+                acc = _mm512_fmadd_ps(_mm512_load_ps(rp + kx * 16), w[ky * K + kx], acc);
+        }
+        finish(orow + (size_t)ox * C, acc, j, sc, sh, rrow ? rrow + (size_t)ox * C : NULL, m);
+    }
+}
+
+/* The ring: K slots, each the padded row of every block of the group (block-major), then one
+ * zero row. An input row is packed once per task, when the first output row needs it. */
+CN_INLINE void task_ks(const cn_dw_job *j, int img, int b0, int b1, int oy0, int oy1,
+                       float *ring, const int K, const int S) {
+    const size_t row_floats = (size_t)padded_width(j) * 16;
+    const size_t slot_floats = row_floats * (size_t)(b1 - b0);
+    memset(ring, 0, sizeof(float) * (slot_floats * (size_t)K + row_floats));
+    const float *zero = ring + (size_t)K * slot_floats;
+    int tag[5];
+    for (int i = 0; i < K; i++) tag[i] = INT_MIN;
+    for (int oy = oy0; oy < oy1; oy++) {
+        const float *rows[5];
+        size_t step[5]; /* floats from one block's row to the next: 0 for the zero row */
+        for (int ky = 0; ky < K; ky++) {
+            const int iy = oy * S - j->ph + ky;
+            if (iy < 0 || iy >= j->h) {
+                rows[ky] = zero;
+                step[ky] = 0;
+                continue;
+            }
+            const int slot = iy % K;
+            float *dst = ring + (size_t)slot * slot_floats;
+            if (tag[slot] != iy) {
+                pack_row(dst, row_floats, j, img, iy, b0, b1);
+                tag[slot] = iy;
+            }
+            rows[ky] = dst;
+            step[ky] = row_floats;
+        }
+        for (int b = b0; b < b1; b++) {
+            const float *r[5];
+            for (int ky = 0; ky < K; ky++) r[ky] = rows[ky] + (size_t)(b - b0) * step[ky];
+            row_ks(j, img, oy, 16 * b, r, K, S);
+        }
+    }
+}
+
+void cn_dw_task__avx512(const cn_dw_job *j, int img, int b0, int b1, int oy0, int oy1,
+                        float *ring) {
+    switch (j->k * 10 + j->s) {
+    case 31: task_ks(j, img, b0, b1, oy0, oy1, ring, 3, 1); break;
+    case 32: task_ks(j, img, b0, b1, oy0, oy1, ring, 3, 2); break;
+    case 51: task_ks(j, img, b0, b1, oy0, oy1, ring, 5, 1); break;
+    case 52: task_ks(j, img, b0, b1, oy0, oy1, ring, 5, 2); break;
+    default: break;
+    }
+}
