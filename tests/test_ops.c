@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "check.h"
+#include "core/cpu.h"
 #include "core/rng.h"
+#include "kernels/bn.h"
 #include "ops/ops.h"
 
 static cn_rng rng;
@@ -810,10 +812,37 @@ static void conv_repeat_case(int n, int h, int w, int c, int oc, int k, int s, i
     free(in); free(wt); free(dout); free(ws);
 }
 
+/* batch norm's AVX-512 channel sums: the same bits as the plain loop (rows in order, in double,
+ * mul then add), from non-zero starting sums, for channel tails and row tiles */
+static void bn_sums_case(size_t lo, size_t hi, int c) {
+    const cn_cpu_features *f = cn_cpu();
+    if (!(f->avx512f && f->avx512bw && f->avx512vl)) return;
+    float *x = randv(hi * (size_t)c, 3.0f);
+    double *p = malloc(sizeof(double) * 2 * c), *q = malloc(sizeof(double) * 2 * c);
+    for (int j = 0; j < 2 * c; j++) p[j] = q[j] = 0.25 * j - 1.0;
+    cn_bn_sums__avx512(p, p + c, x, lo, hi, c);
+    for (size_t i = lo; i < hi; i++)
+        for (int j = 0; j < c; j++) {
+            double v = x[i * c + j], v2 = v * v;
+            q[j] += v;
+            q[c + j] += v2;
+        }
+    CHECK(!memcmp(p, q, sizeof(double) * 2 * c), "bn sums rows [%zu, %zu) c %d differ", lo, hi, c);
+    free(x); free(p); free(q);
+}
+
 int main(void) {
     rng = cn_rng_make(1234, 0, 0);
     verbose = getenv("CN_TEST_VERBOSE") != NULL;
     phase("start");
+    {
+        static const int cs[] = {1, 7, 16, 31, 33, 96, 100};
+        for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+            bn_sums_case(0, 1, cs[i]);
+            bn_sums_case(3, 67, cs[i]);
+            bn_sums_case(0, 300, cs[i]);
+        }
+    }
     int threads[] = {1, 2, 3};
     for (int t = 0; t < 3; t++) {
         conv_case(2, 7, 5, 3, 4, 3, 1, 1, 1, threads[t]);

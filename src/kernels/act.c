@@ -20,6 +20,10 @@ static CN_CLONES void silu_grad_acc_c(float *restrict dx, const float *restrict 
     for (size_t i = 0; i < n; i++) dx[i] += dy[i] * cn_silu_grad1(x[i]);
 }
 
+static CN_CLONES void silu_grad_mul_c(float *out, const float *dy, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = dy[i] * cn_silu_grad1(x[i]);
+}
+
 static int use_avx512(void) {
     static int v = -1; /* decided once; threads that race store the same value */
     int u = __atomic_load_n(&v, __ATOMIC_RELAXED);
@@ -46,4 +50,9 @@ void cn_sigmoid_n(float *y, const float *x, size_t n) {
 void cn_silu_grad_acc_n(float *dx, const float *dy, const float *x, size_t n) {
     if (use_avx512()) cn_silu_grad_acc_n__avx512(dx, dy, x, n);
     else silu_grad_acc_c(dx, dy, x, n);
+}
+
+void cn_silu_grad_mul_n(float *out, const float *dy, const float *x, size_t n) {
+    if (use_avx512()) cn_silu_grad_mul_n__avx512(out, dy, x, n);
+    else silu_grad_mul_c(out, dy, x, n);
 }

@@ -13,6 +13,8 @@ void cn_silu_n(float *y, const float *x, size_t n);
 void cn_sigmoid_n(float *y, const float *x, size_t n);
 /* dx[i] += dy[i] * silu'(x[i]) */
 void cn_silu_grad_acc_n(float *dx, const float *dy, const float *x, size_t n);
+/* out[i] = dy[i] * silu'(x[i]); out may be dy or x */
+void cn_silu_grad_mul_n(float *out, const float *dy, const float *x, size_t n);
 /* "avx512" or "c" */
 const char *cn_act_path_name(void);
 
@@ -20,4 +22,5 @@ const char *cn_act_path_name(void);
 void cn_silu_n__avx512(float *y, const float *x, size_t n);
 void cn_sigmoid_n__avx512(float *y, const float *x, size_t n);
 void cn_silu_grad_acc_n__avx512(float *dx, const float *dy, const float *x, size_t n);
+void cn_silu_grad_mul_n__avx512(float *out, const float *dy, const float *x, size_t n);
 #endif

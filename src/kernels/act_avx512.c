@@ -40,3 +40,15 @@ void cn_silu_grad_acc_n__avx512(float *dx, const float *dy, const float *x, size
                                                           _mm512_maskz_loadu_ps(m, dx + i)));
     }
 }
+
+void cn_silu_grad_mul_n__avx512(float *out, const float *dy, const float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_loadu_ps(dy + i),
+                                                silu_grad16(_mm512_loadu_ps(x + i))));
+    if (i < n) {
+        const __mmask16 m = tail(n - i);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i),
+                                                        silu_grad16(_mm512_maskz_loadu_ps(m, x + i))));
+    }
+}

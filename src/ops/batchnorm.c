@@ -8,8 +8,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/cpu.h"
 #include "core/simd.h"
 #include "kernels/act.h"
+#include "kernels/bn.h"
 #include "ops/activation.h"
 #include "ops/ops.h"
 
@@ -35,6 +37,16 @@ static inline float relu_gate(float g, float r) {
     return g;
 }
 
+/* gj = g * silu'(x * sc + sh) over n <= SILU_CHUNK channels (the SiLU's input recomputed from
+ * the normalisation's input), by the array kernel of kernels/act.h */
+enum { SILU_CHUNK = 256 };
+
+static inline void silu_gate(float *restrict gj, const float *restrict g, const float *restrict x,
+                             const float *restrict sc, const float *restrict sh, int n) {
+    for (int j = 0; j < n; j++) gj[j] = x[j] * sc[j] + sh[j];
+    cn_silu_grad_mul_n(gj, g, gj, (size_t)n);
+}
+
 /* acc[c] = sum over rows, computed blockwise into part (NBLOCKS * 2c doubles); mode 0: x into
  * acc and x^2 into acc2 (one pass for mean and variance: in double, E[x^2] - E[x]^2 loses nothing
  * that matters for float data), 2: g into acc and g * (x - mean) into acc2, where g is dy through
@@ -53,11 +65,14 @@ static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
                 p2[j] += v * v;
             }
         } else if (a->act == CN_ACT_SILU) {
-            const float *restrict sc = a->sc, *restrict sh = a->sh;
-            for (int j = 0; j < c; j++) {
-                float gj = g[j] * cn_silu_grad1(xr[j] * sc[j] + sh[j]);
-                p[j] += gj;
-                p2[j] += (double)gj * (xr[j] - mean[j]);
+            for (int j0 = 0; j0 < c; j0 += SILU_CHUNK) {
+                const int n = c - j0 < SILU_CHUNK ? c - j0 : SILU_CHUNK;
+                float gj[SILU_CHUNK];
+                silu_gate(gj, g + j0, xr + j0, a->sc + j0, a->sh + j0, n);
+                for (int j = 0; j < n; j++) {
+                    p[j0 + j] += gj[j];
+                    p2[j0 + j] += (double)gj[j] * (xr[j0 + j] - mean[j0 + j]);
+                }
             }
         } else if (a->act == CN_ACT_RELU) {
             const float *restrict r = a->mask + i * c;
@@ -80,10 +95,15 @@ static void channel_sums(double *acc, double *acc2, double *part, const float *r
                          const float *restrict dy, const float *restrict mean, size_t m, int c,
                          int mode, const act_in *a) {
     memset(part, 0, sizeof(double) * NBLOCKS * 2 * c);
+    const cn_cpu_features *f = cn_cpu();
+    const int fast = f->avx512f && f->avx512bw && f->avx512vl;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < NBLOCKS; b++) {
         double *p = part + (size_t)b * c * 2;
-        block_sums(p, p + c, x, dy, mean, a, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c, mode);
+        if (mode == 0 && fast)
+            cn_bn_sums__avx512(p, p + c, x, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c);
+        else
+            block_sums(p, p + c, x, dy, mean, a, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c, mode);
     }
     for (int j = 0; j < c; j++) {
         double s = 0, s2 = 0;
@@ -134,17 +154,17 @@ static CN_CLONES void bn_dx_rows(float *restrict dx, const float *restrict dy,
         const float *xr = x + i * c, *g = dy + i * c;
         float *d = dx + i * c;
         if (a->act == CN_ACT_SILU) {
-            const float *restrict sc = a->sc, *restrict sh = a->sh;
-            if (a->set)
-                for (int j = 0; j < c; j++) {
-                    float gj = g[j] * cn_silu_grad1(xr[j] * sc[j] + sh[j]);
-                    d[j] = k0[j] * gj + k1[j] * xr[j] + k2[j];
-                }
-            else
-                for (int j = 0; j < c; j++) {
-                    float gj = g[j] * cn_silu_grad1(xr[j] * sc[j] + sh[j]);
-                    d[j] += k0[j] * gj + k1[j] * xr[j] + k2[j];
-                }
+            for (int j0 = 0; j0 < c; j0 += SILU_CHUNK) {
+                const int n = c - j0 < SILU_CHUNK ? c - j0 : SILU_CHUNK;
+                float gj[SILU_CHUNK];
+                silu_gate(gj, g + j0, xr + j0, a->sc + j0, a->sh + j0, n);
+                const float *xj = xr + j0, *q0 = k0 + j0, *q1 = k1 + j0, *q2 = k2 + j0;
+                float *dj = d + j0;
+                if (a->set)
+                    for (int j = 0; j < n; j++) dj[j] = q0[j] * gj[j] + q1[j] * xj[j] + q2[j];
+                else
+                    for (int j = 0; j < n; j++) dj[j] += q0[j] * gj[j] + q1[j] * xj[j] + q2[j];
+            }
         } else if (a->act == CN_ACT_RELU) {
             const float *restrict r = a->mask + i * c;
             if (a->set)
