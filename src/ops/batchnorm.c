@@ -55,7 +55,7 @@ static inline void silu_gate(float *restrict gj, const float *restrict g, const 
 static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
                                  const float *restrict x, const float *restrict dy,
                                  const float *restrict mean, const act_in *a, size_t lo,
-                                 size_t hi, int c, int mode) {
+                                 size_t hi, int c, int mode, float *restrict gsave) {
     for (size_t i = lo; i < hi; i++) {
         const float *xr = x + i * c, *g = dy + i * c;
         if (mode == 0) {
@@ -73,6 +73,7 @@ static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
                     p[j0 + j] += gj[j];
                     p2[j0 + j] += (double)gj[j] * (xr[j0 + j] - mean[j0 + j]);
                 }
+                if (gsave) memcpy(gsave + i * c + j0, gj, sizeof(float) * (size_t)n);
             }
         } else if (a->act == CN_ACT_RELU) {
             const float *restrict r = a->mask + i * c;
@@ -91,9 +92,10 @@ static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
     }
 }
 
+/* gsave: where mode 2 with a SiLU also stores g (rows like x), or NULL */
 static void channel_sums(double *acc, double *acc2, double *part, const float *restrict x,
                          const float *restrict dy, const float *restrict mean, size_t m, int c,
-                         int mode, const act_in *a) {
+                         int mode, const act_in *a, float *gsave) {
     memset(part, 0, sizeof(double) * NBLOCKS * 2 * c);
     const cn_cpu_features *f = cn_cpu();
     const int fast = f->avx512f && f->avx512bw && f->avx512vl;
@@ -103,7 +105,8 @@ static void channel_sums(double *acc, double *acc2, double *part, const float *r
         if (mode == 0 && fast)
             cn_bn_sums__avx512(p, p + c, x, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c);
         else
-            block_sums(p, p + c, x, dy, mean, a, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c, mode);
+            block_sums(p, p + c, x, dy, mean, a, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c, mode,
+                       gsave);
     }
     for (int j = 0; j < c; j++) {
         double s = 0, s2 = 0;
@@ -185,6 +188,17 @@ static CN_CLONES void bn_dx_rows(float *restrict dx, const float *restrict dy,
     }
 }
 
+/* dx = k0 * g + k1 * x + k2 where dx holds g (see channel_sums' gsave) */
+static CN_CLONES void bn_dx_from_g(float *restrict dx, const float *restrict x,
+                                   const float *restrict k0, const float *restrict k1,
+                                   const float *restrict k2, size_t lo, size_t hi, int c) {
+    for (size_t i = lo; i < hi; i++) {
+        const float *xr = x + i * c;
+        float *d = dx + i * c;
+        for (int j = 0; j < c; j++) d[j] = k0[j] * d[j] + k1[j] * xr[j] + k2[j];
+    }
+}
+
 /* scratch layout: part (NBLOCKS * 2c doubles), sum (2c doubles), k (5c floats: the dx
  * coefficients, then the SiLU's scale and shift) */
 typedef struct bn_scratch {
@@ -221,7 +235,7 @@ void cn_batchnorm_act_forward_train(float *y, float *save, float *running_mean, 
                                     cn_act act) {
     bn_scratch s = split(scratch, c);
     float *mean = save, *invstd = save + c, *sc = s.k, *sh = s.k + c;
-    channel_sums(s.sum, s.sum + c, s.part, x, NULL, NULL, m, c, 0, NULL);
+    channel_sums(s.sum, s.sum + c, s.part, x, NULL, NULL, m, c, 0, NULL, NULL);
     for (int j = 0; j < c; j++) {
         double mu = s.sum[j] / (double)m;
         double ss = s.sum[c + j] - s.sum[j] * mu; /* sum of squared deviations */
@@ -296,7 +310,9 @@ static void backward_train(float *dx, float *dgamma, float *dbeta, const float *
             sc[j] = gamma[j] * invstd[j];
             sh[j] = beta[j] - mean[j] * sc[j];
         }
-    channel_sums(sdy, sdyx, s.part, x, dy, mean, m, c, 2, &a);
+    /* a SiLU's gate g = dy * silu'(.) is computed once: kept in dx when dx is only written */
+    float *gsave = act == CN_ACT_SILU && dx && set ? dx : NULL;
+    channel_sums(sdy, sdyx, s.part, x, dy, mean, m, c, 2, &a, gsave);
     for (int j = 0; j < c; j++) {
         if (dbeta) dbeta[j] += (float)sdy[j];
         if (dgamma) dgamma[j] += (float)(sdyx[j] * invstd[j]);
@@ -311,8 +327,12 @@ static void backward_train(float *dx, float *dgamma, float *dbeta, const float *
     if (dx) {
         int nb = m < 64 ? 1 : 64;
 #pragma omp parallel for schedule(static)
-        for (int b = 0; b < nb; b++)
-            bn_dx_rows(dx, dy, x, &a, k, k + c, k + 2 * c, m * b / nb, m * (b + 1) / nb, c);
+        for (int b = 0; b < nb; b++) {
+            if (gsave)
+                bn_dx_from_g(dx, x, k, k + c, k + 2 * c, m * b / nb, m * (b + 1) / nb, c);
+            else
+                bn_dx_rows(dx, dy, x, &a, k, k + c, k + 2 * c, m * b / nb, m * (b + 1) / nb, c);
+        }
     }
 }
 
@@ -341,7 +361,7 @@ void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
         k[c + j] = (float)(1.0 / sqrt((double)running_var[j] + eps));
     }
     act_in none = {CN_ACT_NONE, NULL, NULL, NULL, 0};
-    channel_sums(s.sum, s.sum + c, s.part, x, dy, k, m, c, 2, &none);
+    channel_sums(s.sum, s.sum + c, s.part, x, dy, k, m, c, 2, &none, NULL);
     for (int j = 0; j < c; j++) {
         if (dbeta) dbeta[j] += (float)s.sum[j];
         if (dgamma) dgamma[j] += (float)(s.sum[c + j] * k[c + j]);
