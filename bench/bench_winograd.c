@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
                 float *ss = alloc_f(2 * (size_t)sh->c), *ws = alloc_f(ws_f);
                 float *u = alloc_f(cn_wino_weight_floats(sh->c, sh->c));
                 cn_wino_pack_weights(u, w, sh->c, sh->c, T);
-                cn_epilogue ep = {ss, ss + sh->c, NULL, CN_ACT_RELU};
+                cn_epilogue ep = {ss, ss + sh->c, NULL, CN_ACT_RELU, NULL};
                 omp_set_num_threads(T);
                 double *tw = malloc(sizeof(double) * rounds), *tb = malloc(sizeof(double) * rounds);
                 /* repetitions per timing so that each one lasts a few ms */

@@ -81,7 +81,10 @@ static void conv_case(int n, int h, int w, int c, int oc, int k, int s, int p, i
         float *fo = malloc(sizeof(float) * nout), *want = malloc(sizeof(float) * nout);
         cn_conv2d_forward_ref(ref, in, wt, NULL, &d);
         for (int act = CN_ACT_NONE; act <= CN_ACT_SIGMOID; act++) {
-            cn_epilogue ep = {scale, shift, act == CN_ACT_RELU ? NULL : res, (cn_act)act};
+            /* and the pool of the output (cn_epilogue.pool) on all but the ReLU case */
+            float *pool = malloc(sizeof(float) * n * oc);
+            cn_epilogue ep = {scale, shift, act == CN_ACT_RELU ? NULL : res, (cn_act)act,
+                              act == CN_ACT_RELU ? NULL : pool};
             cn_conv2d_forward_fused(fo, in, wt, &ep, &d, ws, threads);
             for (size_t i = 0; i < nout; i++) {
                 int ch = (int)(i % oc);
@@ -94,6 +97,21 @@ static void conv_case(int n, int h, int w, int c, int oc, int k, int s, int p, i
             double e = max_rel_err(fo, want, nout, 1e-6);
             CHECK(e < 1e-5, "fused conv n%d %dx%dx%d->%d k%d s%d g%d t%d act %d: rel err %g", n, h,
                   w, c, oc, k, s, groups, threads, act, e);
+            if (ep.pool) {
+                const size_t hw = (size_t)d.oh * d.ow;
+                float *pw = calloc((size_t)n * oc, sizeof(float));
+                for (int im = 0; im < n; im++)
+                    for (int ch = 0; ch < oc; ch++) {
+                        double acc = 0;
+                        for (size_t px = 0; px < hw; px++) acc += want[((size_t)im * hw + px) * oc + ch];
+                        pw[(size_t)im * oc + ch] = (float)(acc / (double)hw);
+                    }
+                double ep_err = max_rel_err(pool, pw, (size_t)n * oc, 1e-6);
+                CHECK(ep_err < 1e-5, "fused conv n%d %dx%dx%d->%d k%d s%d g%d t%d act %d: pool rel err %g",
+                      n, h, w, c, oc, k, s, groups, threads, act, ep_err);
+                free(pw);
+            }
+            free(pool);
         }
         free(scale); free(shift); free(res); free(fo); free(want);
     }

@@ -79,7 +79,7 @@ static double run_case(int n, int h, int w, int c, int oc, int with_ep, int res_
         ss[k] = with_ep ? 0.5f + (float)k / oc : 1.0f;
         ss[oc + k] = with_ep ? 0.1f * (float)((k % 7) - 3) : 0.0f;
     }
-    cn_epilogue ep = {ss, ss + oc, res_on ? res : NULL, act};
+    cn_epilogue ep = {ss, ss + oc, res_on ? res : NULL, act, NULL};
     cn_conv2d_forward_ref(ref, in, wt, NULL, &d);
     for (size_t i = 0; i < no; i++) {
         int k = (int)(i % oc);
@@ -90,13 +90,33 @@ static double run_case(int n, int h, int w, int c, int oc, int with_ep, int res_
     cn_wino_pack_weights(u, wt, c, oc, 2);
     size_t wsz = cn_wino_workspace(&d, 2);
     float *ws = alloc_f(wsz);
+    /* with the epilogue's global average pool (cn_epilogue.pool) on every other case */
+    const int pool_on = (int)(seed & 1);
+    float *p1 = alloc_f((size_t)n * oc), *p2 = alloc_f((size_t)n * oc);
+    cn_epilogue ep2 = ep;
+    ep.pool = pool_on ? p1 : NULL;
+    ep2.pool = pool_on ? p2 : NULL;
     omp_set_num_threads(1);
     cn_wino_forward(o1, in, u, &ep, &d, ws, 1);
     omp_set_num_threads(2);
-    cn_wino_forward(o2, in, u, &ep, &d, ws, 2);
+    cn_wino_forward(o2, in, u, &ep2, &d, ws, 2);
     CHECK(memcmp(o1, o2, sizeof(float) * no) == 0,
           "n%d %dx%d c%d oc%d: 1 and 2 threads differ", n, h, w, c, oc);
     double e = max_rel_err(o1, ref, no, 1e-6);
+    if (pool_on) {
+        /* the pool of the output, against the reference output's mean in double */
+        double *mean = calloc((size_t)n * oc, sizeof(double));
+        for (size_t i = 0; i < no; i++)
+            mean[i / ((size_t)h * w * oc) * oc + i % oc] += ref[i] / ((double)h * w);
+        float *mf = alloc_f((size_t)n * oc);
+        for (size_t i = 0; i < (size_t)n * oc; i++) mf[i] = (float)mean[i];
+        double ep_err = max_rel_err(p1, mf, (size_t)n * oc, 1e-6);
+        CHECK(ep_err <= 1e-4 && memcmp(p1, p2, sizeof(float) * n * oc) == 0,
+              "n%d %dx%d c%d oc%d: pooled output rel err %g (or 1 and 2 threads differ)", n, h,
+              w, c, oc, ep_err);
+        free(mean), free(mf);
+    }
+    free(p1), free(p2);
     free(in), free(wt), free(ref), free(o1), free(o2), free(res), free(ss), free(u), free(ws);
     return e;
 }

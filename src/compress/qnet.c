@@ -561,7 +561,7 @@ static void run_fp(cn_qnet *q, cn_qstep *s, const uint8_t *in, uint8_t *out, flo
     }
     cn_conv_desc d = nd->desc;
     d.n = n;
-    cn_epilogue ep = {s->fone, s->fb, NULL, act_kind(g, s->act_node)};
+    cn_epilogue ep = {s->fone, s->fb, NULL, act_kind(g, s->act_node), NULL};
     cn_conv2d_forward_fused(q->fout, q->fin, s->fw, &ep, &d, q->fws, threads);
     cn_q_quantize(out, q->fout, (size_t)n * to->h * to->w * to->c, q->scale[s->out], q->zp[s->out],
                   threads);

@@ -107,7 +107,7 @@ static cn_node *new_node(cn_graph *g, cn_op op, const char *name, int in0, int i
     nd->buf[0] = nd->buf[1] = nd->buf[2] = -1;
     nd->act_out = -1;
     nd->fuse_out = nd->fuse_bn = nd->fuse_res = -1;
-    nd->fuse_in = nd->fuse_scale = -1;
+    nd->fuse_in = nd->fuse_scale = nd->fuse_gap = -1;
     return nd;
 }
 
@@ -457,6 +457,15 @@ static void fuse_inference(cn_graph *g) {
         cv->fuse_res = res;
         cv->fuse_act = act;
         for (int a = 0; a < na; a++) g->nodes[absorbed[a]].eval_skip = 1;
+        /* the squeeze of an SE block that reads the chain's output (see cn_node.fuse_gap) */
+        for (int q = i + 1; q < g->nnodes; q++) {
+            cn_node *gp = &g->nodes[q];
+            if (gp->op == CN_OP_GAP && gp->in[0] == cur && !gp->eval_skip && !gp->fused) {
+                cv->fuse_gap = gp->out;
+                gp->eval_skip = 1;
+                break;
+            }
+        }
     }
 }
 
@@ -698,23 +707,27 @@ static size_t plan_eval_offsets(const cn_graph *g, int batch, size_t *offset) {
         const cn_node *nd = &g->nodes[i];
         if (nd->fused || nd->eval_skip) continue;
         int out = nd->fuse_out >= 0 ? nd->fuse_out : nd->act_out >= 0 ? nd->act_out : nd->out;
-        if (offset[out] == SIZE_MAX) {
+        /* a fused pool (cn_node.fuse_gap) is a second output of the node */
+        const int outs[2] = {out, nd->fuse_gap};
+        for (int o = 0; o < 2; o++) {
+            const int t = outs[o];
+            if (t < 0 || offset[t] != SIZE_MAX) continue;
             /* first fit among the gaps between live blocks (kept sorted by offset) */
             size_t at = 0;
             int k = 0;
             for (; k < nlive; k++) {
-                if (offset[live[k]] >= at + size[out]) break;
+                if (offset[live[k]] >= at + size[t]) break;
                 size_t end = offset[live[k]] + size[live[k]];
                 if (end > at) at = end;
             }
-            offset[out] = at;
+            offset[t] = at;
             memmove(live + k + 1, live + k, sizeof(int) * (size_t)(nlive - k));
-            live[k] = out;
+            live[k] = t;
             nlive++;
-            if (at + size[out] > top) top = at + size[out];
+            if (at + size[t] > top) top = at + size[t];
         }
         for (int k = 0; k < nlive;)
-            if (last[live[k]] <= i && live[k] != out) {
+            if (last[live[k]] <= i && live[k] != out && live[k] != nd->fuse_gap) {
                 memmove(live + k, live + k + 1, sizeof(int) * (size_t)(nlive - k - 1));
                 nlive--;
             } else {
@@ -875,7 +888,8 @@ static const float *wino_weights(cn_graph *g, cn_node *nd) {
 static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
     int oc = nd->a.conv.oc;
     const float *bias = nd->p[1] >= 0 ? cn_entry_data(g, nd->p[1]) : NULL;
-    cn_epilogue ep = {nd->fold, nd->fold + oc, NULL, nd->fuse_act};
+    cn_epilogue ep = {nd->fold, nd->fold + oc, NULL, nd->fuse_act,
+                      nd->fuse_gap >= 0 ? g->tensors[nd->fuse_gap].data : NULL};
     for (int c = 0; c < oc; c++) {
         nd->fold[c] = 1.0f;
         nd->fold[oc + c] = bias ? bias[c] : 0.0f;
@@ -911,6 +925,7 @@ static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
     const float *x = g->tensors[nd->fuse_in].data, *sc = g->tensors[nd->fuse_scale].data;
     float *ws = (float *)g->workspace, *y = g->tensors[nd->fuse_out].data;
     const float *res = ep.res;
+    float *pool = ep.pool;
     d.n = 1;
     for (int i = 0; i < n; i++) {
         const float *s = sc + (size_t)i * c, *xi = x + (size_t)i * in_px;
@@ -922,6 +937,7 @@ static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
             cn_scale_forward(ws, xi, s, 1, hw, c);
         }
         ep.res = res ? res + (size_t)i * out_px : NULL;
+        ep.pool = pool ? pool + (size_t)i * oc : NULL;
         cn_conv2d_forward_fused(y + (size_t)i * out_px, by_w ? xi : ws, by_w ? ws : w, &ep, &d,
                                 ws + scaled_floats(g, nd), g->threads);
     }

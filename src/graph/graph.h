@@ -104,6 +104,9 @@ typedef struct cn_node {
      * OC x C multiplies in place of a pass over the H x W x C map): it reads fuse_in (x) and
      * fuse_scale (s, (N, 1, 1, C)); -1: no such product */
     int fuse_in, fuse_scale;
+    /* a global average pool of fuse_out (a squeeze-and-excitation's squeeze) is taken by the
+     * convolution's epilogue (cn_epilogue.pool) and written to this tensor; -1: none */
+    int fuse_gap;
     int eval_skip;
     /* gradient aliasing, decided by planning: a ReLU masks its output gradient in place and
      * passes the buffer on; an add hands its output gradient to inputs it is the only consumer

@@ -18,12 +18,15 @@ typedef struct cn_dw_job {
     const float *scale, *shift; /* epilogue y = y * scale + shift (+ res), or NULL */
     const float *res;  /* (N, OH, OW, C) or NULL */
     int act;           /* cn_act */
+    float *pool;       /* (N, C): each image's per-channel mean of out, or NULL (tasks must
+                        * then cover whole images: all output rows) */
     int n, h, w, c, oh, ow, k, s, ph, pw;
 } cn_dw_job;
 
 /* whether the kernels handle this kernel size and stride */
 int cn_dw_fast_shape(int k, int s);
-/* floats of the per-thread buffer of a task of that many channel blocks */
+/* floats of the per-thread buffer of a task of that many channel blocks (the ring and the
+ * pool's sums) */
 size_t cn_dw_ring_floats(const cn_dw_job *j, int blocks);
 /* output rows [oy0, oy1) of image img, channel blocks [b0, b1) (channels 16 b0 ..; the last
  * block masked past C); ring: the calling thread's buffer of cn_dw_ring_floats(j, b1 - b0)

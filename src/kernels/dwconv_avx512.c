@@ -16,7 +16,8 @@ static int padded_width(const cn_dw_job *j) {
 }
 
 size_t cn_dw_ring_floats(const cn_dw_job *j, int blocks) {
-    return ((size_t)j->k * (size_t)blocks + 1) * (size_t)padded_width(j) * 16;
+    /* the K slots and the zero row, then 16 doubles per block for the pool */
+    return ((size_t)j->k * (size_t)blocks + 1) * (size_t)padded_width(j) * 16 + (size_t)blocks * 32;
 }
 
 /* channel blocks [b0, b1) of input row iy of image img into the ring slot dst (blocks of
@@ -38,9 +39,10 @@ CN_INLINE void pack_row(float *dst, size_t row_floats, const cn_dw_job *j, int i
     }
 }
 
-/* bias + conv, then the epilogue, stored to the 16 (masked) channels at o */
-CN_INLINE void finish(float *o, __m512 v, const cn_dw_job *j, __m512 sc, __m512 sh,
-                      const float *r, __mmask16 m) {
+/* bias + conv, then the epilogue, stored to the 16 (masked) channels at o; returns the value
+ * stored */
+CN_INLINE __m512 finish(float *o, __m512 v, const cn_dw_job *j, __m512 sc, __m512 sh,
+                        const float *r, __mmask16 m) {
     if (j->scale) {
         v = _mm512_fmadd_ps(v, sc, sh);
         if (r) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r));
@@ -52,15 +54,17 @@ CN_INLINE void finish(float *o, __m512 v, const cn_dw_job *j, __m512 sc, __m512 
     default: break;
     }
     _mm512_mask_storeu_ps(o, m, v);
+    return v;
 }
 
 /* NB output pixels from ox at once: the sum over the K*K taps, each an aligned load of the ring
  * at a constant offset times a weight register */
 #define NB(K) ((K) == 3 ? 8 : 4)
 
-/* output row oy of image img, channels [c0, c0 + 16), from the K padded input rows */
+/* output row oy of image img, channels [c0, c0 + 16), from the K padded input rows; with a
+ * pool, adds the row's sum (in float, pixels in order, then in double) to sum[0..16) */
 CN_INLINE void row_ks(const cn_dw_job *j, int img, int oy, int c0, const float *const *rows,
-                      const int K, const int S) {
+                      double *sum, const int K, const int S) {
     const int C = j->c;
     const __mmask16 m = C - c0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (C - c0)) - 1);
     __m512 w[25];
@@ -72,6 +76,7 @@ CN_INLINE void row_ks(const cn_dw_job *j, int img, int oy, int c0, const float *
     const size_t at = (((size_t)img * j->oh + oy) * j->ow) * C + c0;
     float *orow = j->out + at;
     const float *rrow = j->res ? j->res + at : NULL;
+    __m512 rs = _mm512_setzero_ps();
     int ox = 0;
     for (; ox + NB(K) <= j->ow; ox += NB(K)) {
         __m512 acc[NB(K)];
@@ -85,9 +90,11 @@ CN_INLINE void row_ks(const cn_dw_job *j, int img, int oy, int c0, const float *
                     acc[p] = _mm512_fmadd_ps(_mm512_load_ps(rp + (p * S + kx) * 16),
                                              w[ky * K + kx], acc[p]);
         }
-        for (int p = 0; p < NB(K); p++)
-            finish(orow + (size_t)(ox + p) * C, acc[p], j, sc, sh,
-                   rrow ? rrow + (size_t)(ox + p) * C : NULL, m);
+        for (int p = 0; p < NB(K); p++) {
+            const __m512 v = finish(orow + (size_t)(ox + p) * C, acc[p], j, sc, sh,
+                                    rrow ? rrow + (size_t)(ox + p) * C : NULL, m);
+            if (sum) rs = _mm512_add_ps(rs, v);
+        }
     }
     for (; ox < j->ow; ox++) {
         __m512 acc = b;
@@ -98,7 +105,16 @@ CN_INLINE void row_ks(const cn_dw_job *j, int img, int oy, int c0, const float *
             for (int kx = 0; kx < K; kx++)
                 acc = _mm512_fmadd_ps(_mm512_load_ps(rp + kx * 16), w[ky * K + kx], acc);
         }
-        finish(orow + (size_t)ox * C, acc, j, sc, sh, rrow ? rrow + (size_t)ox * C : NULL, m);
+        const __m512 v =
+            finish(orow + (size_t)ox * C, acc, j, sc, sh, rrow ? rrow + (size_t)ox * C : NULL, m);
+        if (sum) rs = _mm512_add_ps(rs, v);
+    }
+    if (sum) {
+        _mm512_storeu_pd(sum, _mm512_add_pd(_mm512_loadu_pd(sum),
+                                            _mm512_cvtps_pd(_mm512_castps512_ps256(rs))));
+        _mm512_storeu_pd(sum + 8, _mm512_add_pd(_mm512_loadu_pd(sum + 8),
+                                                _mm512_cvtps_pd(_mm256_castpd_ps(
+                                                    _mm512_extractf64x4_pd(_mm512_castps_pd(rs), 1)))));
     }
 }
 
@@ -110,6 +126,9 @@ CN_INLINE void task_ks(const cn_dw_job *j, int img, int b0, int b1, int oy0, int
     const size_t slot_floats = row_floats * (size_t)(b1 - b0);
     memset(ring, 0, sizeof(float) * (slot_floats * (size_t)K + row_floats));
     const float *zero = ring + (size_t)K * slot_floats;
+    /* the pool's sums, 16 doubles per block, after the zero row */
+    double *sums = j->pool ? (double *)(ring + (size_t)K * slot_floats + row_floats) : NULL;
+    if (sums) memset(sums, 0, sizeof(double) * 16 * (size_t)(b1 - b0));
     int tag[5];
     for (int i = 0; i < K; i++) tag[i] = INT_MIN;
     for (int oy = oy0; oy < oy1; oy++) {
@@ -134,8 +153,14 @@ CN_INLINE void task_ks(const cn_dw_job *j, int img, int b0, int b1, int oy0, int
         for (int b = b0; b < b1; b++) {
             const float *r[5];
             for (int ky = 0; ky < K; ky++) r[ky] = rows[ky] + (size_t)(b - b0) * step[ky];
-            row_ks(j, img, oy, 16 * b, r, K, S);
+            row_ks(j, img, oy, 16 * b, r, sums ? sums + (size_t)(b - b0) * 16 : NULL, K, S);
         }
+    }
+    if (sums) {
+        const double hw = (double)j->oh * j->ow;
+        for (int b = b0; b < b1; b++)
+            for (int l = 0; l < 16 && 16 * b + l < j->c; l++)
+                j->pool[(size_t)img * j->c + 16 * b + l] = (float)(sums[(b - b0) * 16 + l] / hw);
     }
 }
 

@@ -362,6 +362,7 @@ void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilo
                 output_tiles(&x, b, 0, nt, m, dump);
             }
         }
+        if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->oc);
         return;
     }
     float *v = ws + p.zero, *m = v + vfl;
@@ -379,4 +380,5 @@ void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilo
 #pragma omp barrier
         }
     }
+    if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->oc);
 }

@@ -639,9 +639,10 @@ void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
     if (direct_forward_shape_ok(d)) {
         pack_weights(ws, w, d);
         direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, ep);
-        return;
+    } else {
+        conv_gemm(out, in, w, d, ws, nthreads, 0.0f, ep);
     }
-    conv_gemm(out, in, w, d, ws, nthreads, 0.0f, ep);
+    if (ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->oc);
 }
 
 static void backward_chunk(float *din, float *dw, const float *dout, const float *in,

@@ -96,7 +96,8 @@ typedef struct dw_plan {
     int blocks, per_group, groups, bands;
 } dw_plan;
 
-static dw_plan plan_fast(const cn_conv_desc *d, int nt) {
+/* whole: tasks cover all output rows (a pool is taken) */
+static dw_plan plan_fast(const cn_conv_desc *d, int nt, int whole) {
     const cn_dw_job j = dw_job_of(d);
     dw_plan p;
     p.blocks = (d->c + 15) / 16;
@@ -106,7 +107,7 @@ static dw_plan plan_fast(const cn_conv_desc *d, int nt) {
     p.bands = 1;
     if (nt > 1 && (long)d->n * ((p.blocks + p.per_group - 1) / p.per_group) < 4L * nt) {
         /* bands first (they keep the reads in order), then smaller groups */
-        const int max_bands = d->oh / 4 > 1 ? d->oh / 4 : 1;
+        const int max_bands = whole ? 1 : d->oh / 4 > 1 ? d->oh / 4 : 1;
         const long want = (4L * nt + d->n - 1) / d->n;
         p.bands = want < max_bands ? (int)want : max_bands;
         const long have = (long)d->n * p.bands;
@@ -127,7 +128,7 @@ size_t cn_dwconv_workspace(const cn_conv_desc *d, int nthreads, int backward) {
          * of a single thread */
         const cn_dw_job j = dw_job_of(d);
         kc += 16 + (size_t)(nthreads < 1 ? 1 : nthreads) *
-                       cn_dw_ring_floats(&j, plan_fast(d, 1).per_group);
+                       cn_dw_ring_floats(&j, plan_fast(d, 1, 0).per_group);
     }
     if (!backward) return kc;
     size_t part = round16(2 * ((size_t)d->kh * d->kw + 1) * d->c); /* doubles, as floats */
@@ -554,8 +555,10 @@ static void fast_forward(float *out, const float *in, const float *wr, const flo
                          const cn_conv_desc *d, int nt, const cn_epilogue *ep, float *ring) {
     cn_dw_job j = dw_job_of(d);
     j.in = in, j.out = out, j.wr = wr, j.bias = bias;
-    if (ep) j.scale = ep->scale, j.shift = ep->shift, j.res = ep->res, j.act = (int)ep->act;
-    const dw_plan p = plan_fast(d, nt);
+    if (ep)
+        j.scale = ep->scale, j.shift = ep->shift, j.res = ep->res, j.act = (int)ep->act,
+        j.pool = ep->pool;
+    const dw_plan p = plan_fast(d, nt, j.pool != NULL);
     const size_t per = cn_dw_ring_floats(&j, p.per_group);
     ring = (float *)(((uintptr_t)ring + 63) & ~(uintptr_t)63);
     const long tasks = (long)d->n * p.groups * p.bands;
@@ -591,8 +594,10 @@ static void forward(float *out, const float *in, const float *w, const float *bi
     if (use_fast(d))
         fast_forward(out, in, ws, bias, d, threads_for(&g, nthreads), ep,
                      ws + round16((size_t)d->kh * d->kw * d->c));
-    else
+    else {
         forward_pass(out, in, ws, bias, &g, nthreads, 0, ep);
+        if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->c);
+    }
 }
 
 void cn_dwconv_forward(float *out, const float *in, const float *w, const float *bias,

@@ -46,10 +46,14 @@ void cn_dwconv_backward(float *din, float *dweight, float *dbias, const float *d
  * per output channel, applied while each block of output rows is still in cache. scale and
  * shift (OC values each) are required; res NULL means no residual, else it is (N, OH, OW, OC)
  * like out and must not alias it. A batch norm in eval mode folds into scale = gamma / sqrt(var + eps) and
- * shift = beta - mean * scale (+ bias * scale for a convolution with a bias). */
+ * shift = beta - mean * scale (+ bias * scale for a convolution with a bias). pool, if not NULL,
+ * (N, C) receives each image's per-channel mean of out (the global average pool that a
+ * squeeze-and-excitation block takes of a depthwise convolution's output: the depthwise kernels
+ * sum the outputs while they are in registers), the same for any thread count. */
 typedef struct cn_epilogue {
     const float *scale, *shift, *res;
     cn_act act;
+    float *pool;
 } cn_epilogue;
 void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
                              const cn_epilogue *ep, const cn_conv_desc *d, float *ws,
