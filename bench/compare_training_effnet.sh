@@ -30,7 +30,8 @@ out=${KEEP:-$(mktemp -d)}
 mkdir -p "$out"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$out"' EXIT
 make -j"$(nproc)" >/dev/null
-convnet=build/release/convnet
+# CONVNET=PATH runs another binary (a copy, so that rebuilding during a long run changes nothing)
+convnet=${CONVNET:-build/release/convnet}
 
 seeds=$(echo "$seed" | tr ',' ' ')
 

@@ -20,7 +20,8 @@ out=${KEEP:-$(mktemp -d)}
 mkdir -p "$out"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$out"' EXIT
 make -j"$(nproc)" >/dev/null
-convnet=build/release/convnet
+# CONVNET=PATH runs another binary (a copy, so that rebuilding during a long run changes nothing)
+convnet=${CONVNET:-build/release/convnet}
 common=(--epochs 2 --batch 128 --optimizer adamw --lr 3e-3 --weight-decay 0.05 --warmup 1
         --label-smoothing 0.1 --limit-train 12800 --limit-test 2000)
 for v in "${variants[@]}"; do
