@@ -21,19 +21,7 @@ static const char *usage =
     "\n"
     "Results go to stdout (--json for a machine-readable summary); progress to stderr.\n";
 
-/* OpenMP threads that spin long at each barrier lose their time slice to any other process on a
- * shared machine, and a 2-thread run then becomes 4x slower than a 1-thread one. libgomp reads
- * its settings before main, so the tool sets a short spin and starts itself again, unless the
- * user chose a policy. */
-static void short_spin(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    setenv("GOMP_SPINCOUNT", "1000", 1);
-    execv("/proc/self/exe", argv);
-    /* exec failed (no /proc): carry on with libgomp's defaults */
-}
-
 int main(int argc, char **argv) {
-    short_spin(argv);
     if (argc < 2) {
         fputs(usage, stderr);
         return EXIT_USAGE;
