@@ -251,8 +251,11 @@ static void make_plan(plan *p, const cn_qconv_desc *d, int threads) {
     p->OC16 = round_up(d->oc, 16);
     p->nblk = (d->oc + CN_QNB - 1) / CN_QNB;
     p->ngroups = p->OC16 / 16;
-    /* few pixel rows and several channel blocks: split the channels */
-    p->shared = threads > 1 && p->nblk >= threads && (p->M + ROW_UNIT - 1) / ROW_UNIT < 4 * threads;
+    /* few pixel rows, or fewer rows than output channels (the weights outweigh the
+     * activations), and several channel blocks: split the channels, so that each thread reads
+     * its share of the weights once instead of all of them once per item of rows */
+    p->shared = threads > 1 && p->nblk >= threads &&
+                ((p->M + ROW_UNIT - 1) / ROW_UNIT < 4 * threads || p->M <= p->OC16);
     /* up to ~512 KB of im2col rows per chunk (L2-resident while every channel block passes over
      * it; few chunks, since each one passes over all the weights: a 7x7 map is one chunk) */
     int mc = 524288 / p->KP / ROW_UNIT * ROW_UNIT;
