@@ -150,8 +150,11 @@ void cn_q_shortcut(uint8_t *out, const uint8_t *x, int n, int h, int w, int c, i
 void cn_q_linear(float *out, const uint8_t *x, const int8_t *w, const int32_t *wsum,
                  const float *ws, const float *b, int n, int k, int oc, int32_t zx, float sx) {
     const cn_qops_table *t = ops();
-    for (int i = 0; i < n; i++)
-        for (int o = 0; o < oc; o++) {
+    /* threads over the output units (each reads its share of the weights once for all images) */
+    const long work = (long)n * oc * k;
+#pragma omp parallel for schedule(static) if (work >= (1L << 18))
+    for (int o = 0; o < oc; o++)
+        for (int i = 0; i < n; i++) {
             int32_t acc = t->dot(x + (size_t)i * k, w + (size_t)o * k, k);
             acc -= zx * wsum[o];
             out[(size_t)i * oc + o] = (float)acc * (sx * ws[o]) + b[o];
