@@ -20,7 +20,7 @@ static int avx512(void) { return strcmp(cn_sgemm_path_name(), "avx512") == 0; }
  * steps were checked against. */
 int cn_dconv_forward_ok(const cn_dconv_shape *s) {
     const int ps = s->sw * s->c;
-    const int fixed = ps == 1 || ps == 2 || ps == 16 || ps == 32 || ps == 64;
+    const int fixed = ps == 1 || ps == 2 || ps == 6 || ps == 16 || ps == 32 || ps == 64;
     return avx512() && s->oc > 0 && s->c > 0 && s->c <= 64 &&
            (fixed || (s->sh == 1 && s->sw == 1));
 }

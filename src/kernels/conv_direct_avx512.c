@@ -2,8 +2,8 @@
  *
  * Forward tile: R output rows x P output pixels x NV*16 output channels, accumulated over
  * (ky, kx, c): per reduction step, NV weight vectors and R*P broadcast input values. The pixel
- * stride of the input (sw * c floats) is a compile-time constant for the common ones (1, 2, 16,
- * 32, 64) so that the P broadcasts of a row use one base register with immediate offsets; other
+ * stride of the input (sw * c floats) is a compile-time constant for the common ones (1, 2, 6:
+ * an RGB stem of stride 2, 16, 32, 64) so that the P broadcasts of a row use one base register with immediate offsets; other
  * strides (the irregular widths of pruned networks) take it at run time.
  *
  * Weight-gradient tile: R kernel rows x P consecutive (kx, c) values x NV*16 output channels,
@@ -141,6 +141,7 @@ static inline __attribute__((always_inline)) void fwd_rows(float *out, const flo
     }
 FWD_VARIANTS(fwd_ps1, 1)
 FWD_VARIANTS(fwd_ps2, 2)
+FWD_VARIANTS(fwd_ps6, 6)
 FWD_VARIANTS(fwd_ps16, 16)
 FWD_VARIANTS(fwd_ps32, 32)
 FWD_VARIANTS(fwd_ps64, 64)
@@ -152,6 +153,7 @@ void f32_dconv_forward_rows__avx512(float *out, const float *xpad, const float *
     switch (s->sw * s->c) {
     case 1: fwd_ps1(out, xpad, wk, s, a, b, accumulate); break;
     case 2: fwd_ps2(out, xpad, wk, s, a, b, accumulate); break;
+    case 6: fwd_ps6(out, xpad, wk, s, a, b, accumulate); break;
     case 16: fwd_ps16(out, xpad, wk, s, a, b, accumulate); break;
     case 32: fwd_ps32(out, xpad, wk, s, a, b, accumulate); break;
     case 64: fwd_ps64(out, xpad, wk, s, a, b, accumulate); break;
