@@ -9,23 +9,19 @@
 
 INLINE __mmask16 tail(size_t left) { return (__mmask16)((1u << left) - 1); }
 
-void cn_silu_n__avx512(float *y, const float *x, size_t n) {
+/* y[i] = f(x[i]) over n floats (f inlined: a constant argument of an always-inline function) */
+INLINE void map16(float *y, const float *x, size_t n, __m512 (*f)(__m512)) {
     size_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, silu16(_mm512_loadu_ps(x + i)));
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, f(_mm512_loadu_ps(x + i)));
     if (i < n) {
         const __mmask16 m = tail(n - i);
-        _mm512_mask_storeu_ps(y + i, m, silu16(_mm512_maskz_loadu_ps(m, x + i)));
+        _mm512_mask_storeu_ps(y + i, m, f(_mm512_maskz_loadu_ps(m, x + i)));
     }
 }
 
-void cn_sigmoid_n__avx512(float *y, const float *x, size_t n) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, sigmoid16(_mm512_loadu_ps(x + i)));
-    if (i < n) {
-        const __mmask16 m = tail(n - i);
-        _mm512_mask_storeu_ps(y + i, m, sigmoid16(_mm512_maskz_loadu_ps(m, x + i)));
-    }
-}
+void cn_silu_n__avx512(float *y, const float *x, size_t n) { map16(y, x, n, silu16); }
+
+void cn_sigmoid_n__avx512(float *y, const float *x, size_t n) { map16(y, x, n, sigmoid16); }
 
 void cn_silu_grad_acc_n__avx512(float *dx, const float *dy, const float *x, size_t n) {
     size_t i = 0;
