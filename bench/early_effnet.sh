@@ -9,7 +9,9 @@
 #   bench/early_effnet.sh [SEEDS] [VARIANT...]    (default seeds 1..6, variants full nodrop noaug)
 #
 # Variants: full (dropout 0.2, stochastic depth 0.2, crop + flip), nodrop (dropout and stochastic
-# depth 0), noaug (no crop or flip), plain (neither).
+# depth 0), noaug (no crop or flip), plain (neither); plaininit: plain, with convnet starting
+# from the very weights PyTorch initialised for that seed (train_pytorch.py --save-init, convnet
+# train --init), which separates the initialisation from the rest of training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-1,2,3,4,5,6}
@@ -30,16 +32,25 @@ for v in "${variants[@]}"; do
     full) ;;
     nodrop) cflags=(--dropout 0 --stochastic-depth 0); pflags=(--dropout 0 --stochastic-depth 0) ;;
     noaug) cflags=(--crop-pad 0 --no-flip); pflags=(--no-augment) ;;
-    plain) cflags=(--dropout 0 --stochastic-depth 0 --crop-pad 0 --no-flip)
+    plain|plaininit) cflags=(--dropout 0 --stochastic-depth 0 --crop-pad 0 --no-flip)
            pflags=(--dropout 0 --stochastic-depth 0 --no-augment) ;;
     *) echo "early_effnet.sh: unknown variant '$v'" >&2; exit 2 ;;
   esac
   for s in ${seeds//,/ }; do
     echo "== $v seed $s" >&2
+    init=()
+    if [[ $v == plaininit ]]; then
+      # PyTorch first: it writes the initial weights that convnet then starts from
+      bash bench/train_pytorch.sh --model efficientnet_b0 "${common[@]}" --drop-last \
+        "${pflags[@]}" --seed "$s" --save-init "$out/init-$s.safetensors" > "$out/p-$v-$s.txt"
+      init=(--init "$out/init-$s.safetensors")
+    fi
     "$convnet" train --model efficientnet_b0 --data fashion-mnist "${common[@]}" --schedule cosine \
-      --crop-pad 2 "${cflags[@]}" --seed "$s" --out "$out/c-$v-$s" >/dev/null 2>&1
-    bash bench/train_pytorch.sh --model efficientnet_b0 "${common[@]}" --drop-last "${pflags[@]}" \
-      --seed "$s" > "$out/p-$v-$s.txt"
+      --crop-pad 2 "${cflags[@]}" "${init[@]}" --seed "$s" --out "$out/c-$v-$s" >/dev/null 2>&1
+    if [[ $v != plaininit ]]; then
+      bash bench/train_pytorch.sh --model efficientnet_b0 "${common[@]}" --drop-last \
+        "${pflags[@]}" --seed "$s" > "$out/p-$v-$s.txt"
+    fi
   done
 done
 /usr/bin/python3 - "$out" "$seeds" "${variants[@]}" <<'PY'

@@ -177,8 +177,19 @@ def convnet_lr_lambda(warmup_steps, total_steps, warmup_start=0.01):
     return f
 
 
+def save_init(model, path):
+    """The freshly initialised state_dict, torchvision's names, for `convnet train --init`."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                    "parity"))
+    import st  # tests/parity/st.py: numpy safetensors writer
+
+    st.save(path, {k: v.detach().contiguous().numpy() for k, v in model.state_dict().items()})
+
+
 def build(args, steps_total, steps_per_epoch):
     model = make_model(args)
+    if args.save_init:
+        save_init(model, args.save_init)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.optimizer == "sgd":
@@ -306,6 +317,9 @@ def main():
     p.add_argument("--limit-train", type=int, default=0, help="use only the first N training samples")
     p.add_argument("--limit-test", type=int, default=0, help="use only the first N test samples")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--save-init", default="",
+                   help="write the initial weights (state_dict, safetensors) to this file, for "
+                        "`convnet train --init FILE --model NAME`: both sides then start alike")
     args = p.parse_args()
     if args.lr is None:
         args.lr = 0.1 if args.optimizer == "sgd" else 1e-3
