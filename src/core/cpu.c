@@ -36,3 +36,8 @@ const cn_cpu_features *cn_cpu(void) {
     detected = 1;
     return &feats;
 }
+
+int cn_cpu_avx512(void) {
+    const cn_cpu_features *f = cn_cpu();
+    return f->avx512f && f->avx512bw && f->avx512vl;
+}

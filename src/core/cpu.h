@@ -7,5 +7,7 @@ typedef struct cn_cpu_features {
 } cn_cpu_features;
 
 const cn_cpu_features *cn_cpu(void);
+/* AVX-512 F, BW and VL together: what the AVX-512 kernels (compiled with those targets) need */
+int cn_cpu_avx512(void);
 
 #endif

@@ -24,18 +24,7 @@ static CN_CLONES void silu_grad_mul_c(float *out, const float *dy, const float *
     for (size_t i = 0; i < n; i++) out[i] = dy[i] * cn_silu_grad1(x[i]);
 }
 
-static int use_avx512(void) {
-    static int v = -1; /* decided once; threads that race store the same value */
-    int u = __atomic_load_n(&v, __ATOMIC_RELAXED);
-    if (u < 0) {
-        const cn_cpu_features *f = cn_cpu();
-        u = f->avx512f && f->avx512vl && f->avx512bw;
-        __atomic_store_n(&v, u, __ATOMIC_RELAXED);
-    }
-    return u;
-}
-
-const char *cn_act_path_name(void) { return use_avx512() ? "avx512" : "c"; }
+static int use_avx512(void) { return cn_cpu_avx512(); }
 
 void cn_silu_n(float *y, const float *x, size_t n) {
     if (use_avx512()) cn_silu_n__avx512(y, x, n);

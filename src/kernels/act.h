@@ -15,8 +15,6 @@ void cn_sigmoid_n(float *y, const float *x, size_t n);
 void cn_silu_grad_acc_n(float *dx, const float *dy, const float *x, size_t n);
 /* out[i] = dy[i] * silu'(x[i]); out may be dy or x */
 void cn_silu_grad_mul_n(float *out, const float *dy, const float *x, size_t n);
-/* "avx512" or "c" */
-const char *cn_act_path_name(void);
 
 /* the AVX-512 copies (act_avx512.c) */
 void cn_silu_n__avx512(float *y, const float *x, size_t n);

@@ -5,12 +5,10 @@
 #include "kernels/act.h"
 #include "kernels/act_avx512.h"
 
-#define INLINE CN_INLINE
-
-INLINE __mmask16 tail(size_t left) { return (__mmask16)((1u << left) - 1); }
+CN_INLINE __mmask16 tail(size_t left) { return (__mmask16)((1u << left) - 1); }
 
 /* y[i] = f(x[i]) over n floats (f inlined: a constant argument of an always-inline function) */
-INLINE void map16(float *y, const float *x, size_t n, __m512 (*f)(__m512)) {
+CN_INLINE void map16(float *y, const float *x, size_t n, __m512 (*f)(__m512)) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, f(_mm512_loadu_ps(x + i)));
     if (i < n) {

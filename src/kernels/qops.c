@@ -16,10 +16,7 @@ const cn_qops_table cn_qops_c = {QOPS(quantize), QOPS(dequantize), QOPS(add), QO
 
 static const cn_qops_table *ops(void) {
     static const cn_qops_table *t;
-    if (!t) {
-        const cn_cpu_features *f = cn_cpu();
-        t = f->avx512f && f->avx512bw && f->avx512vl ? &cn_qops_avx512 : &cn_qops_c;
-    }
+    if (!t) t = cn_cpu_avx512() ? &cn_qops_avx512 : &cn_qops_c;
     return t;
 }
 

@@ -362,22 +362,21 @@ void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilo
                 output_tiles(&x, b, 0, nt, m, dump);
             }
         }
-        if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->oc);
-        return;
-    }
-    float *v = ws + p.zero, *m = v + vfl;
+    } else {
+        float *v = ws + p.zero, *m = v + vfl;
 #pragma omp parallel num_threads(T)
-    {
-        const int t = omp_get_thread_num();
-        float *dump = ws + p.zero + (size_t)t * p.per + vfl + mfl;
-        for (size_t b = 0; b < p.nb; b++) {
-            const int nt = block_count(&x, b);
-            input_tiles(&x, b, nt * t / T, nt * (t + 1) / T, v);
+        {
+            const int t = omp_get_thread_num();
+            float *dump = ws + p.zero + (size_t)t * p.per + vfl + mfl;
+            for (size_t b = 0; b < p.nb; b++) {
+                const int nt = block_count(&x, b);
+                input_tiles(&x, b, nt * t / T, nt * (t + 1) / T, v);
 #pragma omp barrier
-            gemms(&x, nt, NF * t / T, NF * (t + 1) / T, v, m);
+                gemms(&x, nt, NF * t / T, NF * (t + 1) / T, v, m);
 #pragma omp barrier
-            output_tiles(&x, b, nt * t / T, nt * (t + 1) / T, m, dump);
+                output_tiles(&x, b, nt * t / T, nt * (t + 1) / T, m, dump);
 #pragma omp barrier
+            }
         }
     }
     if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->oc);

@@ -97,8 +97,7 @@ static void channel_sums(double *acc, double *acc2, double *part, const float *r
                          const float *restrict dy, const float *restrict mean, size_t m, int c,
                          int mode, const act_in *a, float *gsave) {
     memset(part, 0, sizeof(double) * NBLOCKS * 2 * c);
-    const cn_cpu_features *f = cn_cpu();
-    const int fast = f->avx512f && f->avx512bw && f->avx512vl;
+    const int fast = cn_cpu_avx512();
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < NBLOCKS; b++) {
         double *p = part + (size_t)b * c * 2;

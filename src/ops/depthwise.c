@@ -81,8 +81,7 @@ static cn_dw_job dw_job_of(const cn_conv_desc *d) {
 }
 
 static int use_fast(const cn_conv_desc *d) {
-    const cn_cpu_features *f = cn_cpu();
-    return f->avx512f && f->avx512bw && f->avx512vl && d->kh == d->kw && d->sh == d->sw &&
+    return cn_cpu_avx512() && d->kh == d->kw && d->sh == d->sw &&
            cn_dw_fast_shape(d->kh, d->sh);
 }
 
