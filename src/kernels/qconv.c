@@ -264,6 +264,8 @@ static void make_plan(plan *p, const cn_qconv_desc *d, int threads) {
     p->MC = mc;
 }
 
+static int fits_i16(int32_t v) { return v >= -32768 && v <= 32767; }
+
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
 size_t cn_qconv_workspace(const cn_qconv_desc *d, int threads) {
@@ -518,7 +520,9 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
     cn_qrq rq;
     cn_qrq_init(&rq, g, ep, d->oc);
     rq.out0 = out;
-    rq.tile_add = ep->res && rq.fast && impl() == IMPL_AVX512VNNI;
+    /* the tile's add takes the multipliers as int16 (cn_q_add_params keeps them below 2^15) */
+    rq.tile_add = ep->res && rq.fast && impl() == IMPL_AVX512VNNI && fits_i16(ep->add.ma) &&
+                  fits_i16(ep->add.mb) && ep->add.sh >= 1 && ep->add.sh <= 31;
 
     run_ctx x = {&p, d, in, pk, out, &rq, ep, tile_c, CN_QMR_C, p.KP};
     switch (impl()) {

@@ -116,32 +116,30 @@ AI __m512i pack64(__m512i v0, __m512i v1, __m512i v2, __m512i v3, __m512i lo8, _
 }
 
 /* The fused residual add of 64 output bytes b (channel order, already clamped) with the 64
- * residual bytes at r (the first n valid): cn_q_add's formula in int32 lanes (|terms| < 2^30,
- * no overflow), then the clamp to the add's [qmin, qmax] through pack64. */
+ * residual bytes at r (the first n valid): cn_q_add's formula, exact in int32 lanes. The
+ * multipliers fit in int16 (cn_qconv2d checks), so one vpmaddwd per 16 outputs forms
+ * ma a + mb r from dwords that hold a in the low word and r in the high one, and the zero points
+ * and the rounding term fold into one constant: ma (a - za) + mb (r - zb) + 2^(sh-1). The byte and
+ * word unpacks leave 4 channels of each 128-bit lane per vector, which the saturating packs put
+ * back in channel order (saturation keeps the order of the clamp, as in pack64). */
 AI __m512i add64(__m512i b, const uint8_t *r, __mmask64 n, const cn_qadd *p) {
-    const __m512i rv = _mm512_maskz_loadu_epi8(n, r);
-    const __m512i za = _mm512_set1_epi32(p->za), zb = _mm512_set1_epi32(p->zb);
-    const __m512i ma = _mm512_set1_epi32(p->ma), mb = _mm512_set1_epi32(p->mb);
-    const __m512i rnd = _mm512_set1_epi32(1 << (p->sh - 1)), zo = _mm512_set1_epi32(p->zo);
+    const __m512i rv = _mm512_maskz_loadu_epi8(n, r), z = _mm512_setzero_si512();
+    const __m512i m = _mm512_set1_epi32((int32_t)((uint32_t)(uint16_t)p->ma |
+                                                  (uint32_t)(uint16_t)p->mb << 16));
+    const __m512i k = _mm512_set1_epi32((1 << (p->sh - 1)) - p->za * p->ma - p->zb * p->mb);
+    const __m512i zo = _mm512_set1_epi32(p->zo);
     const __m128i sh = _mm_cvtsi32_si128(p->sh);
-    __m512i v[4];
-    /* spelled out: the lane index must be an immediate, and at -O1 (the sanitizer build) a
-     * loop is not unrolled */
-#define ADD64_QUARTER(q)                                                                       \
-    do {                                                                                       \
-        const __m512i a32 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(b, q));             \
-        const __m512i r32 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(rv, q));            \
-        __m512i t = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_sub_epi32(a32, za), ma),        \
-                                     _mm512_mullo_epi32(_mm512_sub_epi32(r32, zb), mb));       \
-        v[q] = _mm512_add_epi32(_mm512_sra_epi32(_mm512_add_epi32(t, rnd), sh), zo);           \
-    } while (0)
-    ADD64_QUARTER(0);
-    ADD64_QUARTER(1);
-    ADD64_QUARTER(2);
-    ADD64_QUARTER(3);
-#undef ADD64_QUARTER
-    return pack64(v[0], v[1], v[2], v[3], _mm512_set1_epi8((char)p->qmin),
-                  _mm512_set1_epi8((char)p->qmax));
+    const __m512i blo = _mm512_unpacklo_epi8(b, z), bhi = _mm512_unpackhi_epi8(b, z);
+    const __m512i rlo = _mm512_unpacklo_epi8(rv, z), rhi = _mm512_unpackhi_epi8(rv, z);
+#define ADD16(x) _mm512_add_epi32(_mm512_sra_epi32(_mm512_add_epi32(_mm512_madd_epi16(x, m), k), sh), zo)
+    const __m512i v0 = ADD16(_mm512_unpacklo_epi16(blo, rlo));
+    const __m512i v1 = ADD16(_mm512_unpackhi_epi16(blo, rlo));
+    const __m512i v2 = ADD16(_mm512_unpacklo_epi16(bhi, rhi));
+    const __m512i v3 = ADD16(_mm512_unpackhi_epi16(bhi, rhi));
+#undef ADD16
+    const __m512i o = _mm512_packus_epi16(_mm512_packs_epi32(v0, v1), _mm512_packs_epi32(v2, v3));
+    return _mm512_min_epu8(_mm512_max_epu8(o, _mm512_set1_epi8((char)p->qmin)),
+                           _mm512_set1_epi8((char)p->qmax));
 }
 
 /* ---- GEMM tile ---- */

@@ -55,7 +55,8 @@ static int32_t shift_for(double m, double limit) {
 
 void cn_q_add_params(double sa, double sb, double so, int32_t *ma, int32_t *mb, int32_t *sh) {
     double ra = sa / so, rb = sb / so, r = ra > rb ? ra : rb;
-    *sh = shift_for(r, 2097152.0); /* 2^21 */
+    /* below 2^15, so that the int8 GEMM's fused add multiplies them as int16 (vpmaddwd) */
+    *sh = shift_for(r, 32768.0);
     *ma = (int32_t)llround(ldexp(ra, *sh));
     *mb = (int32_t)llround(ldexp(rb, *sh));
 }

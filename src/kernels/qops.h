@@ -24,13 +24,14 @@ const char *cn_qops_name(void);
 /* uint8 -> float: (q - zp) * scale */
 void cn_q_dequantize(float *out, const uint8_t *q, size_t n, float scale, int32_t zp, int threads);
 /* Residual add and the SE product use small integer multipliers with one shared shift,
- *     ma = round(sa / so * 2^sh), mb = round(sb / so * 2^sh)   (add, both < 2^21)
+ *     ma = round(sa / so * 2^sh), mb = round(sb / so * 2^sh)   (add, both < 2^15)
  *     m  = round(sx * ss / so * 2^sh)                         (mul, < 2^14)
  * so that the whole sum stays in int32 and rounds once:
  *     add: out = clamp(zo + ((ma (a - za) + mb (b - zb) + 2^(sh-1)) >> sh), qmin, qmax)
  *     mul: out = clamp(zo + (((x - zx) (s - zs) m + 2^(sh-1)) >> sh), 0, 255)
- * The multipliers' relative error is below 2^-20 (add) and 2^-13 (mul): under 0.02 of a unit on
- * any uint8 input. */
+ * Rounding the multipliers moves a result by at most 0.016 r of a unit on any uint8 input (add,
+ * r the larger of sa / so and sb / so, usually below 1: a sum's range covers its inputs') and
+ * under 0.02 of a unit (mul). */
 void cn_q_add_params(double sa, double sb, double so, int32_t *ma, int32_t *mb, int32_t *sh);
 /* the parameters of one residual add, a and b as in the formula above */
 typedef struct cn_qadd {
