@@ -353,6 +353,7 @@ static void test_depthwise(void) {
     static const int ks[] = {3, 5, 3, 5, 1, 7};
     for (int c = 1; c <= 70; c++) {
         qcase cs = {0};
+        cs.depthwise = 1;
         cn_qconv_desc *d = &cs.d;
         d->n = irand(1, 3);
         d->c = d->oc = c;
@@ -371,6 +372,7 @@ static void test_depthwise(void) {
     };
     for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
         qcase cs = {0};
+        cs.depthwise = 1;
         cn_qconv_desc *d = &cs.d;
         d->n = big[i][0], d->h = big[i][1], d->w = big[i][2], d->c = d->oc = big[i][3];
         d->kh = d->kw = big[i][4], d->sh = d->sw = big[i][5], d->ph = d->pw = big[i][6];

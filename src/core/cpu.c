@@ -21,6 +21,7 @@ const cn_cpu_features *cn_cpu(void) {
     feats.avx512bw = __builtin_cpu_supports("avx512bw");
     feats.avx512vl = __builtin_cpu_supports("avx512vl");
     feats.avx512vnni = __builtin_cpu_supports("avx512vnni");
+    feats.avx512vbmi = __builtin_cpu_supports("avx512vbmi");
     /* AVX-VNNI (VEX-encoded vpdpbusd on ymm): CPUID.(EAX=7,ECX=1):EAX bit 4, which
      * __builtin_cpu_supports does not know in gcc 12; AVX2 support implies the OS saves ymm */
     unsigned a, b, c, d;
@@ -31,8 +32,9 @@ const cn_cpu_features *cn_cpu(void) {
     if (cap && strcmp(cap, "generic") == 0) memset(&feats, 0, sizeof feats);
     if (cap && strcmp(cap, "avx2") == 0) {
         feats.avx512f = feats.avx512bw = feats.avx512vl = feats.avx512vnni = 0;
-        feats.avxvnni = 0;
+        feats.avx512vbmi = feats.avxvnni = 0;
     }
+    if (cap && strcmp(cap, "avx512-novbmi") == 0) feats.avx512vbmi = 0;
     detected = 1;
     return &feats;
 }

@@ -105,7 +105,10 @@ void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, int n) {
         if (ep->mult[o] < 0) rq->scalar = 1; /* outside the contract; the scalar path copes */
         if (ep->shift[o] < 1 || ep->shift[o] > 22) shifts_ok = 0;
     }
-    rq->fast = shifts_ok && !rq->scalar && !ep->lut && ep->zp_out >= -255 && ep->zp_out <= 255;
+    const int fast = shifts_ok && !rq->scalar && ep->zp_out >= -255 && ep->zp_out <= 255;
+    rq->fast = fast && !ep->lut;
+    rq->fast_lut = fast && ep->lut;
+    rq->lut_vbmi = 0;
     rq->res = ep->res, rq->out0 = NULL, rq->add = ep->add, rq->tile_add = 0;
 }
 
@@ -521,6 +524,8 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
     cn_qrq_init(&rq, g, ep, d->oc);
     rq.out0 = out;
     /* the tile's add takes the multipliers as int16 (cn_q_add_params keeps them below 2^15) */
+    if (impl() == IMPL_AVX512VNNI && rq.fast_lut && cn_cpu()->avx512vbmi)
+        rq.fast = rq.lut_vbmi = 1;
     rq.tile_add = ep->res && rq.fast && impl() == IMPL_AVX512VNNI && fits_i16(ep->add.ma) &&
                   fits_i16(ep->add.mb) && ep->add.sh >= 1 && ep->add.sh <= 31;
 
@@ -626,13 +631,29 @@ void cn_qdwconv2d(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qco
     cn_qrq_fill(g, ep, NULL, 0, d->c);
     cn_qrq rq;
     cn_qrq_init(&rq, g, ep, d->c);
-    cn_qdwrow_fn row = impl() == IMPL_AVX512VNNI ? cn_qdwrow_avx512vnni : dwrow_c;
+    const int pairs = impl() == IMPL_AVX512VNNI;
+    /* the rows' lut in one pass after each row, 64 bytes at a time */
+    const uint8_t *row_lut = pairs && rq.lut && cn_cpu()->avx512vbmi ? rq.lut : NULL;
+    if (row_lut) rq.lut = NULL;
     const int rows = d->n * d->oh;
     const size_t rb = (size_t)d->ow * d->c; /* bytes of an output row */
+    const size_t per = pairs ? align64(cn_qdw_pairs_scratch(d)) : 0;
+    uint8_t *scratch = pairs ? aligned_alloc(64, (size_t)threads * per) : NULL;
+    if (pairs && !scratch) {
+        free(g);
+        cn_qconv2d_ref(out, in, w, d, ep, 1);
+        return;
+    }
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && rows > 1)
     for (int r = 0; r < rows; r++) {
-        row(out, in, w, d, &rq, r / d->oh, r % d->oh);
+        if (pairs)
+            cn_qdwrow_pairs_avx512vnni(out, in, w, d, &rq, r / d->oh, r % d->oh,
+                                       scratch + (size_t)omp_get_thread_num() * per);
+        else
+            dwrow_c(out, in, w, d, &rq, r / d->oh, r % d->oh);
+        if (row_lut) cn_qlut_vbmi(out + r * rb, out + r * rb, rb, row_lut);
         if (ep->res) cn_q_add_span(out + r * rb, out + r * rb, ep->res + r * rb, rb, &ep->add);
     }
+    free(scratch);
     free(g);
 }

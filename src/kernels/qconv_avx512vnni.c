@@ -1,6 +1,7 @@
 /* AVX-512 VNNI int8 kernels: the GEMM tile (vpdpbusd, up to 6 pixel rows x 64 output channels in
- * 24 zmm accumulators) and the direct depthwise row, both with the requantization epilogue in
- * vector registers.
+ * 24 zmm accumulators) and the direct depthwise row (vpdpwssd on pairs of taps), both with the
+ * requantization epilogue in vector registers; the lookup tables (SiLU, sigmoid) by vpermi2b
+ * where the CPU has AVX-512 VBMI.
  *
  * The epilogue is bit-exact with cn_requant. For x (int32, after the saturating left shift) and
  * m = mult >= 0, gemmlowp's SaturatingRoundingDoublingHighMul is h = (p + 2^30) >> 31 with
@@ -142,6 +143,32 @@ AI __m512i add64(__m512i b, const uint8_t *r, __mmask64 n, const cn_qadd *p) {
                            _mm512_set1_epi8((char)p->qmax));
 }
 
+/* ---- the lut on AVX-512 VBMI (a separate target: called only where the CPU has it) ---- */
+
+/* the 256-byte table as two 128-entry halves, each a vpermi2b over two vectors; bit 7 of the
+ * index picks the half */
+__attribute__((target("avx512vbmi"), noinline)) static __m512i lut64_vbmi(__m512i b,
+                                                                          const uint8_t *lut) {
+    const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(lut), b,
+                                                _mm512_loadu_si512(lut + 64));
+    const __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(lut + 128), b,
+                                                _mm512_loadu_si512(lut + 192));
+    return _mm512_mask_blend_epi8(_mm512_movepi8_mask(b), lo, hi);
+}
+
+__attribute__((target("avx512vbmi"))) void cn_qlut_vbmi(uint8_t *dst, const uint8_t *src,
+                                                        size_t n, const uint8_t *lut) {
+    const __m512i t0 = _mm512_loadu_si512(lut), t1 = _mm512_loadu_si512(lut + 64);
+    const __m512i t2 = _mm512_loadu_si512(lut + 128), t3 = _mm512_loadu_si512(lut + 192);
+    for (size_t i = 0; i < n; i += 64) {
+        const __mmask64 m = n - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n - i)) - 1;
+        const __m512i b = _mm512_maskz_loadu_epi8(m, src + i);
+        const __m512i lo = _mm512_permutex2var_epi8(t0, b, t1);
+        const __m512i hi = _mm512_permutex2var_epi8(t2, b, t3);
+        _mm512_mask_storeu_epi8(dst + i, m, _mm512_mask_blend_epi8(_mm512_movepi8_mask(b), lo, hi));
+    }
+}
+
 /* ---- GEMM tile ---- */
 
 /* pin: NULL, or the partial sums to start from (a K-blocked GEMM: the layout of sums below);
@@ -205,6 +232,7 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
                 v[j] = j < NV ? rq_fast16(_mm512_load_si512(sums + (r * 4 + j) * 16), &g0[j])
                               : _mm512_setzero_si512();
             __m512i b = pack64(v[0], v[1], v[2], v[3], lo8, hi8);
+            if (rq->lut_vbmi) b = lut64_vbmi(b, rq->lut);
             if (rq->tile_add) {
                 uint8_t *dst = out + (size_t)r * ldo;
                 b = add64(b, rq->res + (dst - rq->out0), bm, &rq->add);
@@ -249,77 +277,122 @@ void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int m
     cn_qtile_avx512vnni_part(out, ldo, A, lda, mr, B, kp, nbw, nvalid, rq, oc0, NULL, NULL);
 }
 
-/* ---- depthwise ---- */
+/* ---- depthwise by word pairs ----
+ * 32 channels at a time as 16-bit words: the input of two horizontally adjacent taps, (x - zp)
+ * of each, interleaved into dwords (unpacklo/hi_epi16 leave channels 8L..8L+3 and 8L+4..8L+7 of
+ * each 128-bit lane L in two vectors), against the matching pair of weights, by vpdpwssd: two
+ * taps of 16 channels per instruction, exact in int32 (|x - zp| <= 255, |w| <= 128, at most
+ * 2 * 49 products of 2^15 per lane). A row of pairs is built once per input row and output row
+ * (scratch), then a strip of 8 output pixels x 32 channels (16 accumulators) passes over the
+ * pairs with the weight pair in registers; a kernel row of odd width pairs its last tap with a
+ * zero weight. The accumulators are put back in channel order and requantized as above. */
 
-/* One output row, 16 channels at a time: int32 (x - zp) * w. KH, KW, SW are constants in the
- * specialised calls (weights then held in registers), run-time values in the generic one. */
-AI void dwrow_t(const int KH, const int KW, const int SW, const int PRE, uint8_t *out,
-                const uint8_t *in, const int8_t *w, const cn_qconv_desc *d, const cn_qrq *rq,
-                int n, int oy) {
-    const int C = d->c, W = d->w, OW = d->ow, pw = d->pw;
-    const int iy0 = oy * d->sh - d->ph;
-    const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = d->h - iy0 < KH ? d->h - iy0 : KH;
-    /* interior: every kx in range */
-    int ox_lo = (pw + SW - 1) / SW, ox_hi = W + pw - KW >= 0 ? (W + pw - KW) / SW + 1 : 0;
-    if (ox_hi > OW) ox_hi = OW;
-    if (ox_lo > ox_hi) ox_lo = ox_hi;
-    const __m512i zp = _mm512_set1_epi32(d->zp_in);
-    const epi_const c = epi_setup(rq);
-    const uint8_t *inb = in + (size_t)n * d->h * W * C;
-    uint8_t *orow = out + ((size_t)n * d->oh + oy) * OW * C;
-    for (int c0 = 0; c0 < C; c0 += 16) {
-        const int cnt = C - c0 < 16 ? C - c0 : 16;
-        const __mmask16 mask = cnt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1);
-        const cn_qrqg *g = &rq->g[c0 >> 4];
-        __m512i wv[25];
-        if (PRE)
-            for (int t = 0; t < KH * KW; t++)
-                wv[t] = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, w + (size_t)t * C + c0));
-#define DW_TAP(ky, kx, ix)                                                                     \
-    do {                                                                                       \
-        const uint8_t *xp = inb + ((size_t)(iy0 + (ky)) * W + (ix)) * C + c0;                  \
-        const __m512i xv = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, xp)), zp); \
-        const __m512i wt = PRE ? wv[(ky) * KW + (kx)]                                          \
-                               : _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(                    \
-                                     mask, w + ((size_t)(ky) * KW + (kx)) * C + c0));          \
-        acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xv, wt));                               \
-    } while (0)
-        for (int ox = 0; ox < OW; ox++) {
-            const int ix0 = ox * SW - pw;
-            __m512i acc = _mm512_setzero_si512();
-            if (ox >= ox_lo && ox < ox_hi) {
-#pragma GCC unroll 5
-                for (int ky = 0; ky < KH; ky++) {
-                    if (ky < ky0 || ky >= ky1) continue;
-#pragma GCC unroll 5
-                    for (int kx = 0; kx < KW; kx++) DW_TAP(ky, kx, ix0 + kx);
-                }
-            } else {
-#pragma GCC unroll 5
-                for (int ky = 0; ky < KH; ky++) {
-                    if (ky < ky0 || ky >= ky1) continue;
-                    for (int kx = 0; kx < KW; kx++) {
-                        const int ix = ix0 + kx;
-                        if (ix >= 0 && ix < W) DW_TAP(ky, kx, ix);
-                    }
-                }
+static inline int dwp_np(const cn_qconv_desc *d) { return (d->kw + 1) / 2; }
+/* pair positions of an output row: pair i covers input columns i - pw and i - pw + 1 */
+static inline int dwp_wp(const cn_qconv_desc *d) { return (d->ow - 1) * d->sw + 2 * dwp_np(d); }
+
+size_t cn_qdw_pairs_scratch(const cn_qconv_desc *d) {
+    return ((size_t)d->kh * dwp_np(d) + (size_t)d->kh * dwp_wp(d)) * 128;
+}
+
+/* S output pixels from ox (input pair position of pixel s: (ox + s) * SW), channels c0.. */
+AI void dwp_strip(const int S, const int SW, uint8_t *orow, const __m512i *pairs,
+                  const __m512i *wp, int ky0, int ky1, int np, int wpn, int ox, int C, int c0,
+                  int cnt, const cn_qrq *rq, const epi_const *c) {
+    __m512i al[8], ah[8];
+#pragma GCC unroll 8
+    for (int s = 0; s < S; s++) al[s] = ah[s] = _mm512_setzero_si512();
+    for (int ky = ky0; ky < ky1; ky++) {
+        const __m512i *row = pairs + (size_t)ky * wpn * 2 + (size_t)ox * SW * 2;
+        const __m512i *wk = wp + (size_t)ky * np * 2;
+        for (int p = 0; p < np; p++) {
+            const __m512i wl = wk[2 * p], wh = wk[2 * p + 1];
+#pragma GCC unroll 8
+            for (int s = 0; s < S; s++) {
+                const __m512i *q = row + (size_t)(s * SW + 2 * p) * 2;
+                al[s] = _mm512_dpwssd_epi32(al[s], _mm512_load_si512(q), wl);
+                ah[s] = _mm512_dpwssd_epi32(ah[s], _mm512_load_si512(q + 1), wh);
             }
-            store16(orow + (size_t)ox * C + c0, acc, g, rq, &c, mask, c0, 0);
         }
-#undef DW_TAP
+    }
+    const __m512i lo_idx = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i hi_idx =
+        _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    const __mmask16 m0 = cnt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1);
+    const __mmask16 m1 = cnt >= 32 ? (__mmask16)0xFFFF
+                         : cnt > 16 ? (__mmask16)((1u << (cnt - 16)) - 1) : 0;
+    const cn_qrqg *g = &rq->g[c0 >> 4];
+#pragma GCC unroll 8
+    for (int s = 0; s < S; s++) {
+        uint8_t *dst = orow + (size_t)(ox + s) * C + c0;
+        store16(dst, _mm512_permutex2var_epi32(al[s], lo_idx, ah[s]), g, rq, c, m0, c0, 0);
+        if (m1)
+            store16(dst + 16, _mm512_permutex2var_epi32(al[s], hi_idx, ah[s]), g + 1, rq, c, m1,
+                    c0 + 16, 0);
     }
 }
 
-void cn_qdwrow_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w,
-                          const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy) {
-    if (d->kh == 3 && d->kw == 3 && d->sw == 1)
-        dwrow_t(3, 3, 1, 1, out, in, w, d, rq, n, oy);
-    else if (d->kh == 3 && d->kw == 3 && d->sw == 2)
-        dwrow_t(3, 3, 2, 1, out, in, w, d, rq, n, oy);
-    else if (d->kh == 5 && d->kw == 5 && d->sw == 1)
-        dwrow_t(5, 5, 1, 1, out, in, w, d, rq, n, oy);
-    else if (d->kh == 5 && d->kw == 5 && d->sw == 2)
-        dwrow_t(5, 5, 2, 1, out, in, w, d, rq, n, oy);
+AI void dwp_row_t(const int SW, uint8_t *out, const uint8_t *in, const int8_t *w,
+                  const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy, void *scratch) {
+    const int C = d->c, W = d->w, OW = d->ow, KH = d->kh, KW = d->kw, pw = d->pw;
+    const int np = dwp_np(d), wpn = dwp_wp(d);
+    const int iy0 = oy * d->sh - d->ph;
+    const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = d->h - iy0 < KH ? d->h - iy0 : KH;
+    __m512i *wp = (__m512i *)scratch, *pairs = wp + (size_t)KH * np * 2;
+    const __m512i zp = _mm512_set1_epi16((short)d->zp_in), z = _mm512_setzero_si512();
+    const epi_const c = epi_setup(rq);
+    const uint8_t *inb = in + (size_t)n * d->h * W * C;
+    uint8_t *orow = out + ((size_t)n * d->oh + oy) * OW * C;
+    for (int c0 = 0; c0 < C; c0 += 32) {
+        const int cnt = C - c0 < 32 ? C - c0 : 32;
+        const __mmask32 m = cnt >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << cnt) - 1;
+        for (int ky = 0; ky < KH; ky++)
+            for (int p = 0; p < np; p++) {
+                const int8_t *wt = w + ((size_t)ky * KW + 2 * p) * C + c0;
+                const __m512i a = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, wt));
+                const __m512i b = 2 * p + 1 < KW
+                                      ? _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, wt + C))
+                                      : z;
+                wp[(ky * np + p) * 2] = _mm512_unpacklo_epi16(a, b);
+                wp[(ky * np + p) * 2 + 1] = _mm512_unpackhi_epi16(a, b);
+            }
+        for (int ky = ky0; ky < ky1; ky++) {
+            const uint8_t *src = inb + (size_t)(iy0 + ky) * W * C + c0;
+            __m512i *row = pairs + (size_t)ky * wpn * 2;
+            /* x16 of column i - pw, 0 outside the image */
+#define DWP_X(i)                                                                             \
+    ((i) - pw >= 0 && (i) - pw < W                                                           \
+         ? _mm512_sub_epi16(                                                                 \
+               _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, src + (size_t)((i) - pw) * C)), \
+               zp)                                                                           \
+         : z)
+            __m512i prev = DWP_X(0);
+            for (int i = 0; i < wpn; i++) {
+                const __m512i next = DWP_X(i + 1);
+                row[2 * i] = _mm512_unpacklo_epi16(prev, next);
+                row[2 * i + 1] = _mm512_unpackhi_epi16(prev, next);
+                prev = next;
+            }
+#undef DWP_X
+        }
+        int ox = 0;
+        for (; ox + 8 <= OW; ox += 8)
+            dwp_strip(8, SW, orow, pairs, wp, ky0, ky1, np, wpn, ox, C, c0, cnt, rq, &c);
+        if (ox + 4 <= OW)
+            dwp_strip(4, SW, orow, pairs, wp, ky0, ky1, np, wpn, ox, C, c0, cnt, rq, &c), ox += 4;
+        if (ox + 2 <= OW)
+            dwp_strip(2, SW, orow, pairs, wp, ky0, ky1, np, wpn, ox, C, c0, cnt, rq, &c), ox += 2;
+        if (ox < OW) dwp_strip(1, SW, orow, pairs, wp, ky0, ky1, np, wpn, ox, C, c0, cnt, rq, &c);
+    }
+}
+
+void cn_qdwrow_pairs_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w,
+                                const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy,
+                                void *scratch) {
+    if (d->sw == 1)
+        dwp_row_t(1, out, in, w, d, rq, n, oy, scratch);
+    else if (d->sw == 2)
+        dwp_row_t(2, out, in, w, d, rq, n, oy, scratch);
     else
-        dwrow_t(d->kh, d->kw, d->sw, 0, out, in, w, d, rq, n, oy);
+        dwp_row_t(d->sw, out, in, w, d, rq, n, oy, scratch);
 }

@@ -44,7 +44,9 @@ typedef struct cn_qrq {
     const uint8_t *lut;
     int any_left;     /* some shift < 0 */
     int scalar;       /* parameters outside what the vector epilogue handles: use cn_qrq_one */
-    int fast;         /* the fast GEMM epilogue applies (kz, se, so; no lut) */
+    int fast;         /* the fast GEMM epilogue applies (kz, se, so; lut only with lut_vbmi) */
+    int fast_lut;     /* it would, but for the lut */
+    int lut_vbmi;     /* the AVX-512 VNNI kernels apply the lut 64 bytes at a time (VBMI) */
     /* the fused residual add (cn_qepilogue.res): the residual of output byte dst is at
      * res + (dst - out0); tile_add: the tile kernel adds it (else the driver does, after it) */
     const uint8_t *res, *out0;
@@ -74,10 +76,8 @@ static inline uint8_t cn_qrq_one(const cn_qrq *rq, int32_t acc, int o) {
 typedef void (*cn_qtile_fn)(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                             const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
                             int oc0);
-/* Depthwise: output row (n, oy), all channels. */
-typedef void (*cn_qdwrow_fn)(uint8_t *out, const uint8_t *in, const int8_t *w,
-                             const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy);
-
+/* dst[i] = lut[src[i]] for n bytes (AVX-512 VBMI: vpermi2b over the 4 x 64 table bytes) */
+void cn_qlut_vbmi(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t *lut);
 void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                          const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0);
 /* The same tile as a step of a K-blocked GEMM: B and A start at the k-slice, kp is its length;
@@ -87,8 +87,12 @@ void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int m
 void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                               const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
                               int oc0, const int32_t *pin, int32_t *pout);
-void cn_qdwrow_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w,
-                          const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy);
+/* Depthwise by word pairs (vpdpwssd, see qconv_avx512vnni.c): output row (n, oy), all channels,
+ * with cn_qdw_pairs_scratch(d) bytes of the calling thread's scratch, 64-byte aligned. */
+size_t cn_qdw_pairs_scratch(const cn_qconv_desc *d);
+void cn_qdwrow_pairs_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w,
+                                const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy,
+                                void *scratch);
 void cn_qtile_avxvnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
                       int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0);
 void cn_qtile_avxvnni_evex(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
