@@ -70,6 +70,8 @@ done
 # the portable kernels of the ops that this CPU would otherwise always run on AVX-512
 run "ops-effnet [release, CN_CPU=generic]" env CN_CPU=generic build/release/tests/test_ops_effnet
 run "ops [release, CN_CPU=avx2]" env CN_CPU=avx2 build/release/tests/test_ops
+# the int8 kernels of an AVX-512 VNNI CPU without VBMI (lookup tables in scalar code)
+run "qkernels [release, CN_CPU=avx512-novbmi]" env CN_CPU=avx512-novbmi build/release/tests/test_qkernels "$qrefs"
 rm -f "$log"
 echo "$passed passed, $failed failed"
 ((failed == 0))
