@@ -523,9 +523,10 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
     cn_qrq rq;
     cn_qrq_init(&rq, g, ep, d->oc);
     rq.out0 = out;
-    /* the tile's add takes the multipliers as int16 (cn_q_add_params keeps them below 2^15) */
+    /* the AVX-512 tile applies a lut in its fast epilogue where the CPU has VBMI */
     if (impl() == IMPL_AVX512VNNI && rq.fast_lut && cn_cpu()->avx512vbmi)
         rq.fast = rq.lut_vbmi = 1;
+    /* its add takes the multipliers as int16 (cn_q_add_params keeps them below 2^15) */
     rq.tile_add = ep->res && rq.fast && impl() == IMPL_AVX512VNNI && fits_i16(ep->add.ma) &&
                   fits_i16(ep->add.mb) && ep->add.sh >= 1 && ep->add.sh <= 31;
 
