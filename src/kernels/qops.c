@@ -3,6 +3,7 @@
 #include "kernels/qops.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/cpu.h"
@@ -81,10 +82,33 @@ void cn_q_add_span(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n, c
 void cn_q_mul(uint8_t *out, const uint8_t *x, const uint8_t *s, int n, size_t hw, int c,
               int32_t zx, int32_t zs, int32_t zo, int32_t m, int32_t sh, int threads) {
     const cn_qops_table *t = ops();
-    size_t rows = (size_t)n * hw;
-#pragma omp parallel for num_threads(threads) schedule(static) if (rows * c >= 65536)
-    for (size_t r = 0; r < rows; r++)
-        t->mul_row(out + r * c, x + r * c, s + (r / hw) * c, c, zx, zs, zo, m, sh);
+    if (n <= 0 || hw == 0 || c <= 0) return;
+    /* the factors (s - zs) * m (the same integers: |product| < 2^30) of each image, repeated
+     * over R pixels, so that one call covers R pixels: with narrow rows (32 channels) a call per
+     * pixel cost more than its multiplies */
+    const size_t R = (size_t)c >= 1024 ? 1 : 1024 / (size_t)c, span = R * (size_t)c;
+    const size_t chunks = (hw + R - 1) / R;
+    int32_t *f = malloc(sizeof(int32_t) * (size_t)n * span);
+    if (!f) { /* a slice of factors at a time on the stack */
+        for (size_t r = 0; r < (size_t)n * hw; r++)
+            for (int c0 = 0; c0 < c; c0 += 256) {
+                int32_t fs[256];
+                const int len = c - c0 < 256 ? c - c0 : 256;
+                for (int j = 0; j < len; j++) fs[j] = ((int32_t)s[(r / hw) * c + c0 + j] - zs) * m;
+                t->mul_row(out + r * c + c0, x + r * c + c0, fs, len, zx, zo, sh);
+            }
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < span; k++)
+            f[(size_t)i * span + k] = ((int32_t)s[(size_t)i * c + k % (size_t)c] - zs) * m;
+#pragma omp parallel for num_threads(threads) schedule(static) if ((size_t)n * hw * c >= 65536)
+    for (size_t q = 0; q < (size_t)n * chunks; q++) {
+        const size_t i = q / chunks, p0 = q % chunks * R;
+        const size_t px = hw - p0 < R ? hw - p0 : R, at = (i * hw + p0) * (size_t)c;
+        t->mul_row(out + at, x + at, f + i * span, (int)(px * (size_t)c), zx, zo, sh);
+    }
+    free(f);
 }
 
 void cn_q_gap(uint8_t *out, const uint8_t *x, int n, int hw, int c, int32_t zx, int32_t zo,

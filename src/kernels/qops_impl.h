@@ -30,11 +30,11 @@ static void QOPS(add)(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n
 }
 
 /* one row of c channels of the SE product */
-static void QOPS(mul_row)(uint8_t *out, const uint8_t *x, const uint8_t *s, int c, int32_t zx,
-                          int32_t zs, int32_t zo, int32_t m, int32_t sh) {
+static void QOPS(mul_row)(uint8_t *out, const uint8_t *x, const int32_t *f, int c, int32_t zx,
+                          int32_t zo, int32_t sh) {
     const int32_t round = 1 << (sh - 1);
     for (int i = 0; i < c; i++) {
-        int32_t v = zo + ((((int32_t)x[i] - zx) * ((int32_t)s[i] - zs) * m + round) >> sh);
+        int32_t v = zo + ((((int32_t)x[i] - zx) * f[i] + round) >> sh);
         v = v < 0 ? 0 : v > 255 ? 255 : v;
         out[i] = (uint8_t)v;
     }

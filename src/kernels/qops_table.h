@@ -11,8 +11,9 @@ typedef struct cn_qops_table {
     void (*add)(uint8_t *out, const uint8_t *a, const uint8_t *b, size_t n, int32_t za,
                 int32_t zb, int32_t zo, int32_t ma, int32_t mb, int32_t sh, int32_t qmin,
                 int32_t qmax);
-    void (*mul_row)(uint8_t *out, const uint8_t *x, const uint8_t *s, int c, int32_t zx,
-                    int32_t zs, int32_t zo, int32_t m, int32_t sh);
+    /* f: the per-channel factor (s - zs) * m */
+    void (*mul_row)(uint8_t *out, const uint8_t *x, const int32_t *f, int c, int32_t zx,
+                    int32_t zo, int32_t sh);
     void (*max_row)(uint8_t *o, const uint8_t *r, int c);
     void (*lut)(uint8_t *out, const uint8_t *x, size_t n, const uint8_t *lut);
     int32_t (*dot)(const uint8_t *x, const int8_t *w, int k);
