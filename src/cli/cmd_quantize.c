@@ -381,8 +381,13 @@ static int run_int8(const char *C, const quant_opts *p, cn_model *m) {
     fprintf(tx, "%-10s %10s %14s\n", qat ? "QAT" : "float32", a0, b0);
     fprintf(tx, "%-10s %10s %14lld\n", "int8", a1, after);
     if (p->data) fprintf(tx, "accuracy change %+.2f points; ", 100.0 * (acc1 - acc0));
-    fprintf(tx, "file %.1f%% of %s\n", before > 0 ? 100.0 * after / before : 0.0,
-            qat ? "the QAT model" : "float32");
+    if (before > 0)
+        fprintf(tx, "file %.1f%% of %s\n", 100.0 * after / before,
+                qat ? "the QAT model" : "float32");
+    else /* a fresh model (--model without a file): against its float32 parameters */
+        fprintf(tx, "file %.1f%% of the float32 parameters (%lld bytes)\n",
+                100.0 * after / (4.0 * (double)cn_model_param_count(m)),
+                (long long)(4 * cn_model_param_count(m)));
     fprintf(tx, "wrote %s\n", p->out);
     if (p->mo.json) {
         cJSON *j = cJSON_CreateObject();
