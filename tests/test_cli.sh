@@ -1216,6 +1216,12 @@ if expect_ok "quantize --scheme int8 --json" -- "$BIN" quantize "$QIN" --scheme 
     "d['scheme'] == 'int8' and d['calibration'] == 'minmax' and d['calib_images'] == 128 and abs(d['acc_int8'] - d['acc_float']) <= 0.05 and d['size_after'] < 0.3 * d['size_before']" "$QD/i8.json"
 fi
 check "quantize int8: MODEL untouched" test "$(sha "$QIN")" = "$QSUM"
+if expect_ok "quantize --scheme int8 of a fresh --model" -- "$BIN" quantize --model resnet20 \
+    --in-channels 1 --num-classes 10 --scheme int8 --data fashion-mnist --calib 32 --limit-test 64 \
+    --threads 2 --out "$QD/fresh_i8.safetensors"; then
+  check "a fresh model's int8 file is sized against its float32 parameters (25-30 %)" \
+    grep -qE 'file (2[5-9]|30)\.[0-9]% of the float32 parameters' "$T/out"
+fi
 check "int8 file: int8 weights, int32 biases, float32 scales, 'quant' scheme int8" $PY -c '
 import json, struct, sys
 b = open(sys.argv[1], "rb").read()
