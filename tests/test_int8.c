@@ -85,7 +85,7 @@ static void ops_vs_double(void) {
                 }
         CHECK(off == 0, "mul case %d: %d outputs more than 1 unit off", t, off);
         cn_quantize_multiplier(sx / (hw * so), &m, &s);
-        cn_q_gap(p, x, n, hw, c, zx, zo, m, s);
+        cn_q_gap(p, x, n, hw, c, zx, zo, m, s, 1 + t % 2);
         off = 0;
         for (int i = 0; i < n; i++)
             for (int ch = 0; ch < c; ch++) {
@@ -96,6 +96,26 @@ static void ops_vs_double(void) {
             }
         CHECK(off == 0, "gap case %d: %d outputs more than 1 unit off", t, off);
         free(x), free(g), free(y), free(p);
+    }
+    { /* a pool large enough to be split over threads: the same bytes at 1 and 2 threads */
+        const int n = 2, hw = 3136, c = 300;
+        const int32_t zx = 77, zo = 5;
+        uint8_t *x = malloc((size_t)n * hw * c), p1[2 * 300], p2[2 * 300];
+        for (size_t i = 0; i < (size_t)n * hw * c; i++) x[i] = urand32() & 255;
+        int32_t m, s;
+        cn_quantize_multiplier(0.02 / hw, &m, &s);
+        cn_q_gap(p1, x, n, hw, c, zx, zo, m, s, 1);
+        cn_q_gap(p2, x, n, hw, c, zx, zo, m, s, 2);
+        int off = 0;
+        for (int i = 0; i < n; i++)
+            for (int ch = 0; ch < c; ch++) {
+                double sum = 0;
+                for (int q = 0; q < hw; q++) sum += x[((size_t)i * hw + q) * c + ch] - zx;
+                off += fabs(p1[i * c + ch] - fmin(fmax(sum * 0.02 / hw + zo, 0), 255)) > 1.0;
+            }
+        CHECK(off == 0, "large gap: %d outputs more than 1 unit off", off);
+        CHECK(memcmp(p1, p2, sizeof p1) == 0, "large gap: 1 and 2 threads differ");
+        free(x);
     }
 }
 

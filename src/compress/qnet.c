@@ -603,7 +603,9 @@ void cn_qnet_run_step(cn_qnet *q, int i, const float *x, const uint8_t *in, cons
         cn_q_maxpool(out, in, n, ti->h, ti->w, ti->c, nd->a.pool.k, nd->a.pool.stride,
                      nd->a.pool.pad, to->h, to->w, threads);
         break;
-    case CN_Q_GAP: cn_q_gap(out, in, n, ti->h * ti->w, ti->c, zi, zo, s->m[0], s->s[0]); break;
+    case CN_Q_GAP:
+        cn_q_gap(out, in, n, ti->h * ti->w, ti->c, zi, zo, s->m[0], s->s[0], threads);
+        break;
     case CN_Q_SHORTCUT:
         cn_q_shortcut(out, in, n, ti->h, ti->w, ti->c, to->h, to->w, to->c, nd->a.shortcut.stride,
                       (uint8_t)zo);

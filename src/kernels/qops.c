@@ -13,7 +13,7 @@
 #include "kernels/qops_impl.h"
 
 const cn_qops_table cn_qops_c = {QOPS(quantize), QOPS(dequantize), QOPS(add), QOPS(mul_row),
-                                 QOPS(max_row), QOPS(lut), QOPS(dot)};
+                                 QOPS(max_row), QOPS(lut), QOPS(dot), QOPS(sum_rows)};
 
 static const cn_qops_table *ops(void) {
     static const cn_qops_table *t;
@@ -112,21 +112,44 @@ void cn_q_mul(uint8_t *out, const uint8_t *x, const uint8_t *s, int n, size_t hw
 }
 
 void cn_q_gap(uint8_t *out, const uint8_t *x, int n, int hw, int c, int32_t zx, int32_t zo,
-              int32_t m, int32_t sh) {
-    for (int i = 0; i < n; i++) {
-        int32_t acc[256];
-        for (int c0 = 0; c0 < c; c0 += 256) {
-            int cb = c - c0 < 256 ? c - c0 : 256;
-            memset(acc, 0, sizeof acc);
-            for (int p = 0; p < hw; p++) {
-                const uint8_t *r = x + ((size_t)i * hw + p) * c + c0;
-                for (int ch = 0; ch < cb; ch++) acc[ch] += r[ch];
+              int32_t m, int32_t sh, int threads) {
+    const cn_qops_table *t = ops();
+    enum { CB = 256, PARTS = 8 };
+    /* items: (image, slice of <= CB channels, part of the pixels); the parts' integer sums add
+     * up in any order to the same value, so the split only spreads the work over threads */
+    const int slices = (c + CB - 1) / CB;
+    const int parts = (size_t)hw * c >= 65536 && threads > 1 ? PARTS : 1;
+    const long items = (long)n * slices * parts;
+    int32_t *acc = calloc((size_t)items * CB, sizeof(int32_t));
+    if (!acc) { /* one slice at a time on the stack */
+        for (int i = 0; i < n; i++)
+            for (int c0 = 0; c0 < c; c0 += CB) {
+                int32_t a[CB] = {0};
+                const int cb = c - c0 < CB ? c - c0 : CB;
+                t->sum_rows(a, x + (size_t)i * hw * c + c0, (size_t)hw, (size_t)c, cb);
+                for (int j = 0; j < cb; j++)
+                    out[(size_t)i * c + c0 + j] = cn_clamp_u8(zo + cn_rq(a[j] - zx * hw, m, sh), 0, 255);
             }
-            for (int ch = 0; ch < cb; ch++)
-                out[(size_t)i * c + c0 + ch] =
-                    cn_clamp_u8(zo + cn_rq(acc[ch] - zx * hw, m, sh), 0, 255);
-        }
+        return;
     }
+#pragma omp parallel for num_threads(threads) schedule(static) if (items > 1 && threads > 1)
+    for (long it = 0; it < items; it++) {
+        const int i = (int)(it / (slices * parts)), s = (int)(it / parts % slices), q = (int)(it % parts);
+        const int c0 = s * CB, cb = c - c0 < CB ? c - c0 : CB;
+        const size_t p0 = (size_t)hw * q / parts, p1 = (size_t)hw * (q + 1) / parts;
+        t->sum_rows(acc + (size_t)it * CB, x + ((size_t)i * hw + p0) * c + c0, p1 - p0, (size_t)c, cb);
+    }
+    for (int i = 0; i < n; i++)
+        for (int s = 0; s < slices; s++) {
+            const int c0 = s * CB, cb = c - c0 < CB ? c - c0 : CB;
+            const int32_t *a = acc + ((size_t)i * slices + s) * parts * CB;
+            for (int j = 0; j < cb; j++) {
+                int32_t sum = 0;
+                for (int q = 0; q < parts; q++) sum += a[(size_t)q * CB + j];
+                out[(size_t)i * c + c0 + j] = cn_clamp_u8(zo + cn_rq(sum - zx * hw, m, sh), 0, 255);
+            }
+        }
+    free(acc);
 }
 
 void cn_q_lut(uint8_t *out, const uint8_t *x, size_t n, const uint8_t *lut, int threads) {

@@ -48,7 +48,7 @@ void cn_q_mul(uint8_t *out, const uint8_t *x, const uint8_t *s, int n, size_t hw
               int32_t zx, int32_t zs, int32_t zo, int32_t m, int32_t sh, int threads);
 /* global average pool (rq of cn_quantize_multiplier's multiplier): out (n, c) = clamp(zo + rq(sum over hw of (x - zx), m, sh)) */
 void cn_q_gap(uint8_t *out, const uint8_t *x, int n, int hw, int c, int32_t zx, int32_t zo,
-              int32_t m, int32_t sh);
+              int32_t m, int32_t sh, int threads);
 void cn_q_lut(uint8_t *out, const uint8_t *x, size_t n, const uint8_t *lut, int threads);
 /* max pool over the window (padding left out), NHWC */
 void cn_q_maxpool(uint8_t *out, const uint8_t *x, int n, int h, int w, int c, int k, int stride,

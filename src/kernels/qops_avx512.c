@@ -5,4 +5,5 @@
 #include "kernels/qops_impl.h"
 
 const cn_qops_table cn_qops_avx512 = {QOPS(quantize), QOPS(dequantize), QOPS(add),
-                                      QOPS(mul_row), QOPS(max_row), QOPS(lut), QOPS(dot)};
+                                      QOPS(mul_row), QOPS(max_row), QOPS(lut), QOPS(dot),
+                                      QOPS(sum_rows)};

@@ -48,6 +48,13 @@ static void QOPS(lut)(uint8_t *out, const uint8_t *x, size_t n, const uint8_t *l
     for (size_t i = 0; i < n; i++) out[i] = lut[x[i]];
 }
 
+static void QOPS(sum_rows)(int32_t *acc, const uint8_t *x, size_t rows, size_t stride, int cb) {
+    for (size_t r = 0; r < rows; r++) {
+        const uint8_t *p = x + r * stride;
+        for (int j = 0; j < cb; j++) acc[j] += p[j];
+    }
+}
+
 /* sum over k of x * w (the classifier's dot product; |sum| < 2^31 for k < 2^16) */
 static int32_t QOPS(dot)(const uint8_t *x, const int8_t *w, int k) {
     int32_t acc = 0;

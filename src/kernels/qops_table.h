@@ -17,6 +17,8 @@ typedef struct cn_qops_table {
     void (*max_row)(uint8_t *o, const uint8_t *r, int c);
     void (*lut)(uint8_t *out, const uint8_t *x, size_t n, const uint8_t *lut);
     int32_t (*dot)(const uint8_t *x, const int8_t *w, int k);
+    /* acc[j] += sum over r < rows of x[r * stride + j], j < cb */
+    void (*sum_rows)(int32_t *acc, const uint8_t *x, size_t rows, size_t stride, int cb);
 } cn_qops_table;
 
 extern const cn_qops_table cn_qops_c, cn_qops_avx512;
