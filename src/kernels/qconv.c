@@ -212,13 +212,24 @@ int cn_qkernel_force(const char *name) {
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+/* The k of a filter row: kw * c bytes, or, for the few-channel inputs of a stem (kw * c not a
+ * multiple of 4, c <= 4), kw * c rounded up to 4 ("segments"): each kernel row then starts
+ * on a 4-byte step, so that the AVX-512 path reads the rows of A straight from a padded copy
+ * of the image, kernel row ky at a constant offset, instead of building im2col rows of 21-byte
+ * pieces (resnet's 7x7 stem). The extra k carry zero weights. */
+static int seg_len(int kh, int kw, int c) {
+    return kh > 1 && c <= 4 && kw * c % 4 ? round_up(kw * c, 4) : kw * c;
+}
+
 size_t cn_qconv_packed_size(int oc, int kh, int kw, int c) {
-    const size_t kp = (size_t)round_up(kh * kw * c, 4), oc16 = (size_t)round_up(oc, 16);
+    const size_t kp = (size_t)round_up(kh * seg_len(kh, kw, c), 4);
+    const size_t oc16 = (size_t)round_up(oc, 16);
     return kp * oc16 + 4 * oc16;
 }
 
 void cn_qconv_pack(void *packed, const int8_t *w, int oc, int kh, int kw, int c) {
-    const int K = kh * kw * c, KP = round_up(K, 4), OC16 = round_up(oc, 16);
+    const int K = kh * kw * c, seg = seg_len(kh, kw, c), KP = round_up(kh * seg, 4);
+    const int OC16 = round_up(oc, 16);
     int8_t *p = packed;
     memset(p, 0, (size_t)KP * OC16 + 4 * (size_t)OC16);
     for (int o = 0; o < oc; o++) {
@@ -228,7 +239,8 @@ void cn_qconv_pack(void *packed, const int8_t *w, int oc, int kh, int kw, int c)
         int32_t sum = 0;
         for (int k = 0; k < K; k++) {
             const int8_t v = w[(size_t)o * K + k];
-            blk[(size_t)(k / 4) * nbw * 4 + j * 4 + (k & 3)] = v;
+            const int kk = k / (kw * c) * seg + k % (kw * c); /* k in the packed layout */
+            blk[(size_t)(kk / 4) * nbw * 4 + j * 4 + (kk & 3)] = v;
             sum += v;
         }
         memcpy(p + (size_t)KP * OC16 + 4 * (size_t)o, &sum, 4);
@@ -239,6 +251,7 @@ void cn_qconv_pack(void *packed, const int8_t *w, int oc, int kh, int kw, int c)
 
 typedef struct plan {
     int M, K, KP, direct, nblk, OC16, ngroups;
+    int seg; /* k of a kernel row (see seg_len) */
     int shared; /* threads split the output-channel blocks over one im2col of all rows */
     int MC;     /* rows per im2col chunk (per thread) when !shared */
 } plan;
@@ -247,7 +260,8 @@ typedef struct plan {
 
 static void make_plan(plan *p, const cn_qconv_desc *d, int threads) {
     p->M = d->n * d->oh * d->ow;
-    p->K = d->kh * d->kw * d->c;
+    p->seg = seg_len(d->kh, d->kw, d->c);
+    p->K = d->kh * p->seg;
     p->KP = round_up(p->K, 4);
     p->direct = d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 &&
                 d->pw == 0 && d->c % 4 == 0 && d->oh == d->h && d->ow == d->w;
@@ -271,13 +285,26 @@ static int fits_i16(int32_t v) { return v >= -32768 && v <= 32767; }
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
+/* A stem (kernel rows in segments, see seg_len) on the AVX-512 path reads the rows of A in place
+ * from a copy of the input padded with zp_in: pad rows above and below, pad columns left, and on
+ * the right as many as the last pixel's segment reaches. */
+static int stem_wp(const cn_qconv_desc *d, int seg) {
+    const int need = (d->ow - 1) * d->sw + (seg + d->c - 1) / d->c, w = d->w + 2 * d->pw;
+    return need > w ? need : w;
+}
+
+static size_t stem_bytes(const cn_qconv_desc *d, int seg) {
+    return (size_t)d->n * (size_t)(d->h + 2 * d->ph) * (size_t)stem_wp(d, seg) * (size_t)d->c;
+}
+
 size_t cn_qconv_workspace(const cn_qconv_desc *d, int threads) {
     if (threads < 1) threads = 1;
     plan p;
     make_plan(&p, d, threads);
-    size_t a = 0;
+    size_t a = p.seg != d->kw * d->c ? align64(stem_bytes(d, p.seg)) : 0;
     if (!p.direct) {
-        a = (size_t)threads * align64((size_t)p.MC * p.KP);
+        if ((size_t)threads * align64((size_t)p.MC * p.KP) > a)
+            a = (size_t)threads * align64((size_t)p.MC * p.KP);
         /* any thread count up to `threads` may choose the shared plan */
         plan q;
         for (int t = 2; t <= threads; t++) {
@@ -309,11 +336,13 @@ static inline void fill_bytes(uint8_t *dst, uint8_t v, size_t n) {
     for (; n; n--) *dst++ = v;
 }
 
-/* rows [m0, m1) of the im2col matrix (row stride KP), padding taps = zp_in, k past K = 0 */
+/* rows [m0, m1) of the im2col matrix (row stride KP, kernel row ky at ky * seg_len), padding
+ * taps = zp_in, the k past a kernel row's kw * c and past the last row = 0 */
 static void im2col(uint8_t *A, int KP, const uint8_t *in, const cn_qconv_desc *d, int m0,
                    int m1) {
-    const int C = d->c, KW = d->kw, K = d->kh * d->kw * C, hw = d->oh * d->ow;
-    const size_t seg = (size_t)KW * C;
+    const int C = d->c, KW = d->kw, hw = d->oh * d->ow;
+    const size_t seg = (size_t)KW * C, step = (size_t)seg_len(d->kh, KW, C);
+    const int K = d->kh * (int)step;
     const uint8_t zp = (uint8_t)d->zp_in;
     int n = m0 / hw, oy = m0 % hw / d->ow, ox = m0 % d->ow;
     for (int m = m0; m < m1; m++) {
@@ -321,7 +350,8 @@ static void im2col(uint8_t *A, int KP, const uint8_t *in, const cn_qconv_desc *d
         const int ix0 = ox * d->sw - d->pw;
         const int inside = ix0 >= 0 && ix0 + KW <= d->w;
         for (int ky = 0; ky < d->kh; ky++) {
-            uint8_t *dst = row + (size_t)ky * seg;
+            uint8_t *dst = row + (size_t)ky * step;
+            for (size_t k = seg; k < step; k++) dst[k] = 0;
             const int iy = oy * d->sh - d->ph + ky;
             if (iy < 0 || iy >= d->h) {
                 fill_bytes(dst, zp, seg);
@@ -508,6 +538,47 @@ static void run_rows(const run_ctx *x, uint8_t *buf, int r0, int r1) {
     }
 }
 
+/* The stem path (see stem_wp): pad the input, then each output row's pixels as rows of A at a
+ * stride of sw * c bytes, its kernel rows a padded row apart. */
+static void stem(const run_ctx *x, uint8_t *pad, int threads) {
+    const cn_qconv_desc *d = x->d;
+    const plan *p = x->p;
+    const int C = d->c, OC = d->oc, Hp = d->h + 2 * d->ph, Wp = stem_wp(d, p->seg);
+    const size_t prow = (size_t)Wp * C, wbytes = (size_t)d->w * C, left = (size_t)d->pw * C;
+    const uint8_t zp = (uint8_t)d->zp_in;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int r = 0; r < d->n * Hp; r++) {
+        uint8_t *dst = pad + (size_t)r * prow;
+        const int n = r / Hp, y = r % Hp - d->ph;
+        if (y < 0 || y >= d->h) {
+            memset(dst, zp, prow);
+            continue;
+        }
+        memset(dst, zp, left);
+        memcpy(dst + left, x->in + ((size_t)n * d->h + y) * wbytes, wbytes);
+        memset(dst + left + wbytes, zp, prow - left - wbytes);
+    }
+    const int rows = d->n * d->oh, nt = (d->ow + CN_QMR_AVX512 - 1) / CN_QMR_AVX512;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int r = 0; r < rows; r++) {
+        const int n = r / d->oh, oy = r % d->oh, m0 = r * d->ow;
+        const uint8_t *arow = pad + ((size_t)n * Hp + (size_t)oy * d->sh) * prow;
+        for (int b = 0; b < p->nblk; b++) {
+            const int c0 = b * CN_QNB;
+            const int nbw = p->OC16 - c0 < CN_QNB ? p->OC16 - c0 : CN_QNB;
+            const int nvalid = OC - c0 < nbw ? OC - c0 : nbw;
+            const int8_t *B = x->packed + (size_t)c0 * p->KP;
+            for (int i = 0; i < nt; i++) {
+                const int a0 = d->ow * i / nt, a1 = d->ow * (i + 1) / nt;
+                cn_qtile_avx512vnni_seg(x->out + (size_t)(m0 + a0) * OC + c0, OC,
+                                        arow + (size_t)a0 * d->sw * C, d->sw * C, a1 - a0, B,
+                                        p->seg, d->kh, prow, nbw, nvalid, x->rq, c0);
+                add_res(x, m0 + a0, m0 + a1, c0, nvalid);
+            }
+        }
+    }
+}
+
 void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qconv_desc *d,
                 const cn_qepilogue *ep, void *workspace, int threads) {
     if (threads < 1) threads = 1;
@@ -542,6 +613,10 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
     default: break;
     }
 
+    if (impl() == IMPL_AVX512VNNI && p.seg != d->kw * d->c) {
+        stem(&x, abuf, threads);
+        return;
+    }
     if (threads == 1) {
         run_rows(&x, abuf, 0, p.M);
         return;

@@ -172,10 +172,12 @@ __attribute__((target("avx512vbmi"))) void cn_qlut_vbmi(uint8_t *dst, const uint
 /* ---- GEMM tile ---- */
 
 /* pin: NULL, or the partial sums to start from (a K-blocked GEMM: the layout of sums below);
- * pout: NULL, or where to leave the sums instead of running the epilogue */
+ * pout: NULL, or where to leave the sums instead of running the epilogue. k runs over nseg
+ * segments of kp, segment s of each row of A at s * segstep from the row (one segment: A's rows
+ * are contiguous in k; several: the kernel rows of a stem read in place, see qconv.c). */
 AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t *A, int lda,
-               const int8_t *B, int kp, int nvalid, const cn_qrq *rq, int oc0,
-               const int32_t *pin, int32_t *pout) {
+               const int8_t *B, int kp, int nseg, size_t segstep, int nvalid, const cn_qrq *rq,
+               int oc0, const int32_t *pin, int32_t *pout) {
     const cn_qrqg *g0 = &rq->g[oc0 >> 4];
     /* the accumulators start from the offset (bias - zp_in * sum w) */
     __m512i acc[6][4];
@@ -190,21 +192,23 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
 #pragma GCC unroll 4
             for (int j = 0; j < NV; j++) acc[r][j] = _mm512_load_si512(g0[j].off);
     }
-    const uint8_t *a[6];
+    for (int s = 0; s < nseg; s++) {
+        const uint8_t *a[6];
 #pragma GCC unroll 6
-    for (int r = 0; r < MR; r++) a[r] = A + (size_t)r * lda;
-    for (int k = 0; k < kp; k += 4) {
-        __m512i b[4];
+        for (int r = 0; r < MR; r++) a[r] = A + (size_t)r * lda + (size_t)s * segstep;
+        for (int k = 0; k < kp; k += 4) {
+            __m512i b[4];
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; j++) b[j] = _mm512_loadu_si512(B + j * 64);
-        B += NV * 64;
+            for (int j = 0; j < NV; j++) b[j] = _mm512_loadu_si512(B + j * 64);
+            B += NV * 64;
 #pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) {
-            int32_t v;
-            memcpy(&v, a[r] + k, 4);
-            const __m512i av = _mm512_set1_epi32(v);
+            for (int r = 0; r < MR; r++) {
+                int32_t v;
+                memcpy(&v, a[r] + k, 4);
+                const __m512i av = _mm512_set1_epi32(v);
 #pragma GCC unroll 4
-            for (int j = 0; j < NV; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, b[j]);
+                for (int j = 0; j < NV; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, b[j]);
+            }
         }
     }
     if (pout) {
@@ -258,17 +262,29 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
 
 #define TILE_CASE(MR, NV)                                                           \
     case (MR) * 8 + (NV):                                                           \
-        tile_t(MR, NV, out, ldo, A, lda, B, kp, nvalid, rq, oc0, pin, pout);        \
+        tile_t(MR, NV, out, ldo, A, lda, B, kp, nseg, segstep, nvalid, rq, oc0, pin, pout); \
         break;
 #define TILE_ROW(MR) TILE_CASE(MR, 1) TILE_CASE(MR, 2) TILE_CASE(MR, 3) TILE_CASE(MR, 4)
 
-void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
-                              const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
-                              int oc0, const int32_t *pin, int32_t *pout) {
+static void tile_any(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
+                     int kp, int nseg, size_t segstep, int nbw, int nvalid, const cn_qrq *rq,
+                     int oc0, const int32_t *pin, int32_t *pout) {
     switch (mr * 8 + nbw / 16) {
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6)
     default: break;
     }
+}
+
+void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                              const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
+                              int oc0, const int32_t *pin, int32_t *pout) {
+    tile_any(out, ldo, A, lda, mr, B, kp, 1, 0, nbw, nvalid, rq, oc0, pin, pout);
+}
+
+void cn_qtile_avx512vnni_seg(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                             const int8_t *B, int seg, int nseg, size_t segstep, int nbw,
+                             int nvalid, const cn_qrq *rq, int oc0) {
+    tile_any(out, ldo, A, lda, mr, B, seg, nseg, segstep, nbw, nvalid, rq, oc0, NULL, NULL);
 }
 
 void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,

@@ -87,6 +87,11 @@ void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int m
 void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                               const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
                               int oc0, const int32_t *pin, int32_t *pout);
+/* The tile over nseg segments of seg k each (seg a multiple of 4), segment s of A's rows at
+ * s * segstep from each row: a stem's kernel rows read from a padded image in place. */
+void cn_qtile_avx512vnni_seg(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
+                             const int8_t *B, int seg, int nseg, size_t segstep, int nbw,
+                             int nvalid, const cn_qrq *rq, int oc0);
 /* Depthwise by word pairs (vpdpwssd, see qconv_avx512vnni.c): output row (n, oy), all channels,
  * with cn_qdw_pairs_scratch(d) bytes of the calling thread's scratch, 64-byte aligned. */
 size_t cn_qdw_pairs_scratch(const cn_qconv_desc *d);
