@@ -710,7 +710,7 @@ void cn_qdwconv2d(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qco
     const int pairs = impl() == IMPL_AVX512VNNI;
     /* the rows' lut in one pass after each row, 64 bytes at a time */
     const uint8_t *row_lut = pairs && rq.lut && cn_cpu()->avx512vbmi ? rq.lut : NULL;
-    if (row_lut) rq.lut = NULL;
+    if (row_lut) rq.lut = NULL, rq.fast = rq.fast_lut;
     const int rows = d->n * d->oh;
     const size_t rb = (size_t)d->ow * d->c; /* bytes of an output row */
     const size_t per = pairs ? align64(cn_qdw_pairs_scratch(d)) : 0;

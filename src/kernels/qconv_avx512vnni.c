@@ -338,6 +338,24 @@ AI void dwp_strip(const int S, const int SW, uint8_t *orow, const __m512i *pairs
     const __mmask16 m1 = cnt >= 32 ? (__mmask16)0xFFFF
                          : cnt > 16 ? (__mmask16)((1u << (cnt - 16)) - 1) : 0;
     const cn_qrqg *g = &rq->g[c0 >> 4];
+    if (rq->fast) { /* the GEMM's fast epilogue: the offset added, 32 bytes packed at once */
+        const __m512i lo8 = _mm512_set1_epi8((char)rq->qmin), hi8 = _mm512_set1_epi8((char)rq->qmax);
+        const __m512i z = _mm512_setzero_si512();
+        const __mmask64 bm = ((__mmask64)1 << cnt) - 1;
+#pragma GCC unroll 8
+        for (int s = 0; s < S; s++) {
+            const __m512i v0 = rq_fast16(
+                _mm512_add_epi32(_mm512_permutex2var_epi32(al[s], lo_idx, ah[s]),
+                                 _mm512_load_si512(g->off)), g);
+            const __m512i v1 =
+                m1 ? rq_fast16(_mm512_add_epi32(_mm512_permutex2var_epi32(al[s], hi_idx, ah[s]),
+                                                _mm512_load_si512(g[1].off)), g + 1)
+                   : z;
+            _mm512_mask_storeu_epi8(orow + (size_t)(ox + s) * C + c0, bm,
+                                    pack64(v0, v1, z, z, lo8, hi8));
+        }
+        return;
+    }
 #pragma GCC unroll 8
     for (int s = 0; s < S; s++) {
         uint8_t *dst = orow + (size_t)(ox + s) * C + c0;
