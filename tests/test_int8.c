@@ -117,6 +117,38 @@ static void ops_vs_double(void) {
         CHECK(memcmp(p1, p2, sizeof p1) == 0, "large gap: 1 and 2 threads differ");
         free(x);
     }
+    /* the classifier: exact integer dot products (odd lengths, extreme values), then the float
+     * scaling, against a plain loop */
+    for (int t = 0; t < 12; t++) {
+        const int n = 1 + t % 3, k = t < 2 ? 2048 + t : 1 + (int)(urand32() % 300), oc = 1 + t * 3;
+        uint8_t *x = malloc((size_t)n * k);
+        int8_t *w = malloc((size_t)oc * k);
+        int32_t *wsum = malloc(sizeof(int32_t) * oc);
+        float *ws = malloc(sizeof(float) * oc), *b = malloc(sizeof(float) * oc);
+        float *got = malloc(sizeof(float) * n * oc);
+        for (int i = 0; i < n * k; i++) x[i] = t == 0 ? 255 : (uint8_t)(urand32() & 255);
+        for (int o = 0; o < oc; o++) {
+            wsum[o] = 0;
+            for (int j = 0; j < k; j++) {
+                w[(size_t)o * k + j] = t == 0 ? -128 : (int8_t)(urand32() & 255);
+                wsum[o] += w[(size_t)o * k + j];
+            }
+            ws[o] = 0.001f * (1 + o), b[o] = 0.5f * o;
+        }
+        const int32_t zx = t == 0 ? 0 : (int32_t)(urand32() % 256);
+        cn_q_linear(got, x, w, wsum, ws, b, n, k, oc, zx, 0.02f);
+        int bad = 0;
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < oc; o++) {
+                int32_t acc = 0;
+                for (int j = 0; j < k; j++) acc += (int32_t)x[(size_t)i * k + j] * w[(size_t)o * k + j];
+                acc -= zx * wsum[o];
+                const float want = (float)acc * (0.02f * ws[o]) + b[o];
+                bad += got[(size_t)i * oc + o] != want;
+            }
+        CHECK(bad == 0, "int8 linear case %d (n %d, k %d, oc %d): %d logits differ", t, n, k, oc, bad);
+        free(x), free(w), free(wsum), free(ws), free(b), free(got);
+    }
 }
 
 /* ---- models ---- */

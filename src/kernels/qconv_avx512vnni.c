@@ -430,3 +430,15 @@ void cn_qdwrow_pairs_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w
     else
         dwp_row_t(d->sw, out, in, w, d, rq, n, oy, scratch);
 }
+
+/* ---- the int8 linear layer's dot product ---- */
+
+int32_t cn_qdot_avx512vnni(const uint8_t *x, const int8_t *w, int k) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int i = 0; i < k; i += 64) {
+        const __mmask64 m = k - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (k - i)) - 1;
+        acc = _mm512_dpbusd_epi32(acc, _mm512_maskz_loadu_epi8(m, x + i),
+                                  _mm512_maskz_loadu_epi8(m, w + i));
+    }
+    return _mm512_reduce_add_epi32(acc);
+}

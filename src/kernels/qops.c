@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/cpu.h"
+#include "kernels/qconv_impl.h"
 #include "kernels/qops_table.h"
 
 #define QOPS(name) cn_qops_c_##name
@@ -195,12 +196,15 @@ void cn_q_shortcut(uint8_t *out, const uint8_t *x, int n, int h, int w, int c, i
 void cn_q_linear(float *out, const uint8_t *x, const int8_t *w, const int32_t *wsum,
                  const float *ws, const float *b, int n, int k, int oc, int32_t zx, float sx) {
     const cn_qops_table *t = ops();
+    const cn_cpu_features *f = cn_cpu();
+    int32_t (*dot)(const uint8_t *, const int8_t *, int) =
+        cn_cpu_avx512() && f->avx512vnni ? cn_qdot_avx512vnni : t->dot;
     /* threads over the output units (each reads its share of the weights once for all images) */
     const long work = (long)n * oc * k;
 #pragma omp parallel for schedule(static) if (work >= (1L << 18))
     for (int o = 0; o < oc; o++)
         for (int i = 0; i < n; i++) {
-            int32_t acc = t->dot(x + (size_t)i * k, w + (size_t)o * k, k);
+            int32_t acc = dot(x + (size_t)i * k, w + (size_t)o * k, k);
             acc -= zx * wsum[o];
             out[(size_t)i * oc + o] = (float)acc * (sx * ws[o]) + b[o];
         }
