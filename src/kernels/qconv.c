@@ -707,7 +707,7 @@ void cn_qdwconv2d(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qco
     cn_qrq_fill(g, ep, NULL, 0, d->c);
     cn_qrq rq;
     cn_qrq_init(&rq, g, ep, d->c);
-    const int pairs = impl() == IMPL_AVX512VNNI;
+    const int pairs = impl() == IMPL_AVX512VNNI && d->kh <= 8;
     /* the rows' lut in one pass after each row, 64 bytes at a time */
     const uint8_t *row_lut = pairs && rq.lut && cn_cpu()->avx512vbmi ? rq.lut : NULL;
     if (row_lut) rq.lut = NULL, rq.fast = rq.fast_lut;
@@ -720,15 +720,21 @@ void cn_qdwconv2d(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qco
         cn_qconv2d_ref(out, in, w, d, ep, 1);
         return;
     }
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && rows > 1)
-    for (int r = 0; r < rows; r++) {
-        if (pairs)
-            cn_qdwrow_pairs_avx512vnni(out, in, w, d, &rq, r / d->oh, r % d->oh,
-                                       scratch + (size_t)omp_get_thread_num() * per);
-        else
-            dwrow_c(out, in, w, d, &rq, r / d->oh, r % d->oh);
-        if (row_lut) cn_qlut_vbmi(out + r * rb, out + r * rb, rb, row_lut);
-        if (ep->res) cn_q_add_span(out + r * rb, out + r * rb, ep->res + r * rb, rb, &ep->add);
+    /* each thread a run of consecutive rows, so that the pairs path reuses its ring */
+#pragma omp parallel num_threads(threads) if (threads > 1 && rows > 1)
+    {
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
+        const int r0 = (int)((long)rows * t / T), r1 = (int)((long)rows * (t + 1) / T);
+        uint8_t *mine = pairs ? scratch + (size_t)t * per : NULL;
+        if (pairs && r0 < r1) cn_qdw_pairs_begin(w, d, mine);
+        for (int r = r0; r < r1; r++) {
+            if (pairs)
+                cn_qdwrow_pairs_avx512vnni(out, in, d, &rq, r / d->oh, r % d->oh, mine);
+            else
+                dwrow_c(out, in, w, d, &rq, r / d->oh, r % d->oh);
+            if (row_lut) cn_qlut_vbmi(out + r * rb, out + r * rb, rb, row_lut);
+            if (ep->res) cn_q_add_span(out + r * rb, out + r * rb, ep->res + r * rb, rb, &ep->add);
+        }
     }
     free(scratch);
     free(g);

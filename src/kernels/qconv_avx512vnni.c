@@ -306,20 +306,49 @@ void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int m
 static inline int dwp_np(const cn_qconv_desc *d) { return (d->kw + 1) / 2; }
 /* pair positions of an output row: pair i covers input columns i - pw and i - pw + 1 */
 static inline int dwp_wp(const cn_qconv_desc *d) { return (d->ow - 1) * d->sw + 2 * dwp_np(d); }
+static inline int dwp_blocks(const cn_qconv_desc *d) { return (d->c + 31) / 32; }
 
+/* The scratch of a thread: the weight pairs of every block (KH x np x 2 vectors a block), a ring
+ * of KH rows of pairs per block (wpn x 2 vectors a row; input row iy in slot iy % KH), and the
+ * ring's tags (which image row each slot holds, -1: none). */
 size_t cn_qdw_pairs_scratch(const cn_qconv_desc *d) {
-    return ((size_t)d->kh * dwp_np(d) + (size_t)d->kh * dwp_wp(d)) * 128;
+    const size_t nb = (size_t)dwp_blocks(d), kh = (size_t)d->kh;
+    return (nb * kh * dwp_np(d) + nb * kh * dwp_wp(d)) * 128 + (kh * sizeof(int) + 63) / 64 * 64;
+}
+
+void cn_qdw_pairs_begin(const int8_t *w, const cn_qconv_desc *d, void *scratch) {
+    const int C = d->c, KH = d->kh, KW = d->kw, np = dwp_np(d), nb = dwp_blocks(d);
+    __m512i *wp = (__m512i *)scratch;
+    const __m512i z = _mm512_setzero_si512();
+    for (int b = 0; b < nb; b++) {
+        const int c0 = 32 * b, cnt = C - c0 < 32 ? C - c0 : 32;
+        const __mmask32 m = cnt >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << cnt) - 1;
+        for (int ky = 0; ky < KH; ky++)
+            for (int p = 0; p < np; p++) {
+                const int8_t *wt = w + ((size_t)ky * KW + 2 * p) * C + c0;
+                const __m512i x = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, wt));
+                const __m512i y = 2 * p + 1 < KW
+                                      ? _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, wt + C))
+                                      : z;
+                __m512i *q = wp + (((size_t)b * KH + ky) * np + p) * 2;
+                q[0] = _mm512_unpacklo_epi16(x, y);
+                q[1] = _mm512_unpackhi_epi16(x, y);
+            }
+    }
+    int *tag = (int *)((uint8_t *)scratch + cn_qdw_pairs_scratch(d) -
+                       ((size_t)KH * sizeof(int) + 63) / 64 * 64);
+    for (int i = 0; i < KH; i++) tag[i] = -1;
 }
 
 /* S output pixels from ox (input pair position of pixel s: (ox + s) * SW), channels c0.. */
-AI void dwp_strip(const int S, const int SW, uint8_t *orow, const __m512i *pairs,
-                  const __m512i *wp, int ky0, int ky1, int np, int wpn, int ox, int C, int c0,
-                  int cnt, const cn_qrq *rq, const epi_const *c) {
+AI void dwp_strip(const int S, const int SW, uint8_t *orow, const __m512i *const *rows,
+                  const __m512i *wp, int ky0, int ky1, int np, int ox, int C, int c0, int cnt,
+                  const cn_qrq *rq, const epi_const *c) {
     __m512i al[8], ah[8];
 #pragma GCC unroll 8
     for (int s = 0; s < S; s++) al[s] = ah[s] = _mm512_setzero_si512();
     for (int ky = ky0; ky < ky1; ky++) {
-        const __m512i *row = pairs + (size_t)ky * wpn * 2 + (size_t)ox * SW * 2;
+        const __m512i *row = rows[ky] + (size_t)ox * SW * 2;
         const __m512i *wk = wp + (size_t)ky * np * 2;
         for (int p = 0; p < np; p++) {
             const __m512i wl = wk[2 * p], wh = wk[2 * p + 1];
@@ -366,33 +395,37 @@ AI void dwp_strip(const int S, const int SW, uint8_t *orow, const __m512i *pairs
     }
 }
 
-AI void dwp_row_t(const int SW, uint8_t *out, const uint8_t *in, const int8_t *w,
-                  const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy, void *scratch) {
-    const int C = d->c, W = d->w, OW = d->ow, KH = d->kh, KW = d->kw, pw = d->pw;
-    const int np = dwp_np(d), wpn = dwp_wp(d);
+AI void dwp_row_t(const int SW, uint8_t *out, const uint8_t *in, const cn_qconv_desc *d,
+                  const cn_qrq *rq, int n, int oy, void *scratch) {
+    const int C = d->c, W = d->w, OW = d->ow, KH = d->kh, pw = d->pw;
+    const int np = dwp_np(d), wpn = dwp_wp(d), nb = dwp_blocks(d);
     const int iy0 = oy * d->sh - d->ph;
     const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = d->h - iy0 < KH ? d->h - iy0 : KH;
-    __m512i *wp = (__m512i *)scratch, *pairs = wp + (size_t)KH * np * 2;
+    const __m512i *wp = (const __m512i *)scratch;
+    __m512i *ring = (__m512i *)scratch + (size_t)nb * KH * np * 2;
+    int *tag = (int *)((uint8_t *)scratch + cn_qdw_pairs_scratch(d) -
+                       ((size_t)KH * sizeof(int) + 63) / 64 * 64);
     const __m512i zp = _mm512_set1_epi16((short)d->zp_in), z = _mm512_setzero_si512();
     const epi_const c = epi_setup(rq);
     const uint8_t *inb = in + (size_t)n * d->h * W * C;
     uint8_t *orow = out + ((size_t)n * d->oh + oy) * OW * C;
-    for (int c0 = 0; c0 < C; c0 += 32) {
-        const int cnt = C - c0 < 32 ? C - c0 : 32;
+    /* which kernel rows need their input row packed (not in the ring from the row before) */
+    int build[8] = {0}, slot[8] = {0};
+    for (int ky = ky0; ky < ky1; ky++) {
+        const int iy = iy0 + ky, key = n * d->h + iy;
+        slot[ky] = iy % KH;
+        build[ky] = tag[slot[ky]] != key;
+        tag[slot[ky]] = key;
+    }
+    for (int b = 0; b < nb; b++) {
+        const int c0 = 32 * b, cnt = C - c0 < 32 ? C - c0 : 32;
         const __mmask32 m = cnt >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << cnt) - 1;
-        for (int ky = 0; ky < KH; ky++)
-            for (int p = 0; p < np; p++) {
-                const int8_t *wt = w + ((size_t)ky * KW + 2 * p) * C + c0;
-                const __m512i a = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, wt));
-                const __m512i b = 2 * p + 1 < KW
-                                      ? _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, wt + C))
-                                      : z;
-                wp[(ky * np + p) * 2] = _mm512_unpacklo_epi16(a, b);
-                wp[(ky * np + p) * 2 + 1] = _mm512_unpackhi_epi16(a, b);
-            }
+        const __m512i *rows[8];
         for (int ky = ky0; ky < ky1; ky++) {
+            __m512i *row = ring + ((size_t)b * KH + slot[ky]) * wpn * 2;
+            rows[ky] = row;
+            if (!build[ky]) continue;
             const uint8_t *src = inb + (size_t)(iy0 + ky) * W * C + c0;
-            __m512i *row = pairs + (size_t)ky * wpn * 2;
             /* x16 of column i - pw, 0 outside the image */
 #define DWP_X(i)                                                                             \
     ((i) - pw >= 0 && (i) - pw < W                                                           \
@@ -409,26 +442,26 @@ AI void dwp_row_t(const int SW, uint8_t *out, const uint8_t *in, const int8_t *w
             }
 #undef DWP_X
         }
+        const __m512i *wb = wp + (size_t)b * KH * np * 2;
         int ox = 0;
         for (; ox + 8 <= OW; ox += 8)
-            dwp_strip(8, SW, orow, pairs, wp, ky0, ky1, np, wpn, ox, C, c0, cnt, rq, &c);
+            dwp_strip(8, SW, orow, rows, wb, ky0, ky1, np, ox, C, c0, cnt, rq, &c);
         if (ox + 4 <= OW)
-            dwp_strip(4, SW, orow, pairs, wp, ky0, ky1, np, wpn, ox, C, c0, cnt, rq, &c), ox += 4;
+            dwp_strip(4, SW, orow, rows, wb, ky0, ky1, np, ox, C, c0, cnt, rq, &c), ox += 4;
         if (ox + 2 <= OW)
-            dwp_strip(2, SW, orow, pairs, wp, ky0, ky1, np, wpn, ox, C, c0, cnt, rq, &c), ox += 2;
-        if (ox < OW) dwp_strip(1, SW, orow, pairs, wp, ky0, ky1, np, wpn, ox, C, c0, cnt, rq, &c);
+            dwp_strip(2, SW, orow, rows, wb, ky0, ky1, np, ox, C, c0, cnt, rq, &c), ox += 2;
+        if (ox < OW) dwp_strip(1, SW, orow, rows, wb, ky0, ky1, np, ox, C, c0, cnt, rq, &c);
     }
 }
 
-void cn_qdwrow_pairs_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w,
-                                const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy,
-                                void *scratch) {
+void cn_qdwrow_pairs_avx512vnni(uint8_t *out, const uint8_t *in, const cn_qconv_desc *d,
+                                const cn_qrq *rq, int n, int oy, void *scratch) {
     if (d->sw == 1)
-        dwp_row_t(1, out, in, w, d, rq, n, oy, scratch);
+        dwp_row_t(1, out, in, d, rq, n, oy, scratch);
     else if (d->sw == 2)
-        dwp_row_t(2, out, in, w, d, rq, n, oy, scratch);
+        dwp_row_t(2, out, in, d, rq, n, oy, scratch);
     else
-        dwp_row_t(d->sw, out, in, w, d, rq, n, oy, scratch);
+        dwp_row_t(d->sw, out, in, d, rq, n, oy, scratch);
 }
 
 /* ---- the int8 linear layer's dot product ---- */

@@ -94,12 +94,15 @@ void cn_qtile_avx512vnni_seg(uint8_t *out, int ldo, const uint8_t *A, int lda, i
                              int nvalid, const cn_qrq *rq, int oc0);
 /* sum over j < k of x[j] * w[j] (vpdpbusd; exact in int32 for k < 2^16) */
 int32_t cn_qdot_avx512vnni(const uint8_t *x, const int8_t *w, int k);
-/* Depthwise by word pairs (vpdpwssd, see qconv_avx512vnni.c): output row (n, oy), all channels,
- * with cn_qdw_pairs_scratch(d) bytes of the calling thread's scratch, 64-byte aligned. */
+/* Depthwise by word pairs (vpdpwssd, see qconv_avx512vnni.c), kh <= 8: a thread takes
+ * cn_qdw_pairs_scratch(d) bytes of scratch (64-byte aligned), prepares it with
+ * cn_qdw_pairs_begin (the weights' pairs, an empty ring of input rows), then computes output rows
+ * (n, oy), all channels, best in order (each input row is packed once while it stays in the
+ * ring). */
 size_t cn_qdw_pairs_scratch(const cn_qconv_desc *d);
-void cn_qdwrow_pairs_avx512vnni(uint8_t *out, const uint8_t *in, const int8_t *w,
-                                const cn_qconv_desc *d, const cn_qrq *rq, int n, int oy,
-                                void *scratch);
+void cn_qdw_pairs_begin(const int8_t *w, const cn_qconv_desc *d, void *scratch);
+void cn_qdwrow_pairs_avx512vnni(uint8_t *out, const uint8_t *in, const cn_qconv_desc *d,
+                                const cn_qrq *rq, int n, int oy, void *scratch);
 void cn_qtile_avxvnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
                       int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0);
 void cn_qtile_avxvnni_evex(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
