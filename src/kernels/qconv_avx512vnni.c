@@ -297,11 +297,12 @@ void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int m
  * 32 channels at a time as 16-bit words: the input of two horizontally adjacent taps, (x - zp)
  * of each, interleaved into dwords (unpacklo/hi_epi16 leave channels 8L..8L+3 and 8L+4..8L+7 of
  * each 128-bit lane L in two vectors), against the matching pair of weights, by vpdpwssd: two
- * taps of 16 channels per instruction, exact in int32 (|x - zp| <= 255, |w| <= 128, at most
- * 2 * 49 products of 2^15 per lane). A row of pairs is built once per input row and output row
- * (scratch), then a strip of 8 output pixels x 32 channels (16 accumulators) passes over the
- * pairs with the weight pair in registers; a kernel row of odd width pairs its last tap with a
- * zero weight. The accumulators are put back in channel order and requantized as above. */
+ * taps of 16 channels per instruction, exact in int32 (|x - zp| <= 255, |w| <= 128: a sum of
+ * kh * kw products below 2^15 each). Each input row's pairs are built once into a per-thread ring
+ * of KH rows (kh <= 8) that consecutive output rows share; a strip of 8 output pixels x 32
+ * channels (16 accumulators) passes over them with the weight pair in registers; a kernel row of
+ * odd width pairs its last tap with a zero weight. The accumulators are put back in channel
+ * order and requantized as above. */
 
 static inline int dwp_np(const cn_qconv_desc *d) { return (d->kw + 1) / 2; }
 /* pair positions of an output row: pair i covers input columns i - pw and i - pw + 1 */
