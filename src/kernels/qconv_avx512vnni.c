@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "kernels/qconv_impl.h"
+#include "kernels/qops_table.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -145,27 +146,33 @@ AI __m512i add64(__m512i b, const uint8_t *r, __mmask64 n, const cn_qadd *p) {
 
 /* ---- the lut on AVX-512 VBMI (a separate target: called only where the CPU has it) ---- */
 
-/* the 256-byte table as two 128-entry halves, each a vpermi2b over two vectors; bit 7 of the
+#define VBMI __attribute__((target("avx512vbmi")))
+
+/* the 256-byte table t as two 128-entry halves, each a vpermi2b over two vectors; bit 7 of the
  * index picks the half */
-__attribute__((target("avx512vbmi"), noinline)) static __m512i lut64_vbmi(__m512i b,
-                                                                          const uint8_t *lut) {
-    const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(lut), b,
-                                                _mm512_loadu_si512(lut + 64));
-    const __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(lut + 128), b,
-                                                _mm512_loadu_si512(lut + 192));
+VBMI static inline __m512i lut64(__m512i b, const __m512i t[4]) {
+    const __m512i lo = _mm512_permutex2var_epi8(t[0], b, t[1]);
+    const __m512i hi = _mm512_permutex2var_epi8(t[2], b, t[3]);
     return _mm512_mask_blend_epi8(_mm512_movepi8_mask(b), lo, hi);
 }
 
-__attribute__((target("avx512vbmi"))) void cn_qlut_vbmi(uint8_t *dst, const uint8_t *src,
-                                                        size_t n, const uint8_t *lut) {
-    const __m512i t0 = _mm512_loadu_si512(lut), t1 = _mm512_loadu_si512(lut + 64);
-    const __m512i t2 = _mm512_loadu_si512(lut + 128), t3 = _mm512_loadu_si512(lut + 192);
+VBMI static inline void lut_load(__m512i t[4], const uint8_t *lut) {
+    for (int i = 0; i < 4; i++) t[i] = _mm512_loadu_si512(lut + 64 * i);
+}
+
+/* out of line: the GEMM tile that calls it is compiled without VBMI */
+VBMI __attribute__((noinline)) static __m512i lut64_vbmi(__m512i b, const uint8_t *lut) {
+    __m512i t[4];
+    lut_load(t, lut);
+    return lut64(b, t);
+}
+
+VBMI void cn_qlut_vbmi(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t *lut) {
+    __m512i t[4];
+    lut_load(t, lut);
     for (size_t i = 0; i < n; i += 64) {
         const __mmask64 m = n - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n - i)) - 1;
-        const __m512i b = _mm512_maskz_loadu_epi8(m, src + i);
-        const __m512i lo = _mm512_permutex2var_epi8(t0, b, t1);
-        const __m512i hi = _mm512_permutex2var_epi8(t2, b, t3);
-        _mm512_mask_storeu_epi8(dst + i, m, _mm512_mask_blend_epi8(_mm512_movepi8_mask(b), lo, hi));
+        _mm512_mask_storeu_epi8(dst + i, m, lut64(_mm512_maskz_loadu_epi8(m, src + i), t));
     }
 }
 
@@ -317,9 +324,18 @@ size_t cn_qdw_pairs_scratch(const cn_qconv_desc *d) {
     return (nb * kh * dwp_np(d) + nb * kh * dwp_wp(d)) * 128 + (kh * sizeof(int) + 63) / 64 * 64;
 }
 
+/* the parts of a thread's scratch */
+static __m512i *dwp_weights(void *scratch) { return (__m512i *)scratch; }
+static __m512i *dwp_ring(const cn_qconv_desc *d, void *scratch) {
+    return (__m512i *)scratch + (size_t)dwp_blocks(d) * d->kh * dwp_np(d) * 2;
+}
+static int *dwp_tags(const cn_qconv_desc *d, void *scratch) {
+    return (int *)(dwp_ring(d, scratch) + (size_t)dwp_blocks(d) * d->kh * dwp_wp(d) * 2);
+}
+
 void cn_qdw_pairs_begin(const int8_t *w, const cn_qconv_desc *d, void *scratch) {
     const int C = d->c, KH = d->kh, KW = d->kw, np = dwp_np(d), nb = dwp_blocks(d);
-    __m512i *wp = (__m512i *)scratch;
+    __m512i *wp = dwp_weights(scratch);
     const __m512i z = _mm512_setzero_si512();
     for (int b = 0; b < nb; b++) {
         const int c0 = 32 * b, cnt = C - c0 < 32 ? C - c0 : 32;
@@ -336,8 +352,7 @@ void cn_qdw_pairs_begin(const int8_t *w, const cn_qconv_desc *d, void *scratch) 
                 q[1] = _mm512_unpackhi_epi16(x, y);
             }
     }
-    int *tag = (int *)((uint8_t *)scratch + cn_qdw_pairs_scratch(d) -
-                       ((size_t)KH * sizeof(int) + 63) / 64 * 64);
+    int *tag = dwp_tags(d, scratch);
     for (int i = 0; i < KH; i++) tag[i] = -1;
 }
 
@@ -402,10 +417,9 @@ AI void dwp_row_t(const int SW, uint8_t *out, const uint8_t *in, const cn_qconv_
     const int np = dwp_np(d), wpn = dwp_wp(d), nb = dwp_blocks(d);
     const int iy0 = oy * d->sh - d->ph;
     const int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = d->h - iy0 < KH ? d->h - iy0 : KH;
-    const __m512i *wp = (const __m512i *)scratch;
-    __m512i *ring = (__m512i *)scratch + (size_t)nb * KH * np * 2;
-    int *tag = (int *)((uint8_t *)scratch + cn_qdw_pairs_scratch(d) -
-                       ((size_t)KH * sizeof(int) + 63) / 64 * 64);
+    const __m512i *wp = dwp_weights(scratch);
+    __m512i *ring = dwp_ring(d, scratch);
+    int *tag = dwp_tags(d, scratch);
     const __m512i zp = _mm512_set1_epi16((short)d->zp_in), z = _mm512_setzero_si512();
     const epi_const c = epi_setup(rq);
     const uint8_t *inb = in + (size_t)n * d->h * W * C;

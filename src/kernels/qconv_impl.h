@@ -92,8 +92,6 @@ void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, 
 void cn_qtile_avx512vnni_seg(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                              const int8_t *B, int seg, int nseg, size_t segstep, int nbw,
                              int nvalid, const cn_qrq *rq, int oc0);
-/* sum over j < k of x[j] * w[j] (vpdpbusd; exact in int32 for k < 2^16) */
-int32_t cn_qdot_avx512vnni(const uint8_t *x, const int8_t *w, int k);
 /* Depthwise by word pairs (vpdpwssd, see qconv_avx512vnni.c), kh <= 8: a thread takes
  * cn_qdw_pairs_scratch(d) bytes of scratch (64-byte aligned), prepares it with
  * cn_qdw_pairs_begin (the weights' pairs, an empty ring of input rows), then computes output rows

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "core/cpu.h"
-#include "kernels/qconv_impl.h"
 #include "kernels/qops_table.h"
 
 #define QOPS(name) cn_qops_c_##name
@@ -112,6 +111,16 @@ void cn_q_mul(uint8_t *out, const uint8_t *x, const uint8_t *s, int n, size_t hw
     free(f);
 }
 
+/* out[j] for cb channels from parts partial sums (stride CB) of their hw pixels */
+static void gap_finish(uint8_t *out, const int32_t *a, int parts, int stride, int cb, int hw,
+                       int32_t zx, int32_t zo, int32_t m, int32_t sh) {
+    for (int j = 0; j < cb; j++) {
+        int32_t sum = 0;
+        for (int q = 0; q < parts; q++) sum += a[(size_t)q * stride + j];
+        out[j] = cn_clamp_u8(zo + cn_rq(sum - zx * hw, m, sh), 0, 255);
+    }
+}
+
 void cn_q_gap(uint8_t *out, const uint8_t *x, int n, int hw, int c, int32_t zx, int32_t zo,
               int32_t m, int32_t sh, int threads) {
     const cn_qops_table *t = ops();
@@ -128,8 +137,7 @@ void cn_q_gap(uint8_t *out, const uint8_t *x, int n, int hw, int c, int32_t zx, 
                 int32_t a[CB] = {0};
                 const int cb = c - c0 < CB ? c - c0 : CB;
                 t->sum_rows(a, x + (size_t)i * hw * c + c0, (size_t)hw, (size_t)c, cb);
-                for (int j = 0; j < cb; j++)
-                    out[(size_t)i * c + c0 + j] = cn_clamp_u8(zo + cn_rq(a[j] - zx * hw, m, sh), 0, 255);
+                gap_finish(out + (size_t)i * c + c0, a, 1, CB, cb, hw, zx, zo, m, sh);
             }
         return;
     }
@@ -143,12 +151,8 @@ void cn_q_gap(uint8_t *out, const uint8_t *x, int n, int hw, int c, int32_t zx, 
     for (int i = 0; i < n; i++)
         for (int s = 0; s < slices; s++) {
             const int c0 = s * CB, cb = c - c0 < CB ? c - c0 : CB;
-            const int32_t *a = acc + ((size_t)i * slices + s) * parts * CB;
-            for (int j = 0; j < cb; j++) {
-                int32_t sum = 0;
-                for (int q = 0; q < parts; q++) sum += a[(size_t)q * CB + j];
-                out[(size_t)i * c + c0 + j] = cn_clamp_u8(zo + cn_rq(sum - zx * hw, m, sh), 0, 255);
-            }
+            gap_finish(out + (size_t)i * c + c0, acc + ((size_t)i * slices + s) * parts * CB,
+                       parts, CB, cb, hw, zx, zo, m, sh);
         }
     free(acc);
 }

@@ -23,4 +23,8 @@ typedef struct cn_qops_table {
 
 extern const cn_qops_table cn_qops_c, cn_qops_avx512;
 
+/* the dot product on AVX-512 VNNI (vpdpbusd; in qconv_avx512vnni.c, compiled for that target),
+ * for CPUs that have it */
+int32_t cn_qdot_avx512vnni(const uint8_t *x, const int8_t *w, int k);
+
 #endif
