@@ -238,13 +238,26 @@ static void run_case(const qcase *cs) {
         if (!cn_qkernel_force(impls[i])) continue;
         for (int t = 1; t <= 2; t++) {
             memset(q.got, 0xA5, q.nout);
+            /* 1 thread: the kernels derive the requantization and (depthwise) allocate their
+             * scratch; 2 threads: prepared parameters and a caller's workspace */
+            cn_qepilogue ep = q.ep;
+            void *params = NULL;
+            if (t == 2) {
+                params = malloc(cn_qconv_params_size(d->oc) + 1);
+                /* deliberately misaligned: the kernels align it themselves */
+                cn_qconv_prepare((char *)params + 1, packed, d, &ep);
+                ep.params = (char *)params + 1;
+            }
             if (cs->depthwise) {
-                cn_qdwconv2d(q.got, q.in, q.w, d, &q.ep, t);
+                void *ws = t == 2 ? malloc(cn_qdwconv_workspace(d, t)) : NULL;
+                cn_qdwconv2d(q.got, q.in, q.w, d, &ep, ws, t);
+                free(ws);
             } else {
                 void *ws = malloc(cn_qconv_workspace(d, t));
-                cn_qconv2d(q.got, q.in, packed, d, &q.ep, ws, t);
+                cn_qconv2d(q.got, q.in, packed, d, &ep, ws, t);
                 free(ws);
             }
+            free(params);
             size_t first = q.nout, nbad = 0;
             for (size_t e = 0; e < q.nout; e++)
                 if (q.got[e] != q.want[e]) {
@@ -438,7 +451,7 @@ static int parity_case(const char *path, const char *engine, int *max_diff, size
         int8_t *wt = malloc(nw);
         for (int ch = 0; ch < d.c; ch++)
             for (int t = 0; t < d.kh * d.kw; t++) wt[(size_t)t * d.c + ch] = w[(size_t)ch * d.kh * d.kw + t];
-        cn_qdwconv2d(got, in, wt, &d, &ep, 2);
+        cn_qdwconv2d(got, in, wt, &d, &ep, NULL, 2);
         free(wt);
     } else {
         void *packed = malloc(cn_qconv_packed_size(d.oc, d.kh, d.kw, d.c));

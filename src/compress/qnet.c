@@ -35,7 +35,7 @@ void cn_qnet_free(cn_qnet *q) {
     for (int i = 0; i < q->nsteps; i++) {
         cn_qstep *s = &q->steps[i];
         free(s->w), free(s->wscale), free(s->bias), free(s->mult), free(s->shift);
-        free(s->packed), free(s->wsum), free(s->fbias);
+        free(s->packed), free(s->params), free(s->wsum), free(s->fbias);
         free(s->fw), free(s->fb), free(s->fone);
     }
     free(q->steps);
@@ -233,6 +233,11 @@ static cn_status derive(cn_qnet *q, const char *path) {
                 for (int c = 0; c < s->oc; c++)
                     for (int j = 0; j < s->k; j++) t[(size_t)j * s->oc + c] = s->w[(size_t)c * s->k + j];
             }
+            free(s->params);
+            if (!(s->params = malloc(cn_qconv_params_size(s->oc))))
+                return cn_error(CN_ERR_NOMEM, "out of memory");
+            cn_qconv_prepare(s->params, s->op == CN_Q_CONV ? s->packed : NULL, &s->desc, &s->ep);
+            s->ep.params = s->params;
             break;
         }
         case CN_Q_ADD: {
@@ -455,8 +460,9 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
             const cn_tensor *x = &g->tensors[s->in[0]];
             s->desc.n = batch, s->desc.h = x->h, s->desc.w = x->w;
             s->desc.oh = nd->desc.oh, s->desc.ow = nd->desc.ow;
-            if (s->op == CN_Q_CONV && !s->fp) {
-                size_t b = cn_qconv_workspace(&s->desc, threads);
+            if (!s->fp) {
+                size_t b = s->op == CN_Q_CONV ? cn_qconv_workspace(&s->desc, threads)
+                                              : cn_qdwconv_workspace(&s->desc, threads);
                 if (b > ws) ws = b;
             }
         }
@@ -588,7 +594,7 @@ void cn_qnet_run_step(cn_qnet *q, int i, const float *x, const uint8_t *in, cons
         cn_qconv_desc d = s->desc;
         d.n = n;
         if (s->op == CN_Q_CONV) cn_qconv2d(out, in, s->packed, &d, &s->ep, q->workspace, threads);
-        else cn_qdwconv2d(out, in, s->packed, &d, &s->ep, threads);
+        else cn_qdwconv2d(out, in, s->packed, &d, &s->ep, q->workspace, threads);
         break;
     }
     case CN_Q_ADD:
@@ -637,7 +643,7 @@ static void run_fused(cn_qnet *q, int i, int n, int threads) {
     if (s->op == CN_Q_CONV)
         cn_qconv2d(q->buf[a->out], q->buf[s->in[0]], s->packed, &d, &ep, q->workspace, threads);
     else
-        cn_qdwconv2d(q->buf[a->out], q->buf[s->in[0]], s->packed, &d, &ep, threads);
+        cn_qdwconv2d(q->buf[a->out], q->buf[s->in[0]], s->packed, &d, &ep, q->workspace, threads);
 }
 
 cn_status cn_qnet_forward(cn_qnet *q, const float *x, int n, int h, int w, int threads,

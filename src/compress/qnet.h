@@ -41,6 +41,7 @@ typedef struct cn_qstep {
     int32_t *bias;          /* (oc) accumulator units */
     int32_t *mult, *shift;  /* (oc) requantization */
     void *packed;
+    void *params;           /* CONV / DWCONV: the prepared requantization (ep.params) */
     int32_t *wsum;          /* LINEAR: sum of each row of w */
     float *fbias;           /* LINEAR: the float bias */
     uint8_t lut[256];

@@ -91,25 +91,68 @@ static int32_t clamp32(int64_t v) {
     return v < INT32_MIN ? INT32_MIN : v > INT32_MAX ? INT32_MAX : (int32_t)v;
 }
 
-void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, int n) {
+cn_qrq_flags cn_qrq_scan(const cn_qepilogue *ep, int n) {
+    cn_qrq_flags f = {0, 0, 1};
+    for (int o = 0; o < n; o++) {
+        if (ep->shift[o] < 0) f.any_left = 1;
+        if (ep->mult[o] < 0) f.neg_mult = 1;
+        if (ep->shift[o] < 1 || ep->shift[o] > 22) f.shifts_ok = 0;
+    }
+    return f;
+}
+
+void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, cn_qrq_flags f) {
     rq->g = g;
     rq->zp_out = ep->zp_out, rq->qmin = ep->qmin, rq->qmax = ep->qmax;
     const int64_t lo = (int64_t)ep->qmin - ep->zp_out, hi = (int64_t)ep->qmax - ep->zp_out;
     rq->lo = clamp32(lo), rq->hi = clamp32(hi);
     rq->lut = ep->lut;
-    rq->scalar = lo != rq->lo || hi != rq->hi;
-    rq->any_left = 0;
-    int shifts_ok = 1;
-    for (int o = 0; o < n; o++) {
-        if (ep->shift[o] < 0) rq->any_left = 1;
-        if (ep->mult[o] < 0) rq->scalar = 1; /* outside the contract; the scalar path copes */
-        if (ep->shift[o] < 1 || ep->shift[o] > 22) shifts_ok = 0;
-    }
-    const int fast = shifts_ok && !rq->scalar && ep->zp_out >= -255 && ep->zp_out <= 255;
+    /* negative multipliers are outside the contract; the scalar path copes */
+    rq->scalar = lo != rq->lo || hi != rq->hi || f.neg_mult;
+    rq->any_left = f.any_left;
+    const int fast = f.shifts_ok && !rq->scalar && ep->zp_out >= -255 && ep->zp_out <= 255;
     rq->fast = fast && !ep->lut;
     rq->fast_lut = fast && ep->lut;
     rq->lut_vbmi = 0;
     rq->res = ep->res, rq->out0 = NULL, rq->add = ep->add, rq->tile_add = 0;
+}
+
+/* Prepared parameters (cn_qconv_prepare): this header, 64-byte aligned within the buffer, then
+ * the groups. */
+typedef struct prep_head {
+    cn_qrq_flags f;
+    int32_t n;
+} __attribute__((aligned(64))) prep_head;
+
+size_t cn_qconv_params_size(int oc) {
+    return 64 + sizeof(prep_head) + (size_t)(oc + 15) / 16 * sizeof(cn_qrqg);
+}
+
+static prep_head *prep_at(const void *params) {
+    return (prep_head *)(((uintptr_t)params + 63) & ~(uintptr_t)63);
+}
+
+/* the weight sums of packed dense weights (after the weights), NULL for depthwise */
+static const void *packed_wsum(const void *packed, const cn_qconv_desc *d);
+
+void cn_qconv_prepare(void *params, const void *weights, const cn_qconv_desc *d,
+                      const cn_qepilogue *ep) {
+    prep_head *h = prep_at(params);
+    h->f = cn_qrq_scan(ep, d->oc);
+    h->n = d->oc;
+    cn_qrq_fill((cn_qrqg *)(h + 1), ep, weights ? packed_wsum(weights, d) : NULL, d->zp_in, d->oc);
+}
+
+/* rq for a call: from ep->params, or derived into g (room for the groups of n channels) */
+static void rq_setup(cn_qrq *rq, cn_qrqg *g, const cn_qepilogue *ep, const void *wsum,
+                     int32_t zp_in, int n) {
+    if (ep->params) {
+        const prep_head *h = prep_at(ep->params);
+        cn_qrq_init(rq, (const cn_qrqg *)(h + 1), ep, h->f);
+        return;
+    }
+    cn_qrq_fill(g, ep, wsum, zp_in, n);
+    cn_qrq_init(rq, g, ep, cn_qrq_scan(ep, n));
 }
 
 /* ---- reference ---- */
@@ -225,6 +268,11 @@ size_t cn_qconv_packed_size(int oc, int kh, int kw, int c) {
     const size_t kp = (size_t)round_up(kh * seg_len(kh, kw, c), 4);
     const size_t oc16 = (size_t)round_up(oc, 16);
     return kp * oc16 + 4 * oc16;
+}
+
+static const void *packed_wsum(const void *packed, const cn_qconv_desc *d) {
+    const size_t kp = (size_t)round_up(d->kh * seg_len(d->kh, d->kw, d->c), 4);
+    return (const int8_t *)packed + kp * (size_t)round_up(d->oc, 16);
 }
 
 void cn_qconv_pack(void *packed, const int8_t *w, int oc, int kh, int kw, int c) {
@@ -589,10 +637,8 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
     cn_qrqg *g = (cn_qrqg *)ws;
     uint8_t *abuf = ws + (size_t)p.ngroups * sizeof(cn_qrqg);
     const int8_t *pk = packed;
-    /* the weight sums sit after the weights */
-    cn_qrq_fill(g, ep, pk + (size_t)p.KP * p.OC16, d->zp_in, d->oc);
     cn_qrq rq;
-    cn_qrq_init(&rq, g, ep, d->oc);
+    rq_setup(&rq, g, ep, packed_wsum(packed, d), d->zp_in, d->oc);
     rq.out0 = out;
     /* the AVX-512 tile applies a lut in its fast epilogue where the CPU has VBMI */
     if (impl() == IMPL_AVX512VNNI && rq.fast_lut && cn_cpu()->avx512vbmi)
@@ -695,31 +741,35 @@ static void dwrow_c(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_q
     }
 }
 
-void cn_qdwconv2d(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qconv_desc *d,
-                  const cn_qepilogue *ep, int threads) {
+/* the depthwise workspace: the requantization groups, then the pairs path's scratch per thread */
+static int dw_pairs(const cn_qconv_desc *d) { return impl() == IMPL_AVX512VNNI && d->kh <= 8; }
+
+size_t cn_qdwconv_workspace(const cn_qconv_desc *d, int threads) {
     if (threads < 1) threads = 1;
-    const int ng = (d->c + 15) / 16;
-    cn_qrqg *g = aligned_alloc(64, (size_t)ng * sizeof *g);
-    if (!g) {
+    const size_t per = dw_pairs(d) ? align64(cn_qdw_pairs_scratch(d)) : 0;
+    return 64 + (size_t)(d->c + 15) / 16 * sizeof(cn_qrqg) + (size_t)threads * per;
+}
+
+void cn_qdwconv2d(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qconv_desc *d,
+                  const cn_qepilogue *ep, void *workspace, int threads) {
+    if (threads < 1) threads = 1;
+    void *own = NULL;
+    if (!workspace && !(workspace = own = malloc(cn_qdwconv_workspace(d, threads)))) {
         cn_qconv2d_ref(out, in, w, d, ep, 1);
         return;
     }
-    cn_qrq_fill(g, ep, NULL, 0, d->c);
+    uint8_t *ws = (uint8_t *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    cn_qrqg *g = (cn_qrqg *)ws;
     cn_qrq rq;
-    cn_qrq_init(&rq, g, ep, d->c);
-    const int pairs = impl() == IMPL_AVX512VNNI && d->kh <= 8;
+    rq_setup(&rq, g, ep, NULL, 0, d->c);
+    const int pairs = dw_pairs(d);
     /* the rows' lut in one pass after each row, 64 bytes at a time */
     const uint8_t *row_lut = pairs && rq.lut && cn_cpu()->avx512vbmi ? rq.lut : NULL;
     if (row_lut) rq.lut = NULL, rq.fast = rq.fast_lut;
     const int rows = d->n * d->oh;
     const size_t rb = (size_t)d->ow * d->c; /* bytes of an output row */
     const size_t per = pairs ? align64(cn_qdw_pairs_scratch(d)) : 0;
-    uint8_t *scratch = pairs ? aligned_alloc(64, (size_t)threads * per) : NULL;
-    if (pairs && !scratch) {
-        free(g);
-        cn_qconv2d_ref(out, in, w, d, ep, 1);
-        return;
-    }
+    uint8_t *scratch = ws + (size_t)(d->c + 15) / 16 * sizeof(cn_qrqg);
     /* each thread a run of consecutive rows, so that the pairs path reuses its ring */
 #pragma omp parallel num_threads(threads) if (threads > 1 && rows > 1)
     {
@@ -736,6 +786,5 @@ void cn_qdwconv2d(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qco
             if (ep->res) cn_q_add_span(out + r * rb, out + r * rb, ep->res + r * rb, rb, &ep->add);
         }
     }
-    free(scratch);
-    free(g);
+    free(own);
 }

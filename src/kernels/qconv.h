@@ -39,6 +39,10 @@ typedef struct cn_qepilogue {
      * the add of a ResNet block fused into its last convolution */
     const uint8_t *res;
     cn_qadd add;
+    /* NULL, or this epilogue's requantization prepared once by cn_qconv_prepare (for the same
+     * bias, mult, shift, zp_out, qmin, qmax, weights and zp_in): the kernels then skip
+     * deriving it from the above on every call */
+    const void *params;
 } cn_qepilogue;
 
 typedef struct cn_qconv_desc {
@@ -59,9 +63,19 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
                 const cn_qepilogue *ep, void *workspace, int threads);
 
 /* Depthwise convolution (groups = c = oc): w int8 (kh, kw, c), the channel innermost, used as is
- * (no packing). */
+ * (no packing). workspace: cn_qdwconv_workspace bytes, or NULL (then it allocates its own, and
+ * falls back to the reference kernel if that fails). */
+size_t cn_qdwconv_workspace(const cn_qconv_desc *d, int threads);
 void cn_qdwconv2d(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qconv_desc *d,
-                  const cn_qepilogue *ep, int threads);
+                  const cn_qepilogue *ep, void *workspace, int threads);
+
+/* The per-channel requantization of a layer in the kernels' form (what cn_qconv2d and
+ * cn_qdwconv2d otherwise derive from ep on each call), for ep->params: cn_qconv_params_size
+ * bytes, any alignment. weights: the packed weights of a dense convolution (they hold the
+ * weight sums of the zero-point correction), NULL for a depthwise one. */
+size_t cn_qconv_params_size(int oc);
+void cn_qconv_prepare(void *params, const void *weights, const cn_qconv_desc *d,
+                      const cn_qepilogue *ep);
 
 /* The naive references the tests hold the fast kernels to (any shape; dense or depthwise). */
 void cn_qconv2d_ref(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_qconv_desc *d,

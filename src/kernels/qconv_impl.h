@@ -57,7 +57,14 @@ typedef struct cn_qrq {
 /* Fills the groups covering channels [0, n) (the rest of the last group neutral). wsum: n int32
  * weight sums, maybe unaligned; NULL: no zero-point correction. */
 void cn_qrq_fill(cn_qrqg *g, const cn_qepilogue *ep, const void *wsum, int32_t zp_in, int n);
-void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, int n);
+/* What cn_qrq_init needs to know of all n channels' shifts and multipliers. */
+typedef struct cn_qrq_flags {
+    int any_left;  /* some shift < 0 */
+    int neg_mult;  /* some multiplier < 0 */
+    int shifts_ok; /* every shift in [1, 22] */
+} cn_qrq_flags;
+cn_qrq_flags cn_qrq_scan(const cn_qepilogue *ep, int n);
+void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, cn_qrq_flags f);
 
 /* The scalar epilogue of one accumulator (without the offset) of channel o. */
 static inline uint8_t cn_qrq_one(const cn_qrq *rq, int32_t acc, int o) {
