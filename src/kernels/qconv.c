@@ -429,7 +429,9 @@ static void im2col(uint8_t *A, int KP, const uint8_t *in, const cn_qconv_desc *d
 /* Plain C tile, up to 4 rows: uint32 accumulators (wrapping like the vector paths) over
  * 16-channel slices, inner loops the compiler vectorises. */
 static void tile_c(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
-                   int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0) {
+                   int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0, const int8_t *pf,
+                   int pfl) {
+    cn_qprefetch(pf, pfl);
     const uint8_t *a[4];
     for (int r = 0; r < 4; r++) a[r] = A + (size_t)(r < mr ? r : 0) * lda;
     for (int s = 0; s < nbw; s += 16) {
@@ -490,11 +492,15 @@ static void add_res(const run_ctx *x, int m0, int m1, int c0, int n) {
  * first tile needs them (measured: 7-10 % on those layers with cold caches). */
 #define PF_AHEAD 2 /* blocks ahead */
 
-/* share i of n of the bytes [p, p + bytes) */
-static inline void prefetch_share(const int8_t *p, size_t bytes, int i, int n) {
-    if (!p) return;
-    for (size_t o = bytes * i / n & ~(size_t)63; o < bytes * (i + 1) / n; o += 64)
-        __builtin_prefetch(p + o, 0, 3);
+/* share i of n of the bytes [p, p + bytes) in cache lines: the first line, and their count */
+static inline const int8_t *share_lines(const int8_t *p, size_t bytes, int i, int n, int *lines) {
+    if (!p) {
+        *lines = 0;
+        return NULL;
+    }
+    const size_t o0 = bytes * i / n & ~(size_t)63, o1 = bytes * (i + 1) / n;
+    *lines = o1 > o0 ? (int)((o1 - o0 + 63) / 64) : 0;
+    return p + o0;
 }
 
 /* the packed weights of block b (NULL past the last) and their size */
@@ -527,11 +533,12 @@ static void run_block_kb(const run_ctx *x, const uint8_t *A, int lda, int m0, in
             for (int i = i0; i < i1; i++) {
                 const int a0 = (int)((long)L * i / nt), a1 = (int)((long)L * (i + 1) / nt);
                 int32_t *pt = part + (size_t)(i - i0) * 6 * 64;
-                prefetch_share(nx, nxb, i - i0, i1 - i0);
+                int pfl;
+                const int8_t *pf = share_lines(nx, nxb, i - i0, i1 - i0, &pfl);
                 cn_qtile_avx512vnni_part(x->out + (size_t)(m0 + a0) * OC + c0, OC,
                                          A + (size_t)a0 * lda + k0, lda, a1 - a0,
                                          B + (size_t)k0 * nbw, kl, nbw, nvalid, x->rq, c0,
-                                         first ? NULL : pt, last ? NULL : pt);
+                                         first ? NULL : pt, last ? NULL : pt, pf, pfl);
                 if (last) add_res(x, m0 + a0, m0 + a1, c0, nvalid);
             }
         }
@@ -562,9 +569,10 @@ static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m
         const int L = m1 - m0, nt = (L + x->MR - 1) / x->MR;
         for (int i = 0; i < nt; i++) {
             const int a0 = (int)((long)L * i / nt), a1 = (int)((long)L * (i + 1) / nt);
-            prefetch_share(nx, nxb, i, nt);
+            int pfl;
+            const int8_t *pf = share_lines(nx, nxb, i, nt, &pfl);
             x->tile(x->out + (size_t)(m0 + a0) * OC + c0, OC, A + (size_t)a0 * lda, lda,
-                    a1 - a0, B, p->KP, nbw, nvalid, x->rq, c0);
+                    a1 - a0, B, p->KP, nbw, nvalid, x->rq, c0, pf, pfl);
             add_res(x, m0 + a0, m0 + a1, c0, nvalid);
         }
     }

@@ -50,7 +50,8 @@ AI void tile_t(const int MR, uint8_t *out, int ldo, const uint8_t *A, int lda, c
 }
 
 void TILE_NAME(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B, int kp,
-                int nbw, int nvalid, const cn_qrq *rq, int oc0) {
+                int nbw, int nvalid, const cn_qrq *rq, int oc0, const int8_t *pf, int pfl) {
+    cn_qprefetch(pf, pfl);
     switch (mr) {
     case 1: tile_t(1, out, ldo, A, lda, B, kp, nbw, nvalid, rq, oc0); break;
     case 2: tile_t(2, out, ldo, A, lda, B, kp, nbw, nvalid, rq, oc0); break;

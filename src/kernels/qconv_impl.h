@@ -79,21 +79,29 @@ static inline uint8_t cn_qrq_one(const cn_qrq *rq, int32_t acc, int o) {
 
 /* One tile: rows [0, mr) of A (row stride lda, kp bytes each, mr <= the kernel's MR) against
  * packed block B (nbw channels wide, of which nvalid are real), channels oc0.. of the output
- * (row stride ldo). */
+ * (row stride ldo); meanwhile the pfl cache lines from pf (NULL: none) are fetched for what
+ * comes next. */
 typedef void (*cn_qtile_fn)(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                             const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
-                            int oc0);
+                            int oc0, const int8_t *pf, int pfl);
+
+/* the kernels that do not spread their prefetches over the k loop issue them first */
+static inline void cn_qprefetch(const int8_t *pf, int pfl) {
+    for (int i = 0; i < pfl; i++) __builtin_prefetch(pf + (size_t)64 * i, 0, 3);
+}
 /* dst[i] = lut[src[i]] for n bytes (AVX-512 VBMI: vpermi2b over the 4 x 64 table bytes) */
 void cn_qlut_vbmi(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t *lut);
 void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
-                         const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0);
+                         const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0,
+                         const int8_t *pf, int pfl);
 /* The same tile as a step of a K-blocked GEMM: B and A start at the k-slice, kp is its length;
  * pin: NULL (the first slice) or the partial sums of the earlier slices; pout: NULL (the last
  * slice: the epilogue) or where the partial sums go. Partial sums: 6 x 64 int32, 64-byte
  * aligned. */
 void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                               const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
-                              int oc0, const int32_t *pin, int32_t *pout);
+                              int oc0, const int32_t *pin, int32_t *pout, const int8_t *pf,
+                              int pfl);
 /* The tile over nseg segments of seg k each (seg a multiple of 4), segment s of A's rows at
  * s * segstep from each row: a stem's kernel rows read from a padded image in place. */
 void cn_qtile_avx512vnni_seg(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
@@ -109,10 +117,11 @@ void cn_qdw_pairs_begin(const int8_t *w, const cn_qconv_desc *d, void *scratch);
 void cn_qdwrow_pairs_avx512vnni(uint8_t *out, const uint8_t *in, const cn_qconv_desc *d,
                                 const cn_qrq *rq, int n, int oy, void *scratch);
 void cn_qtile_avxvnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
-                      int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0);
+                      int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0, const int8_t *pf,
+                      int pfl);
 void cn_qtile_avxvnni_evex(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                            const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
-                           int oc0);
+                           int oc0, const int8_t *pf, int pfl);
 
 #define CN_QMR_AVX512 6
 #define CN_QMR_AVXVNNI 4
