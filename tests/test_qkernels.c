@@ -333,6 +333,8 @@ static void test_dense(void) {
         {1, 7, 7, 512, 64, 3, 1, 1, 0},    /* K = 4608 */
         {1, 5, 6, 344, 70, 3, 1, 1, 0},    /* K = 3096: K-blocked, a short last slice */
         {1, 13, 12, 344, 20, 3, 1, 1, 0},  /* the same, more row tiles than one pass keeps */
+        {2, 9, 11, 512, 70, 3, 1, 1, 0},   /* K-blocked implicit GEMM, rows across images */
+        {1, 12, 9, 1024, 30, 3, 2, 1, 0},  /* the same, stride 2, K = 9216 */
         {1, 14, 14, 60, 129, 3, 2, 1, 0},  /* stride 2 */
         {3, 11, 13, 20, 70, 3, 1, 1, 0},   /* batch */
         {1, 29, 31, 3, 65, 7, 2, 3, 0},    /* stem-like */

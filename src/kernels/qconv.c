@@ -237,6 +237,8 @@ static int impl(void) {
 
 const char *cn_qkernel_name(void) { return impl_names[impl()]; }
 
+static int kernel_is_avx512(void) { return impl() == IMPL_AVX512VNNI; }
+
 int cn_qkernel_force(const char *name) {
     if (!name) {
         forced = -1;
@@ -302,9 +304,23 @@ typedef struct plan {
     int seg; /* k of a kernel row (see seg_len) */
     int shared; /* threads split the output-channel blocks over one im2col of all rows */
     int MC;     /* rows per im2col chunk (per thread) when !shared */
+    /* implicit GEMM (AVX-512 VNNI): the rows of A read in place from the input, or from a copy
+     * padded with zp_in (padded), kernel row ky at ky * Wp * c bytes; no im2col */
+    int implicit, padded, Hp, Wp;
 } plan;
 
 #define ROW_UNIT 12 /* pixel rows are split between threads in multiples of this */
+#define KB_KC 512   /* k-slice of the K-blocked GEMM (a multiple of 4): 32 KB of a block */
+#define KB_MIN 3072 /* K-blocked beyond this KP (a 7x7 map's 3x3 layers: 4608) */
+
+static int kernel_is_avx512(void);
+
+/* The padded width: pad columns left and right, and for a stem's segments (see seg_len) as
+ * many more on the right as the last pixel's segment reaches. */
+static int pad_wp(const cn_qconv_desc *d, int seg) {
+    const int need = (d->ow - 1) * d->sw + (seg + d->c - 1) / d->c, w = d->w + 2 * d->pw;
+    return need > w ? need : w;
+}
 
 static void make_plan(plan *p, const cn_qconv_desc *d, int threads) {
     p->M = d->n * d->oh * d->ow;
@@ -327,30 +343,27 @@ static void make_plan(plan *p, const cn_qconv_desc *d, int threads) {
     if (mc < ROW_UNIT) mc = ROW_UNIT;
     if (mc > 20 * ROW_UNIT) mc = 20 * ROW_UNIT;
     p->MC = mc;
+    /* a k-slice of the K-blocked GEMM must lie within a kernel row */
+    p->implicit = kernel_is_avx512() && !p->direct && p->seg % 4 == 0 &&
+                  (p->KP <= KB_MIN || p->seg % KB_KC == 0);
+    p->Hp = d->h + 2 * d->ph, p->Wp = pad_wp(d, p->seg);
+    p->padded = p->implicit && (p->Hp != d->h || p->Wp != d->w);
 }
 
 static int fits_i16(int32_t v) { return v >= -32768 && v <= 32767; }
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
-/* A stem (kernel rows in segments, see seg_len) on the AVX-512 path reads the rows of A in place
- * from a copy of the input padded with zp_in: pad rows above and below, pad columns left, and on
- * the right as many as the last pixel's segment reaches. */
-static int stem_wp(const cn_qconv_desc *d, int seg) {
-    const int need = (d->ow - 1) * d->sw + (seg + d->c - 1) / d->c, w = d->w + 2 * d->pw;
-    return need > w ? need : w;
-}
-
-static size_t stem_bytes(const cn_qconv_desc *d, int seg) {
-    return (size_t)d->n * (size_t)(d->h + 2 * d->ph) * (size_t)stem_wp(d, seg) * (size_t)d->c;
+static size_t pad_bytes(const plan *p, const cn_qconv_desc *d) {
+    return p->padded ? (size_t)d->n * p->Hp * p->Wp * d->c : 0;
 }
 
 size_t cn_qconv_workspace(const cn_qconv_desc *d, int threads) {
     if (threads < 1) threads = 1;
     plan p;
     make_plan(&p, d, threads);
-    size_t a = p.seg != d->kw * d->c ? align64(stem_bytes(d, p.seg)) : 0;
-    if (!p.direct) {
+    size_t a = align64(pad_bytes(&p, d));
+    if (!p.direct && !p.implicit) {
         if ((size_t)threads * align64((size_t)p.MC * p.KP) > a)
             a = (size_t)threads * align64((size_t)p.MC * p.KP);
         /* any thread count up to `threads` may choose the shared plan */
@@ -361,6 +374,25 @@ size_t cn_qconv_workspace(const cn_qconv_desc *d, int threads) {
         }
     }
     return 64 + (size_t)p.ngroups * sizeof(cn_qrqg) + a;
+}
+
+/* rows [r0, r1) of the padded copy (image n's padded row y at (n * Hp + y) * Wp * c) */
+static void pad_rows(uint8_t *pad, const uint8_t *in, const cn_qconv_desc *d, const plan *p,
+                     int r0, int r1) {
+    const size_t prow = (size_t)p->Wp * d->c, wbytes = (size_t)d->w * d->c;
+    const size_t left = (size_t)d->pw * d->c;
+    const uint8_t zp = (uint8_t)d->zp_in;
+    for (int r = r0; r < r1; r++) {
+        uint8_t *dst = pad + (size_t)r * prow;
+        const int n = r / p->Hp, y = r % p->Hp - d->ph;
+        if (y < 0 || y >= d->h) {
+            memset(dst, zp, prow);
+            continue;
+        }
+        memset(dst, zp, left);
+        memcpy(dst + left, in + ((size_t)n * d->h + y) * wbytes, wbytes);
+        memset(dst + left + wbytes, zp, prow - left - wbytes);
+    }
 }
 
 /* n bytes, in 16-byte moves and an exact tail (the pieces are short: c or kw*c bytes, so a
@@ -471,10 +503,37 @@ typedef struct run_ctx {
     cn_qtile_fn tile;
     int MR;
     int kc; /* k-slice length of the K-blocked GEMM (avx512-vnni), >= KP: none */
+    const uint8_t *src; /* the implicit GEMM's input: in, or its padded copy */
 } run_ctx;
 
 #define KB_TILES 16 /* row tiles whose partial sums a K-blocked pass keeps */
-#define KB_KC 512   /* k-slice (a multiple of 4): 32 KB of a 64-channel block of weights */
+
+/* The implicit GEMM's rows: a cursor over output pixels (n, oy, ox), from pixel m; the row of
+ * A of pixel (n, oy, ox) starts at padded row oy * sh, column ox * sw of image n. The tiles
+ * advance it (no divisions per tile: a stem's tile is only a few hundred cycles). */
+typedef struct cursor {
+    int n, oy, ox;
+} cursor;
+
+static cursor cursor_at(const cn_qconv_desc *d, int m) {
+    const int hw = d->oh * d->ow;
+    return (cursor){m / hw, m % hw / d->ow, m % d->ow};
+}
+
+/* the row pointers of the next cnt pixels */
+static void implicit_rows(const run_ctx *x, cursor *c, int cnt, const uint8_t **ar) {
+    const cn_qconv_desc *d = x->d;
+    const plan *p = x->p;
+    for (int r = 0; r < cnt; r++) {
+        ar[r] = x->src +
+                (((size_t)c->n * p->Hp + (size_t)c->oy * d->sh) * p->Wp + (size_t)c->ox * d->sw) *
+                    d->c;
+        if (++c->ox == d->ow) {
+            c->ox = 0;
+            if (++c->oy == d->oh) c->oy = 0, c->n++;
+        }
+    }
+}
 
 /* the fused residual add on rows [m0, m1), channels [c0, c0 + n), just written (in L1), unless
  * there is none or the tile kernel did it */
@@ -522,8 +581,13 @@ static void run_block_kb(const run_ctx *x, const uint8_t *A, int lda, int m0, in
     const int L = m1 - m0, nt = (L + MR - 1) / MR;
     size_t pfb = 0;
     const int8_t *pfw = block_weights(x, pf, &pfb);
+    const uint8_t *rows[KB_TILES][6]; /* the implicit GEMM's rows of the tiles of a pass */
+    cursor cur = p->implicit ? cursor_at(x->d, m0) : (cursor){0, 0, 0};
     for (int i0 = 0; i0 < nt; i0 += KB_TILES) {
         const int i1 = i0 + KB_TILES < nt ? i0 + KB_TILES : nt;
+        for (int i = i0; p->implicit && i < i1; i++)
+            implicit_rows(x, &cur, (int)((long)L * (i + 1) / nt) - (int)((long)L * i / nt),
+                          rows[i - i0]);
         for (int k0 = 0; k0 < p->KP; k0 += x->kc) {
             const int kl = p->KP - k0 < x->kc ? p->KP - k0 : x->kc;
             const int first = k0 == 0, last = k0 + kl >= p->KP;
@@ -535,10 +599,19 @@ static void run_block_kb(const run_ctx *x, const uint8_t *A, int lda, int m0, in
                 int32_t *pt = part + (size_t)(i - i0) * 6 * 64;
                 int pfl;
                 const int8_t *pf = share_lines(nx, nxb, i - i0, i1 - i0, &pfl);
-                cn_qtile_avx512vnni_part(x->out + (size_t)(m0 + a0) * OC + c0, OC,
-                                         A + (size_t)a0 * lda + k0, lda, a1 - a0,
-                                         B + (size_t)k0 * nbw, kl, nbw, nvalid, x->rq, c0,
-                                         first ? NULL : pt, last ? NULL : pt, pf, pfl);
+                uint8_t *o = x->out + (size_t)(m0 + a0) * OC + c0;
+                if (p->implicit) { /* the slice lies within kernel row k0 / seg */
+                    const uint8_t *ar[6];
+                    const size_t at = (size_t)(k0 / p->seg) * p->Wp * x->d->c + k0 % p->seg;
+                    for (int r = 0; r < a1 - a0; r++) ar[r] = rows[i - i0][r] + at;
+                    cn_qtile_avx512vnni_rows(o, OC, ar, a1 - a0, B + (size_t)k0 * nbw, kl, 1, 0,
+                                             nbw, nvalid, x->rq, c0, first ? NULL : pt,
+                                             last ? NULL : pt, pf, pfl);
+                } else {
+                    cn_qtile_avx512vnni_part(o, OC, A + (size_t)a0 * lda + k0, lda, a1 - a0,
+                                             B + (size_t)k0 * nbw, kl, nbw, nvalid, x->rq, c0,
+                                             first ? NULL : pt, last ? NULL : pt, pf, pfl);
+                }
                 if (last) add_res(x, m0 + a0, m0 + a1, c0, nvalid);
             }
         }
@@ -567,12 +640,22 @@ static void run_tiles(const run_ctx *x, const uint8_t *A, int lda, int m0, int m
         const int8_t *nx = block_weights(x, next, &nxb);
         /* tiles of as equal heights as can be (49 rows: 4 x 6 + 5 x 5, not 8 x 6 + 1) */
         const int L = m1 - m0, nt = (L + x->MR - 1) / x->MR;
+        cursor cur = p->implicit ? cursor_at(x->d, m0) : (cursor){0, 0, 0};
         for (int i = 0; i < nt; i++) {
             const int a0 = (int)((long)L * i / nt), a1 = (int)((long)L * (i + 1) / nt);
             int pfl;
             const int8_t *pf = share_lines(nx, nxb, i, nt, &pfl);
-            x->tile(x->out + (size_t)(m0 + a0) * OC + c0, OC, A + (size_t)a0 * lda, lda,
-                    a1 - a0, B, p->KP, nbw, nvalid, x->rq, c0, pf, pfl);
+            uint8_t *o = x->out + (size_t)(m0 + a0) * OC + c0;
+            if (p->implicit) {
+                const uint8_t *ar[6];
+                implicit_rows(x, &cur, a1 - a0, ar);
+                cn_qtile_avx512vnni_rows(o, OC, ar, a1 - a0, B, p->seg, x->d->kh,
+                                         (size_t)p->Wp * x->d->c, nbw, nvalid, x->rq, c0, NULL,
+                                         NULL, pf, pfl);
+            } else {
+                x->tile(o, OC, A + (size_t)a0 * lda, lda, a1 - a0, B, p->KP, nbw, nvalid, x->rq,
+                        c0, pf, pfl);
+            }
             add_res(x, m0 + a0, m0 + a1, c0, nvalid);
         }
     }
@@ -587,6 +670,8 @@ static void run_rows(const run_ctx *x, uint8_t *buf, int r0, int r1) {
         const int m0 = r0 + (int)((long)L * ci / nc), m1 = r0 + (int)((long)L * (ci + 1) / nc);
         if (p->direct) {
             run_tiles(x, x->in + (size_t)m0 * x->d->c, x->d->c, m0, m1, 0, p->nblk, -1);
+        } else if (p->implicit) {
+            run_tiles(x, NULL, 0, m0, m1, 0, p->nblk, -1);
         } else {
             im2col(buf, p->KP, x->in, x->d, m0, m1);
             run_tiles(x, buf, p->KP, m0, m1, 0, p->nblk, -1);
@@ -594,31 +679,23 @@ static void run_rows(const run_ctx *x, uint8_t *buf, int r0, int r1) {
     }
 }
 
-/* The stem path (see stem_wp): pad the input, then each output row's pixels as rows of A at a
- * stride of sw * c bytes, its kernel rows a padded row apart. */
-static void stem(const run_ctx *x, uint8_t *pad, int threads) {
+/* A stem (kernel rows in segments, see seg_len): the implicit GEMM by output rows, each row's
+ * pixels as rows of A at a stride of sw * c bytes (measured 10-20 % faster on resnet's 7x7 stem
+ * than tiles across output rows with a pointer per row). */
+static void stem(const run_ctx *x, uint8_t *pad, int threads) { /* pad: x->src if padded */
     const cn_qconv_desc *d = x->d;
     const plan *p = x->p;
-    const int C = d->c, OC = d->oc, Hp = d->h + 2 * d->ph, Wp = stem_wp(d, p->seg);
-    const size_t prow = (size_t)Wp * C, wbytes = (size_t)d->w * C, left = (size_t)d->pw * C;
-    const uint8_t zp = (uint8_t)d->zp_in;
+    const int C = d->c, OC = d->oc, Hp = p->Hp;
+    const size_t prow = (size_t)p->Wp * C;
+    if (p->padded) {
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int r = 0; r < d->n * Hp; r++) {
-        uint8_t *dst = pad + (size_t)r * prow;
-        const int n = r / Hp, y = r % Hp - d->ph;
-        if (y < 0 || y >= d->h) {
-            memset(dst, zp, prow);
-            continue;
-        }
-        memset(dst, zp, left);
-        memcpy(dst + left, x->in + ((size_t)n * d->h + y) * wbytes, wbytes);
-        memset(dst + left + wbytes, zp, prow - left - wbytes);
+        for (int r = 0; r < d->n * Hp; r++) pad_rows(pad, x->in, d, p, r, r + 1);
     }
     const int rows = d->n * d->oh, nt = (d->ow + CN_QMR_AVX512 - 1) / CN_QMR_AVX512;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int r = 0; r < rows; r++) {
         const int n = r / d->oh, oy = r % d->oh, m0 = r * d->ow;
-        const uint8_t *arow = pad + ((size_t)n * Hp + (size_t)oy * d->sh) * prow;
+        const uint8_t *arow = x->src + ((size_t)n * Hp + (size_t)oy * d->sh) * prow;
         for (int b = 0; b < p->nblk; b++) {
             const int c0 = b * CN_QNB;
             const int nbw = p->OC16 - c0 < CN_QNB ? p->OC16 - c0 : CN_QNB;
@@ -655,23 +732,26 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
     rq.tile_add = ep->res && rq.fast && impl() == IMPL_AVX512VNNI && fits_i16(ep->add.ma) &&
                   fits_i16(ep->add.mb) && ep->add.sh >= 1 && ep->add.sh <= 31;
 
-    run_ctx x = {&p, d, in, pk, out, &rq, ep, tile_c, CN_QMR_C, p.KP};
+    run_ctx x = {&p, d, in, pk, out, &rq, ep, tile_c, CN_QMR_C, p.KP, in};
     switch (impl()) {
     case IMPL_AVX512VNNI:
         x.tile = cn_qtile_avx512vnni, x.MR = CN_QMR_AVX512;
         /* K-blocked when a block of weights is far beyond L1 (K = 4608: a 7x7 map's 3x3 layers) */
-        if (p.KP > 3072) x.kc = KB_KC;
+        if (p.KP > KB_MIN) x.kc = KB_KC;
         break;
     case IMPL_AVXVNNI: x.tile = cn_qtile_avxvnni, x.MR = CN_QMR_AVXVNNI; break;
     case IMPL_AVXVNNI_EVEX: x.tile = cn_qtile_avxvnni_evex, x.MR = CN_QMR_AVXVNNI; break;
     default: break;
     }
 
+    if (p.padded) x.src = abuf;
     if (impl() == IMPL_AVX512VNNI && p.seg != d->kw * d->c) {
         stem(&x, abuf, threads);
         return;
     }
+    const int prows = p.padded ? d->n * p.Hp : 0; /* rows of the padded copy */
     if (threads == 1) {
+        pad_rows(abuf, in, d, &p, 0, prows);
         run_rows(&x, abuf, 0, p.M);
         return;
     }
@@ -690,14 +770,19 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
 #pragma omp parallel num_threads(threads)
     {
         const int t = omp_get_thread_num();
+        if (p.padded) {
+#pragma omp for schedule(static)
+            for (int r = 0; r < prows; r++) pad_rows(abuf, in, d, &p, r, r + 1);
+        }
         if (p.shared) {
-            if (!p.direct) {
+            if (!p.direct && !p.implicit) {
 #pragma omp for schedule(static)
                 for (int m = 0; m < p.M; m += ROW_UNIT)
                     im2col(abuf + (size_t)m * p.KP, p.KP, in, d, m,
                            m + ROW_UNIT < p.M ? m + ROW_UNIT : p.M);
             }
-            const uint8_t *A = p.direct ? in : abuf;
+            /* (the implicit GEMM computes its rows' addresses itself) */
+            const uint8_t *A = p.direct ? in : p.implicit ? NULL : abuf;
             const int lda = p.direct ? d->c : p.KP;
 #pragma omp for schedule(dynamic, 1) nowait
             for (int it = 0; it < p.nblk * halves; it++) {
@@ -706,7 +791,7 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
                 /* with the dynamic schedule, this thread's next item is most likely `threads`
                  * items on: fetch its block */
                 const int nb = (it + threads) / halves;
-                run_tiles(&x, A + (size_t)m0 * lda, lda, m0, m1, b, b + 1,
+                run_tiles(&x, A ? A + (size_t)m0 * lda : NULL, lda, m0, m1, b, b + 1,
                           nb != b && nb < p.nblk ? nb : -2);
             }
         } else {

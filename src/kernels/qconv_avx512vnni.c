@@ -182,12 +182,14 @@ VBMI void cn_qlut_vbmi(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t
  * soon), one per k step, so that they never pile up in the line fill buffers; the lines beyond
  * the k steps go first.
  * pin: NULL, or the partial sums to start from (a K-blocked GEMM: the layout of sums below);
- * pout: NULL, or where to leave the sums instead of running the epilogue. k runs over nseg
- * segments of kp, segment s of each row of A at s * segstep from the row (one segment: A's rows
- * are contiguous in k; several: the kernel rows of a stem read in place, see qconv.c). */
+ * pout: NULL, or where to leave the sums instead of running the epilogue. Row r of A starts at
+ * ar[r], or (ar NULL) at A + r * lda; k runs over nseg segments of kp, segment s of each row at
+ * s * segstep from its start (one segment: A's rows are contiguous in k; several: the kernel
+ * rows of an implicit GEMM, read in place from the padded input, see qconv.c). */
 AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t *A, int lda,
-               const int8_t *B, int kp, int nseg, size_t segstep, int nvalid, const cn_qrq *rq,
-               int oc0, const int32_t *pin, int32_t *pout, const int8_t *pf, int pfl) {
+               const uint8_t *const *ar, const int8_t *B, int kp, int nseg, size_t segstep,
+               int nvalid, const cn_qrq *rq, int oc0, const int32_t *pin, int32_t *pout,
+               const int8_t *pf, int pfl) {
     const cn_qrqg *g0 = &rq->g[oc0 >> 4];
     for (; pfl > nseg * kp / 4; pfl--, pf += 64) __builtin_prefetch(pf, 0, 3);
     const int8_t *const pfe = pf + (size_t)64 * pfl;
@@ -207,7 +209,7 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
     for (int s = 0; s < nseg; s++) {
         const uint8_t *a[6];
 #pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) a[r] = A + (size_t)r * lda + (size_t)s * segstep;
+        for (int r = 0; r < MR; r++) a[r] = (ar ? ar[r] : A + (size_t)r * lda) + (size_t)s * segstep;
         for (int k = 0; k < kp; k += 4) {
             if (pf < pfe) __builtin_prefetch(pf, 0, 3), pf += 64;
             __m512i b[4];
@@ -275,13 +277,17 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
 
 #define TILE_CASE(MR, NV)                                                           \
     case (MR) * 8 + (NV):                                                           \
-        tile_t(MR, NV, out, ldo, A, lda, B, kp, nseg, segstep, nvalid, rq, oc0, pin, pout, pf, pfl); \
+        tile_t(MR, NV, out, ldo, A, lda, ar, B, kp, nseg, segstep, nvalid, rq, oc0, pin, pout, pf, \
+               pfl);                                                                        \
         break;
 #define TILE_ROW(MR) TILE_CASE(MR, 1) TILE_CASE(MR, 2) TILE_CASE(MR, 3) TILE_CASE(MR, 4)
 
-static void tile_any(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
-                     int kp, int nseg, size_t segstep, int nbw, int nvalid, const cn_qrq *rq,
-                     int oc0, const int32_t *pin, int32_t *pout, const int8_t *pf, int pfl) {
+/* inlined into each entry point below, so that each has its own copy in which `ar` is a
+ * constant NULL or not (one shared copy was 10-20 % slower on a stem's short segments) */
+AI void tile_any(uint8_t *out, int ldo, const uint8_t *A, int lda, const uint8_t *const *ar,
+                     int mr, const int8_t *B, int kp, int nseg, size_t segstep, int nbw,
+                     int nvalid, const cn_qrq *rq, int oc0, const int32_t *pin, int32_t *pout,
+                     const int8_t *pf, int pfl) {
     switch (mr * 8 + nbw / 16) {
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6)
     default: break;
@@ -292,13 +298,20 @@ void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, 
                               const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
                               int oc0, const int32_t *pin, int32_t *pout, const int8_t *pf,
                               int pfl) {
-    tile_any(out, ldo, A, lda, mr, B, kp, 1, 0, nbw, nvalid, rq, oc0, pin, pout, pf, pfl);
+    tile_any(out, ldo, A, lda, NULL, mr, B, kp, 1, 0, nbw, nvalid, rq, oc0, pin, pout, pf, pfl);
 }
 
 void cn_qtile_avx512vnni_seg(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                              const int8_t *B, int seg, int nseg, size_t segstep, int nbw,
                              int nvalid, const cn_qrq *rq, int oc0) {
-    tile_any(out, ldo, A, lda, mr, B, seg, nseg, segstep, nbw, nvalid, rq, oc0, NULL, NULL, NULL, 0);
+    tile_any(out, ldo, A, lda, NULL, mr, B, seg, nseg, segstep, nbw, nvalid, rq, oc0, NULL, NULL, NULL, 0);
+}
+void cn_qtile_avx512vnni_rows(uint8_t *out, int ldo, const uint8_t *const *ar, int mr,
+                              const int8_t *B, int seg, int nseg, size_t segstep, int nbw,
+                              int nvalid, const cn_qrq *rq, int oc0, const int32_t *pin,
+                              int32_t *pout, const int8_t *pf, int pfl) {
+    tile_any(out, ldo, NULL, 0, ar, mr, B, seg, nseg, segstep, nbw, nvalid, rq, oc0, pin, pout,
+             pf, pfl);
 }
 
 void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,

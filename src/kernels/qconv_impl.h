@@ -102,11 +102,16 @@ void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, 
                               const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
                               int oc0, const int32_t *pin, int32_t *pout, const int8_t *pf,
                               int pfl);
-/* The tile over nseg segments of seg k each (seg a multiple of 4), segment s of A's rows at
- * s * segstep from each row: a stem's kernel rows read from a padded image in place. */
+/* The tile of an implicit GEMM: row r of A at ar[r] (mr pointers), over nseg segments of seg k
+ * each (seg a multiple of 4), segment s at s * segstep from the row's pointer: the kernel rows
+ * of a convolution read in place from its (padded) input. pin, pout: as for _part. */
 void cn_qtile_avx512vnni_seg(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                              const int8_t *B, int seg, int nseg, size_t segstep, int nbw,
                              int nvalid, const cn_qrq *rq, int oc0);
+void cn_qtile_avx512vnni_rows(uint8_t *out, int ldo, const uint8_t *const *ar, int mr,
+                              const int8_t *B, int seg, int nseg, size_t segstep, int nbw,
+                              int nvalid, const cn_qrq *rq, int oc0, const int32_t *pin,
+                              int32_t *pout, const int8_t *pf, int pfl);
 /* Depthwise by word pairs (vpdpwssd, see qconv_avx512vnni.c), kh <= 8: a thread takes
  * cn_qdw_pairs_scratch(d) bytes of scratch (64-byte aligned), prepares it with
  * cn_qdw_pairs_begin (the weights' pairs, an empty ring of input rows), then computes output rows
