@@ -4,7 +4,9 @@
 # convnet's int8 model comes from `convnet quantize --scheme int8` of a freshly initialised
 # resnet50 calibrated on 16 generated images (speed does not depend on the weights); PyTorch's
 # from FX post-training quantization of torchvision's resnet50 (bench/peers/torch_int8.py).
-# Medians; each side's float32 and int8 alternate in one process; the table goes to stdout.
+# Medians over ROUNDS rounds (default 5) in which both sides run back to back (each time the
+# median of its timed runs); PyTorch's float32 and int8 alternate in one process; the table goes
+# to stdout, each round's numbers to stderr.
 #
 #   bash bench/bench_int8.sh [MODEL]      (default resnet50)
 set -euo pipefail
@@ -40,19 +42,23 @@ isize=$(stat -c %s "$work/$model.int8.safetensors")
 ms() { num median_ms; }
 printf '| %s | batch | threads | convnet fp32 ms | convnet int8 ms | int8/fp32 | PyTorch fp32 ms | PyTorch int8 (onednn) ms | convnet int8 / PyTorch int8 |\n' "model"
 printf '|---|---|---|---|---|---|---|---|---|\n'
+med() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 for batch in 1 16; do
   r=$runs; ((batch > 1)) && r=$((runs / 3 + 3))
-  best_f=1e9 best_q=1e9
-  for rep in 1 2 3; do
-    f=$("$bin" bench --model "$model" --input-size 224 --batch "$batch" --threads "$threads" --runs "$r" --json | ms)
-    q=$("$bin" bench "$work/$model.int8.safetensors" --input-size 224 --batch "$batch" --threads "$threads" --runs "$r" --json | ms)
-    best_f=$(awk "BEGIN{print ($f < $best_f) ? $f : $best_f}")
-    best_q=$(awk "BEGIN{print ($q < $best_q) ? $q : $best_q}")
+  # ROUNDS rounds (default 5), each convnet float32, convnet int8 and PyTorch (float32 and int8)
+  # back to back, so that the machine's drift hits both sides alike; the medians over the rounds
+  fs=() qs=() tfs=() tqs=()
+  for rep in $(seq "${ROUNDS:-5}"); do
+    fs+=("$("$bin" bench --model "$model" --input-size 224 --batch "$batch" --threads "$threads" --runs "$r" --json | ms)")
+    qs+=("$("$bin" bench "$work/$model.int8.safetensors" --input-size 224 --batch "$batch" --threads "$threads" --runs "$r" --json | ms)")
+    t=$(/usr/bin/python3 bench/peers/torch_int8.py --model "$model" --batch "$batch" --threads "$threads" --runs "$r")
+    tfs+=("$(/usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])['float_ms'])" "$t")")
+    tqs+=("$(/usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])['int8_ms'])" "$t")")
+    echo "  round $rep batch $batch: convnet fp32 ${fs[-1]} int8 ${qs[-1]}, PyTorch fp32 ${tfs[-1]} int8 ${tqs[-1]} ms" >&2
   done
-  t=$(/usr/bin/python3 bench/peers/torch_int8.py --model "$model" --batch "$batch" --threads "$threads" --runs "$r")
-  tf=$(/usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])['float_ms'])" "$t")
-  tq=$(/usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])['int8_ms'])" "$t")
-  awk -v m="$model" -v b="$batch" -v th="$threads" -v f="$best_f" -v q="$best_q" -v tf="$tf" -v tq="$tq" \
+  f=$(printf '%s\n' "${fs[@]}" | med) q=$(printf '%s\n' "${qs[@]}" | med)
+  tf=$(printf '%s\n' "${tfs[@]}" | med) tq=$(printf '%s\n' "${tqs[@]}" | med)
+  awk -v m="$model" -v b="$batch" -v th="$threads" -v f="$f" -v q="$q" -v tf="$tf" -v tq="$tq" \
     'BEGIN{printf "| %s | %d | %d | %.2f | %.2f | %.2fx | %.2f | %.2f | %.2fx |\n", m, b, th, f, q, q/f, tf, tq, q/tq}'
 done
 awk -v i="$isize" -v f="$fsize" 'BEGIN{printf "\nint8 file %d bytes, float32 weights %d bytes: %.3fx\n", i, f, i/f}'
