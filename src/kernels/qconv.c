@@ -712,6 +712,9 @@ static void stem(const run_ctx *x, uint8_t *pad, int threads) { /* pad: x->src i
     }
 }
 
+/* the end of thread s's share of n items among T threads (s = -1: 0) */
+static int share_end(int s, int T, int n) { return (int)((long)n * (s + 1) / T); }
+
 void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qconv_desc *d,
                 const cn_qepilogue *ep, void *workspace, int threads) {
     if (threads < 1) threads = 1;
@@ -750,7 +753,10 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
         return;
     }
     const int prows = p.padded ? d->n * p.Hp : 0; /* rows of the padded copy */
-    if (threads == 1) {
+    /* the row items' shares among the threads: the next item of each */
+    int share_stack[16], *share_heap = NULL, *share_next = share_stack;
+    if (threads > 16) share_next = share_heap = malloc(sizeof(int) * (size_t)threads);
+    if (threads == 1 || !share_next) { /* (no memory for the shares: run on this thread) */
         pad_rows(abuf, in, d, &p, 0, prows);
         run_rows(&x, abuf, 0, p.M);
         return;
@@ -767,6 +773,7 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
     if (per < 1) per = 1;
     const int nrow_items = (units + per - 1) / per;
     const int halves = p.nblk < 4 * threads && p.M >= 2 * CN_QMR_AVX512 ? 2 : 1;
+    for (int i = 0; i < threads; i++) share_next[i] = share_end(i - 1, threads, nrow_items);
 #pragma omp parallel num_threads(threads)
     {
         const int t = omp_get_thread_num();
@@ -795,14 +802,22 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
                           nb != b && nb < p.nblk ? nb : -2);
             }
         } else {
-#pragma omp for schedule(dynamic, 1) nowait
-            for (int it = 0; it < nrow_items; it++) {
-                const int r0 = it * per * ROW_UNIT;
-                const int r1 = r0 + per * ROW_UNIT < p.M ? r0 + per * ROW_UNIT : p.M;
-                run_rows(&x, abuf + (size_t)t * chunk, r0, r1);
+            /* thread t takes the items of its own share first, in order, then helps with the
+             * others' (from where their owners are): the same rows land on the same thread
+             * layer after layer, so a layer mostly reads what its thread's core just wrote */
+            for (int k = 0; k < threads; k++) { /* (all shares, however many threads run) */
+                const int s = (t + k) % threads;
+                int it;
+                while ((it = __atomic_fetch_add(&share_next[s], 1, __ATOMIC_RELAXED)) <
+                       share_end(s, threads, nrow_items)) {
+                    const int r0 = it * per * ROW_UNIT;
+                    const int r1 = r0 + per * ROW_UNIT < p.M ? r0 + per * ROW_UNIT : p.M;
+                    run_rows(&x, abuf + (size_t)t * chunk, r0, r1);
+                }
             }
         }
     }
+    free(share_heap);
 }
 
 /* ---- depthwise ---- */
