@@ -8,7 +8,7 @@
 # median of its timed runs); PyTorch's float32 and int8 alternate in one process; the table goes
 # to stdout, each round's numbers to stderr.
 #
-#   bash bench/bench_int8.sh [MODEL]      (default resnet50)
+#   bash bench/bench_int8.sh [MODEL]      (default resnet50; BATCHES="1 16" by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-resnet50}
@@ -43,7 +43,7 @@ ms() { num median_ms; }
 printf '| %s | batch | threads | convnet fp32 ms | convnet int8 ms | int8/fp32 | PyTorch fp32 ms | PyTorch int8 (onednn) ms | convnet int8 / PyTorch int8 |\n' "model"
 printf '|---|---|---|---|---|---|---|---|---|\n'
 med() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-for batch in 1 16; do
+for batch in ${BATCHES:-1 16}; do
   r=$runs; ((batch > 1)) && r=$((runs / 3 + 3))
   # ROUNDS rounds (default 5), each convnet float32, convnet int8 and PyTorch (float32 and int8)
   # back to back, so that the machine's drift hits both sides alike; the medians over the rounds
