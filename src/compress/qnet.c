@@ -223,7 +223,9 @@ static cn_status derive(cn_qnet *q, const char *path) {
                                       q->zp[s->in[0]]};
             free(s->packed);
             if (s->op == CN_Q_CONV) {
-                if (!(s->packed = malloc(cn_qconv_packed_size(s->oc, kk, kk, x->c))))
+                /* 64-byte aligned: the GEMM loads each 64 weights of a k step as one line */
+                const size_t pb = cn_qconv_packed_size(s->oc, kk, kk, x->c);
+                if (!(s->packed = aligned_alloc(64, (pb + 63) / 64 * 64)))
                     return cn_error(CN_ERR_NOMEM, "out of memory");
                 cn_qconv_pack(s->packed, s->w, s->oc, kk, kk, x->c);
             } else {
@@ -518,7 +520,8 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
                 if (!busy[b] && cap[b] >= need && (best < 0 || cap[b] < cap[best])) best = b;
             if (best < 0) {
                 best = q->npool;
-                if (!(q->pool[best] = malloc(need + 64))) {
+                /* 64-byte aligned: the kernels' 64-byte rows then never straddle cache lines */
+                if (!(q->pool[best] = aligned_alloc(64, (need + 64 + 63) / 64 * 64))) {
                     st = cn_error(CN_ERR_NOMEM, "out of memory for the int8 activations");
                     break;
                 }
