@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "core/status.h"
 #include "kernels/qops.h"
 #include "ops/ops.h"
@@ -225,7 +226,7 @@ static cn_status derive(cn_qnet *q, const char *path) {
             if (s->op == CN_Q_CONV) {
                 /* 64-byte aligned: the GEMM loads each 64 weights of a k step as one line */
                 const size_t pb = cn_qconv_packed_size(s->oc, kk, kk, x->c);
-                if (!(s->packed = aligned_alloc(64, (pb + 63) / 64 * 64)))
+                if (!(s->packed = cn_alloc64(pb)))
                     return cn_error(CN_ERR_NOMEM, "out of memory");
                 cn_qconv_pack(s->packed, s->w, s->oc, kk, kk, x->c);
             } else {
@@ -521,7 +522,7 @@ static cn_status qplan(cn_qnet *q, int batch, int h, int w, int threads) {
             if (best < 0) {
                 best = q->npool;
                 /* 64-byte aligned: the kernels' 64-byte rows then never straddle cache lines */
-                if (!(q->pool[best] = aligned_alloc(64, (need + 64 + 63) / 64 * 64))) {
+                if (!(q->pool[best] = cn_alloc64(need + 64))) {
                     st = cn_error(CN_ERR_NOMEM, "out of memory for the int8 activations");
                     break;
                 }

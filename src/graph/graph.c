@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "core/rng.h"
 #include "core/status.h"
 #include "kernels/winograd.h"
@@ -474,8 +475,8 @@ cn_status cn_graph_finalize(cn_graph *g) {
         fuse_bn_act(g);
         fuse_inference(g);
     }
-    g->params = calloc(g->nparams ? g->nparams : 1, sizeof(float));
-    g->grads = calloc(g->nparams ? g->nparams : 1, sizeof(float));
+    g->params = cn_calloc64(sizeof(float) * (g->nparams ? g->nparams : 1));
+    g->grads = cn_calloc64(sizeof(float) * (g->nparams ? g->nparams : 1));
     g->buffers = calloc(g->nbuffers ? g->nbuffers : 1, sizeof(float));
     g->counters = calloc(g->ncounters ? g->ncounters : 1, sizeof(int64_t));
     if (!g->params || !g->grads || !g->buffers || !g->counters)
@@ -780,8 +781,8 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
             nd->desc.n = batch;
         }
     }
-    g->arena = malloc(sizeof(float) * (total ? total : 1));
-    g->workspace = malloc(sizeof(float) * (ws ? ws : 1));
+    g->arena = cn_alloc64(sizeof(float) * (total ? total : 1));
+    g->workspace = cn_alloc64(sizeof(float) * (ws ? ws : 1));
     if (!g->arena || !g->workspace) {
         free(offset);
         free_plan(g);
@@ -855,7 +856,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
             !g->tensors[t].grad_alias && consumers(g, t) == 1)
             g->tensors[t].grad_set = 1;
     }
-    g->scratch = malloc(scratch ? scratch : 1);
+    g->scratch = cn_alloc64(scratch ? scratch : 1);
     if (!g->scratch) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
     g->batch = batch;
     g->in_h = h;
@@ -875,7 +876,7 @@ static size_t numel(const cn_tensor *t, int n) { return (size_t)n * t->h * t->w 
 static const float *wino_weights(cn_graph *g, cn_node *nd) {
     if (nd->wino && nd->wino_version == g->param_version) return nd->wino;
     if (!nd->wino) {
-        nd->wino = malloc(sizeof(float) * cn_wino_weight_floats(nd->desc.c, nd->a.conv.oc));
+        nd->wino = cn_alloc64(sizeof(float) * cn_wino_weight_floats(nd->desc.c, nd->a.conv.oc));
         if (!nd->wino) return NULL;
     }
     cn_wino_pack_weights(nd->wino, cn_entry_data(g, nd->p[0]), nd->desc.c, nd->a.conv.oc,
