@@ -4,16 +4,9 @@
 #define CN_CORE_MEM_H
 
 #include <stdlib.h>
-#include <string.h>
 
 static inline void *cn_alloc64(size_t bytes) {
     return aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64);
-}
-
-static inline void *cn_calloc64(size_t bytes) {
-    void *p = cn_alloc64(bytes);
-    if (p) memset(p, 0, bytes);
-    return p;
 }
 
 #endif
