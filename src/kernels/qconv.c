@@ -1,5 +1,6 @@
 /* Int8 convolution: requantization, the naive reference, weight packing, the GEMM driver
- * (im2col in row chunks, threads over pixel ranges or output-channel blocks), the depthwise
+ * (an implicit GEMM over the input or a padded copy on AVX-512 VNNI, im2col in row chunks
+ * elsewhere; threads over shares of pixel rows or over output-channel blocks), the depthwise
  * driver, the plain-C tile and depthwise kernels and the choice of implementation.
  * See qconv.h for the arithmetic and qconv_impl.h for the packed layout. */
 #include "kernels/qconv.h"

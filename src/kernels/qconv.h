@@ -1,8 +1,8 @@
 /* Integer (int8) convolution kernels for NHWC uint8 activations and int8 weights: the GEMM of
- * im2col rows against packed weights (AVX-512 VNNI vpdpbusd, AVX-VNNI, plain C), a direct
- * depthwise kernel, and requantization with an integer multiplier and shift (gemmlowp's
- * rounding). Each fast path has the plain-C reference beside it; the implementation is chosen
- * once from the CPU features.
+ * the input's rows (read in place, or im2col rows) against packed weights (AVX-512 VNNI
+ * vpdpbusd, AVX-VNNI, plain C), a direct depthwise kernel, and requantization with an integer
+ * multiplier and shift (gemmlowp's rounding). Each fast path has the plain-C reference beside
+ * it; the implementation is chosen once from the CPU features.
  *
  * Arithmetic, for every output element (image, pixel, output channel o):
  *     acc = bias[o] + sum over taps (x - zp_in) * w      (int32; padding taps have x = zp_in,
