@@ -122,7 +122,6 @@ void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, cn_qrq_fl
  * the groups. */
 typedef struct prep_head {
     cn_qrq_flags f;
-    int32_t n;
 } __attribute__((aligned(64))) prep_head;
 
 size_t cn_qconv_params_size(int oc) {
@@ -140,7 +139,6 @@ void cn_qconv_prepare(void *params, const void *weights, const cn_qconv_desc *d,
                       const cn_qepilogue *ep) {
     prep_head *h = prep_at(params);
     h->f = cn_qrq_scan(ep, d->oc);
-    h->n = d->oc;
     cn_qrq_fill((cn_qrqg *)(h + 1), ep, weights ? packed_wsum(weights, d) : NULL, d->zp_in, d->oc);
 }
 
@@ -238,8 +236,6 @@ static int impl(void) {
 
 const char *cn_qkernel_name(void) { return impl_names[impl()]; }
 
-static int kernel_is_avx512(void) { return impl() == IMPL_AVX512VNNI; }
-
 int cn_qkernel_force(const char *name) {
     if (!name) {
         forced = -1;
@@ -314,8 +310,6 @@ typedef struct plan {
 #define KB_KC 512   /* k-slice of the K-blocked GEMM (a multiple of 4): 32 KB of a block */
 #define KB_MIN 3072 /* K-blocked beyond this KP (a 7x7 map's 3x3 layers: 4608) */
 
-static int kernel_is_avx512(void);
-
 /* The padded width: pad columns left and right, and for a stem's segments (see seg_len) as
  * many more on the right as the last pixel's segment reaches. */
 static int pad_wp(const cn_qconv_desc *d, int seg) {
@@ -345,7 +339,7 @@ static void make_plan(plan *p, const cn_qconv_desc *d, int threads) {
     if (mc > 20 * ROW_UNIT) mc = 20 * ROW_UNIT;
     p->MC = mc;
     /* a k-slice of the K-blocked GEMM must lie within a kernel row */
-    p->implicit = kernel_is_avx512() && !p->direct && p->seg % 4 == 0 &&
+    p->implicit = impl() == IMPL_AVX512VNNI && !p->direct && p->seg % 4 == 0 &&
                   (p->KP <= KB_MIN || p->seg % KB_KC == 0);
     p->Hp = d->h + 2 * d->ph, p->Wp = pad_wp(d, p->seg);
     p->padded = p->implicit && (p->Hp != d->h || p->Wp != d->w);
@@ -683,7 +677,7 @@ static void run_rows(const run_ctx *x, uint8_t *buf, int r0, int r1) {
 /* A stem (kernel rows in segments, see seg_len): the implicit GEMM by output rows, each row's
  * pixels as rows of A at a stride of sw * c bytes (measured 10-20 % faster on resnet's 7x7 stem
  * than tiles across output rows with a pointer per row). */
-static void stem(const run_ctx *x, uint8_t *pad, int threads) { /* pad: x->src if padded */
+static void stem(const run_ctx *x, uint8_t *pad, int threads) { /* x->src is pad if padded */
     const cn_qconv_desc *d = x->d;
     const plan *p = x->p;
     const int C = d->c, OC = d->oc, Hp = p->Hp;

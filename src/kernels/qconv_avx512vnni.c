@@ -209,7 +209,8 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
     for (int s = 0; s < nseg; s++) {
         const uint8_t *a[6];
 #pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) a[r] = (ar ? ar[r] : A + (size_t)r * lda) + (size_t)s * segstep;
+        for (int r = 0; r < MR; r++)
+            a[r] = (ar ? ar[r] : A + (size_t)r * lda) + (size_t)s * segstep;
         for (int k = 0; k < kp; k += 4) {
             if (pf < pfe) __builtin_prefetch(pf, 0, 3), pf += 64;
             __m512i b[4];
@@ -282,9 +283,7 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
         break;
 #define TILE_ROW(MR) TILE_CASE(MR, 1) TILE_CASE(MR, 2) TILE_CASE(MR, 3) TILE_CASE(MR, 4)
 
-/* inlined into each entry point below, so that each has its own copy in which `ar` is a
- * constant NULL or not (one shared copy was 10-20 % slower on a stem's short segments) */
-AI void tile_any(uint8_t *out, int ldo, const uint8_t *A, int lda, const uint8_t *const *ar,
+static void tile_any(uint8_t *out, int ldo, const uint8_t *A, int lda, const uint8_t *const *ar,
                      int mr, const int8_t *B, int kp, int nseg, size_t segstep, int nbw,
                      int nvalid, const cn_qrq *rq, int oc0, const int32_t *pin, int32_t *pout,
                      const int8_t *pf, int pfl) {
@@ -304,8 +303,10 @@ void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, 
 void cn_qtile_avx512vnni_seg(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                              const int8_t *B, int seg, int nseg, size_t segstep, int nbw,
                              int nvalid, const cn_qrq *rq, int oc0) {
-    tile_any(out, ldo, A, lda, NULL, mr, B, seg, nseg, segstep, nbw, nvalid, rq, oc0, NULL, NULL, NULL, 0);
+    tile_any(out, ldo, A, lda, NULL, mr, B, seg, nseg, segstep, nbw, nvalid, rq, oc0, NULL, NULL,
+             NULL, 0);
 }
+
 void cn_qtile_avx512vnni_rows(uint8_t *out, int ldo, const uint8_t *const *ar, int mr,
                               const int8_t *B, int seg, int nseg, size_t segstep, int nbw,
                               int nvalid, const cn_qrq *rq, int oc0, const int32_t *pin,
@@ -317,7 +318,8 @@ void cn_qtile_avx512vnni_rows(uint8_t *out, int ldo, const uint8_t *const *ar, i
 void cn_qtile_avx512vnni(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                          const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
                          int oc0, const int8_t *pf, int pfl) {
-    cn_qtile_avx512vnni_part(out, ldo, A, lda, mr, B, kp, nbw, nvalid, rq, oc0, NULL, NULL, pf, pfl);
+    cn_qtile_avx512vnni_part(out, ldo, A, lda, mr, B, kp, nbw, nvalid, rq, oc0, NULL, NULL, pf,
+                             pfl);
 }
 
 /* ---- depthwise by word pairs ----

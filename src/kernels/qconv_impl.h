@@ -102,9 +102,10 @@ void cn_qtile_avx512vnni_part(uint8_t *out, int ldo, const uint8_t *A, int lda, 
                               const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
                               int oc0, const int32_t *pin, int32_t *pout, const int8_t *pf,
                               int pfl);
-/* The tile of an implicit GEMM: row r of A at ar[r] (mr pointers), over nseg segments of seg k
- * each (seg a multiple of 4), segment s at s * segstep from the row's pointer: the kernel rows
- * of a convolution read in place from its (padded) input. pin, pout: as for _part. */
+/* The tiles of an implicit GEMM: over nseg segments of seg k each (seg a multiple of 4),
+ * segment s of a row of A at s * segstep from the row's start: the kernel rows of a convolution
+ * read in place from its (padded) input. _seg: row r starts at A + r * lda (a stem's pixels of
+ * one output row); _rows: at ar[r] (mr pointers; pin, pout as for _part). */
 void cn_qtile_avx512vnni_seg(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr,
                              const int8_t *B, int seg, int nseg, size_t segstep, int nbw,
                              int nvalid, const cn_qrq *rq, int oc0);
