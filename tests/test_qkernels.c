@@ -129,7 +129,8 @@ static void test_requant(void) {
 typedef struct qcase {
     cn_qconv_desc d;
     int depthwise, bias, lut, clamp; /* clamp: 0 full range, 1 relu, 2 random */
-    int extreme; /* random bias over all int32 and shifts -31..40 (2: shifts 1..22) */
+    int extreme; /* random bias over all int32 and shifts -31..40 (2: shifts 1..22; 3: biases up
+                  * to the narrow epilogue's bound |acc| < 2^29 and zp_in 0; 4: one just past) */
     int res;     /* a fused residual add */
 } qcase;
 
@@ -166,8 +167,19 @@ static void make_data(qdata *q, const qcase *cs) {
     for (int i = 0; i < 256; i++) q->lut[i] = (uint8_t)rnd();
     const int taps = cs->depthwise ? d->kh * d->kw : d->kh * d->kw * d->c;
     const double typical = sqrt((double)taps) * 60.0 * 74.0;
+    /* the narrow epilogue's bound on |bias| (zp_in 0: off = bias): |acc| <= KP * 255 * 128 + |off|
+     * < 2^29 */
+    const int32_t narrow_b = (1 << 29) - 1 - ((taps + 3) / 4 * 4) * 255 * 128;
     for (int o = 0; o < d->oc; o++) {
-        if (cs->extreme) {
+        if (cs->extreme >= 3) {
+            q->bias[o] = o % 4 == 0 ? narrow_b : o % 4 == 1 ? -narrow_b : irand(-narrow_b, narrow_b);
+            if (cs->extreme == 4 && o == d->oc / 2) q->bias[o] = narrow_b + 1;
+            q->mult[o] = (1 << 30) + (int32_t)(rnd() % (1u << 30));
+            q->shift[o] = irand(1, 22);
+            if (o % 5 == 0) q->mult[o] = 0;
+            if (o % 5 == 1) q->mult[o] = 1 << 30; /* rounding ties */
+            if (o % 5 == 2) q->mult[o] = INT32_MAX;
+        } else if (cs->extreme) {
             q->bias[o] = (int32_t)(uint32_t)rnd();
             q->mult[o] = (1 << 30) + (int32_t)(rnd() % (1u << 30));
             /* extreme 2: shifts in [1, 22] only (the fast vector epilogue) */
@@ -348,6 +360,9 @@ static void test_dense(void) {
         {1, 6, 6, 8, 40, 3, 1, 1, 2},      /* extreme values, shifts 1..22 */
         {2, 5, 7, 4, 100, 1, 1, 0, 2},     /* the same, direct */
         {1, 9, 9, 16, 192, 1, 1, 0, 2},    /* the same, full 64-channel blocks */
+        {1, 9, 9, 16, 192, 1, 1, 0, 3},    /* accumulators up to the narrow epilogue's bound */
+        {1, 7, 8, 64, 100, 3, 1, 1, 3},    /* the same, implicit GEMM */
+        {1, 9, 9, 16, 192, 1, 1, 0, 4},    /* one bias past it (the fast epilogue instead) */
     };
     for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
         qcase cs = {0};
@@ -358,6 +373,7 @@ static void test_dense(void) {
         d->oh = out_size(d->h, d->kh, d->sh, d->ph), d->ow = out_size(d->w, d->kw, d->sw, d->pw);
         random_flags(&cs);
         cs.extreme = big[i][8];
+        if (cs.extreme >= 3) cs.d.zp_in = 0;
         extra_threads = i == 0 ? 20 : 0; /* more threads than shares kept on the stack */
         run_case(&cs);
         extra_threads = 0;

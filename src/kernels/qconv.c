@@ -82,6 +82,7 @@ void cn_qrq_fill(cn_qrqg *g, const cn_qepilogue *ep, const void *wsum, int32_t z
             const int64_t zpf = ep->zp_out >= -255 && ep->zp_out <= 255 ? ep->zp_out : 0;
             q->kz[lane] = ((int64_t)1 << 30) + ((int64_t)1 << (30 + ef)) +
                           zpf * ((int64_t)1 << (31 + ef));
+            q->kz2[lane] = 2 * q->kz[lane];
             if (i & 1) q->so[i / 2] = ef - 1;
             else q->se[i / 2] = 31 + ef;
         }
@@ -92,8 +93,17 @@ static int32_t clamp32(int64_t v) {
     return v < INT32_MIN ? INT32_MIN : v > INT32_MAX ? INT32_MAX : (int32_t)v;
 }
 
+int32_t cn_qrq_off_max(const cn_qrqg *g, int n) {
+    int64_t m = 0;
+    for (int o = 0; o < n; o++) {
+        const int64_t v = g[o >> 4].off[o & 15];
+        if ((v < 0 ? -v : v) > m) m = v < 0 ? -v : v;
+    }
+    return m > INT32_MAX ? INT32_MAX : (int32_t)m;
+}
+
 cn_qrq_flags cn_qrq_scan(const cn_qepilogue *ep, int n) {
-    cn_qrq_flags f = {0, 0, 1};
+    cn_qrq_flags f = {0, 0, 1, INT32_MAX};
     for (int o = 0; o < n; o++) {
         if (ep->shift[o] < 0) f.any_left = 1;
         if (ep->mult[o] < 0) f.neg_mult = 1;
@@ -114,6 +124,7 @@ void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, cn_qrq_fl
     const int fast = f.shifts_ok && !rq->scalar && ep->zp_out >= -255 && ep->zp_out <= 255;
     rq->fast = fast && !ep->lut;
     rq->fast_lut = fast && ep->lut;
+    rq->narrow = 0, rq->off_max = f.off_max;
     rq->lut_vbmi = 0;
     rq->res = ep->res, rq->out0 = NULL, rq->add = ep->add, rq->tile_add = 0;
 }
@@ -140,6 +151,7 @@ void cn_qconv_prepare(void *params, const void *weights, const cn_qconv_desc *d,
     prep_head *h = prep_at(params);
     h->f = cn_qrq_scan(ep, d->oc);
     cn_qrq_fill((cn_qrqg *)(h + 1), ep, weights ? packed_wsum(weights, d) : NULL, d->zp_in, d->oc);
+    h->f.off_max = cn_qrq_off_max((const cn_qrqg *)(h + 1), d->oc);
 }
 
 /* rq for a call: from ep->params, or derived into g (room for the groups of n channels) */
@@ -151,7 +163,9 @@ static void rq_setup(cn_qrq *rq, cn_qrqg *g, const cn_qepilogue *ep, const void 
         return;
     }
     cn_qrq_fill(g, ep, wsum, zp_in, n);
-    cn_qrq_init(rq, g, ep, cn_qrq_scan(ep, n));
+    cn_qrq_flags f = cn_qrq_scan(ep, n);
+    f.off_max = cn_qrq_off_max(g, n);
+    cn_qrq_init(rq, g, ep, f);
 }
 
 /* ---- reference ---- */
@@ -346,6 +360,13 @@ static void make_plan(plan *p, const cn_qconv_desc *d, int threads) {
 }
 
 static int fits_i16(int32_t v) { return v >= -32768 && v <= 32767; }
+
+/* the fused add's constant (cn_qadd_const) and the multiplied terms stay within int32 */
+static int add_const_fits(const cn_qadd *a) {
+    const int64_t k = cn_qadd_const(a);
+    return k > -((int64_t)1 << 30) && k < ((int64_t)1 << 30) && a->za >= 0 && a->za <= 255 &&
+           a->zb >= 0 && a->zb <= 255;
+}
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
@@ -728,7 +749,10 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
         rq.fast = rq.lut_vbmi = 1;
     /* its add takes the multipliers as int16 (cn_q_add_params keeps them below 2^15) */
     rq.tile_add = ep->res && rq.fast && impl() == IMPL_AVX512VNNI && fits_i16(ep->add.ma) &&
-                  fits_i16(ep->add.mb) && ep->add.sh >= 1 && ep->add.sh <= 31;
+                  fits_i16(ep->add.mb) && ep->add.sh >= 1 && ep->add.sh <= 31 &&
+                  add_const_fits(&ep->add);
+    /* the narrow epilogue: |accumulator| <= |off| + KP * 255 * 128 < 2^29 */
+    rq.narrow = rq.fast && (int64_t)rq.off_max + (int64_t)p.KP * 255 * 128 < ((int64_t)1 << 29);
 
     run_ctx x = {&p, d, in, pk, out, &rq, ep, tile_c, CN_QMR_C, p.KP, in};
     switch (impl()) {

@@ -106,6 +106,25 @@ AI __m512i rq_fast16(__m512i x, const cn_qrqg *g) {
     return _mm512_mask_blend_epi32((__mmask16)0xAAAA, te, to);
 }
 
+/* The narrow form of rq_fast16 (rq->narrow: |x| < 2^29), with the sign correction in int32
+ * lanes. For t = p + kz = H 2^31 + L (0 <= L < 2^31) the formula above is
+ *     floor(((H - [p < 0]) 2^31 + L) / 2^(31+e)) = floor((H - [p < 0]) / 2^e)
+ * (an integer plus a fraction below 1, divided by 2^e, floors as the integer alone), and
+ * [p < 0] = [x < 0] (for me = 0, H = 2^(e-1) + zp 2^e, and either way the result is zp). H is
+ * the high half of 2t = (2x) me + 2kz, which the products of 2x give directly for both the even
+ * and the odd channels; one dword permutation gathers the 16 high halves in channel order. */
+AI __m512i rq_narrow16(__m512i x, const cn_qrqg *g) {
+    const __m512i idx = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    const __m512i x2 = _mm512_add_epi32(x, x);
+    const __m512i pe = _mm512_mul_epi32(x2, _mm512_load_si512(g->me));
+    const __m512i po = _mm512_mul_epi32(_mm512_shuffle_epi32(x2, _MM_PERM_CDAB),
+                                        _mm512_load_si512(g->mo));
+    const __m512i te = _mm512_add_epi64(pe, _mm512_load_si512(g->kz2));
+    const __m512i to = _mm512_add_epi64(po, _mm512_load_si512(g->kz2 + 8));
+    const __m512i h = _mm512_add_epi32(_mm512_permutex2var_epi32(te, idx, to), _mm512_srai_epi32(x, 31));
+    return _mm512_srav_epi32(h, _mm512_load_si512(g->shift));
+}
+
 /* 4 x 16 results of rq_fast16 (64 consecutive channels) to bytes clamped to [qmin, qmax], in
  * channel order: the saturating packs keep the order of the clamp (|zp_out| <= 255, so an int16
  * saturation still lands outside [0, 255] on the right side), a dword permutation undoes their
@@ -119,21 +138,20 @@ AI __m512i pack64(__m512i v0, __m512i v1, __m512i v2, __m512i v3, __m512i lo8, _
 
 /* The fused residual add of 64 output bytes b (channel order, already clamped) with the 64
  * residual bytes at r (the first n valid): cn_q_add's formula, exact in int32 lanes. The
- * multipliers fit in int16 (cn_qconv2d checks), so one vpmaddwd per 16 outputs forms
- * ma a + mb r from dwords that hold a in the low word and r in the high one, and the zero points
- * and the rounding term fold into one constant: ma (a - za) + mb (r - zb) + 2^(sh-1). The byte and
- * word unpacks leave 4 channels of each 128-bit lane per vector, which the saturating packs put
- * back in channel order (saturation keeps the order of the clamp, as in pack64). */
+ * multipliers fit in int16 (cn_qconv2d checks), so one vpdpwssd per 16 outputs forms
+ * k + ma a + mb r from dwords that hold a in the low word and r in the high one, where the
+ * constant k (cn_qadd_const) holds the zero points, the rounding term and zo. The byte and word
+ * unpacks leave 4 channels of each 128-bit lane per vector, which the saturating packs put back
+ * in channel order (saturation keeps the order of the clamp, as in pack64). */
 AI __m512i add64(__m512i b, const uint8_t *r, __mmask64 n, const cn_qadd *p) {
     const __m512i rv = _mm512_maskz_loadu_epi8(n, r), z = _mm512_setzero_si512();
     const __m512i m = _mm512_set1_epi32((int32_t)((uint32_t)(uint16_t)p->ma |
                                                   (uint32_t)(uint16_t)p->mb << 16));
-    const __m512i k = _mm512_set1_epi32((1 << (p->sh - 1)) - p->za * p->ma - p->zb * p->mb);
-    const __m512i zo = _mm512_set1_epi32(p->zo);
-    const __m128i sh = _mm_cvtsi32_si128(p->sh);
+    const __m512i k = _mm512_set1_epi32((int32_t)cn_qadd_const(p));
+    const __m512i sh = _mm512_set1_epi32(p->sh);
     const __m512i blo = _mm512_unpacklo_epi8(b, z), bhi = _mm512_unpackhi_epi8(b, z);
     const __m512i rlo = _mm512_unpacklo_epi8(rv, z), rhi = _mm512_unpackhi_epi8(rv, z);
-#define ADD16(x) _mm512_add_epi32(_mm512_sra_epi32(_mm512_add_epi32(_mm512_madd_epi16(x, m), k), sh), zo)
+#define ADD16(x) _mm512_srav_epi32(_mm512_dpwssd_epi32(k, x, m), sh)
     const __m512i v0 = ADD16(_mm512_unpacklo_epi16(blo, rlo));
     const __m512i v1 = ADD16(_mm512_unpackhi_epi16(blo, rlo));
     const __m512i v2 = ADD16(_mm512_unpacklo_epi16(bhi, rhi));
@@ -173,6 +191,32 @@ VBMI void cn_qlut_vbmi(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t
     for (size_t i = 0; i < n; i += 64) {
         const __mmask64 m = n - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n - i)) - 1;
         _mm512_mask_storeu_epi8(dst + i, m, lut64(_mm512_maskz_loadu_epi8(m, src + i), t));
+    }
+}
+
+/* the fast epilogue of a tile's MR x NV x 16 sums (rq_fast16, or rq_narrow16 with NARROW) */
+AI void fast_rows(const int NARROW, const int MR, const int NV, const int32_t *sums, uint8_t *out,
+                  int ldo, int nvalid, const cn_qrq *rq, const cn_qrqg *g0) {
+    const __m512i lo8 = _mm512_set1_epi8((char)rq->qmin), hi8 = _mm512_set1_epi8((char)rq->qmax);
+    const __mmask64 bm = nvalid >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << nvalid) - 1;
+    for (int r = 0; r < MR; r++) {
+        __m512i v[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m512i x = _mm512_load_si512(sums + (r * 4 + j) * 16);
+            v[j] = j >= NV ? _mm512_setzero_si512()
+                   : NARROW ? rq_narrow16(x, &g0[j]) : rq_fast16(x, &g0[j]);
+        }
+        __m512i b = pack64(v[0], v[1], v[2], v[3], lo8, hi8);
+        if (rq->lut_vbmi) b = lut64_vbmi(b, rq->lut);
+        if (rq->tile_add) {
+            uint8_t *dst = out + (size_t)r * ldo;
+            b = add64(b, rq->res + (dst - rq->out0), bm, &rq->add);
+        }
+        if (NV == 4 && nvalid >= 64)
+            _mm512_storeu_si512(out + (size_t)r * ldo, b);
+        else
+            _mm512_mask_storeu_epi8(out + (size_t)r * ldo, bm, b);
     }
 }
 
@@ -243,25 +287,8 @@ AI void tile_t(const int MR, const int NV, uint8_t *out, int ldo, const uint8_t 
         for (int j = 0; j < NV; j++) _mm512_store_si512(sums + (r * 4 + j) * 16, acc[r][j]);
     __asm__ volatile("" : : "r"(sums) : "memory");
     if (rq->fast) {
-        const __m512i lo8 = _mm512_set1_epi8((char)rq->qmin), hi8 = _mm512_set1_epi8((char)rq->qmax);
-        const __mmask64 bm = nvalid >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << nvalid) - 1;
-        for (int r = 0; r < MR; r++) {
-            __m512i v[4];
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++)
-                v[j] = j < NV ? rq_fast16(_mm512_load_si512(sums + (r * 4 + j) * 16), &g0[j])
-                              : _mm512_setzero_si512();
-            __m512i b = pack64(v[0], v[1], v[2], v[3], lo8, hi8);
-            if (rq->lut_vbmi) b = lut64_vbmi(b, rq->lut);
-            if (rq->tile_add) {
-                uint8_t *dst = out + (size_t)r * ldo;
-                b = add64(b, rq->res + (dst - rq->out0), bm, &rq->add);
-            }
-            if (NV == 4 && nvalid >= 64)
-                _mm512_storeu_si512(out + (size_t)r * ldo, b);
-            else
-                _mm512_mask_storeu_epi8(out + (size_t)r * ldo, bm, b);
-        }
+        if (rq->narrow) fast_rows(1, MR, NV, sums, out, ldo, nvalid, rq, g0);
+        else fast_rows(0, MR, NV, sums, out, ldo, nvalid, rq, g0);
         return;
     }
     const epi_const c = epi_setup(rq);

@@ -35,6 +35,9 @@ typedef struct cn_qrqg {
     int64_t kz[16];    /* 2^30 + 2^(30+e) + zp_out * 2^(31+e) */
     int64_t se[8];     /* 31 + e, even channels */
     int64_t so[8];     /* e - 1, odd channels (the result lands in the high half) */
+    /* the narrow GEMM epilogue (cn_qrq.narrow: fast, and every accumulator below 2^29 in
+     * magnitude): 2 kz, even channels then odd */
+    int64_t kz2[16];
 } __attribute__((aligned(64))) cn_qrqg;
 
 typedef struct cn_qrq {
@@ -45,6 +48,8 @@ typedef struct cn_qrq {
     int any_left;     /* some shift < 0 */
     int scalar;       /* parameters outside what the vector epilogue handles: use cn_qrq_one */
     int fast;         /* the fast GEMM epilogue applies (kz, se, so; lut only with lut_vbmi) */
+    int narrow;       /* and its narrow form (kz2): the GEMM's accumulators stay below 2^29 */
+    int32_t off_max;  /* the largest |off| of the channels (INT32_MAX: unknown or larger) */
     int fast_lut;     /* it would, but for the lut */
     int lut_vbmi;     /* the AVX-512 VNNI kernels apply the lut 64 bytes at a time (VBMI) */
     /* the fused residual add (cn_qepilogue.res): the residual of output byte dst is at
@@ -54,6 +59,14 @@ typedef struct cn_qrq {
     int tile_add;
 } cn_qrq;
 
+/* The constant of the tile's fused residual add, sh in [1, 31]: the rounding term, the zero
+ * points and zo * 2^sh, so that (ma a + mb r + k) >> sh is cn_q_add's value before the clamp
+ * (floor((t + zo 2^sh) / 2^sh) = floor(t / 2^sh) + zo). */
+static inline int64_t cn_qadd_const(const cn_qadd *a) {
+    return ((int64_t)1 << (a->sh - 1)) - (int64_t)a->za * a->ma - (int64_t)a->zb * a->mb +
+           (int64_t)a->zo * ((int64_t)1 << a->sh);
+}
+
 /* Fills the groups covering channels [0, n) (the rest of the last group neutral). wsum: n int32
  * weight sums, maybe unaligned; NULL: no zero-point correction. */
 void cn_qrq_fill(cn_qrqg *g, const cn_qepilogue *ep, const void *wsum, int32_t zp_in, int n);
@@ -62,7 +75,10 @@ typedef struct cn_qrq_flags {
     int any_left;  /* some shift < 0 */
     int neg_mult;  /* some multiplier < 0 */
     int shifts_ok; /* every shift in [1, 22] */
+    int32_t off_max; /* the largest |off| of the filled groups (cn_qrq_off_max) */
 } cn_qrq_flags;
+/* the largest |off| of the groups covering n channels, saturated to INT32_MAX */
+int32_t cn_qrq_off_max(const cn_qrqg *g, int n);
 cn_qrq_flags cn_qrq_scan(const cn_qepilogue *ep, int n);
 void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, cn_qrq_flags f);
 
