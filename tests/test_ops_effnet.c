@@ -5,7 +5,9 @@
  * - SiLU and sigmoid accuracy in ulp over [-100, 100] and at the extremes;
  * - finite-difference checks of silu, sigmoid, channel scale, mask multiply and batch norm with a
  *   fused SiLU or ReLU;
- * - dropout mask statistics and determinism. */
+ * - dropout mask statistics and determinism;
+ * - the fused expansion and depthwise convolution (cn_expand_dw_forward) against the two run
+ *   apart, on bands with carried rows, more threads than bands, channel tails and a pool. */
 #include <float.h>
 #include <omp.h>
 #include <stdint.h>
@@ -520,6 +522,60 @@ static void dropout_tests(void) {
     free(m2);
 }
 
+
+/* cn_expand_dw_forward against cn_conv2d_forward_fused (the 1x1 expansion, SiLU) then
+ * cn_dwconv_forward_fused (BN affine, SiLU, pool) */
+static void expand_dw_case(int n, int h, int w, int cin, int ce, int k, int s, int threads,
+                           int pool) {
+    if (!cn_expand_dw_fusable(k, s)) return; /* no AVX-512 depthwise kernels here */
+    cn_conv_desc de = {n, h, w, cin, ce, 1, 1, 1, 1, 0, 0, 1, 0, 0};
+    cn_conv_desc dd = {n, h, w, ce, ce, k, k, s, s, k / 2, k / 2, ce, 0, 0};
+    if (!cn_conv_desc_init(&de) || !cn_conv_desc_init(&dd)) {
+        CHECK(0, "expand-dw desc rejected");
+        return;
+    }
+    const size_t nin = (size_t)n * h * w * cin, nmid = (size_t)n * h * w * ce;
+    const size_t nout = (size_t)n * dd.oh * dd.ow * ce;
+    float *in = randv(nin, 1), *we = randv((size_t)ce * cin, 0.5f), *wd = randv((size_t)ce * k * k, 0.3f);
+    float *sc1 = randv(ce, 1), *sh1 = randv(ce, 1), *sc2 = randv(ce, 1), *sh2 = randv(ce, 1);
+    float *mid = malloc(sizeof(float) * nmid), *want = malloc(sizeof(float) * nout);
+    float *got = malloc(sizeof(float) * nout);
+    float *pw = malloc(sizeof(float) * n * ce), *pg = malloc(sizeof(float) * n * ce);
+    size_t wsz = cn_conv2d_workspace(&de, threads, 0);
+    if (cn_conv2d_workspace(&dd, threads, 0) > wsz) wsz = cn_conv2d_workspace(&dd, threads, 0);
+    if (cn_expand_dw_workspace(&de, &dd, threads) > wsz) wsz = cn_expand_dw_workspace(&de, &dd, threads);
+    float *ws = NULL;
+    if (posix_memalign((void **)&ws, 64, sizeof(float) * wsz)) ws = NULL;
+    const cn_epilogue e1 = {sc1, sh1, NULL, CN_ACT_SILU, NULL};
+    const cn_epilogue w2 = {sc2, sh2, NULL, CN_ACT_SILU, pool ? pw : NULL};
+    const cn_epilogue g2 = {sc2, sh2, NULL, CN_ACT_SILU, pool ? pg : NULL};
+    cn_conv2d_forward_fused(mid, in, we, &e1, &de, ws, threads);
+    cn_conv2d_forward_fused(want, mid, wd, &w2, &dd, ws, threads);
+    for (size_t i = 0; i < nout; i++) got[i] = NAN;
+    cn_expand_dw_forward(got, in, we, &e1, &de, wd, &g2, &dd, ws, threads);
+    const double e = max_rel_err(got, want, nout, 1e-6);
+    CHECK(e < 1e-6, "expand-dw n%d %dx%dx%d->%d k%d s%d t%d: rel err %g", n, h, w, cin, ce, k, s,
+          threads, e);
+    if (pool) {
+        const double ep = max_rel_err(pg, pw, (size_t)n * ce, 1e-6);
+        CHECK(ep < 1e-6, "expand-dw n%d %dx%dx%d->%d k%d s%d t%d: pool rel err %g", n, h, w, cin,
+              ce, k, s, threads, ep);
+    }
+    free(in), free(we), free(wd), free(sc1), free(sh1), free(sc2), free(sh2);
+    free(mid), free(want), free(got), free(pw), free(pg), free(ws);
+}
+
+static void expand_dw_tests(void) {
+    expand_dw_case(1, 112, 112, 16, 96, 3, 2, 2, 1); /* B0's second stage: 19 bands, carried */
+    expand_dw_case(1, 56, 56, 24, 144, 3, 1, 2, 1);  /* stride 1: two rows carried */
+    expand_dw_case(1, 56, 56, 24, 144, 5, 2, 3, 1);
+    expand_dw_case(2, 30, 17, 8, 40, 5, 1, 2, 1);    /* a channel tail */
+    expand_dw_case(3, 7, 7, 12, 20, 3, 1, 2, 0);     /* one band an image */
+    expand_dw_case(1, 5, 9, 4, 33, 3, 2, 3, 1);      /* 3 rows for 3 threads */
+    expand_dw_case(1, 4, 6, 4, 17, 5, 1, 8, 1);      /* more threads than rows */
+    expand_dw_case(2, 60, 40, 16, 200, 3, 1, 1, 1);  /* one thread, many bands */
+}
+
 int main(void) {
     rng = cn_rng_make(2024, 0, 0);
     dw_tests();
@@ -549,6 +605,7 @@ int main(void) {
     bn_act_gc(2, 9, 17, CN_ACT_RELU);
     bn_act_gc(4, 25, 3, CN_ACT_RELU);
     dropout_tests();
+    expand_dw_tests();
     int rc = check_summary("ops-effnet");
     fflush(stdout); /* the line must get out even if LeakSanitizer ends the process at exit */
     return rc;

@@ -108,7 +108,7 @@ static cn_node *new_node(cn_graph *g, cn_op op, const char *name, int in0, int i
     nd->buf[0] = nd->buf[1] = nd->buf[2] = -1;
     nd->act_out = -1;
     nd->fuse_out = nd->fuse_bn = nd->fuse_res = -1;
-    nd->fuse_in = nd->fuse_scale = nd->fuse_gap = -1;
+    nd->fuse_in = nd->fuse_scale = nd->fuse_gap = nd->fuse_dw = -1;
     return nd;
 }
 
@@ -468,6 +468,23 @@ static void fuse_inference(cn_graph *g) {
             }
         }
     }
+    /* an expansion and the depthwise convolution after it (cn_node.fuse_dw) */
+    for (int i = 0; i < g->nnodes; i++) {
+        cn_node *e = &g->nodes[i];
+        if (e->op != CN_OP_CONV || e->fuse_out < 0 || e->fuse_res >= 0 || e->fuse_in >= 0 ||
+            e->fuse_gap >= 0 || e->a.conv.k != 1 || e->a.conv.stride != 1 || e->a.conv.pad != 0 ||
+            e->a.conv.groups != 1)
+            continue;
+        const int k = sole_consumer(g, e->fuse_out);
+        if (k < 0) continue;
+        cn_node *d = &g->nodes[k];
+        if (d->op == CN_OP_CONV && d->fuse_out >= 0 && d->fuse_res < 0 && d->fuse_in < 0 &&
+            !d->eval_skip && d->a.conv.groups == e->a.conv.oc && d->a.conv.oc == e->a.conv.oc &&
+            cn_expand_dw_fusable(d->a.conv.k, d->a.conv.stride)) {
+            e->fuse_dw = k;
+            d->eval_skip = 1;
+        }
+    }
 }
 
 cn_status cn_graph_finalize(cn_graph *g) {
@@ -710,9 +727,12 @@ static size_t plan_eval_offsets(const cn_graph *g, int batch, size_t *offset) {
         const cn_node *nd = &g->nodes[i];
         if (nd->fused || nd->eval_skip) continue;
         int out = nd->fuse_out >= 0 ? nd->fuse_out : nd->act_out >= 0 ? nd->act_out : nd->out;
-        /* a fused pool (cn_node.fuse_gap) is a second output of the node */
-        const int outs[2] = {out, nd->fuse_gap};
-        for (int o = 0; o < 2; o++) {
+        /* a fused pool (cn_node.fuse_gap) is a second output of the node; a fused depthwise
+         * convolution's (cn_node.fuse_dw) outputs are too (the expanded map keeps its place:
+         * where the fusion does not pay, the two run apart) */
+        const cn_node *dw = nd->fuse_dw >= 0 ? &g->nodes[nd->fuse_dw] : NULL;
+        const int outs[4] = {out, nd->fuse_gap, dw ? dw->fuse_out : -1, dw ? dw->fuse_gap : -1};
+        for (int o = 0; o < 4; o++) {
             const int t = outs[o];
             if (t < 0 || offset[t] != SIZE_MAX) continue;
             /* first fit among the gaps between live blocks (kept sorted by offset) */
@@ -777,6 +797,13 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
                 cn_conv_desc one = nd->desc;
                 one.n = 1;
                 s = cn_conv2d_workspace(&one, threads, 0) + scaled_floats(g, nd);
+            }
+            /* an expansion with its depthwise convolution (cn_node.fuse_dw) */
+            if (nd->fuse_dw >= 0) {
+                cn_conv_desc dd = g->nodes[nd->fuse_dw].desc;
+                dd.n = batch;
+                const size_t f = cn_expand_dw_workspace(&nd->desc, &dd, threads);
+                if (f > s) s = f;
             }
             if (s > ws) ws = s;
         } else {
@@ -887,8 +914,9 @@ static const float *wino_weights(cn_graph *g, cn_node *nd) {
     return nd->wino;
 }
 
-/* An eval-mode convolution with its absorbed chain (see cn_node.fuse_out). */
-static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
+/* The epilogue of an eval-mode convolution's absorbed chain (see cn_node.fuse_out): its BN and
+ * bias folded into nd->fold. */
+static cn_epilogue fold_epilogue(cn_graph *g, cn_node *nd) {
     int oc = nd->a.conv.oc;
     const float *bias = nd->p[1] >= 0 ? cn_entry_data(g, nd->p[1]) : NULL;
     cn_epilogue ep = {nd->fold, nd->fold + oc, NULL, nd->fuse_act,
@@ -909,6 +937,13 @@ static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
         }
     }
     if (nd->fuse_res >= 0) ep.res = g->tensors[nd->fuse_res].data;
+    return ep;
+}
+
+/* An eval-mode convolution with its absorbed chain (see cn_node.fuse_out). */
+static void conv_fused_one(cn_graph *g, cn_node *nd, int n) {
+    const int oc = nd->a.conv.oc;
+    cn_epilogue ep = fold_epilogue(g, nd);
     cn_conv_desc d = nd->desc;
     d.n = n;
     const float *w = cn_entry_data(g, nd->p[0]); /* (OC, KH, KW, C) */
@@ -944,6 +979,34 @@ static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
         cn_conv2d_forward_fused(y + (size_t)i * out_px, by_w ? xi : ws, by_w ? ws : w, &ep, &d,
                                 ws + scaled_floats(g, nd), g->threads);
     }
+}
+
+/* Whether an expansion and its depthwise convolution run fused (cn_node.fuse_dw): where the
+ * expanded map of the batch outgrows what stays in L2 between the two passes. */
+#define EXPAND_DW_MIN_BYTES (1u << 20)
+static int expand_dw_pays(const cn_conv_desc *dd) {
+    return (double)dd->h * dd->w * dd->c * sizeof(float) >= EXPAND_DW_MIN_BYTES;
+}
+
+/* An eval-mode convolution with its absorbed chain, and the depthwise convolution it took in
+ * (cn_node.fuse_dw) */
+static void conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
+    if (nd->fuse_dw < 0) {
+        conv_fused_one(g, nd, n);
+        return;
+    }
+    cn_node *dn = &g->nodes[nd->fuse_dw];
+    cn_conv_desc de = nd->desc, dd = dn->desc;
+    de.n = dd.n = n;
+    if (!expand_dw_pays(&dd)) {
+        conv_fused_one(g, nd, n);
+        conv_fused_one(g, dn, n);
+        return;
+    }
+    const cn_epilogue ep = fold_epilogue(g, nd), epd = fold_epilogue(g, dn);
+    cn_expand_dw_forward(g->tensors[dn->fuse_out].data, g->tensors[nd->in[0]].data,
+                         cn_entry_data(g, nd->p[0]), &ep, &de, cn_entry_data(g, dn->p[0]), &epd,
+                         &dd, g->workspace, g->threads);
 }
 
 /* Profiling: per op type, and per node when node_time is allocated. */

@@ -107,6 +107,10 @@ typedef struct cn_node {
     /* a global average pool of fuse_out (a squeeze-and-excitation's squeeze) is taken by the
      * convolution's epilogue (cn_epilogue.pool) and written to this tensor; -1: none */
     int fuse_gap;
+    /* a 1x1 convolution whose chain's output only a depthwise convolution (with its own chain)
+     * reads runs that one too, band by band, without writing the expanded map whole
+     * (cn_expand_dw_forward) where it pays; the depthwise node is skipped; -1: none */
+    int fuse_dw;
     int eval_skip;
     /* gradient aliasing, decided by planning: a ReLU masks its output gradient in place and
      * passes the buffer on; an add hands its output gradient to inputs it is the only consumer

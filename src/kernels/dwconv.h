@@ -20,6 +20,9 @@ typedef struct cn_dw_job {
     int act;           /* cn_act */
     float *pool;       /* (N, C): each image's per-channel mean of out, or NULL (tasks must
                         * then cover whole images: all output rows) */
+    double *pool_sums; /* instead of pool (which is then NULL): (C) doubles that receive the
+                        * task's own per-channel sums of out (its channels only), for a caller
+                        * that splits images into bands and adds the bands' sums in order */
     int n, h, w, c, oh, ow, k, s, ph, pw;
 } cn_dw_job;
 

@@ -127,7 +127,8 @@ CN_INLINE void task_ks(const cn_dw_job *j, int img, int b0, int b1, int oy0, int
     memset(ring, 0, sizeof(float) * (slot_floats * (size_t)K + row_floats));
     const float *zero = ring + (size_t)K * slot_floats;
     /* the pool's sums, 16 doubles per block, after the zero row */
-    double *sums = j->pool ? (double *)(ring + (size_t)K * slot_floats + row_floats) : NULL;
+    double *sums = j->pool || j->pool_sums
+                       ? (double *)(ring + (size_t)K * slot_floats + row_floats) : NULL;
     if (sums) memset(sums, 0, sizeof(double) * 16 * (size_t)(b1 - b0));
     int tag[5];
     for (int i = 0; i < K; i++) tag[i] = INT_MIN;
@@ -156,7 +157,11 @@ CN_INLINE void task_ks(const cn_dw_job *j, int img, int b0, int b1, int oy0, int
             row_ks(j, img, oy, 16 * b, r, sums ? sums + (size_t)(b - b0) * 16 : NULL, K, S);
         }
     }
-    if (sums) {
+    if (sums && j->pool_sums) {
+        for (int b = b0; b < b1; b++)
+            for (int l = 0; l < 16 && 16 * b + l < j->c; l++)
+                j->pool_sums[16 * b + l] = sums[(b - b0) * 16 + l];
+    } else if (sums) {
         const double hw = (double)j->oh * j->ow;
         for (int b = b0; b < b1; b++)
             for (int l = 0; l < 16 && 16 * b + l < j->c; l++)

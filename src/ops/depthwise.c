@@ -672,3 +672,125 @@ void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, 
             dbias[ch] += (float)acc;
         }
 }
+
+/* ---- a 1x1 convolution and the depthwise convolution that reads it, fused (inference) ----
+ * An MBConv block's expanded map (112x112x96 in EfficientNet-B0's second stage: 4.8 MB an
+ * image) is written by the expansion and read back by the depthwise convolution; beyond L2 both
+ * passes wait on memory. Here each thread takes a run of bands of output rows of the depthwise
+ * convolution: for a band it expands the input rows the band reads into a buffer that stays in
+ * L2 (keeping the rows it shares with the band before: the overlap is moved, not recomputed),
+ * then runs the depthwise task on that buffer, as a sub-image whose top padding is what remains
+ * of ph above it. The expansion of a band is the same 1x1 convolution (with its epilogue) on a
+ * sub-image of whole rows, so every value is the one the two passes would compute; a pool of the
+ * output (SE squeeze) is summed per band in double and the bands added in order, the same for
+ * any thread count (bands do not depend on it unless there are fewer bands than threads). */
+
+enum { BAND_BYTES = 384 * 1024 };
+
+typedef struct xdw_plan {
+    int bands;   /* per image */
+    int in_rows; /* the most input rows of a band */
+    size_t band_floats, ring_floats, conv_floats, per_thread;
+} xdw_plan;
+
+int cn_expand_dw_fusable(int k, int stride) {
+    return cn_cpu_avx512() && cn_dw_fast_shape(k, stride);
+}
+
+static cn_conv_desc band_desc(const cn_conv_desc *de, int rows) {
+    cn_conv_desc s = *de;
+    s.n = 1, s.h = s.oh = rows;
+    return s;
+}
+
+static xdw_plan xdw_plan_of(const cn_conv_desc *de, const cn_conv_desc *dd, int nt) {
+    xdw_plan p;
+    const size_t row = (size_t)dd->w * dd->c * sizeof(float);
+    const long fit = (long)(BAND_BYTES / row);
+    int r = fit <= dd->kh ? 1 : (int)((fit - dd->kh) / dd->sh + 1);
+    if (r > dd->oh) r = dd->oh;
+    p.bands = (dd->oh + r - 1) / r;
+    /* fewer images than threads: more bands, so that every thread has rows */
+    if ((long)dd->n * p.bands < nt) p.bands = (nt + dd->n - 1) / dd->n;
+    if (p.bands > dd->oh) p.bands = dd->oh;
+    const int rmax = (dd->oh + p.bands - 1) / p.bands;
+    p.in_rows = (rmax - 1) * dd->sh + dd->kh;
+    if (p.in_rows > dd->h) p.in_rows = dd->h;
+    p.band_floats = round16((size_t)p.in_rows * dd->w * dd->c);
+    const cn_dw_job j = dw_job_of(dd);
+    p.ring_floats = round16(cn_dw_ring_floats(&j, (dd->c + 15) / 16));
+    const cn_conv_desc s = band_desc(de, p.in_rows);
+    p.conv_floats = round16(cn_conv2d_workspace(&s, 1, 0));
+    p.per_thread = p.band_floats + p.ring_floats + p.conv_floats;
+    return p;
+}
+
+/* the weights, the bands' pool sums (doubles), 64 bytes of slack, then each thread's band,
+ * ring and convolution workspace */
+static size_t xdw_head_floats(const cn_conv_desc *dd, const xdw_plan *p, int pool) {
+    return round16((size_t)dd->kh * dd->kw * dd->c) +
+           (pool ? round16(2 * (size_t)dd->n * p->bands * dd->c) : 0) + 16;
+}
+
+size_t cn_expand_dw_workspace(const cn_conv_desc *de, const cn_conv_desc *dd, int nthreads) {
+    const int nt = nthreads < 1 ? 1 : nthreads;
+    const xdw_plan p = xdw_plan_of(de, dd, nt);
+    return xdw_head_floats(dd, &p, 1) + (size_t)nt * p.per_thread;
+}
+
+void cn_expand_dw_forward(float *out, const float *in, const float *we, const cn_epilogue *epe,
+                          const cn_conv_desc *de, const float *wd, const cn_epilogue *epd,
+                          const cn_conv_desc *dd, float *ws, int nthreads) {
+    const int nt0 = nthreads < 1 ? 1 : nthreads;
+    const xdw_plan p = xdw_plan_of(de, dd, nt0);
+    const int C = dd->c, H = dd->h, W = dd->w, OH = dd->oh, OW = dd->ow, S = dd->sh;
+    const int K = dd->kh, PH = dd->ph, CIN = de->c, blocks = (C + 15) / 16;
+    const size_t rowf = (size_t)W * C;
+    float *wr = ws;
+    repack(wr, wd, C, K * K, 0);
+    double *bsum = epd->pool ? (double *)(ws + round16((size_t)K * K * C)) : NULL;
+    float *thr = ws + xdw_head_floats(dd, &p, epd->pool != NULL) - 16;
+    thr = (float *)(((uintptr_t)thr + 63) & ~(uintptr_t)63);
+    const long tasks = (long)dd->n * p.bands;
+    const int nt = tasks < nt0 ? (int)tasks : nt0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
+        float *band = thr + (size_t)t * p.per_thread;
+        float *ring = band + p.band_floats, *cws = ring + p.ring_floats;
+        int have = -1, h0 = 0, h1 = 0; /* the image and input rows [h0, h1) in the band buffer */
+        for (long k = tasks * t / T; k < tasks * (t + 1) / T; k++) {
+            const int img = (int)(k / p.bands), b = (int)(k % p.bands);
+            const int oy0 = (int)((long)OH * b / p.bands), oy1 = (int)((long)OH * (b + 1) / p.bands);
+            const int r0 = oy0 * S - PH < 0 ? 0 : oy0 * S - PH;
+            const int r1 = (oy1 - 1) * S - PH + K > H ? H : (oy1 - 1) * S - PH + K;
+            int from = r0;
+            if (have == img && h0 <= r0 && r0 < h1) { /* the rows shared with the band before */
+                memmove(band, band + (size_t)(r0 - h0) * rowf, sizeof(float) * (size_t)(h1 - r0) * rowf);
+                from = h1;
+            }
+            if (from < r1) {
+                const cn_conv_desc s = band_desc(de, r1 - from);
+                cn_conv2d_forward_fused(band + (size_t)(from - r0) * rowf,
+                                        in + ((size_t)img * H + from) * W * CIN, we, epe, &s, cws, 1);
+            }
+            have = img, h0 = r0, h1 = r1;
+            cn_dw_job j = dw_job_of(dd);
+            j.in = band, j.wr = wr, j.bias = NULL;
+            j.out = out + ((size_t)img * OH + oy0) * OW * C;
+            j.scale = epd->scale, j.shift = epd->shift, j.res = NULL, j.act = (int)epd->act;
+            j.pool = NULL, j.pool_sums = bsum ? bsum + ((size_t)img * p.bands + b) * C : NULL;
+            j.n = 1, j.h = r1 - r0, j.oh = oy1 - oy0, j.ph = r0 + PH - oy0 * S;
+            cn_dw_task__avx512(&j, 0, 0, blocks, 0, oy1 - oy0, ring);
+        }
+    }
+    if (bsum) {
+        const double hw = (double)OH * OW;
+        for (int img = 0; img < dd->n; img++)
+            for (int c = 0; c < C; c++) {
+                double s = 0;
+                for (int b = 0; b < p.bands; b++) s += bsum[((size_t)img * p.bands + b) * C + c];
+                epd->pool[(size_t)img * C + c] = (float)(s / hw);
+            }
+    }
+}
