@@ -897,6 +897,13 @@ int main(void) {
         conv_case(1, 40, 40, 16, 96, 1, 1, 0, 1, threads[t]);
         conv_case(3, 14, 14, 96, 40, 1, 1, 0, 1, threads[t]);
     }
+    /* a small map under wide weights (dW over 1 MB): the weight gradient by the GEMM over all
+     * images, and the blocked transpose of the flipped weights with channel tails (after the
+     * cases above, so that their random data stays what it was) */
+    for (int t = 0; t < 3; t++) {
+        conv_case(2, 5, 6, 100, 300, 3, 1, 1, 1, threads[t]);
+        conv_case(1, 7, 7, 300, 100, 3, 2, 1, 1, threads[t]);
+    }
     phase("conv vs direct loops");
     /* per-image rows*K above 2^21 floats: serial row chunks that straddle images */
     conv_case_sampled(2, 128, 128, 64, 64, 3, 1, 1, 2);

@@ -317,9 +317,13 @@ static int direct_wgrad_shape_ok(const cn_conv_desc *d) {
  * wins (resnet18's 7x7x512 layer at batch 16, 2 threads: 26.2 -> 18.8 ms; the stride-2 one into
  * it 13.1 -> 7.2; 7x7x256 5.5 -> 4.5; 14x14 maps and ResNet-20's 64-channel 7x7 layer, where
  * dW stays in L2, are as fast or faster direct). */
-static int direct_wgrad_ok(const cn_conv_desc *d, int nthreads) {
+static int small_wide(const cn_conv_desc *d) {
     const double dw_bytes = (double)d->oc * d->kh * d->kw * d->c * sizeof(float);
-    if (dw_bytes > (double)(1 << 20) && (long)d->oh * d->ow < 100) return 0;
+    return dw_bytes > (double)(1 << 20) && (long)d->oh * d->ow < 100;
+}
+
+static int direct_wgrad_ok(const cn_conv_desc *d, int nthreads) {
+    if (small_wide(d)) return 0;
     return (nthreads <= 1 || d->n >= nthreads) && direct_wgrad_shape_ok(d);
 }
 
@@ -361,6 +365,29 @@ static void pack_weights_flipped(float *restrict wk, const float *restrict w,
                        sizeof(float) * C);
                 memset(row + C, 0, sizeof(float) * (ldw - C));
             }
+}
+
+/* wt (C, KH, KW, OC): wt[ci][ky][kx][co] = w[co][KH-1-ky][KW-1-kx][ci], the weights of the data
+ * gradient as a convolution. For each tap an OC x C transpose, in 32 x 32 blocks so that both
+ * sides move whole cache lines (element by element, the scattered stores of ResNet's 512-channel
+ * layers cost as much as the GEMM after them); taps and channel blocks on threads. */
+static void transpose_flipped(float *restrict wt, const float *restrict w, const cn_conv_desc *d,
+                              int nthreads) {
+    enum { TB = 32 };
+    const int C = d->c, OC = d->oc, KH = d->kh, KW = d->kw, taps = KH * KW;
+    const size_t kw_ = (size_t)taps * C, kt = (size_t)taps * OC; /* row strides of w and wt */
+    const int cb = (C + TB - 1) / TB, ob = (OC + TB - 1) / TB;
+    const long jobs = (long)taps * cb * ob;
+#pragma omp parallel for schedule(static) num_threads(nthreads > 1 ? nthreads : 1) if (jobs > 16)
+    for (long j = 0; j < jobs; j++) {
+        const int t = (int)(j / ((long)cb * ob)), c0 = (int)(j / ob % cb) * TB, o0 = (int)(j % ob) * TB;
+        const int ky = t / KW, kx = t % KW;
+        const float *src = w + ((size_t)ky * KW + kx) * C;                         /* [co][ci] */
+        float *dst = wt + ((size_t)(KH - 1 - ky) * KW + (KW - 1 - kx)) * OC;       /* [ci][co] */
+        const int c1 = c0 + TB < C ? c0 + TB : C, o1 = o0 + TB < OC ? o0 + TB : OC;
+        for (int ci = c0; ci < c1; ci++)
+            for (int co = o0; co < o1; co++) dst[(size_t)ci * kt + co] = src[(size_t)co * kw_ + ci];
+    }
 }
 
 static size_t direct_forward_workspace(const cn_conv_desc *d, int nthreads) {
@@ -692,7 +719,7 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
     if (dw && direct_wgrad_ok(d, nthreads)) {
         dw_direct = dw;
         dw = NULL; /* below, with the direct kernels */
-    } else if (dw && implicit_ok(d)) {
+    } else if (dw && implicit_ok(d) && !small_wide(d)) {
         dw_implicit = dw;
         dw = NULL; /* below, without im2col */
     }
@@ -747,14 +774,9 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
         /* wt (C, KH, KW, OC): wt[ci][ky][kx][co] = w[co][KH-1-ky][KW-1-kx][ci]; the weight
          * pass is over, so its workspace is free */
         float *wt = ws;
-        int C = d->c, OC = d->oc, KH = d->kh, KW = d->kw;
-        for (int co = 0; co < OC; co++)
-            for (int ky = 0; ky < KH; ky++)
-                for (int kx = 0; kx < KW; kx++)
-                    for (int ci = 0; ci < C; ci++)
-                        wt[(((size_t)ci * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)) * OC + co] =
-                            w[(((size_t)co * KH + ky) * KW + kx) * C + ci];
-        conv_gemm(din_conv, dout, wt, &tr, ws + (size_t)OC * KH * KW * C, nthreads, 1.0f, NULL);
+        transpose_flipped(wt, w, d, nthreads);
+        conv_gemm(din_conv, dout, wt, &tr, ws + (size_t)d->oc * d->kh * d->kw * d->c, nthreads,
+                  1.0f, NULL);
     }
 }
 
