@@ -981,8 +981,10 @@ static void conv_fused_one(cn_graph *g, cn_node *nd, int n) {
     }
 }
 
-/* Whether an expansion and its depthwise convolution run fused (cn_node.fuse_dw): where the
- * expanded map of the batch outgrows what stays in L2 between the two passes. */
+/* Whether an expansion and its depthwise convolution run fused (cn_node.fuse_dw): where an
+ * image's expanded map outgrows what stays in L2 between the two passes (measured on
+ * EfficientNet-B0: fusing from 0.5 or 0.2 MB an image, or by the batch's map at batch 16, was
+ * slower). */
 #define EXPAND_DW_MIN_BYTES (1u << 20)
 static int expand_dw_pays(const cn_conv_desc *dd) {
     return (double)dd->h * dd->w * dd->c * sizeof(float) >= EXPAND_DW_MIN_BYTES;
@@ -999,7 +1001,7 @@ static double conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
     cn_node *dn = &g->nodes[nd->fuse_dw];
     cn_conv_desc de = nd->desc, dd = dn->desc;
     de.n = dd.n = n;
-    if (!expand_dw_pays(&dd)) {
+    if (!expand_dw_pays(&dd) || !cn_expand_dw_fusable(dd.kh, dd.sh)) {
         conv_fused_one(g, nd, n);
         const double t0 = g->profile ? omp_get_wtime() : 0;
         conv_fused_one(g, dn, n);
