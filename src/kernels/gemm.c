@@ -472,6 +472,13 @@ static void sgemm_dot(const gemm_job *j) {
     const size_t MR = (size_t)dk->mr, NR = (size_t)dk->nr;
     const size_t tiles_m = cdiv(j->M, MR), tiles_n = cdiv(j->N, NR);
     int T = team_size(j->M, j->N, j->K, tiles_m * tiles_n);
+    /* a GEMV is bound by reading B: from 1 MB of it (a classifier's weights: resnet18's 2 MB
+     * read at 15 GB/s by one core), the cores' bandwidths add up */
+    if (T == 1 && !omp_in_parallel() && (double)j->N * j->K * sizeof(float) >= (double)(1 << 20)) {
+        T = omp_get_max_threads();
+        if ((size_t)T > tiles_m * tiles_n) T = (int)(tiles_m * tiles_n);
+        if (T < 1) T = 1;
+    }
     int tm = 1, tn = 1;
     if (T > 1) choose_grid(tiles_m, tiles_n, MR, NR, T, 0.0, 0.0, &tm, &tn);
     T = tm * tn;
