@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "convnet.h"
+#include "graph/model.h"
 
 typedef struct expect {
     const char *name;
@@ -220,6 +221,82 @@ static void check_names_file(cn_model *m, const char *path) {
           path, bad, i, cn_model_tensor_count(m));
 }
 
+/* the tensors an eval forward writes, kept by the graph's observe hook */
+typedef struct kept {
+    int n, want[64];
+    float *data[64];
+    size_t count[64];
+} kept;
+
+static void keep_tensor(void *user, int t, const float *data, size_t count) {
+    kept *k = user;
+    for (int i = 0; i < k->n; i++)
+        if (k->want[i] == t && !k->data[i] && (k->data[i] = malloc(sizeof(float) * count))) {
+            memcpy(k->data[i], data, sizeof(float) * count);
+            k->count[i] = count;
+        }
+}
+
+/* Inference fusion against the same model built without any: EfficientNet-B0 on 2 x 3 x 200 x
+ * 176, batch-norm statistics and affines away from their defaults; the output of every
+ * depthwise convolution that an expansion took in (cn_node.fuse_dw; stage 2's expanded map is
+ * 100 x 88 x 96, 3.4 MB an image, so it runs band by band) compared with the unfused model's
+ * (the logits of a randomly initialised EfficientNet hardly move when a band goes wrong). */
+static void fusion_check(void) {
+    cn_model *m = make_effnet("efficientnet_b0", 0, 3, 10), *q = NULL;
+    if (!m) return;
+    srand(7);
+    for (int i = 0; i < cn_model_tensor_count(m); i++) {
+        cn_tensor_info ti;
+        if (cn_model_tensor_info(m, i, &ti) != CN_OK || ti.ndim != 1 || ti.is_int64) continue;
+        float *v = malloc(sizeof(float) * (size_t)ti.count);
+        for (int64_t k = 0; k < ti.count; k++) {
+            const float u = (float)rand() / (float)RAND_MAX;
+            v[k] = strstr(ti.name, "running_mean") ? 0.4f * u - 0.2f
+                   : strstr(ti.name, "bias")       ? 0.2f * u - 0.1f
+                                                   : 0.5f + u; /* running_var, BN weight */
+        }
+        cn_model_tensor_set(m, i, v);
+        free(v);
+    }
+    const int n = 2, h = 200, w = 176;
+    CHECK(cn_model_new_arch_nofuse(&q, &m->arch, m->threads) == CN_OK &&
+              cn_model_copy_state(q, m) == CN_OK,
+          "nofuse copy: %s", cn_errmsg());
+    kept a = {0}, b = {0};
+    for (int i = 0; i < m->g.nnodes && a.n < 64; i++)
+        if (m->g.nodes[i].fuse_dw >= 0) a.want[a.n++] = m->g.nodes[m->g.nodes[i].fuse_dw].fuse_out;
+    b.n = a.n;
+    memcpy(b.want, a.want, sizeof a.want);
+    CHECK(a.n == 15, "efficientnet_b0: %d expansions fused with their depthwise convolutions", a.n);
+    float *x = malloc(sizeof(float) * (size_t)n * 3 * h * w), la[20], lb[20];
+    for (size_t k = 0; k < (size_t)n * 3 * h * w; k++) x[k] = (float)rand() / (float)RAND_MAX - 0.5f;
+    m->g.observe = keep_tensor, m->g.observe_user = &a;
+    if (q) q->g.observe = keep_tensor, q->g.observe_user = &b;
+    if (q && cn_model_forward(m, x, n, h, w, 0, la) == CN_OK &&
+        cn_model_forward(q, x, n, h, w, 0, lb) == CN_OK) {
+        double worst = 0;
+        int seen = 0;
+        for (int i = 0; i < a.n; i++) {
+            if (!a.data[i] || !b.data[i] || a.count[i] != b.count[i]) continue;
+            const double e = max_rel_err(a.data[i], b.data[i], a.count[i], 1e-6);
+            if (e > worst || e != e) worst = e;
+            seen++;
+        }
+        CHECK(seen == a.n, "efficientnet_b0: %d of %d depthwise outputs seen by both", seen, a.n);
+        CHECK(worst < 1e-5, "efficientnet_b0 fused against unfused eval: depthwise outputs rel err %g",
+              worst);
+        const double el = max_rel_err(la, lb, 20, 1e-6);
+        CHECK(el < 1e-4, "efficientnet_b0 fused against unfused eval: logits rel err %g", el);
+    } else {
+        CHECK(0, "efficientnet_b0 eval forwards: %s", cn_errmsg());
+    }
+    for (int i = 0; i < a.n; i++) free(a.data[i]), free(b.data[i]);
+    free(x);
+    cn_model_free(q);
+    cn_model_free(m);
+}
+
 int main(int argc, char **argv) {
     const char *refs = argc > 1 ? argv[1] : NULL;
     for (size_t k = 0; k < sizeof models / sizeof *models; k++) {
@@ -318,6 +395,7 @@ int main(int argc, char **argv) {
     cn_model_free(b);
     cn_model_free(c);
     effnet_checks(refs);
+    fusion_check();
     /* errors are statuses with messages, never aborts */
     cn_model_config cfg;
     cn_model_config_default(&cfg);

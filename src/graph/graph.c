@@ -990,12 +990,18 @@ static int expand_dw_pays(const cn_conv_desc *dd) {
     return (double)dd->h * dd->w * dd->c * sizeof(float) >= EXPAND_DW_MIN_BYTES;
 }
 
+static void observe_tensor(cn_graph *g, int t, int n) {
+    if (g->observe && t >= 0) g->observe(g->observe_user, t, g->tensors[t].data, numel(&g->tensors[t], n));
+}
+
 /* An eval-mode convolution with its absorbed chain, and the depthwise convolution it took in
- * (cn_node.fuse_dw); returns the seconds the depthwise one took when it ran apart (profiled
- * as its own node), else 0 */
+ * (cn_node.fuse_dw), each written tensor passed to g->observe; returns the seconds the
+ * depthwise one took when it ran apart (profiled as its own node), else 0 */
 static double conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
     if (nd->fuse_dw < 0) {
         conv_fused_one(g, nd, n);
+        observe_tensor(g, nd->fuse_out, n);
+        observe_tensor(g, nd->fuse_gap, n);
         return 0;
     }
     cn_node *dn = &g->nodes[nd->fuse_dw];
@@ -1003,18 +1009,25 @@ static double conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
     de.n = dd.n = n;
     if (!expand_dw_pays(&dd) || !cn_expand_dw_fusable(dd.kh, dd.sh)) {
         conv_fused_one(g, nd, n);
+        observe_tensor(g, nd->fuse_out, n);
         const double t0 = g->profile ? omp_get_wtime() : 0;
         conv_fused_one(g, dn, n);
-        if (!g->profile) return 0;
-        const double dt = omp_get_wtime() - t0;
-        g->op_time[0][cn_node_profile_slot(dn)] += dt;
-        if (g->node_time) g->node_time[2 * nd->fuse_dw] += dt;
+        double dt = 0;
+        if (g->profile) {
+            dt = omp_get_wtime() - t0;
+            g->op_time[0][cn_node_profile_slot(dn)] += dt;
+            if (g->node_time) g->node_time[2 * nd->fuse_dw] += dt;
+        }
+        observe_tensor(g, dn->fuse_out, n);
+        observe_tensor(g, dn->fuse_gap, n);
         return dt;
     }
     const cn_epilogue ep = fold_epilogue(g, nd), epd = fold_epilogue(g, dn);
     cn_expand_dw_forward(g->tensors[dn->fuse_out].data, g->tensors[nd->in[0]].data,
                          cn_entry_data(g, nd->p[0]), &ep, &de, cn_entry_data(g, dn->p[0]), &epd,
                          &dd, g->workspace, g->threads);
+    observe_tensor(g, dn->fuse_out, n);
+    observe_tensor(g, dn->fuse_gap, n);
     return 0;
 }
 

@@ -160,7 +160,9 @@ typedef struct cn_graph {
     /* set before cn_graph_finalize: no fusion at all, so that an eval forward materialises
      * every tensor (int8 calibration observes them) */
     int nofuse;
-    /* when set, called after each node of a forward with the tensor it wrote (n samples) */
+    /* when set, called after each node of a forward with the tensor it wrote (n samples); after
+     * an eval convolution that absorbed others, with each tensor of the chain it writes (its
+     * output, a pool it took, a fused depthwise convolution's output and pool) */
     void (*observe)(void *user, int tensor, const float *data, size_t count);
     void *observe_user;
     /* quantization-aware training (on a nofuse graph): fq_fwd fake-quantizes a tensor in place
