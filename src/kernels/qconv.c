@@ -93,15 +93,6 @@ static int32_t clamp32(int64_t v) {
     return v < INT32_MIN ? INT32_MIN : v > INT32_MAX ? INT32_MAX : (int32_t)v;
 }
 
-int32_t cn_qrq_off_max(const cn_qrqg *g, int n) {
-    int64_t m = 0;
-    for (int o = 0; o < n; o++) {
-        const int64_t v = g[o >> 4].off[o & 15];
-        if ((v < 0 ? -v : v) > m) m = v < 0 ? -v : v;
-    }
-    return m > INT32_MAX ? INT32_MAX : (int32_t)m;
-}
-
 cn_qrq_flags cn_qrq_scan(const cn_qepilogue *ep, int n) {
     cn_qrq_flags f = {0, 0, 1, INT32_MAX};
     for (int o = 0; o < n; o++) {
@@ -129,6 +120,20 @@ void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, cn_qrq_fl
     rq->res = ep->res, rq->out0 = NULL, rq->add = ep->add, rq->tile_add = 0;
 }
 
+/* cn_qrq_fill of the groups of n channels, and their flags, with the largest |off| of them */
+static cn_qrq_flags fill_scan(cn_qrqg *g, const cn_qepilogue *ep, const void *wsum,
+                              int32_t zp_in, int n) {
+    cn_qrq_fill(g, ep, wsum, zp_in, n);
+    cn_qrq_flags f = cn_qrq_scan(ep, n);
+    int64_t m = 0;
+    for (int o = 0; o < n; o++) {
+        const int64_t v = g[o >> 4].off[o & 15];
+        if ((v < 0 ? -v : v) > m) m = v < 0 ? -v : v;
+    }
+    f.off_max = m > INT32_MAX ? INT32_MAX : (int32_t)m;
+    return f;
+}
+
 /* Prepared parameters (cn_qconv_prepare): this header, 64-byte aligned within the buffer, then
  * the groups. */
 typedef struct prep_head {
@@ -149,9 +154,8 @@ static const void *packed_wsum(const void *packed, const cn_qconv_desc *d);
 void cn_qconv_prepare(void *params, const void *weights, const cn_qconv_desc *d,
                       const cn_qepilogue *ep) {
     prep_head *h = prep_at(params);
-    h->f = cn_qrq_scan(ep, d->oc);
-    cn_qrq_fill((cn_qrqg *)(h + 1), ep, weights ? packed_wsum(weights, d) : NULL, d->zp_in, d->oc);
-    h->f.off_max = cn_qrq_off_max((const cn_qrqg *)(h + 1), d->oc);
+    h->f = fill_scan((cn_qrqg *)(h + 1), ep, weights ? packed_wsum(weights, d) : NULL, d->zp_in,
+                     d->oc);
 }
 
 /* rq for a call: from ep->params, or derived into g (room for the groups of n channels) */
@@ -162,10 +166,7 @@ static void rq_setup(cn_qrq *rq, cn_qrqg *g, const cn_qepilogue *ep, const void 
         cn_qrq_init(rq, (const cn_qrqg *)(h + 1), ep, h->f);
         return;
     }
-    cn_qrq_fill(g, ep, wsum, zp_in, n);
-    cn_qrq_flags f = cn_qrq_scan(ep, n);
-    f.off_max = cn_qrq_off_max(g, n);
-    cn_qrq_init(rq, g, ep, f);
+    cn_qrq_init(rq, g, ep, fill_scan(g, ep, wsum, zp_in, n));
 }
 
 /* ---- reference ---- */

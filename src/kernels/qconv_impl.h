@@ -75,10 +75,8 @@ typedef struct cn_qrq_flags {
     int any_left;  /* some shift < 0 */
     int neg_mult;  /* some multiplier < 0 */
     int shifts_ok; /* every shift in [1, 22] */
-    int32_t off_max; /* the largest |off| of the filled groups (cn_qrq_off_max) */
+    int32_t off_max; /* the largest |off| of the filled groups, saturated (INT32_MAX: unknown) */
 } cn_qrq_flags;
-/* the largest |off| of the groups covering n channels, saturated to INT32_MAX */
-int32_t cn_qrq_off_max(const cn_qrqg *g, int n);
 cn_qrq_flags cn_qrq_scan(const cn_qepilogue *ep, int n);
 void cn_qrq_init(cn_qrq *rq, const cn_qrqg *g, const cn_qepilogue *ep, cn_qrq_flags f);
 

@@ -310,13 +310,14 @@ static int direct_wgrad_shape_ok(const cn_conv_desc *d) {
     return d->groups == 1 && !is_pointwise(d) && cn_dconv_wgrad_ok(&s);
 }
 
-/* The weight gradient runs whole images on threads; with fewer images than threads the GEMM
- * path, which splits one image, keeps every core busy. Each image adds into all of dW, so on
- * small maps with wide layers (dW beyond L2, under 100 pixels an image: ResNet's 7x7 stage) that
- * traffic outweighs the products, and the GEMM, which sums over every image's pixels at once,
- * wins (resnet18's 7x7x512 layer at batch 16, 2 threads: 26.2 -> 18.8 ms; the stride-2 one into
- * it 13.1 -> 7.2; 7x7x256 5.5 -> 4.5; 14x14 maps and ResNet-20's 64-channel 7x7 layer, where
- * dW stays in L2, are as fast or faster direct). */
+/* The direct weight gradient runs whole images on threads; with fewer images than threads the
+ * GEMM path, which splits one image, keeps every core busy. Each image adds into all of dW (the
+ * implicit GEMM's too), so on small maps with wide layers (dW beyond L2, under 100 pixels an
+ * image: ResNet's 7x7 stage) that traffic outweighs the products, and the im2col GEMM, which
+ * sums over every image's pixels at once, wins (resnet18's 7x7x512 layer at batch 16, 2
+ * threads: direct 26.2, implicit 18.8, im2col 15.0 ms; the stride-2 one into it 13.1 -> 7.2;
+ * 7x7x256 5.5 -> 3.5; 14x14 maps and ResNet-20's 64-channel 7x7 layer, where dW stays in L2,
+ * are as fast or faster direct). */
 static int small_wide(const cn_conv_desc *d) {
     const double dw_bytes = (double)d->oc * d->kh * d->kw * d->c * sizeof(float);
     return dw_bytes > (double)(1 << 20) && (long)d->oh * d->ow < 100;
@@ -788,8 +789,7 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
         direct_forward(din_conv, dout, ws, &tr, ws + direct_weight_floats(&tr), nthreads, 1,
                        NULL);
     } else if (flip) {
-        /* wt (C, KH, KW, OC): wt[ci][ky][kx][co] = w[co][KH-1-ky][KW-1-kx][ci]; the weight
-         * pass is over, so its workspace is free */
+        /* the weight pass is over, so its workspace is free */
         float *wt = ws;
         transpose_flipped(wt, w, d, nthreads);
         conv_gemm(din_conv, dout, wt, &tr, ws + (size_t)d->oc * d->kh * d->kw * d->c, nthreads,

@@ -725,17 +725,17 @@ static xdw_plan xdw_plan_of(const cn_conv_desc *de, const cn_conv_desc *dd, int 
     return p;
 }
 
-/* the weights, the bands' pool sums (doubles), 64 bytes of slack, then each thread's band,
- * ring and convolution workspace */
-static size_t xdw_head_floats(const cn_conv_desc *dd, const xdw_plan *p, int pool) {
-    return round16((size_t)dd->kh * dd->kw * dd->c) +
-           (pool ? round16(2 * (size_t)dd->n * p->bands * dd->c) : 0) + 16;
+/* the workspace: the weights and the bands' pool sums (doubles), then each thread's band, ring
+ * and convolution workspace (whole multiples of 16 floats: 64-byte aligned in a 64-byte
+ * aligned workspace) */
+static size_t xdw_head_floats(const cn_conv_desc *dd, const xdw_plan *p) {
+    return round16((size_t)dd->kh * dd->kw * dd->c) + round16(2 * (size_t)dd->n * p->bands * dd->c);
 }
 
 size_t cn_expand_dw_workspace(const cn_conv_desc *de, const cn_conv_desc *dd, int nthreads) {
     const int nt = nthreads < 1 ? 1 : nthreads;
     const xdw_plan p = xdw_plan_of(de, dd, nt);
-    return xdw_head_floats(dd, &p, 1) + (size_t)nt * p.per_thread;
+    return xdw_head_floats(dd, &p) + (size_t)nt * p.per_thread;
 }
 
 void cn_expand_dw_forward(float *out, const float *in, const float *we, const cn_epilogue *epe,
@@ -749,8 +749,7 @@ void cn_expand_dw_forward(float *out, const float *in, const float *we, const cn
     float *wr = ws;
     repack(wr, wd, C, K * K, 0);
     double *bsum = epd->pool ? (double *)(ws + round16((size_t)K * K * C)) : NULL;
-    float *thr = ws + xdw_head_floats(dd, &p, epd->pool != NULL) - 16;
-    thr = (float *)(((uintptr_t)thr + 63) & ~(uintptr_t)63);
+    float *const thr = ws + xdw_head_floats(dd, &p);
     const long tasks = (long)dd->n * p.bands;
     const int nt = tasks < nt0 ? (int)tasks : nt0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
