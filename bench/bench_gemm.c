@@ -113,12 +113,43 @@ __attribute__((target("avx512f,fma"))) static double fma_peak_avx512(double seco
     return best;
 }
 
-/* the machine's FP32 FMA peak in GFLOP/s with t threads (0 when the path is not AVX-512) */
+/* the same with 12 ymm chains (AVX2 has 16 registers) */
+__attribute__((target("avx2,fma"))) static double fma_peak_avx2(double seconds) {
+    __m256 acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i * 1e-3f);
+    __m256 b = _mm256_set1_ps(0.999f);
+    const __m256 c = _mm256_set1_ps(1e-6f);
+    double best = 0.0, spent = 0.0;
+    while (spent < seconds) {
+        const long n = 1000000;
+        const double t0 = now();
+        for (long k = 0; k < n; k++) {
+#pragma GCC unroll 12
+            for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
+            __asm__ volatile("" : "+x"(b));
+        }
+        const double dt = now() - t0, gf = (double)n * 12 * 16 / dt * 1e-9;
+        if (gf > best) best = gf;
+        spent += dt;
+    }
+    float sink = 0.0f;
+    for (int i = 0; i < 12; i++) {
+        float v[8];
+        _mm256_storeu_ps(v, acc[i]);
+        for (int l = 0; l < 8; l++) sink += v[l];
+    }
+    __asm__ volatile("" : : "x"(sink));
+    return best;
+}
+
+/* the machine's FP32 FMA peak in GFLOP/s with t threads on the GEMM's path (0 for the generic
+ * path) */
 static double fma_peak(int t) {
-    if (strcmp(cn_sgemm_path_name(), "avx512") != 0) return 0.0;
+    const int avx512 = strcmp(cn_sgemm_path_name(), "avx512") == 0;
+    if (!avx512 && strcmp(cn_sgemm_path_name(), "avx2") != 0) return 0.0;
     double sum = 0.0;
 #pragma omp parallel num_threads(t) reduction(+ : sum)
-    sum += fma_peak_avx512(0.1);
+    sum += avx512 ? fma_peak_avx512(0.1) : fma_peak_avx2(0.1);
     return sum;
 }
 

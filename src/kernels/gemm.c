@@ -39,12 +39,25 @@ UKERNEL_PAIR(8x48);
 UKERNEL_PAIR(6x64);
 UKERNEL_PAIR(5x80);
 UKERNEL_PAIR(4x96);
-UKERNEL_DECL(f32_gemm_ukernel_6x16__avx2);
+#define UKERNEL_PAIR2(tile) \
+    UKERNEL_DECL(f32_gemm_ukernel_##tile##_kmajor__avx2); \
+    UKERNEL_DECL(f32_gemm_ukernel_##tile##_rows__avx2)
+UKERNEL_PAIR2(6x16);
+UKERNEL_PAIR2(4x24);
+UKERNEL_PAIR2(8x8);
+typedef void (*pack_bt_fn)(size_t kc, size_t cols, const float *src, size_t ld, size_t nr,
+                           float *dst);
+typedef void (*store_t_fn)(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
+                           size_t ldc, float alpha, float beta);
 void f32_gemm_pack_bt__avx512(size_t kc, size_t cols, const float *src, size_t ld, size_t nr,
                               float *dst);
+void f32_gemm_pack_bt__avx2(size_t kc, size_t cols, const float *src, size_t ld, size_t nr,
+                            float *dst);
 UKERNEL_DECL(f32_gemm_ukernel_4x8__scalar);
 void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
                               size_t ldc, float alpha, float beta);
+void f32_gemm_store_t__avx2(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
+                            size_t ldc, float alpha, float beta);
 
 typedef void (*dot_fn)(size_t kc, const float *a, size_t lda, const float *b, size_t ldb,
                        float *c, size_t ldc, size_t mr, size_t nr, float alpha, float beta);
@@ -55,6 +68,10 @@ typedef void (*dot_fn)(size_t kc, const float *a, size_t lda, const float *b, si
 DOT_DECL(1x16);
 DOT_DECL(2x8);
 DOT_DECL(1x8);
+void f32_gemm_dot_1x8__avx2(size_t kc, const float *a, size_t lda, const float *b, size_t ldb,
+                            float *c, size_t ldc, size_t mr, size_t nr, float alpha, float beta);
+void f32_gemm_dot_2x4__avx2(size_t kc, const float *a, size_t lda, const float *b, size_t ldb,
+                            float *c, size_t ldc, size_t mr, size_t nr, float alpha, float beta);
 
 typedef struct ukernel {
     ukernel_fn kmajor; /* A from packed panels */
@@ -83,8 +100,15 @@ static const ukernel kernels_avx512[] = {
     AVX512_TILE(4x96, 4, 96, 1.00f, 0.93f),
     AVX512_TILE(14x16, 14, 16, 0.70f, 0.80f),
 };
+/* 16 ymm registers: see gemm_avx2.c */
+#define AVX2_TILE(tile, mr, nr, speed_short, speed)                                     \
+    {f32_gemm_ukernel_##tile##_kmajor__avx2, f32_gemm_ukernel_##tile##_rows__avx2, mr, \
+     nr, speed_short, speed, #tile "_avx2"}
 static const ukernel kernels_avx2[] = {
-    {f32_gemm_ukernel_6x16__avx2, NULL, 6, 16, 1.0f, 1.0f, "6x16_avx2"}};
+    AVX2_TILE(6x16, 6, 16, 1.00f, 1.00f),
+    AVX2_TILE(4x24, 4, 24, 1.00f, 1.00f),
+    AVX2_TILE(8x8, 8, 8, 0.80f, 0.80f),
+};
 static const ukernel kernels_generic[] = {
     {f32_gemm_ukernel_4x8__scalar, NULL, 4, 8, 1.0f, 1.0f, "4x8_scalar"}};
 
@@ -93,10 +117,16 @@ typedef struct dkernel {
     int mr, nr;
     const char *name;
 } dkernel;
+/* per path: one row, two rows, and the one-row kernel of the swapped path's left-over rows */
 static const dkernel dot_kernels[] = {
     {f32_gemm_dot_1x16__avx512, 1, 16, "dot1x16_avx512"},
     {f32_gemm_dot_2x8__avx512, 2, 8, "dot2x8_avx512"},
     {f32_gemm_dot_1x8__avx512, 1, 8, "dot1x8_avx512"},
+};
+static const dkernel dot_kernels_avx2[] = {
+    {f32_gemm_dot_1x8__avx2, 1, 8, "dot1x8_avx2"},
+    {f32_gemm_dot_2x4__avx2, 2, 4, "dot2x4_avx2"},
+    {f32_gemm_dot_1x8__avx2, 1, 8, "dot1x8_avx2"},
 };
 
 enum { PATH_GENERIC = 0, PATH_AVX2 = 1, PATH_AVX512 = 2 };
@@ -139,12 +169,26 @@ static const ukernel *kernel_set(int path, size_t *n) {
         *n = sizeof kernels_avx512 / sizeof kernels_avx512[0];
         return kernels_avx512;
     }
+    if (path == PATH_AVX2) {
+        *n = sizeof kernels_avx2 / sizeof kernels_avx2[0];
+        return kernels_avx2;
+    }
     *n = 1;
-    return path == PATH_AVX2 ? kernels_avx2 : kernels_generic;
+    return kernels_generic;
 }
 
-/* the dot-product kernels exist for AVX-512 only */
-static int dot_available(int path) { return path == PATH_AVX512; }
+/* the dot-product kernels, the transposing packer and the transposed write-back exist for
+ * AVX-512 and AVX2 */
+static int dot_available(int path) { return path == PATH_AVX512 || path == PATH_AVX2; }
+static const dkernel *dot_set(int path) { return path == PATH_AVX2 ? dot_kernels_avx2 : dot_kernels; }
+static pack_bt_fn pack_bt_of(int path) {
+    return path == PATH_AVX512 ? f32_gemm_pack_bt__avx512
+           : path == PATH_AVX2 ? f32_gemm_pack_bt__avx2
+                               : NULL;
+}
+static store_t_fn store_t_of(int path) {
+    return path == PATH_AVX2 ? f32_gemm_store_t__avx2 : f32_gemm_store_t__avx512;
+}
 
 int cn_sgemm_kernel_count(void) {
     size_t n;
@@ -156,7 +200,8 @@ const char *cn_sgemm_kernel_name(int i) {
     size_t n;
     const ukernel *set = kernel_set(current_path(), &n);
     if (i >= 0 && (size_t)i < n) return set[i].name;
-    if ((size_t)i == n && dot_available(current_path())) return "dot_avx512";
+    if ((size_t)i == n && dot_available(current_path()))
+        return current_path() == PATH_AVX2 ? "dot_avx2" : "dot_avx512";
     return NULL;
 }
 
@@ -174,6 +219,8 @@ static size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
  * EfficientNet shapes), as each core then reads half of B from the other core's cache, after a
  * barrier. */
 enum { KC_MAX = 384, MC_TARGET = 336, NC_TARGET = 3072, L1_BYTES = 32 * 1024 };
+/* AVX2 machines (Zen 3 here: 512 KB of L2 a core) get a smaller A block: 144 x 256 floats */
+enum { KC_MAX_AVX2 = 256, MC_TARGET_AVX2 = 144 };
 
 typedef struct gemm_job {
     int ta, tb;
@@ -183,7 +230,7 @@ typedef struct gemm_job {
     float *C;
     size_t lda, ldb, ldc;
     const ukernel *uk;
-    int fast_bt; /* transposed B is packed with the AVX-512 transposer */
+    pack_bt_fn pack_bt; /* packs transposed B by register transposes, or NULL */
     size_t kc_blk, mc_blk, nc_blk;
     int direct_a; /* A rows are read in place by the "rows" kernel (ta == 0) */
     int direct_b; /* B rows are read in place (tb == 0), only ragged N edges are packed */
@@ -230,8 +277,8 @@ static void pack_b(const gemm_job *j, size_t k0, size_t kc, size_t j0, size_t nc
                 for (size_t c = 0; c < cols; c++) d[c] = src[c];
                 for (size_t c = cols; c < NR; c++) d[c] = 0.0f;
             }
-        } else if (j->fast_bt) {
-            f32_gemm_pack_bt__avx512(kc, cols, j->B + (j0 + p) * ldb + k0, ldb, NR, dst);
+        } else if (j->pack_bt) {
+            j->pack_bt(kc, cols, j->B + (j0 + p) * ldb + k0, ldb, NR, dst);
         } else {
             for (size_t c = 0; c < cols; c++) {
                 const float *src = j->B + (j0 + p + c) * ldb + k0;
@@ -446,8 +493,8 @@ static int use_dot(int path, int ta, int tb, size_t M) {
     return M <= 3;
 }
 
-static const dkernel *choose_dot(size_t M) {
-    return M == 1 ? &dot_kernels[0] : &dot_kernels[1];
+static const dkernel *choose_dot(int path, size_t M) {
+    return M == 1 ? &dot_set(path)[0] : &dot_set(path)[1];
 }
 
 /* K is cut into chunks (a function of K only) so that the NR rows of B of a chunk stay in L1
@@ -468,7 +515,7 @@ static void dot_block(const gemm_job *j, const dkernel *dk, size_t m0, size_t m1
 }
 
 static void sgemm_dot(const gemm_job *j) {
-    const dkernel *dk = choose_dot(j->M);
+    const dkernel *dk = choose_dot(current_path(), j->M);
     const size_t MR = (size_t)dk->mr, NR = (size_t)dk->nr;
     const size_t tiles_m = cdiv(j->M, MR), tiles_n = cdiv(j->N, NR);
     int T = team_size(j->M, j->N, j->K, tiles_m * tiles_n);
@@ -512,7 +559,8 @@ static void sgemm_dot(const gemm_job *j) {
 enum { SWAP_MAX_M = 64, SWAP_MAX_PACK = 1 << 18 };
 
 static int use_swapped(int path, int ta, int tb, size_t M, size_t K) {
-    if (path != PATH_AVX512 || ta || !tb || M > SWAP_MAX_M || K * round_up(M, 16) > SWAP_MAX_PACK)
+    if ((path != PATH_AVX512 && path != PATH_AVX2) || ta || !tb || M > SWAP_MAX_M ||
+        K * round_up(M, 16) > SWAP_MAX_PACK)
         return 0;
     const int forced = atomic_load_explicit(&forced_kernel, memory_order_relaxed);
     /* below K = 32 the transposed write-back costs more than packing B saves */
@@ -527,12 +575,14 @@ static void dot_block(const gemm_job *j, const dkernel *dk, size_t m0, size_t m1
  * from the other core's cache, which is slower. */
 static void swapped_run(const gemm_job *j, const ukernel *uk, size_t M, float *apk, float *tmp,
                         int t, int T) {
+    const int path = current_path();
+    const pack_bt_fn pack_bt = pack_bt_of(path);
+    const store_t_fn store_t = store_t_of(path);
     const size_t MR = (size_t)uk->mr, NR = (size_t)uk->nr, K = j->K;
     const size_t panels = cdiv(M, NR), tiles_n = cdiv(j->N, MR);
     /* A^T panels: panel p holds pixels p*NR.., k-major, zero padded past M */
     for (size_t p = 0; p < panels; p++)
-        f32_gemm_pack_bt__avx512(K, min_sz(NR, M - p * NR), j->A + p * NR * j->lda, j->lda, NR,
-                                 apk + p * K * NR);
+        pack_bt(K, min_sz(NR, M - p * NR), j->A + p * NR * j->lda, j->lda, NR, apk + p * K * NR);
     const size_t n0 = min_sz(tiles_n * (size_t)t / (size_t)T * MR, j->N);
     const size_t n1 = min_sz(tiles_n * (size_t)(t + 1) / (size_t)T * MR, j->N);
     for (size_t p = 0; p < panels; p++) {
@@ -541,11 +591,10 @@ static void swapped_run(const gemm_job *j, const ukernel *uk, size_t M, float *a
             const size_t rows = min_sz(MR, n1 - jr);
             const float *brow = j->B + jr * j->ldb;
             uk->rows(K, brow, j->ldb, apk + p * K * NR, NR, tmp, NR, rows, cols, 1.0f, 0.0f);
-            f32_gemm_store_t__avx512(tmp, NR, rows, cols, j->C + p * NR * j->ldc + jr, j->ldc,
-                                     j->alpha, j->beta);
+            store_t(tmp, NR, rows, cols, j->C + p * NR * j->ldc + jr, j->ldc, j->alpha, j->beta);
             /* the left-over rows against the same weight rows, while these are in cache */
             if (M < j->M && p == panels - 1)
-                dot_block(j, &dot_kernels[j->M - M == 1 ? 2 : 1], M, j->M, jr, jr + rows);
+                dot_block(j, &dot_set(path)[j->M - M == 1 ? 2 : 1], M, j->M, jr, jr + rows);
         }
     }
     post_block(j, 0, j->M, n0, n1);
@@ -556,7 +605,7 @@ static void sgemm_swapped(const gemm_job *j) {
      * third; those rows go to the GEMV kernel instead. */
     const size_t rem = j->M % 16, M = rem && rem <= 3 && j->M > 16 ? j->M - rem : j->M;
     /* the "M" of the micro-kernel is N (channels), its "N" is M (pixels) */
-    const ukernel *uk = choose_kernel(PATH_AVX512, j->N, M, j->K, 1);
+    const ukernel *uk = choose_kernel(current_path(), j->N, M, j->K, 1);
     const size_t MR = (size_t)uk->mr, NR = (size_t)uk->nr, K = j->K;
     const size_t panels = cdiv(M, NR), tiles_n = cdiv(j->N, MR);
     int T = team_size(j->M, j->N, K, tiles_n);
@@ -607,12 +656,12 @@ void cn_sgemm_post(int ta, int tb, int M, int N, int K, float alpha, const float
         return;
     }
     /* Equal KC blocks (a function of K only) avoid a thin, inefficient last block. */
-    const size_t nkb = cdiv(j.K, KC_MAX);
+    const size_t nkb = cdiv(j.K, path == PATH_AVX2 ? KC_MAX_AVX2 : KC_MAX);
     j.kc_blk = round_up(cdiv(j.K, nkb), 4);
     j.uk = choose_kernel(path, j.M, j.N, j.kc_blk, 0);
-    j.fast_bt = path == PATH_AVX512 && j.uk->nr % 16 == 0;
     const size_t MR = (size_t)j.uk->mr, NR = (size_t)j.uk->nr;
-    j.mc_blk = MC_TARGET / MR * MR;
+    j.pack_bt = NR % (path == PATH_AVX512 ? 16 : 8) == 0 ? pack_bt_of(path) : NULL;
+    j.mc_blk = (path == PATH_AVX2 ? MC_TARGET_AVX2 : MC_TARGET) / MR * MR;
     j.nc_blk = round_up(NC_TARGET, NR);
 
     const size_t tiles_m = cdiv(j.M, MR), tiles_n = cdiv(j.N, NR);
