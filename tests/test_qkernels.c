@@ -1,5 +1,5 @@
 /* The int8 convolution kernels: cn_quantize_multiplier and cn_requant against double-precision
- * models; every implementation this CPU can run ("c", "avx-vnni", "avx512-vnni", forced in
+ * models; every implementation this CPU can run ("c", "avx2", "avx-vnni", "avx512-vnni", forced in
  * turn) bit-exact against cn_qconv2d_ref on odd shapes, dense and depthwise, with 1 and 2
  * threads; and, given the directory of tests/parity/make_qconv_refs.py as argv[1], PyTorch's
  * quantized conv2d (onednn and qnnpack engines) within 1 unit.
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "core/cpu.h"
 #include "kernels/qconv.h"
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
@@ -26,8 +27,8 @@ static double urand(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 
 /* "avx-vnni-evex": the AVX-VNNI kernel assembled with EVEX encodings, so that it is tested where
  * the CPU (or its hypervisor) hides AVX-VNNI */
-#define N_IMPLS 4
-static const char *const impls[N_IMPLS] = {"c", "avx-vnni", "avx-vnni-evex", "avx512-vnni"};
+#define N_IMPLS 5
+static const char *const impls[N_IMPLS] = {"c", "avx2", "avx-vnni", "avx-vnni-evex", "avx512-vnni"};
 
 /* ---- cn_quantize_multiplier and cn_requant ---- */
 
@@ -430,6 +431,18 @@ static void *read_all(FILE *f, size_t n) {
     return p;
 }
 
+/* PyTorch's onednn engine computes the exact convolution only where the CPU has VNNI: without
+ * it (AVX2: Zen 3, Haswell..) its kernels add the u8 x s8 products of two channels with int16
+ * saturation (vpmaddubsw), so that outputs of large activations and weights clip, by tens of
+ * units in these cases (the cases that fail here are exactly those where some channel pair of an
+ * output exceeds the int16 range; checked with numpy on the reference files). There its cases are
+ * run and reported but not held to 1 unit; the
+ * qnnpack cases (exact arithmetic on every CPU) still are. */
+static int onednn_exact(void) {
+    const cn_cpu_features *f = cn_cpu();
+    return f->avx512vnni || f->avxvnni;
+}
+
 /* One case file; see make_qconv_refs.py for the layout. Returns 0 when it could not be read. */
 static int parity_case(const char *path, const char *engine, int *max_diff, size_t *ndiff,
                        size_t *ntotal) {
@@ -492,7 +505,8 @@ static int parity_case(const char *path, const char *engine, int *max_diff, size
     }
     printf("  %-8s %-40s max diff %d, %zu of %zu differ\n", engine, strrchr(path, '/') + 1, md,
            nd, nout);
-    CHECK(md <= 1, "%s: PyTorch %s differs by %d", path, engine, md);
+    if (strcmp(engine, "onednn") != 0 || onednn_exact())
+        CHECK(md <= 1, "%s: PyTorch %s differs by %d", path, engine, md);
     if (md > *max_diff) *max_diff = md;
     *ndiff += nd, *ntotal += nout;
     free(sw), free(bias), free(in), free(w), free(want), free(got), free(b32), free(mult), free(shift);
@@ -519,8 +533,12 @@ static void test_parity(const char *dir) {
     fclose(idx);
     for (int e = 0; e < 2; e++) {
         CHECK(nfiles[e] > 0, "no %s reference cases", engines[e]);
-        printf("parity %s: %d cases, max diff %d, %.4f%% of %zu elements differ\n", engines[e],
-               nfiles[e], md[e], nt[e] ? 100.0 * (double)nd[e] / (double)nt[e] : 0.0, nt[e]);
+        printf("parity %s: %d cases, max diff %d, %.4f%% of %zu elements differ%s\n", engines[e],
+               nfiles[e], md[e], nt[e] ? 100.0 * (double)nd[e] / (double)nt[e] : 0.0, nt[e],
+               e == 0 && !onednn_exact()
+                   ? " (not held to 1 unit: this CPU has no VNNI, where onednn saturates pair "
+                     "sums to int16)"
+                   : "");
     }
 }
 

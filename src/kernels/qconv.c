@@ -216,8 +216,8 @@ void cn_qconv2d_ref(uint8_t *out, const uint8_t *in, const int8_t *w, const cn_q
 
 /* "avx-vnni-evex" (never chosen, only forced by tests) runs the AVX-VNNI tile assembled with the
  * EVEX encoding, for machines that have AVX-512 VNNI but hide AVX-VNNI */
-enum { IMPL_C, IMPL_AVXVNNI, IMPL_AVX512VNNI, IMPL_AVXVNNI_EVEX, N_IMPL };
-static const char *const impl_names[] = {"c", "avx-vnni", "avx512-vnni", "avx-vnni-evex"};
+enum { IMPL_C, IMPL_AVXVNNI, IMPL_AVX512VNNI, IMPL_AVXVNNI_EVEX, IMPL_AVX2, N_IMPL };
+static const char *const impl_names[] = {"c", "avx-vnni", "avx512-vnni", "avx-vnni-evex", "avx2"};
 static int forced = -1;
 
 static int has_avxvnni(void) {
@@ -229,6 +229,7 @@ static int can_run(int i) {
     const cn_cpu_features *f = cn_cpu();
     switch (i) {
     case IMPL_C: return 1;
+    case IMPL_AVX2: return f->avx2 && f->fma;
     case IMPL_AVXVNNI: return has_avxvnni();
     case IMPL_AVX512VNNI:
     case IMPL_AVXVNNI_EVEX:
@@ -242,6 +243,7 @@ static int impl(void) {
     static int chosen = -1;
     if (chosen < 0) {
         int c = IMPL_C;
+        if (can_run(IMPL_AVX2)) c = IMPL_AVX2;
         if (can_run(IMPL_AVXVNNI)) c = IMPL_AVXVNNI;
         if (can_run(IMPL_AVX512VNNI)) c = IMPL_AVX512VNNI;
         chosen = c;
@@ -764,6 +766,7 @@ void cn_qconv2d(uint8_t *out, const uint8_t *in, const void *packed, const cn_qc
         break;
     case IMPL_AVXVNNI: x.tile = cn_qtile_avxvnni, x.MR = CN_QMR_AVXVNNI; break;
     case IMPL_AVXVNNI_EVEX: x.tile = cn_qtile_avxvnni_evex, x.MR = CN_QMR_AVXVNNI; break;
+    case IMPL_AVX2: x.tile = cn_qtile_avx2, x.MR = CN_QMR_AVXVNNI; break;
     default: break;
     }
 

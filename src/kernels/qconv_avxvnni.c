@@ -11,9 +11,25 @@
 /* qconv_avxvnni_as_avx512vnni.c compiles this file again with the EVEX form of the same
  * instruction (AVX512-VL VNNI, same semantics), so that the kernel can be tested on CPUs that
  * have AVX-512 VNNI but not AVX-VNNI (a hypervisor may hide the latter) */
-#ifdef CN_QAVXVNNI_AS_EVEX
+#if defined(CN_QAVXVNNI_AS_EVEX)
 #define DPBUSD256 _mm256_dpbusd_epi32
 #define TILE_NAME cn_qtile_avxvnni_evex
+#elif defined(CN_QAVXVNNI_AS_AVX2)
+/* qconv_avx2.c: plain AVX2 (no VNNI), vpdpbusd computed exactly: the even and the odd bytes of
+ * each 16-bit word, zero-extended (u8) and sign-extended (s8) to words, through two vpmaddwd
+ * (each product below 2^15 in magnitude, a pair's sum below 2^16: no saturation, the same sums
+ * as vpdpbusd). Inlined, the broadcast's split is shared by the two weight vectors of a row and
+ * the weights' split by the rows of the tile. */
+static inline __attribute__((always_inline)) __m256i dpbusd_avx2(__m256i acc, __m256i a, __m256i b) {
+    const __m256i lo = _mm256_set1_epi16(0x00ff);
+    const __m256i a_even = _mm256_and_si256(a, lo), a_odd = _mm256_srli_epi16(a, 8);
+    const __m256i b_even = _mm256_srai_epi16(_mm256_slli_epi16(b, 8), 8);
+    const __m256i b_odd = _mm256_srai_epi16(b, 8);
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a_even, b_even));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a_odd, b_odd));
+}
+#define DPBUSD256 dpbusd_avx2
+#define TILE_NAME cn_qtile_avx2
 #else
 #define DPBUSD256 _mm256_dpbusd_avx_epi32
 #define TILE_NAME cn_qtile_avxvnni

@@ -143,6 +143,10 @@ void cn_qtile_avxvnni_evex(uint8_t *out, int ldo, const uint8_t *A, int lda, int
                            const int8_t *B, int kp, int nbw, int nvalid, const cn_qrq *rq,
                            int oc0, const int8_t *pf, int pfl);
 
+void cn_qtile_avx2(uint8_t *out, int ldo, const uint8_t *A, int lda, int mr, const int8_t *B,
+                   int kp, int nbw, int nvalid, const cn_qrq *rq, int oc0, const int8_t *pf,
+                   int pfl);
+
 #define CN_QMR_AVX512 6
 #define CN_QMR_AVXVNNI 4
 #define CN_QMR_C 4
