@@ -101,7 +101,8 @@ void cn_wino_pack_weights(float *u, const float *w, int c, int oc, int nthreads)
         }
 }
 
-/* ---- transforms in plain C, for CPUs without AVX-512 (winograd_avx512.c has the fast ones:
+/* ---- transforms in plain C, for CPUs without AVX2 (winograd_avx512.c and winograd_avx2.c have
+ * the fast ones:
  * neither gcc nor clang vectorises these over the channels, even with omp simd) ---- */
 
 /* v[f * fs + k] = (B^T d B)[f] for channel k of one tile; px: its 36 input pixels (row-major),
@@ -191,13 +192,18 @@ static CN_CLONES void output_transform(float *const *po, const float *const *pr,
 #undef OUT_CASE
 }
 
-/* ---- kernel choice: the AVX-512 transforms follow the GEMM's kernel path, so that tests
- * forcing the generic path exercise the plain C ones too ---- */
+/* ---- kernel choice: the AVX-512 and AVX2 transforms follow the GEMM's kernel path, so that
+ * tests forcing the generic path (CN_CPU=generic, cn_sgemm_force_path) exercise the plain C ones
+ * too ---- */
 
 void f32_wino_input_tile__avx512(float *v, size_t fs, const float *const *px, int c);
 void f32_wino_output_tile__avx512(float *const *po, const float *const *pr, const float *m,
                                   size_t fs, int oc, const float *scale, const float *shift,
                                   int act);
+void f32_wino_input_tile__avx2(float *v, size_t fs, const float *const *px, int c);
+void f32_wino_output_tile__avx2(float *const *po, const float *const *pr, const float *m,
+                                size_t fs, int oc, const float *scale, const float *shift,
+                                int act);
 
 typedef void (*input_fn)(float *v, size_t fs, const float *const *px, int c);
 typedef void (*output_fn)(float *const *po, const float *const *pr, const float *m, size_t fs,
@@ -338,16 +344,17 @@ void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilo
     const wplan p = make_plan(d);
     const int T = nthreads > 1 ? nthreads : 1;
     memset(ws, 0, sizeof(float) * p.zero);
-    const int avx512 = strcmp(cn_sgemm_path_name(), "avx512") == 0;
-    const wctx x = {out,
-                    in,
-                    u,
-                    ep,
-                    d,
-                    &p,
-                    ws,
-                    avx512 ? f32_wino_input_tile__avx512 : input_transform,
-                    avx512 ? f32_wino_output_tile__avx512 : output_transform_c};
+    const char *path = cn_sgemm_path_name();
+    input_fn input = input_transform;
+    output_fn output = output_transform_c;
+    if (strcmp(path, "avx512") == 0) {
+        input = f32_wino_input_tile__avx512;
+        output = f32_wino_output_tile__avx512;
+    } else if (strcmp(path, "avx2") == 0) {
+        input = f32_wino_input_tile__avx2;
+        output = f32_wino_output_tile__avx2;
+    }
+    const wctx x = {out, in, u, ep, d, &p, ws, input, output};
     const size_t vfl = round16((size_t)NF * p.tb * d->c), mfl = round16((size_t)NF * p.tb * d->oc);
     if (T == 1 || p.nb >= 2 * (size_t)T) {
 #pragma omp parallel num_threads(T)
