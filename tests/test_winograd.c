@@ -1,7 +1,11 @@
 /* Winograd F(4x4, 3x3) (kernels/winograd.h): accuracy against the naive convolution on the 3x3
  * shapes of ResNet-18/50 and on awkward ones (partial tiles, odd channel counts, every epilogue),
  * the same bits for 1 and 2 threads, and, at model level, the same logits as the other path,
- * including after the weights change (the transformed weights are cached on the graph). */
+ * including after the weights change (the transformed weights are cached on the graph). The
+ * awkward shapes run on every transform path the CPU has (plain C, AVX2, AVX-512: they follow the
+ * GEMM's path), each against the naive convolution and against the plain C path; the AVX2 tile
+ * transforms are also called directly on exact (integer) data, against a reference in double
+ * and, for the epilogue, bit for bit against ops/activation.h's scalar functions. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -11,9 +15,11 @@
 
 #include "check.h"
 #include "convnet.h"
+#include "core/cpu.h"
 #include "core/rng.h"
 #include "graph/model.h"
 #include "io/safetensors.h"
+#include "kernels/gemm.h"
 #include "kernels/winograd.h"
 #include "ops/activation.h"
 #include "ops/ops.h"
@@ -59,10 +65,13 @@ static float act_ref(float y, cn_act act) {
     return y;
 }
 
+static double worst_vs_generic;
+
 /* Winograd against the naive convolution (and its epilogue); returns max|diff| / max|ref|.
- * Also checks that 1 and 2 threads give the same bits. */
+ * Also checks that 1 and 2 threads give the same bits, and with path > 0 (the GEMM path
+ * cn_sgemm_force_path chose, which the transforms follow) compares with the plain C path. */
 static double run_case(int n, int h, int w, int c, int oc, int with_ep, int res_on, cn_act act,
-                       uint64_t seed) {
+                       uint64_t seed, int path) {
     cn_conv_desc d = {n, h, w, c, oc, 3, 3, 1, 1, 1, 1, 1, 0, 0};
     if (!cn_conv_desc_init(&d) || !cn_wino_shape_ok(&d)) {
         CHECK(0, "shape %dx%dx%dx%d -> %d rejected", n, h, w, c, oc);
@@ -103,6 +112,21 @@ static double run_case(int n, int h, int w, int c, int oc, int with_ep, int res_
     CHECK(memcmp(o1, o2, sizeof(float) * no) == 0,
           "n%d %dx%d c%d oc%d: 1 and 2 threads differ", n, h, w, c, oc);
     double e = max_rel_err(o1, ref, no, 1e-6);
+    if (path > 0) {
+        float *og = alloc_f(no);
+        cn_epilogue epg = ep;
+        epg.pool = NULL;
+        cn_sgemm_force_path(0);
+        omp_set_num_threads(1);
+        cn_wino_forward(og, in, u, &epg, &d, ws, 1);
+        cn_sgemm_force_path(path);
+        /* the GEMMs sum in another order: a few ulp of the largest output */
+        double eg = max_rel_err(o1, og, no, 1e-6);
+        CHECK(eg <= 1e-5, "n%d %dx%d c%d oc%d act%d: rel err %g against the plain C path", n, h,
+              w, c, oc, (int)act, eg);
+        if (eg > worst_vs_generic) worst_vs_generic = eg;
+        free(og);
+    }
     if (pool_on) {
         /* the pool of the output, against the reference output's mean in double */
         double *mean = calloc((size_t)n * oc, sizeof(double));
@@ -127,7 +151,7 @@ static void test_resnet_shapes(void) {
     for (int s = 0; s < 4; s++)
         for (int n = 1; n <= (SANITIZED ? 1 : 2); n++) {
             int c = shapes[s][0], m = shapes[s][1];
-            double e = run_case(n, m, m, c, c, 0, 0, CN_ACT_NONE, 100 + s * 10 + n);
+            double e = run_case(n, m, m, c, c, 0, 0, CN_ACT_NONE, 100 + s * 10 + n, 0);
             printf("  resnet 3x3 c=oc=%d %dx%d batch %d: rel err %.3g\n", c, m, m, n, e);
             CHECK(e <= 1e-4, "c=oc=%d map %d batch %d: rel err %g > 1e-4", c, m, n, e);
             if (e > worst) worst = e;
@@ -135,7 +159,7 @@ static void test_resnet_shapes(void) {
     printf("resnet shapes: worst rel err %.3g\n", worst);
 }
 
-static void test_awkward(void) {
+static void test_awkward(int path) {
     static const int maps[][2] = {{1, 1}, {2, 3}, {5, 7}, {9, 4}, {4, 4}, {8, 13}};
     static const int chans[][2] = {{3, 16}, {17, 33}, {16, 1}, {33, 17}, {64, 64}};
     static const cn_act acts[] = {CN_ACT_NONE, CN_ACT_RELU, CN_ACT_SILU, CN_ACT_SIGMOID};
@@ -150,14 +174,156 @@ static void test_awkward(void) {
                     int with_ep = v & 1, res_on = (v >> 1) & 1;
                     cn_act act = acts[(v >> 2) * 2 + (int)((mi + ci) % 2)];
                     double e = run_case(n, maps[mi][0], maps[mi][1], chans[ci][0], chans[ci][1],
-                                        with_ep, res_on, act, seed++);
+                                        with_ep, res_on, act, seed++, path);
                     CHECK(e <= 1e-4, "n%d %dx%d c%d oc%d ep%d res%d act%d: rel err %g", n,
                           maps[mi][0], maps[mi][1], chans[ci][0], chans[ci][1], with_ep, res_on,
                           (int)act, e);
                     if (e > worst) worst = e;
                     cases++;
                 }
-    printf("awkward shapes: %d cases, worst rel err %.3g\n", cases, worst);
+    printf("awkward shapes: %d cases, worst rel err %.3g", cases, worst);
+    if (path > 0) printf(", against the plain C path %.3g", worst_vs_generic);
+    printf("\n");
+}
+
+
+/* ---- the SIMD tile transforms alone ---- */
+
+void f32_wino_input_tile__avx2(float *v, size_t fs, const float *const *px, int c);
+void f32_wino_output_tile__avx2(float *const *po, const float *const *pr, const float *m,
+                                size_t fs, int oc, const float *scale, const float *shift,
+                                int act);
+
+static const double BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+static const double AT[4][6] = {
+    {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+
+static float act_scalar(float y, cn_act act) {
+    if (act == CN_ACT_RELU) return y < 0 ? 0.0f : y;
+    if (act == CN_ACT_SILU) return cn_silu1(y);
+    if (act == CN_ACT_SIGMOID) return cn_sigmoid1(y);
+    return y;
+}
+
+static int same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0 || (a != a && b != b); }
+
+enum { GUARD = 9 }; /* floats past the channel count that must stay untouched */
+static const float SENTINEL = 12345.0f;
+
+/* Integer data (|d| <= 16, |m| <= 64) keeps every step of the transforms exact in float, with
+ * or without FMA, so the results must equal the double reference exactly; the epilogue then
+ * rounds in the order of conv2d.c's and the activation must give cn_silu1's / cn_sigmoid1's bits.
+ * The residual brings in the edge values (NaN, infinities, -0, beyond the clamp at -120). */
+static void test_tiles(const char *name,
+                       void (*input)(float *, size_t, const float *const *, int),
+                       void (*output)(float *const *, const float *const *, const float *, size_t,
+                                      int, const float *, const float *, int)) {
+    static const int chans[] = {1, 2, 3, 5, 7, 8, 9, 12, 15, 16, 17, 23, 24, 31, 33, 64, 67};
+    static const cn_act acts[] = {CN_ACT_NONE, CN_ACT_RELU, CN_ACT_SILU, CN_ACT_SIGMOID};
+    static const float special[] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, -119.5f, -120.5f,
+                                    -200.0f, 88.0f, -88.0f, 1e-30f, -1e-30f, 17.25f, -17.25f};
+    const int nspecial = (int)(sizeof special / sizeof special[0]);
+    cn_rng r = cn_rng_make(4242, 3, 0);
+    int bad_in = 0, bad_out = 0, bad_guard = 0, cases = 0;
+    for (size_t ci = 0; ci < sizeof chans / sizeof chans[0]; ci++) {
+        const int c = chans[ci];
+        const size_t fs = (size_t)c + GUARD + 3; /* a stride that is not the channel count */
+        /* input: 36 pixels of c floats (+ guard), v (36, fs) */
+        float *pix = alloc_f((size_t)36 * (c + GUARD)), *v = alloc_f(36 * fs);
+        const float *px[36];
+        for (int q = 0; q < 36; q++) {
+            for (int k = 0; k < c + GUARD; k++)
+                pix[(size_t)q * (c + GUARD) + k] =
+                    k < c ? (float)((int)(cn_rng_below(&r, 33)) - 16) : NAN;
+            px[q] = pix + (size_t)q * (c + GUARD);
+        }
+        for (size_t i = 0; i < 36 * fs; i++) v[i] = SENTINEL;
+        input(v, fs, px, c);
+        for (int k = 0; k < c; k++)
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 6; j++) {
+                    double x = 0;
+                    for (int a = 0; a < 6; a++)
+                        for (int b = 0; b < 6; b++) x += BT[i][a] * px[6 * a + b][k] * BT[j][b];
+                    bad_in += v[(size_t)(6 * i + j) * fs + k] != (float)x;
+                }
+        for (int f = 0; f < 36; f++)
+            for (size_t k = (size_t)c; k < fs; k++) bad_guard += v[f * fs + k] != SENTINEL;
+
+        /* output: m (36, fs), 16 output rows and residual rows of c floats (+ guard) */
+        float *m = alloc_f(36 * fs), *out = alloc_f((size_t)16 * (c + GUARD)),
+              *res = alloc_f((size_t)16 * (c + GUARD)), *ss = alloc_f(2 * (size_t)c + 2 * GUARD);
+        for (size_t i = 0; i < 36 * fs; i++) m[i] = (float)((int)(cn_rng_below(&r, 129)) - 64);
+        for (int k = 0; k < c + GUARD; k++) {
+            /* powers of two keep the product exact; the shift rounds once */
+            ss[k] = k < c ? ldexpf(1.0f, (int)(k % 9) - 6) * (k % 3 == 1 ? -1.0f : 1.0f) : NAN;
+            ss[c + GUARD + k] = k < c ? 0.37f * (float)((k % 5) - 2) : NAN;
+        }
+        for (int q = 0; q < 16; q++)
+            for (int k = 0; k < c + GUARD; k++) {
+                float x = 0.25f * (float)((int)(cn_rng_below(&r, 41)) - 20);
+                if (cn_rng_below(&r, 4) == 0) x = special[cn_rng_below(&r, (uint32_t)nspecial)];
+                res[(size_t)q * (c + GUARD) + k] = k < c ? x : NAN;
+            }
+        float *po[16];
+        const float *pr[16];
+        for (int q = 0; q < 16; q++) {
+            po[q] = out + (size_t)q * (c + GUARD);
+            pr[q] = res + (size_t)q * (c + GUARD);
+        }
+        for (int a = 0; a < 4; a++)
+            for (int with_res = 0; with_res < 2; with_res++) {
+                for (size_t i = 0; i < (size_t)16 * (c + GUARD); i++) out[i] = SENTINEL;
+                output(po, with_res ? pr : NULL, m, fs, c, ss, ss + c + GUARD, (int)acts[a]);
+                cases++;
+                for (int k = 0; k < c; k++)
+                    for (int i = 0; i < 4; i++)
+                        for (int j = 0; j < 4; j++) {
+                            double x = 0;
+                            for (int p = 0; p < 6; p++)
+                                for (int q = 0; q < 6; q++)
+                                    x += AT[i][p] * m[(size_t)(6 * p + q) * fs + k] * AT[j][q];
+                            float y = (float)x * ss[k] + ss[c + GUARD + k];
+                            if (with_res) y = y + pr[4 * i + j][k];
+                            float want = act_scalar(y, acts[a]), got = po[4 * i + j][k];
+                            if (!same_bits(got, want) && bad_out++ < 5)
+                                fprintf(stderr, "  %s output c%d k%d act%d res%d: %.9g, want %.9g (y %.9g)\n",
+                                        name, c, k, (int)acts[a], with_res, got, want, y);
+                        }
+                for (int q = 0; q < 16; q++)
+                    for (int k = c; k < c + GUARD; k++) bad_guard += po[q][k] != SENTINEL;
+            }
+        free(pix), free(v), free(m), free(out), free(res), free(ss);
+    }
+    printf("%s tile transforms: %d output cases, %d input / %d output mismatches, %d guard writes\n",
+           name, cases, bad_in, bad_out, bad_guard);
+    CHECK(bad_in == 0, "%s input transform: %d values differ from the exact ones", name, bad_in);
+    CHECK(bad_out == 0, "%s output transform: %d values differ from the scalar epilogue's", name,
+          bad_out);
+    CHECK(bad_guard == 0, "%s transforms: %d writes past the channel count", name, bad_guard);
+}
+
+static void test_tile_kernels(void) {
+    const cn_cpu_features *f = cn_cpu();
+    if (f->avx2 && f->fma) test_tiles("avx2", f32_wino_input_tile__avx2, f32_wino_output_tile__avx2);
+    else printf("skip the avx2 tile transforms: CPU lacks AVX2+FMA (or CN_CPU caps it)\n");
+}
+
+/* the awkward shapes on every path the CPU has (the transforms follow the GEMM's path) */
+static void test_paths(void) {
+    static const char *names[] = {"generic", "avx2", "avx512"};
+    for (int path = 0; path <= 2; path++) {
+        cn_sgemm_force_path(path);
+        if (strcmp(cn_sgemm_path_name(), names[path]) != 0) {
+            printf("skip the %s path: CPU lacks it\n", names[path]);
+            continue;
+        }
+        printf("%s path:\n", names[path]);
+        worst_vs_generic = 0;
+        test_awkward(path);
+    }
+    cn_sgemm_force_path(-1);
 }
 
 /* ---- model level ---- */
@@ -314,7 +480,8 @@ static void test_cache(void) {
 
 int main(int argc, char **argv) {
     (void)argc, (void)argv;
-    test_awkward();
+    test_tile_kernels();
+    test_paths();
     test_resnet_shapes();
     test_models();
     test_cache();

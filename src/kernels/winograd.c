@@ -45,6 +45,11 @@ int cn_wino_shape_ok(const cn_conv_desc *d) {
  *  - 256 at 14x14: 1.25-1.4x at batch 1 (16 tiles), 1.7-2.4x at batch 16;
  *  - 512 at 7x7 (4 tiles an image): 0.2-0.5x at batch 1 and 2, even at batch 4, 1.2-1.9x at
  *    batch 8, 1.3-2.5x at 16.
+ * On AVX2 + FMA (AMD Zen 3, 1 thread, a loaded machine; winograd_avx2.c's transforms) the same
+ * thresholds hold, with room: 64 at 56x56 and 128 at 28x28 2.1-2.4x at batch 1 and 16; 256 at
+ * 14x14 1.35x at batch 1 (not taken: the memory rule below), 2.3x at 16; 512 at 7x7 0.5-0.8x at
+ * batch 1 but 1.5x at 2, 2.9-4.9x at 4 and more (the implicit GEMM is slower there than on
+ * AVX-512), so the 64-tile rule for wide layers is about memory only on these CPUs.
  * What decides is how many tiles share each U_f: the 36 x C x OC transformed weights are 4x the
  * layer's weights and are read once per call (per block), so the GEMM needs enough rows (tiles)
  * to be bound by arithmetic rather than by reading U: 16 for U up to 9 MB (C = OC = 256), 32
@@ -101,7 +106,8 @@ void cn_wino_pack_weights(float *u, const float *w, int c, int oc, int nthreads)
         }
 }
 
-/* ---- transforms in plain C, for CPUs without AVX-512 (winograd_avx512.c has the fast ones:
+/* ---- transforms in plain C, for CPUs without AVX2 (winograd_avx512.c and winograd_avx2.c have
+ * the fast ones:
  * neither gcc nor clang vectorises these over the channels, even with omp simd) ---- */
 
 /* v[f * fs + k] = (B^T d B)[f] for channel k of one tile; px: its 36 input pixels (row-major),
@@ -191,13 +197,18 @@ static CN_CLONES void output_transform(float *const *po, const float *const *pr,
 #undef OUT_CASE
 }
 
-/* ---- kernel choice: the AVX-512 transforms follow the GEMM's kernel path, so that tests
- * forcing the generic path exercise the plain C ones too ---- */
+/* ---- kernel choice: the AVX-512 and AVX2 transforms follow the GEMM's kernel path, so that
+ * tests forcing the generic path (CN_CPU=generic, cn_sgemm_force_path) exercise the plain C ones
+ * too ---- */
 
 void f32_wino_input_tile__avx512(float *v, size_t fs, const float *const *px, int c);
 void f32_wino_output_tile__avx512(float *const *po, const float *const *pr, const float *m,
                                   size_t fs, int oc, const float *scale, const float *shift,
                                   int act);
+void f32_wino_input_tile__avx2(float *v, size_t fs, const float *const *px, int c);
+void f32_wino_output_tile__avx2(float *const *po, const float *const *pr, const float *m,
+                                size_t fs, int oc, const float *scale, const float *shift,
+                                int act);
 
 typedef void (*input_fn)(float *v, size_t fs, const float *const *px, int c);
 typedef void (*output_fn)(float *const *po, const float *const *pr, const float *m, size_t fs,
@@ -338,16 +349,17 @@ void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilo
     const wplan p = make_plan(d);
     const int T = nthreads > 1 ? nthreads : 1;
     memset(ws, 0, sizeof(float) * p.zero);
-    const int avx512 = strcmp(cn_sgemm_path_name(), "avx512") == 0;
-    const wctx x = {out,
-                    in,
-                    u,
-                    ep,
-                    d,
-                    &p,
-                    ws,
-                    avx512 ? f32_wino_input_tile__avx512 : input_transform,
-                    avx512 ? f32_wino_output_tile__avx512 : output_transform_c};
+    const char *path = cn_sgemm_path_name();
+    input_fn input = input_transform;
+    output_fn output = output_transform_c;
+    if (strcmp(path, "avx512") == 0) {
+        input = f32_wino_input_tile__avx512;
+        output = f32_wino_output_tile__avx512;
+    } else if (strcmp(path, "avx2") == 0) {
+        input = f32_wino_input_tile__avx2;
+        output = f32_wino_output_tile__avx2;
+    }
+    const wctx x = {out, in, u, ep, d, &p, ws, input, output};
     const size_t vfl = round16((size_t)NF * p.tb * d->c), mfl = round16((size_t)NF * p.tb * d->oc);
     if (T == 1 || p.nb >= 2 * (size_t)T) {
 #pragma omp parallel num_threads(T)
