@@ -106,8 +106,8 @@ static int use_fast(const cn_conv_desc *d) {
     return k && d->kh == d->kw && d->sh == d->sw && k->shape(d->kh, d->sh);
 }
 
-/* The tasks of the fast (AVX-512 or AVX2) forward: images x groups of channel blocks x bands of rows. A group
- * has as many blocks as keep its ring within RING_BYTES (in L2); groups get smaller and rows are
+/* The tasks of the fast (AVX-512 or AVX2) forward: images x groups of channel blocks x bands of
+ * rows. A group has as many blocks as keep its ring within RING_BYTES (in L2); groups get smaller and rows are
  * cut into bands (each re-reads the K - 1 input rows above it) only when there are too few tasks
  * for the threads. */
 enum { RING_BYTES = 256 * 1024 };
@@ -574,8 +574,8 @@ static CN_CLONES void epilogue_task(float *out, const geo *g, int oy, int n0, in
     }
 }
 
-/* The AVX-512 or AVX2 kernels (kernels/dwconv.h) over the tasks of plan_fast. ring: after the weights,
- * see cn_dwconv_workspace. */
+/* The AVX-512 or AVX2 kernels (kernels/dwconv.h) over the tasks of plan_fast. ring: after the
+ * weights, see cn_dwconv_workspace. */
 static void fast_forward(float *out, const float *in, const float *wr, const float *bias,
                          const cn_conv_desc *d, int nt, const cn_epilogue *ep, float *ring) {
     cn_dw_job j = dw_job_of(d);
