@@ -7,7 +7,9 @@
  *   fused SiLU or ReLU;
  * - dropout mask statistics and determinism;
  * - the fused expansion and depthwise convolution (cn_expand_dw_forward) against the two run
- *   apart, on bands with carried rows, more threads than bands, channel tails and a pool. */
+ *   apart, on bands with carried rows, more threads than bands, channel tails and a pool;
+ * - the depthwise forward with every epilogue (affine, residual, each activation, pool) against
+ *   a double reference, on channel tails and odd widths. */
 #include <float.h>
 #include <omp.h>
 #include <stdint.h>
@@ -523,11 +525,89 @@ static void dropout_tests(void) {
 }
 
 
+/* cn_dwconv_forward_fused with every epilogue (BN affine, residual, ReLU / SiLU / sigmoid or
+ * none, pool) against a double reference: the fast kernels where the CPU has them (AVX-512, or
+ * AVX2 + FMA), the portable ones under CN_CPU=generic; the output and the pool the same bits at 1
+ * and 3 threads */
+static void dw_epi_case(int n, int h, int w, int c, int k, int s, int act, int res, int pool) {
+    cn_conv_desc d = {n, h, w, c, c, k, k, s, s, k / 2, k / 2, c, 0, 0};
+    char label[160];
+    snprintf(label, sizeof label, "dw epilogue n%d %dx%dx%d k%d s%d act%d res%d pool%d", n, h, w,
+             c, k, s, act, res, pool);
+    if (!cn_conv_desc_init(&d)) {
+        CHECK(0, "%s: desc rejected", label);
+        return;
+    }
+    const size_t nin = (size_t)n * h * w * c, nout = (size_t)n * d.oh * d.ow * c;
+    const size_t nw = (size_t)c * k * k;
+    float *in = randv(nin, 1), *wt = randv(nw, 0.3f), *sc = randv(c, 1), *sh = randv(c, 1);
+    float *r = res ? randv(nout, 1) : NULL, *dout = randv(nout, 1);
+    double *rout = malloc(sizeof(double) * nout), *rdin = malloc(sizeof(double) * nin),
+           *rdw = malloc(sizeof(double) * nw), *rdb = malloc(sizeof(double) * c),
+           *rpool = calloc((size_t)n * c, sizeof(double));
+    dw_ref(rout, rdin, rdw, rdb, in, wt, NULL, dout, &d);
+    const size_t hw = (size_t)d.oh * d.ow;
+    for (size_t i = 0; i < nout; i++) {
+        const int ch = (int)(i % (size_t)c);
+        double v = rout[i] * sc[ch] + sh[ch] + (r ? r[i] : 0.0);
+        if (act == CN_ACT_RELU) v = v < 0 ? 0 : v;
+        else if (act == CN_ACT_SILU) v = silu_d(v);
+        else if (act == CN_ACT_SIGMOID) v = sigmoid_d(v);
+        rout[i] = v;
+        rpool[i / (hw * (size_t)c) * (size_t)c + (size_t)ch] += v / (double)hw;
+    }
+    float *out[2], *pl[2];
+    for (int t = 0; t < 2; t++) {
+        const int threads = t ? 3 : 1;
+        out[t] = malloc(sizeof(float) * nout);
+        pl[t] = pool ? malloc(sizeof(float) * (size_t)n * c) : NULL;
+        for (size_t i = 0; i < nout; i++) out[t][i] = NAN;
+        const size_t nf = cn_conv2d_workspace(&d, threads, 0);
+        float *ws = NULL;
+        if (posix_memalign((void **)&ws, 64, sizeof(float) * (nf ? nf : 1))) ws = NULL;
+        const cn_epilogue ep = {sc, sh, r, (cn_act)act, pl[t]};
+        cn_dwconv_forward_fused(out[t], in, wt, &ep, &d, ws, threads);
+        free(ws);
+    }
+    const double e = rel_err_d(out[0], rout, nout);
+    CHECK(e < 1e-5, "%s: rel err %g", label, e);
+    CHECK(!memcmp(out[0], out[1], sizeof(float) * nout), "%s: 1 and 3 threads differ", label);
+    if (pool) {
+        const double ep = rel_err_d(pl[0], rpool, (size_t)n * c);
+        CHECK(ep < 1e-5, "%s: pool rel err %g", label, ep);
+        CHECK(!memcmp(pl[0], pl[1], sizeof(float) * (size_t)n * c), "%s: pool: 1 and 3 threads differ",
+              label);
+    }
+    free(in), free(wt), free(sc), free(sh), free(r), free(dout), free(rout), free(rdin), free(rdw);
+    free(rdb), free(rpool);
+    for (int t = 0; t < 2; t++) free(out[t]), free(pl[t]);
+}
+
+static void dw_epi_tests(void) {
+    const int acts[4] = {CN_ACT_NONE, CN_ACT_RELU, CN_ACT_SILU, CN_ACT_SIGMOID};
+    for (int k = 3; k <= 5; k += 2)
+        for (int s = 1; s <= 2; s++)
+            for (int a = 0; a < 4; a++) {
+                /* channel tails of 1 to 15 past a block, and whole blocks; odd widths for the
+                 * pixel blocks' remainders */
+                dw_epi_case(2, 11, 13, 40, k, s, acts[a], a & 1, 1);
+                dw_epi_case(1, 9, 17, 5, k, s, acts[a], 1, a & 1);
+                dw_epi_case(2, 7, 6, 16, k, s, acts[a], a >> 1, 1);
+                dw_epi_case(1, 14, 14, 33, k, s, acts[a], 0, 1);
+                dw_epi_case(3, 3, 4, 9, k, s, acts[a], 1, 1);
+            }
+    /* B0's shapes: 96 channels 3x3 s2, 240 channels 5x5 s1, 1152 at 7x7 */
+    dw_epi_case(1, 112, 112, 96, 3, 2, CN_ACT_SILU, 0, 1);
+    dw_epi_case(2, 28, 28, 240, 5, 1, CN_ACT_SILU, 0, 1);
+    dw_epi_case(2, 7, 7, 1152, 5, 1, CN_ACT_SILU, 1, 1);
+}
+
+
 /* cn_expand_dw_forward against cn_conv2d_forward_fused (the 1x1 expansion, SiLU) then
  * cn_dwconv_forward_fused (BN affine, SiLU, pool) */
 static void expand_dw_case(int n, int h, int w, int cin, int ce, int k, int s, int threads,
                            int pool) {
-    if (!cn_expand_dw_fusable(k, s)) return; /* no AVX-512 depthwise kernels here */
+    if (!cn_expand_dw_fusable(k, s)) return; /* no AVX-512 or AVX2 depthwise kernels here */
     cn_conv_desc de = {n, h, w, cin, ce, 1, 1, 1, 1, 0, 0, 1, 0, 0};
     cn_conv_desc dd = {n, h, w, ce, ce, k, k, s, s, k / 2, k / 2, ce, 0, 0};
     if (!cn_conv_desc_init(&de) || !cn_conv_desc_init(&dd)) {
@@ -606,6 +686,7 @@ int main(void) {
     bn_act_gc(4, 25, 3, CN_ACT_RELU);
     dropout_tests();
     expand_dw_tests();
+    dw_epi_tests();
     int rc = check_summary("ops-effnet");
     fflush(stdout); /* the line must get out even if LeakSanitizer ends the process at exit */
     return rc;

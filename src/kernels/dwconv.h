@@ -4,8 +4,9 @@
  * sides, into a ring of K rows with 16 floats per pixel, so that every tap of every output pixel
  * is one aligned load at a constant offset; each input row is copied once per task. The K*K
  * weight vectors of a block stay in registers along an output row, and the bias, the BatchNorm
- * affine, the residual and the activation are applied in registers before the only store. ops/depthwise.c uses it where the
- * CPU has AVX-512 and keeps its portable kernels elsewhere (and for the backward passes). */
+ * affine, the residual and the activation are applied in registers before the only store.
+ * ops/depthwise.c uses it where the CPU has AVX-512, the AVX2+FMA copy where it has those but not
+ * AVX-512, and keeps its portable kernels elsewhere (and for the backward passes). */
 #ifndef CN_KERNELS_DWCONV_H
 #define CN_KERNELS_DWCONV_H
 #include <stddef.h>
@@ -36,4 +37,13 @@ size_t cn_dw_ring_floats(const cn_dw_job *j, int blocks);
  * floats, 64-byte aligned */
 void cn_dw_task__avx512(const cn_dw_job *j, int img, int b0, int b1, int oy0, int oy1,
                         float *ring);
+
+/* The AVX2+FMA copy (dwconv_avx2.c), for CPUs with AVX2 and FMA but not AVX-512: the same
+ * tasks and ring (16-channel blocks done as two 8-channel halves), the same sums in the same
+ * order (only the activations' last bits may differ). cn_dw_fast_shape__avx2 and
+ * cn_dw_ring_floats__avx2 are cn_dw_fast_shape and cn_dw_ring_floats compiled for AVX2
+ * (dwconv_avx512.c is compiled for AVX-512: nothing of it is called on a CPU without). */
+int cn_dw_fast_shape__avx2(int k, int s);
+size_t cn_dw_ring_floats__avx2(const cn_dw_job *j, int blocks);
+void cn_dw_task__avx2(const cn_dw_job *j, int img, int b0, int b1, int oy0, int oy1, float *ring);
 #endif

@@ -72,7 +72,7 @@ typedef struct geo {
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-/* the AVX-512 forward's job for d (pointers left NULL) */
+/* the fast forward's job for d (pointers left NULL) */
 static cn_dw_job dw_job_of(const cn_conv_desc *d) {
     cn_dw_job j = {0};
     j.n = d->n, j.h = d->h, j.w = d->w, j.c = d->c, j.oh = d->oh, j.ow = d->ow;
@@ -80,13 +80,34 @@ static cn_dw_job dw_job_of(const cn_conv_desc *d) {
     return j;
 }
 
-static int use_fast(const cn_conv_desc *d) {
-    return cn_cpu_avx512() && d->kh == d->kw && d->sh == d->sw &&
-           cn_dw_fast_shape(d->kh, d->sh);
+/* The forward kernels of kernels/dwconv.h for this CPU: the AVX-512 ones, else the AVX2+FMA
+ * copy (same tasks, same ring), else none (NULL). Chosen once. */
+typedef struct dw_kernels {
+    int (*shape)(int k, int s);
+    size_t (*ring_floats)(const cn_dw_job *j, int blocks);
+    void (*task)(const cn_dw_job *j, int img, int b0, int b1, int oy0, int oy1, float *ring);
+} dw_kernels;
+
+static const dw_kernels *fast_kernels(void) {
+    static const dw_kernels k512 = {cn_dw_fast_shape, cn_dw_ring_floats, cn_dw_task__avx512};
+    static const dw_kernels k2 = {cn_dw_fast_shape__avx2, cn_dw_ring_floats__avx2,
+                                  cn_dw_task__avx2};
+    if (cn_cpu_avx512()) return &k512;
+    const cn_cpu_features *f = cn_cpu();
+    return f->avx2 && f->fma ? &k2 : NULL;
 }
 
-/* The tasks of the AVX-512 forward: images x groups of channel blocks x bands of rows. A group
- * has as many blocks as keep its ring within RING_BYTES (in L2); groups get smaller and rows are
+static size_t dw_ring_floats(const cn_dw_job *j, int blocks) {
+    return fast_kernels()->ring_floats(j, blocks);
+}
+
+static int use_fast(const cn_conv_desc *d) {
+    const dw_kernels *k = fast_kernels();
+    return k && d->kh == d->kw && d->sh == d->sw && k->shape(d->kh, d->sh);
+}
+
+/* The tasks of the fast (AVX-512 or AVX2) forward: images x groups of channel blocks x bands of
+ * rows. A group has as many blocks as keep its ring within RING_BYTES (in L2); groups get smaller and rows are
  * cut into bands (each re-reads the K - 1 input rows above it) only when there are too few tasks
  * for the threads. */
 enum { RING_BYTES = 256 * 1024 };
@@ -100,7 +121,7 @@ static dw_plan plan_fast(const cn_conv_desc *d, int nt, int whole) {
     const cn_dw_job j = dw_job_of(d);
     dw_plan p;
     p.blocks = (d->c + 15) / 16;
-    const size_t per_block = cn_dw_ring_floats(&j, 2) - cn_dw_ring_floats(&j, 1);
+    const size_t per_block = dw_ring_floats(&j, 2) - dw_ring_floats(&j, 1);
     size_t fit = RING_BYTES / sizeof(float) / per_block;
     p.per_group = fit < 1 ? 1 : fit > (size_t)p.blocks ? p.blocks : (int)fit;
     p.bands = 1;
@@ -132,7 +153,7 @@ size_t cn_dwconv_workspace(const cn_conv_desc *d, int nthreads, int backward) {
          * of a single thread */
         const cn_dw_job j = dw_job_of(d);
         kc += 16 + (size_t)(nthreads < 1 ? 1 : nthreads) *
-                       cn_dw_ring_floats(&j, plan_fast(d, 1, 0).per_group);
+                       dw_ring_floats(&j, plan_fast(d, 1, 0).per_group);
     }
     if (!backward) return kc;
     size_t part = round16(2 * ((size_t)d->kh * d->kw + 1) * d->c); /* doubles, as floats */
@@ -553,8 +574,8 @@ static CN_CLONES void epilogue_task(float *out, const geo *g, int oy, int n0, in
     }
 }
 
-/* The AVX-512 kernels (kernels/dwconv.h) over the tasks of plan_fast. ring: after the weights,
- * see cn_dwconv_workspace. */
+/* The AVX-512 or AVX2 kernels (kernels/dwconv.h) over the tasks of plan_fast. ring: after the
+ * weights, see cn_dwconv_workspace. */
 static void fast_forward(float *out, const float *in, const float *wr, const float *bias,
                          const cn_conv_desc *d, int nt, const cn_epilogue *ep, float *ring) {
     cn_dw_job j = dw_job_of(d);
@@ -563,7 +584,7 @@ static void fast_forward(float *out, const float *in, const float *wr, const flo
         j.scale = ep->scale, j.shift = ep->shift, j.res = ep->res, j.act = (int)ep->act,
         j.pool = ep->pool;
     const dw_plan p = plan_fast(d, nt, j.pool != NULL);
-    const size_t per = cn_dw_ring_floats(&j, p.per_group);
+    const size_t per = dw_ring_floats(&j, p.per_group);
     ring = (float *)(((uintptr_t)ring + 63) & ~(uintptr_t)63);
     const long tasks = (long)d->n * p.groups * p.bands;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -574,7 +595,7 @@ static void fast_forward(float *out, const float *in, const float *wr, const flo
         const int b1 = b0 + p.per_group < p.blocks ? b0 + p.per_group : p.blocks;
         const int oy0 = (int)((long)d->oh * band / p.bands);
         const int oy1 = (int)((long)d->oh * (band + 1) / p.bands);
-        cn_dw_task__avx512(&j, img, b0, b1, oy0, oy1, ring + (size_t)omp_get_thread_num() * per);
+        fast_kernels()->task(&j, img, b0, b1, oy0, oy1, ring + (size_t)omp_get_thread_num() * per);
     }
 }
 
@@ -694,7 +715,8 @@ typedef struct xdw_plan {
 } xdw_plan;
 
 int cn_expand_dw_fusable(int k, int stride) {
-    return cn_cpu_avx512() && cn_dw_fast_shape(k, stride);
+    const dw_kernels *f = fast_kernels();
+    return f && f->shape(k, stride);
 }
 
 static cn_conv_desc band_desc(const cn_conv_desc *de, int rows) {
@@ -718,7 +740,7 @@ static xdw_plan xdw_plan_of(const cn_conv_desc *de, const cn_conv_desc *dd, int 
     if (p.in_rows > dd->h) p.in_rows = dd->h;
     p.band_floats = round16((size_t)p.in_rows * dd->w * dd->c);
     const cn_dw_job j = dw_job_of(dd);
-    p.ring_floats = round16(cn_dw_ring_floats(&j, (dd->c + 15) / 16));
+    p.ring_floats = round16(dw_ring_floats(&j, (dd->c + 15) / 16));
     const cn_conv_desc s = band_desc(de, p.in_rows);
     p.conv_floats = round16(cn_conv2d_workspace(&s, 1, 0));
     p.per_thread = p.band_floats + p.ring_floats + p.conv_floats;
@@ -780,7 +802,7 @@ void cn_expand_dw_forward(float *out, const float *in, const float *we, const cn
             j.scale = epd->scale, j.shift = epd->shift, j.res = NULL, j.act = (int)epd->act;
             j.pool = NULL, j.pool_sums = bsum ? bsum + ((size_t)img * p.bands + b) * C : NULL;
             j.n = 1, j.h = r1 - r0, j.oh = oy1 - oy0, j.ph = r0 + PH - oy0 * S;
-            cn_dw_task__avx512(&j, 0, 0, blocks, 0, oy1 - oy0, ring);
+            fast_kernels()->task(&j, 0, 0, blocks, 0, oy1 - oy0, ring);
         }
     }
     if (bsum) {

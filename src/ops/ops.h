@@ -64,7 +64,7 @@ void cn_dwconv_forward_fused(float *out, const float *in, const float *w, const 
 /* Inference of a 1x1 convolution de (stride 1, no padding, one group; epilogue epe without res
  * or pool) and the depthwise convolution dd that reads its output (epilogue epd without res;
  * pool allowed) in one pass, the expanded map never written whole (ops/depthwise.c): where
- * cn_expand_dw_fusable(dd's kernel size, stride) (the AVX-512 depthwise kernels). out as
+ * cn_expand_dw_fusable(dd's kernel size, stride) (the AVX-512 or AVX2 depthwise kernels). out as
  * cn_conv2d_forward_fused(dd) writes it; ws: cn_expand_dw_workspace floats, 64-byte aligned. */
 int cn_expand_dw_fusable(int k, int stride);
 size_t cn_expand_dw_workspace(const cn_conv_desc *de, const cn_conv_desc *dd, int nthreads);

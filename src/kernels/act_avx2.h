@@ -1,0 +1,80 @@
+/* The AVX2+FMA SiLU, sigmoid and SiLU gradient of 8 lanes, inline, for the array kernels of
+ * act_avx2.c and for epilogues held in registers (dwconv_avx2.c). Include only from files
+ * compiled for AVX2 and FMA. The arithmetic is that of ops/activation.h, lane by lane: e^a for
+ * a = -|x| (clamped at -120, NaN -> -120) as p * 2^n with a = n ln2 + r, |r| <= ln2 / 2, a
+ * two-part ln2 and a degree-7 Taylor polynomial for p = e^r; 2^n is built from its exponent bits
+ * in two halves s1 s2 (each a normal float down to n = -174) that are multiplied in last, so a
+ * subnormal result is rounded once more at most, as in the scalar code; 1 / (1 + e) is a
+ * division. The polynomial's multiply-adds are fused (the scalar code's may not be), so the
+ * results are within the same bounds (tests/test_ops_effnet.c: 4 ulp, 8 ulp for the gradient)
+ * but not always the same bits as the plain C or the AVX-512 copy. */
+#ifndef CN_KERNELS_ACT_AVX2_H
+#define CN_KERNELS_ACT_AVX2_H
+#include <immintrin.h>
+
+#define CN_INLINE static inline __attribute__((always_inline))
+
+/* e^-|x| = p * s1 * s2 */
+CN_INLINE __m256 exp_neg_abs8(__m256 x, __m256 *s1, __m256 *s2) {
+    /* max returns its second operand when one is NaN: NaN -> -120 */
+    const __m256 a = _mm256_max_ps(_mm256_or_ps(x, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(-120.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(1.44269504f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), a);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860676533018e-06f), r);
+    __m256 q = _mm256_set1_ps(1.0f / 5040);
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 720));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 120));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 24));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 6));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.5f));
+    /* n in [-174, 0]: n1 = floor(n / 2), n2 = n - n1, both in [-87, 0] */
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    *s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    *s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    /* 1 + (r + q r^2) */
+    return _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(q, _mm256_mul_ps(r, r), r));
+}
+
+CN_INLINE __m256 ge0_8(__m256 x) { return _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ); }
+
+CN_INLINE __m256 silu8(__m256 x) {
+    __m256 s1, s2;
+    const __m256 p = exp_neg_abs8(x, &s1, &s2);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 q = _mm256_div_ps(one, _mm256_add_ps(one, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2)));
+    /* x >= 0: x q; otherwise x e^x / (1 + e^x) = (((x q) p) s1) s2, x clamped at -120 (-inf -> 0,
+     * NaN stays NaN: max returns its second operand) */
+    const __m256 xc = _mm256_max_ps(_mm256_set1_ps(-120.0f), x);
+    const __m256 neg = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(xc, q), p), s1), s2);
+    return _mm256_blendv_ps(neg, _mm256_mul_ps(x, q), ge0_8(x));
+}
+
+CN_INLINE __m256 sigmoid8(__m256 x) {
+    __m256 s1, s2;
+    const __m256 p = exp_neg_abs8(x, &s1, &s2);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 q = _mm256_div_ps(one, _mm256_add_ps(one, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2)));
+    const __m256 s = _mm256_blendv_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(p, q), s1), s2), q,
+                                      ge0_8(x));
+    return _mm256_blendv_ps(s, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+/* silu'(x) = q (1 + x e q) for x >= 0 (e = e^-x), e q (1 + x q) for x < 0 (e = e^x) */
+CN_INLINE __m256 silu_grad8(__m256 x) {
+    __m256 s1, s2;
+    const __m256 p = exp_neg_abs8(x, &s1, &s2);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 e = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    const __m256 q = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    const __m256 xh = _mm256_min_ps(_mm256_set1_ps(120.0f), x);
+    const __m256 xc = _mm256_max_ps(_mm256_set1_ps(-120.0f), x);
+    const __m256 pos = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(xh, e), q), q, q);
+    const __m256 neg = _mm256_mul_ps(
+        _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_fmadd_ps(xc, q, one), q), p), s1), s2);
+    return _mm256_blendv_ps(neg, pos, ge0_8(x));
+}
+
+#endif
