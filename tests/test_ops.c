@@ -12,6 +12,7 @@
 #include "core/cpu.h"
 #include "core/rng.h"
 #include "kernels/bn.h"
+#include "kernels/conv_direct.h"
 #include "ops/ops.h"
 
 static cn_rng rng;
@@ -830,6 +831,81 @@ static void conv_repeat_case(int n, int h, int w, int c, int oc, int k, int s, i
     free(in); free(wt); free(dout); free(ws);
 }
 
+/* the direct kernels called on their own (whichever of AVX-512 / AVX2 this CPU runs) against
+ * double loops on a padded image: output rows oy0..oy1 only (the rest left untouched), with and
+ * without accumulate; the weight gradient adds into dW and leaves the columns past OC alone.
+ * Shapes: every output channel tail against the 8- and 16-channel vectors, widths that are no
+ * multiple of the pixel tiles (1, 5, 7, 13), strides 1 and 2, 1..32 input channels. */
+static void dconv_kernel_case(int oh, int ow, int c, int oc, int k, int st, int oy0, int oy1) {
+    cn_dconv_shape s = {oh, ow, oc, c, k, k, st, st, (ow - 1) * st + k};
+    if (!cn_dconv_forward_ok(&s) && !cn_dconv_wgrad_ok(&s)) return;
+    const int hp = (oh - 1) * st + k, wp = s.wp, ldw = cn_dconv_ldw(oc);
+    const size_t nx = (size_t)hp * wp * c, nw = (size_t)k * k * c * ldw, no = (size_t)oh * ow * oc;
+    float *x = randv(nx + CN_DCONV_SLACK, 1), *wk = randv(nw, 0.3f), *dy = randv(no, 1);
+    for (size_t i = 0; i < (size_t)k * k * c; i++)
+        for (int co = oc; co < ldw; co++) wk[i * ldw + co] = 0;
+    float *out = malloc(sizeof(float) * no), *want = malloc(sizeof(float) * no);
+    float *base = randv(no, 1);
+    /* ref[(oy, ox, co)] = sum over (ky, kx, ci) */
+    double *ref = calloc(no, sizeof(double));
+    for (int oy = 0; oy < oh; oy++)
+        for (int ox = 0; ox < ow; ox++)
+            for (int co = 0; co < oc; co++) {
+                double a = 0;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        for (int ci = 0; ci < c; ci++)
+                            a += (double)x[((size_t)(oy * st + ky) * wp + ox * st + kx) * c + ci] *
+                                 wk[((size_t)(ky * k + kx) * c + ci) * ldw + co];
+                ref[((size_t)oy * ow + ox) * oc + co] = a;
+            }
+    if (cn_dconv_forward_ok(&s))
+        for (int accumulate = 0; accumulate <= 1; accumulate++) {
+            memcpy(out, base, sizeof(float) * no);
+            cn_dconv_forward_rows(out, x, wk, &s, oy0, oy1, accumulate);
+            int untouched = 1;
+            for (size_t i = 0; i < no; i++) {
+                int row = (int)(i / ((size_t)ow * oc));
+                int in = row >= oy0 && row < oy1;
+                want[i] = in ? (float)(ref[i] + (accumulate ? base[i] : 0)) : base[i];
+                if (!in && out[i] != base[i]) untouched = 0;
+            }
+            double e = max_rel_err(out, want, no, 1e-6);
+            CHECK(e < 1e-5 && untouched,
+                  "dconv fwd %dx%d c%d oc%d k%d s%d rows [%d,%d) acc %d: rel err %g, %s", oh, ow,
+                  c, oc, k, st, oy0, oy1, accumulate, e, untouched ? "ok" : "rows outside written");
+        }
+    if (cn_dconv_wgrad_ok(&s)) {
+        float *dw = randv(nw, 1), *dw0 = malloc(sizeof(float) * nw), *dwant = malloc(sizeof(float) * nw);
+        memcpy(dw0, dw, sizeof(float) * nw);
+        cn_dconv_wgrad_image(dw, x, dy, &s);
+        int pad_ok = 1;
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++)
+                for (int ci = 0; ci < c; ci++) {
+                    size_t r = ((size_t)(ky * k + kx) * c + ci) * ldw;
+                    for (int co = 0; co < ldw; co++) {
+                        if (co >= oc) {
+                            dwant[r + co] = dw0[r + co];
+                            if (dw[r + co] != dw0[r + co]) pad_ok = 0;
+                            continue;
+                        }
+                        double a = dw0[r + co];
+                        for (int oy = 0; oy < oh; oy++)
+                            for (int ox = 0; ox < ow; ox++)
+                                a += (double)x[((size_t)(oy * st + ky) * wp + ox * st + kx) * c + ci] *
+                                     dy[((size_t)oy * ow + ox) * oc + co];
+                        dwant[r + co] = (float)a;
+                    }
+                }
+        double e = max_rel_err(dw, dwant, nw, 1e-6);
+        CHECK(e < 1e-5 && pad_ok, "dconv wgrad %dx%d c%d oc%d k%d s%d: rel err %g%s", oh, ow, c,
+              oc, k, st, e, pad_ok ? "" : ", columns past OC changed");
+        free(dw); free(dw0); free(dwant);
+    }
+    free(x); free(wk); free(dy); free(out); free(want); free(base); free(ref);
+}
+
 /* batch norm's AVX-512 channel sums: the same bits as the plain loop (rows in order, in double,
  * mul then add), from non-zero starting sums, for channel tails and row tiles */
 static void bn_sums_case(size_t lo, size_t hi, int c) {
@@ -1041,6 +1117,24 @@ int main(void) {
         }
     }
     phase("direct conv kernels vs direct loops");
+    {
+        static const int ocs[] = {1, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 48, 64};
+        static const int cs[] = {1, 3, 9, 16, 32};
+        static const int ws[] = {1, 5, 7, 13, 14};
+        int i = 0;
+        for (size_t a = 0; a < sizeof ocs / sizeof *ocs; a++)
+            for (size_t b = 0; b < sizeof cs / sizeof *cs; b++)
+                for (size_t w = 0; w < sizeof ws / sizeof *ws; w++, i++) {
+                    int st = 1 + (i % 3 == 2), oh = 1 + (i * 7) % 6;
+                    int oy0 = (i & 1) && oh > 1 ? 1 : 0, oy1 = (i & 2) && oh > 2 ? oh - 1 : oh;
+                    dconv_kernel_case(oh, ws[w], cs[b], ocs[a], 3, st, oy0, oy1);
+                }
+        dconv_kernel_case(5, 9, 5, 23, 5, 1, 0, 5);
+        dconv_kernel_case(4, 6, 3, 13, 7, 2, 1, 4);
+        dconv_kernel_case(3, 3, 64, 64, 3, 1, 0, 3);
+        dconv_kernel_case(7, 7, 64, 40, 3, 1, 2, 7);
+    }
+    phase("direct conv kernels alone");
     for (int t = 1; t <= 2; t++) {
         conv_gc(2, 6, 5, 3, 9, 3, 1, 1, 1, t, G_ALL);
         conv_gc(1, 7, 7, 9, 17, 3, 2, 1, 1, t, G_ALL);

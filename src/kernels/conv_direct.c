@@ -1,5 +1,5 @@
-/* Choice of the direct convolution kernels (conv_direct.h): AVX-512 only, following the GEMM's
- * kernel path (so that tests forcing the generic path exercise the fallback too). */
+/* Choice of the direct convolution kernels (conv_direct.h): AVX-512, else AVX2 + FMA, following
+ * the GEMM's kernel path (so that tests forcing the generic path exercise the fallback too). */
 #include "kernels/conv_direct.h"
 
 #include <string.h>
@@ -11,7 +11,13 @@ void f32_dconv_forward_rows__avx512(float *out, const float *xpad, const float *
 void f32_dconv_wgrad_image__avx512(float *dwk, const float *xpad, const float *dy,
                                    const cn_dconv_shape *s);
 
+void f32_dconv_forward_rows__avx2(float *out, const float *xpad, const float *wk,
+                                  const cn_dconv_shape *s, int oy0, int oy1, int accumulate);
+void f32_dconv_wgrad_image__avx2(float *dwk, const float *xpad, const float *dy,
+                                 const cn_dconv_shape *s);
+
 static int avx512(void) { return strcmp(cn_sgemm_path_name(), "avx512") == 0; }
+static int avx2(void) { return strcmp(cn_sgemm_path_name(), "avx2") == 0; }
 
 /* Up to 64 input channels: wider reductions are long enough for the GEMM to reach its speed, and
  * the GEMM's blocked sums round less than one chain of KH*KW*C products. Strided convolutions
@@ -21,18 +27,22 @@ static int avx512(void) { return strcmp(cn_sgemm_path_name(), "avx512") == 0; }
 int cn_dconv_forward_ok(const cn_dconv_shape *s) {
     const int ps = s->sw * s->c;
     const int fixed = ps == 1 || ps == 2 || ps == 6 || ps == 16 || ps == 32 || ps == 64;
-    return avx512() && s->oc > 0 && s->c > 0 && s->c <= 64 &&
+    return (avx512() || avx2()) && s->oc > 0 && s->c > 0 && s->c <= 64 &&
            (fixed || (s->sh == 1 && s->sw == 1));
 }
 
-int cn_dconv_wgrad_ok(const cn_dconv_shape *s) { return avx512() && s->oc > 0 && s->c > 0; }
+int cn_dconv_wgrad_ok(const cn_dconv_shape *s) {
+    return (avx512() || avx2()) && s->oc > 0 && s->c > 0;
+}
 
 void cn_dconv_forward_rows(float *out, const float *xpad, const float *wk,
                            const cn_dconv_shape *s, int oy0, int oy1, int accumulate) {
-    f32_dconv_forward_rows__avx512(out, xpad, wk, s, oy0, oy1, accumulate);
+    if (avx512()) f32_dconv_forward_rows__avx512(out, xpad, wk, s, oy0, oy1, accumulate);
+    else f32_dconv_forward_rows__avx2(out, xpad, wk, s, oy0, oy1, accumulate);
 }
 
 void cn_dconv_wgrad_image(float *dwk, const float *xpad, const float *dy,
                           const cn_dconv_shape *s) {
-    f32_dconv_wgrad_image__avx512(dwk, xpad, dy, s);
+    if (avx512()) f32_dconv_wgrad_image__avx512(dwk, xpad, dy, s);
+    else f32_dconv_wgrad_image__avx2(dwk, xpad, dy, s);
 }

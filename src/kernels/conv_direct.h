@@ -27,8 +27,8 @@ enum { CN_DCONV_SLACK = 2048 };
 /* columns of the packed weights: oc rounded up to a whole vector */
 static inline int cn_dconv_ldw(int oc) { return (oc + 15) / 16 * 16; }
 
-/* 1 when the AVX-512 direct kernels exist for this CPU (any shape; the callers exclude groups
- * and 1x1 convolutions, which the GEMM runs at full speed) */
+/* 1 when the direct kernels exist for this CPU (AVX-512, or AVX2 + FMA; any shape; the callers
+ * exclude groups and 1x1 convolutions, which the GEMM runs at full speed) */
 int cn_dconv_forward_ok(const cn_dconv_shape *s);
 int cn_dconv_wgrad_ok(const cn_dconv_shape *s);
 
