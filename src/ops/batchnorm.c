@@ -97,12 +97,15 @@ static void channel_sums(double *acc, double *acc2, double *part, const float *r
                          const float *restrict dy, const float *restrict mean, size_t m, int c,
                          int mode, const act_in *a, float *gsave) {
     memset(part, 0, sizeof(double) * NBLOCKS * 2 * c);
-    const int fast = cn_cpu_avx512();
+    /* 2: AVX-512, 1: AVX2 */
+    const int fast = cn_cpu_avx512() ? 2 : cn_cpu()->avx2 ? 1 : 0;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < NBLOCKS; b++) {
         double *p = part + (size_t)b * c * 2;
-        if (mode == 0 && fast)
+        if (mode == 0 && fast == 2)
             cn_bn_sums__avx512(p, p + c, x, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c);
+        else if (mode == 0 && fast == 1)
+            cn_bn_sums__avx2(p, p + c, x, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c);
         else
             block_sums(p, p + c, x, dy, mean, a, m * b / NBLOCKS, m * (b + 1) / NBLOCKS, c, mode,
                        gsave);
