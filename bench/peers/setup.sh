@@ -36,6 +36,7 @@ node -e "require('./bench/peers/node_modules/onnxruntime-node')" ||
   { echo "peers setup: onnxruntime-node does not load (node $(node --version))" >&2; exit 1; }
 
 mkdir -p build/peers
-if [[ ! -x build/peers/fma_peak || bench/peers/fma_peak.c -nt build/peers/fma_peak ]]; then
-  gcc -O2 -mavx512f -mfma -pthread -Wall -Wextra bench/peers/fma_peak.c -o build/peers/fma_peak
+if [[ ! -x build/peers/fma_peak || bench/peers/fma_peak.c -nt build/peers/fma_peak ||
+      bench/peers/setup.sh -nt build/peers/fma_peak ]]; then
+  gcc -O2 -mavx2 -mfma -pthread -Wall -Wextra bench/peers/fma_peak.c -o build/peers/fma_peak
 fi

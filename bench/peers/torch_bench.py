@@ -1,7 +1,7 @@
 """PyTorch side of bench/bench_peers.sh: one workload per process, one JSON object on stdout.
 
 Run with /usr/bin/python3 (Debian's python3-torch 1.13) and the environment bench_peers.sh
-sets for PyTorch's fastest mode (OMP_PROC_BIND=true, ATEN_CPU_CAPABILITY=avx512, glibc malloc
+sets for PyTorch's fastest mode (OMP_PROC_BIND=true, ATEN_CPU_CAPABILITY=avx512 where the CPU has it (else avx2), glibc malloc
 tunables that keep freed buffers in the heap).
 
   torch_bench.py macs   --model NAME [--in-channels C --num-classes K --input-size S]
