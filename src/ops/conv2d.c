@@ -178,15 +178,29 @@ static CN_CLONES void epilogue_post(void *ctx, float *C, size_t ldc, size_t i0, 
     const post_ctx *q = ctx;
     const size_t n = j1 - j0;
     const float *scale = q->ep->scale + j0, *shift = q->ep->shift + j0;
+    /* a block is often one micro-panel wide (16 or 24 columns on AVX2): the ReLU is applied in
+     * the same loop (the same arithmetic as epilogue_act's), not by a call per row */
+    const cn_act act = q->ep->act;
     for (size_t i = i0; i < i1; i++) {
         float *restrict y = C + i * ldc + j0;
         if (q->res) {
             const float *restrict r = q->res + i * (size_t)q->oc + j0;
-            for (size_t c = 0; c < n; c++) y[c] = y[c] * scale[c] + shift[c] + r[c];
+            if (act == CN_ACT_RELU)
+                for (size_t c = 0; c < n; c++) {
+                    const float v = y[c] * scale[c] + shift[c] + r[c];
+                    y[c] = v < 0 ? 0.0f : v;
+                }
+            else
+                for (size_t c = 0; c < n; c++) y[c] = y[c] * scale[c] + shift[c] + r[c];
+        } else if (act == CN_ACT_RELU) {
+            for (size_t c = 0; c < n; c++) {
+                const float v = y[c] * scale[c] + shift[c];
+                y[c] = v < 0 ? 0.0f : v;
+            }
         } else {
             for (size_t c = 0; c < n; c++) y[c] = y[c] * scale[c] + shift[c];
         }
-        epilogue_act(y, n, q->ep->act);
+        if (act != CN_ACT_RELU) epilogue_act(y, n, act);
     }
 }
 
