@@ -67,9 +67,12 @@ for b in release asan; do
   run "int8 [$b]" build/$b/tests/test_int8
   run "cli [$b]" bash tests/test_cli.sh build/$b/convnet
 done
-# the portable kernels of the ops that this CPU would otherwise always run on AVX-512
+# the portable kernels of the ops that this CPU would otherwise always run on AVX-512 or AVX2,
+# and the AVX2 ones (depthwise, activations, direct convolution, batch norm sums) on AVX-512 CPUs
 run "ops-effnet [release, CN_CPU=generic]" env CN_CPU=generic build/release/tests/test_ops_effnet
+run "ops-effnet [release, CN_CPU=avx2]" env CN_CPU=avx2 build/release/tests/test_ops_effnet
 run "ops [release, CN_CPU=avx2]" env CN_CPU=avx2 build/release/tests/test_ops
+run "ops [release, CN_CPU=generic]" env CN_CPU=generic build/release/tests/test_ops
 # the int8 kernels of an AVX-512 VNNI CPU without VBMI (lookup tables in scalar code)
 run "qkernels [release, CN_CPU=avx512-novbmi]" env CN_CPU=avx512-novbmi build/release/tests/test_qkernels "$qrefs"
 rm -f "$log"
