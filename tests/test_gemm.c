@@ -1,6 +1,7 @@
 /* Compares cn_sgemm against cn_sgemm_ref on awkward shapes, for every kernel path the CPU has and
  * every kernel of each path (forced), and checks that results are bit-identical for 1, 2 and 3
  * threads. */
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/act.h"
 #include "kernels/gemm.h"
 
 static int n_pass, n_fail;
@@ -147,7 +149,7 @@ static void post_case(const char *path, int ta, int tb, int M, int N, int K, flo
     memcpy(W, C, sizeof(float) * csz);
     omp_set_num_threads(threads);
     cn_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, W, ldc);
-    const cn_gemm_post post = {post_fn, &r};
+    const cn_gemm_post post = {post_fn, &r, NULL};
     cn_sgemm_post(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, &post);
     omp_set_num_threads(1);
     int bad = r.bad;
@@ -168,6 +170,92 @@ static void post_case(const char *path, int ta, int tb, int M, int N, int K, flo
         n_pass++;
     }
     free(A), free(B), free(C), free(W), free(r.seen);
+}
+
+/* cn_gemm_post with an affine description (cn_gemm_affine): whether the kernels apply it in
+ * registers (AVX2) or call the post function, C ends up bit for bit as the scalar epilogue
+ * (mul, add, add, then v < 0 ? 0 : v) applied to cn_sgemm's C; -0 and NaN pass as they do in
+ * the scalar code, and every element not done in registers reaches the post function once. */
+typedef struct affine_rec {
+    post_rec seen;
+    const cn_gemm_affine *f;
+} affine_rec;
+
+static float affine_ref(float c, const cn_gemm_affine *f, size_t i, size_t j) {
+    float v = c * f->scale[j] + f->shift[j];
+    if (f->res) v = v + f->res[i * f->ldr + j];
+    if (f->act == CN_GEMM_ACT_SILU) cn_silu_n(&v, &v, 1);
+    return f->act == CN_GEMM_ACT_RELU && v < 0 ? 0.0f : v;
+}
+
+static void affine_fn(void *ctx, float *C, size_t ldc, size_t i0, size_t i1, size_t j0,
+                      size_t j1) {
+    affine_rec *r = ctx;
+    if (i1 > (size_t)r->seen.M || j1 > (size_t)r->seen.N || i0 >= i1 || j0 >= j1) {
+        __atomic_store_n(&r->seen.bad, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (size_t i = i0; i < i1; i++)
+        for (size_t j = j0; j < j1; j++) {
+            __atomic_fetch_add(&r->seen.seen[i * (size_t)r->seen.N + j], 1, __ATOMIC_RELAXED);
+            C[i * ldc + j] = affine_ref(C[i * ldc + j], r->f, i, j);
+        }
+}
+
+static void affine_case(const char *path, int ta, int tb, int M, int N, int K, float beta,
+                        int threads, int with_res, int act) {
+    const int lda = ta ? M : K, ldb = tb ? K : N, ldc = N + 3, ldr = N + 5;
+    const size_t csz = (size_t)M * ldc;
+    float *A = malloc(sizeof(float) * (size_t)M * K + 4), *B = malloc(sizeof(float) * (size_t)N * K + 4);
+    float *C = malloc(sizeof(float) * csz), *W = malloc(sizeof(float) * csz);
+    float *sc = malloc(sizeof(float) * (size_t)N), *sh = malloc(sizeof(float) * (size_t)N);
+    float *res = malloc(sizeof(float) * (size_t)M * ldr);
+    affine_rec r = {{M, N, 0, calloc((size_t)M * N, 1)}, NULL};
+    if (!A || !B || !C || !W || !sc || !sh || !res || !r.seen.seen) {
+        printf("FAIL affine %s: out of memory\n", path);
+        n_fail++;
+        free(A), free(B), free(C), free(W), free(sc), free(sh), free(res), free(r.seen.seen);
+        return;
+    }
+    fill(A, (size_t)M * K);
+    fill(B, (size_t)N * K);
+    fill(C, csz);
+    fill(sc, (size_t)N);
+    fill(sh, (size_t)N);
+    fill(res, (size_t)M * ldr);
+    /* column 0: C * 0 + -0 is -0 for C < 0 (kept by the ReLU); one residual is NaN */
+    sc[0] = 0.0f;
+    sh[0] = -0.0f;
+    if (M > 1 && N > 1) res[(size_t)(M - 1) * ldr + N - 1] = NAN;
+    memcpy(W, C, sizeof(float) * csz);
+    const cn_gemm_affine f = {sc, sh, with_res ? res : NULL, (size_t)ldr, act};
+    r.f = &f;
+    omp_set_num_threads(threads);
+    cn_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, W, ldc);
+    const cn_gemm_post post = {affine_fn, &r, &f};
+    cn_sgemm_post(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, &post);
+    omp_set_num_threads(1);
+    int bad = r.seen.bad;
+    for (int i = 0; i < M && !bad; i++)
+        for (int j = 0; j < N && !bad; j++) {
+            const size_t o = (size_t)i * ldc + j;
+            const float want = affine_ref(W[o], &f, (size_t)i, (size_t)j);
+            if (r.seen.seen[(size_t)i * N + j] > 1) bad = 2;
+            else if (memcmp(&C[o], &want, sizeof want) &&
+                     /* SiLU in registers is the AVX2 one, cn_silu_n may be AVX-512's: 4 ulp */
+                     !(act == CN_GEMM_ACT_SILU && fabsf(C[o] - want) <= 4 * FLT_EPSILON * fabsf(want)))
+                bad = 3;
+        }
+    if (bad) {
+        printf("FAIL affine %s ta=%d tb=%d M=%d N=%d K=%d beta=%g threads=%d res=%d act=%d: %s\n",
+               path, ta, tb, M, N, K, beta, threads, with_res, act,
+               bad == 1 ? "block out of range" : bad == 2 ? "element posted twice"
+                                                          : "not the scalar epilogue's bits");
+        n_fail++;
+    } else {
+        n_pass++;
+    }
+    free(A), free(B), free(C), free(W), free(sc), free(sh), free(res), free(r.seen.seen);
 }
 
 int main(void) {
@@ -273,6 +361,17 @@ int main(void) {
                 for (int t = 0; t < 4; t += (ps[i][0] <= 64 ? 2 : 1))
                     post_case(name, t & 1, t >> 1, ps[i][0], ps[i][1], ps[i][2],
                               betas[(i + (size_t)threads) % 3], threads);
+        /* the same shapes with an affine epilogue (with and without residual and ReLU), also
+         * with every micro-kernel forced */
+        for (int kn = -1; kn < cn_sgemm_kernel_count(); kn++) {
+            cn_sgemm_force_kernel(kn);
+            for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+                for (int threads = 1; threads <= 2; threads++)
+                    for (int t = 0; t < 4; t += (ps[i][0] <= 64 ? 2 : 1), c++)
+                        affine_case(name, t & 1, t >> 1, ps[i][0], ps[i][1], ps[i][2],
+                                    i % 3 == 0 ? 0.5f : 0.0f, threads, c % 2, (c / 2) % 3);
+        }
+        cn_sgemm_force_kernel(-1);
     }
     cn_sgemm_force_path(-1);
     printf("gemm: %d passed, %d failed\n", n_pass, n_fail);

@@ -25,6 +25,10 @@
 
 typedef void (*ukernel_fn)(size_t kc, const float *a, size_t as, const float *b, size_t bs,
                            float *c, size_t ldc, size_t mr, size_t nr, float alpha, float beta);
+/* the same, applying the epilogue f (pointers at the tile's first row and column) as C is written */
+typedef void (*ukernel_ep_fn)(size_t kc, const float *a, size_t as, const float *b, size_t bs,
+                              float *c, size_t ldc, size_t mr, size_t nr, float alpha, float beta,
+                              const cn_gemm_affine *f);
 
 #define UKERNEL_DECL(name)                                                                \
     void name(size_t kc, const float *a, size_t as, const float *b, size_t bs, float *c, \
@@ -39,16 +43,21 @@ UKERNEL_PAIR(8x48);
 UKERNEL_PAIR(6x64);
 UKERNEL_PAIR(5x80);
 UKERNEL_PAIR(4x96);
+#define UKERNEL_EP_DECL(name)                                                                \
+    void name(size_t kc, const float *a, size_t as, const float *b, size_t bs, float *c,       \
+              size_t ldc, size_t mr, size_t nr, float alpha, float beta, const cn_gemm_affine *f)
 #define UKERNEL_PAIR2(tile) \
     UKERNEL_DECL(f32_gemm_ukernel_##tile##_kmajor__avx2); \
-    UKERNEL_DECL(f32_gemm_ukernel_##tile##_rows__avx2)
+    UKERNEL_DECL(f32_gemm_ukernel_##tile##_rows__avx2); \
+    UKERNEL_EP_DECL(f32_gemm_ukernel_##tile##_kmajor_ep__avx2); \
+    UKERNEL_EP_DECL(f32_gemm_ukernel_##tile##_rows_ep__avx2)
 UKERNEL_PAIR2(6x16);
 UKERNEL_PAIR2(4x24);
 UKERNEL_PAIR2(8x8);
 typedef void (*pack_bt_fn)(size_t kc, size_t cols, const float *src, size_t ld, size_t nr,
                            float *dst);
 typedef void (*store_t_fn)(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
-                           size_t ldc, float alpha, float beta);
+                           size_t ldc, float alpha, float beta, const cn_gemm_affine *f);
 void f32_gemm_pack_bt__avx512(size_t kc, size_t cols, const float *src, size_t ld, size_t nr,
                               float *dst);
 void f32_gemm_pack_bt__avx2(size_t kc, size_t cols, const float *src, size_t ld, size_t nr,
@@ -57,7 +66,7 @@ UKERNEL_DECL(f32_gemm_ukernel_4x8__scalar);
 void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
                               size_t ldc, float alpha, float beta);
 void f32_gemm_store_t__avx2(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
-                            size_t ldc, float alpha, float beta);
+                            size_t ldc, float alpha, float beta, const cn_gemm_affine *f);
 
 typedef void (*dot_fn)(size_t kc, const float *a, size_t lda, const float *b, size_t ldb,
                        float *c, size_t ldc, size_t mr, size_t nr, float alpha, float beta);
@@ -76,6 +85,7 @@ void f32_gemm_dot_2x4__avx2(size_t kc, const float *a, size_t lda, const float *
 typedef struct ukernel {
     ukernel_fn kmajor; /* A from packed panels */
     ukernel_fn rows;   /* A read in place from row-major storage (ta == 0), or NULL */
+    ukernel_ep_fn kmajor_ep, rows_ep; /* the same with a fused epilogue, or NULL */
     int mr, nr;
     /* relative throughput on full tiles, for choosing between tile shapes, for blocks of
      * kc < SHORT_KC and of kc >= SHORT_KC: over a short k loop the fixed cost of a tile
@@ -89,8 +99,8 @@ enum { SHORT_KC = 96 };
 /* One tile per width up to 96 columns, so that a narrow N (the output channels of a
  * convolution) is covered with little padding. Speeds measured on convolution shapes. */
 #define AVX512_TILE(tile, mr, nr, speed_short, speed)                                     \
-    {f32_gemm_ukernel_##tile##_kmajor__avx512, f32_gemm_ukernel_##tile##_rows__avx512, mr, \
-     nr, speed_short, speed, #tile "_avx512"}
+    {f32_gemm_ukernel_##tile##_kmajor__avx512, f32_gemm_ukernel_##tile##_rows__avx512, NULL, \
+     NULL, mr, nr, speed_short, speed, #tile "_avx512"}
 static const ukernel kernels_avx512[] = {
     AVX512_TILE(6x64, 6, 64, 0.93f, 1.00f),
     AVX512_TILE(14x32, 14, 32, 0.72f, 0.98f),
@@ -102,7 +112,8 @@ static const ukernel kernels_avx512[] = {
 };
 /* 16 ymm registers: see gemm_avx2.c */
 #define AVX2_TILE(tile, mr, nr, speed_short, speed)                                     \
-    {f32_gemm_ukernel_##tile##_kmajor__avx2, f32_gemm_ukernel_##tile##_rows__avx2, mr, \
+    {f32_gemm_ukernel_##tile##_kmajor__avx2, f32_gemm_ukernel_##tile##_rows__avx2,        \
+     f32_gemm_ukernel_##tile##_kmajor_ep__avx2, f32_gemm_ukernel_##tile##_rows_ep__avx2, mr, \
      nr, speed_short, speed, #tile "_avx2"}
 static const ukernel kernels_avx2[] = {
     AVX2_TILE(6x16, 6, 16, 1.00f, 1.00f),
@@ -110,7 +121,7 @@ static const ukernel kernels_avx2[] = {
     AVX2_TILE(8x8, 8, 8, 0.80f, 0.80f),
 };
 static const ukernel kernels_generic[] = {
-    {f32_gemm_ukernel_4x8__scalar, NULL, 4, 8, 1.0f, 1.0f, "4x8_scalar"}};
+    {f32_gemm_ukernel_4x8__scalar, NULL, NULL, NULL, 4, 8, 1.0f, 1.0f, "4x8_scalar"}};
 
 typedef struct dkernel {
     dot_fn fn;
@@ -186,9 +197,17 @@ static pack_bt_fn pack_bt_of(int path) {
            : path == PATH_AVX2 ? f32_gemm_pack_bt__avx2
                                : NULL;
 }
-static store_t_fn store_t_of(int path) {
-    return path == PATH_AVX2 ? f32_gemm_store_t__avx2 : f32_gemm_store_t__avx512;
+/* the AVX-512 write-back has no fused epilogue (f is always NULL there) */
+static void store_t_avx512(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
+                           size_t ldc, float alpha, float beta, const cn_gemm_affine *f) {
+    (void)f;
+    f32_gemm_store_t__avx512(t, ldt, rows, cols, c, ldc, alpha, beta);
 }
+static store_t_fn store_t_of(int path) {
+    return path == PATH_AVX2 ? f32_gemm_store_t__avx2 : store_t_avx512;
+}
+/* the paths whose micro-kernels and transposed write-back apply a cn_gemm_affine */
+static int fuse_available(int path) { return path == PATH_AVX2; }
 
 int cn_sgemm_kernel_count(void) {
     size_t n;
@@ -235,10 +254,20 @@ typedef struct gemm_job {
     int direct_a; /* A rows are read in place by the "rows" kernel (ta == 0) */
     int direct_b; /* B rows are read in place (tb == 0), only ragged N edges are packed */
     const cn_gemm_post *post; /* applied to each finished block, or NULL */
+    const cn_gemm_affine *fuse; /* post's epilogue, applied by the micro-kernels, or NULL */
 } gemm_job;
 
 static void post_block(const gemm_job *j, size_t i0, size_t i1, size_t j0, size_t j1) {
     if (j->post && i0 < i1 && j0 < j1) j->post->fn(j->post->ctx, j->C, j->ldc, i0, i1, j0, j1);
+}
+
+/* The epilogue of the tile at C[i][jc], its pointers moved there. */
+static cn_gemm_affine fuse_at(const cn_gemm_affine *f, size_t i, size_t jc) {
+    cn_gemm_affine g = *f;
+    g.scale += jc;
+    g.shift += jc;
+    if (g.res) g.res += i * g.ldr + jc;
+    return g;
 }
 
 /* Packs op(A)[i0:i0+mc, k0:k0+kc] into MR-row panels, each k-major (MR floats per k), zero
@@ -312,6 +341,7 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
                       float *bbuf) {
     const size_t MR = (size_t)j->uk->mr, NR = (size_t)j->uk->nr;
     const ukernel_fn fn = j->direct_a ? j->uk->rows : j->uk->kmajor;
+    const ukernel_ep_fn fn_ep = j->direct_a ? j->uk->rows_ep : j->uk->kmajor_ep;
     for (size_t jc = n0; jc < n1; jc += j->nc_blk) {
         const size_t nc = min_sz(j->nc_blk, n1 - jc);
         const size_t n_full = j->direct_b ? nc / NR * NR : 0;
@@ -364,12 +394,19 @@ static void run_block(const gemm_job *j, size_t m0, size_t m1, size_t n0, size_t
                                 bp = bbuf + (jr - n_full) / NR * kc * NR;
                                 bs = NR;
                             }
-                            fn(kc, ap, as, bp, bs, j->C + (ic + ir) * j->ldc + jc + jr, j->ldc,
-                               min_sz(MR, mc - ir), nr, j->alpha, beta);
+                            float *cp = j->C + (ic + ir) * j->ldc + jc + jr;
+                            if (j->fuse && pc + kc >= j->K) {
+                                const cn_gemm_affine f = fuse_at(j->fuse, ic + ir, jc + jr);
+                                fn_ep(kc, ap, as, bp, bs, cp, j->ldc, min_sz(MR, mc - ir), nr,
+                                      j->alpha, beta, &f);
+                            } else {
+                                fn(kc, ap, as, bp, bs, cp, j->ldc, min_sz(MR, mc - ir), nr,
+                                   j->alpha, beta);
+                            }
                         }
                     }
                     /* this row block's columns of this pass, while they are in L1/L2 */
-                    if (pc + kc >= j->K)
+                    if (pc + kc >= j->K && !j->fuse)
                         post_block(j, ic, ic + mc, jc + jo * NR,
                                    jc + min_sz(nc, (jo + n_inner) * NR));
                 }
@@ -591,13 +628,16 @@ static void swapped_run(const gemm_job *j, const ukernel *uk, size_t M, float *a
             const size_t rows = min_sz(MR, n1 - jr);
             const float *brow = j->B + jr * j->ldb;
             uk->rows(K, brow, j->ldb, apk + p * K * NR, NR, tmp, NR, rows, cols, 1.0f, 0.0f);
-            store_t(tmp, NR, rows, cols, j->C + p * NR * j->ldc + jr, j->ldc, j->alpha, j->beta);
+            const cn_gemm_affine f = j->fuse ? fuse_at(j->fuse, p * NR, jr) : (cn_gemm_affine){0};
+            store_t(tmp, NR, rows, cols, j->C + p * NR * j->ldc + jr, j->ldc, j->alpha, j->beta,
+                    j->fuse ? &f : NULL);
             /* the left-over rows against the same weight rows, while these are in cache */
             if (M < j->M && p == panels - 1)
                 dot_block(j, &dot_set(path)[j->M - M == 1 ? 2 : 1], M, j->M, jr, jr + rows);
         }
     }
-    post_block(j, 0, j->M, n0, n1);
+    /* the rows the write-back did not finish: all of them, or the GEMV's left-over ones */
+    post_block(j, j->fuse ? M : 0, j->M, n0, n1);
 }
 
 static void sgemm_swapped(const gemm_job *j) {
@@ -651,6 +691,7 @@ void cn_sgemm_post(int ta, int tb, int M, int N, int K, float alpha, const float
         sgemm_dot(&j);
         return;
     }
+    if (post && post->affine && fuse_available(path)) j.fuse = post->affine;
     if (use_swapped(path, ta, tb, j.M, j.K)) {
         sgemm_swapped(&j);
         return;

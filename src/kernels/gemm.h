@@ -14,9 +14,23 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
  * block is still in its cache: rows [i0, i1), columns [j0, j1) of C (C and ldc as passed to
  * cn_sgemm_post). Every element of C is passed exactly once, after its final value is written.
  * Used for fused epilogues (bias, BatchNorm, residual, activation) of convolutions. */
+/* What a post function computes, when it is this common epilogue: for C element (i, j),
+ * y = C[i][j] * scale[j] + shift[j] (+ res[i * ldr + j] when res is not NULL), rounded after
+ * each operation, then the activation act: CN_GEMM_ACT_RELU y < 0 ? 0 : y, CN_GEMM_ACT_SILU
+ * cn_silu_n's. A kernel path that can apply it in registers as it writes a tile does so (the
+ * same bits as the scalar ReLU and as cn_silu_n on that path's CPU level), and then does not
+ * call fn for those elements. */
+enum { CN_GEMM_ACT_NONE = 0, CN_GEMM_ACT_RELU = 1, CN_GEMM_ACT_SILU = 2 };
+typedef struct cn_gemm_affine {
+    const float *scale, *shift;
+    const float *res;
+    size_t ldr;
+    int act;
+} cn_gemm_affine;
 typedef struct cn_gemm_post {
     void (*fn)(void *ctx, float *C, size_t ldc, size_t i0, size_t i1, size_t j0, size_t j1);
     void *ctx;
+    const cn_gemm_affine *affine; /* what fn computes, when it is that epilogue; or NULL */
 } cn_gemm_post;
 /* cn_sgemm, then post->fn over every block of C (post may be NULL). */
 void cn_sgemm_post(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,

@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/act_avx2.h"
+#include "kernels/gemm.h"
+
 #define UKERNEL_ARGS                                                                          \
     size_t kc, const float *restrict a, size_t as, const float *restrict b, size_t bs,         \
         float *restrict c, size_t ldc, size_t mr, size_t nr, float alpha, float beta
@@ -20,6 +23,14 @@ void f32_gemm_ukernel_4x24_kmajor__avx2(UKERNEL_ARGS);
 void f32_gemm_ukernel_4x24_rows__avx2(UKERNEL_ARGS);
 void f32_gemm_ukernel_8x8_kmajor__avx2(UKERNEL_ARGS);
 void f32_gemm_ukernel_8x8_rows__avx2(UKERNEL_ARGS);
+/* the same tiles with the epilogue f (its pointers already at this tile's first row and column)
+ * applied to C as it is written */
+void f32_gemm_ukernel_6x16_kmajor_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_6x16_rows_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_4x24_kmajor_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_4x24_rows_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_8x8_kmajor_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_8x8_rows_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
 
 enum { MAXMR = 8, MAXNV = 3 };
 
@@ -29,7 +40,21 @@ static inline __m256i lane_mask(size_t cnt) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(cnt > 8 ? 8 : cnt)), idx);
 }
 
-static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int MR, const int NV,
+/* v < 0 ? 0 : v, lane by lane (NaN and -0 kept, as the scalar epilogue does) */
+static inline __m256 relu8(__m256 v) {
+    return _mm256_andnot_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ), v);
+}
+
+/* the epilogue cn_gemm_affine describes, on lanes of one row: (v * scale + shift) + res */
+static inline __m256 affine8(__m256 v, __m256 scale, __m256 shift, const float *res,
+                             int full, __m256i mask, int act) {
+    v = _mm256_add_ps(_mm256_mul_ps(v, scale), shift);
+    if (res) v = _mm256_add_ps(v, full ? _mm256_loadu_ps(res) : _mm256_maskload_ps(res, mask));
+    return act == CN_GEMM_ACT_RELU ? relu8(v) : act == CN_GEMM_ACT_SILU ? silu8(v) : v;
+}
+
+static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const cn_gemm_affine *f,
+                                                       const int MR, const int NV,
                                                        const int ROWS) {
     /* row-major A through one pointer per row; rows past mr alias the last valid row */
     const float *ap[MAXMR];
@@ -75,6 +100,15 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int M
     __m256i mask[MAXNV];
 #pragma GCC unroll 3
     for (int v = 0; v < NV; v++) mask[v] = lane_mask(nr > (size_t)(8 * v) ? nr - (size_t)(8 * v) : 0);
+    __m256 fs[MAXNV] = {0}, fb[MAXNV] = {0};
+    if (f) {
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) {
+            fs[v] = full ? _mm256_loadu_ps(f->scale + 8 * v) : _mm256_maskload_ps(f->scale + 8 * v, mask[v]);
+            fb[v] = full ? _mm256_loadu_ps(f->shift + 8 * v) : _mm256_maskload_ps(f->shift + 8 * v, mask[v]);
+        }
+    }
+    const float *res = f ? f->res : NULL;
     /* the same arithmetic for full and edge tiles, so that the bits of a C element do not depend
      * on the tile it fell in (hence not on the thread partition) */
 #pragma GCC unroll 8
@@ -90,19 +124,27 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int M
                 const __m256 old = full ? _mm256_loadu_ps(cv) : _mm256_maskload_ps(cv, mask[v]);
                 r = _mm256_fmadd_ps(acc[i][v], va, _mm256_mul_ps(old, vb));
             }
+            if (f) r = affine8(r, fs[v], fb[v], res ? res + 8 * v : NULL, full, mask[v], f->act);
             if (full) _mm256_storeu_ps(cv, r);
             else _mm256_maskstore_ps(cv, mask[v], r);
         }
         c += ldc;
+        if (res) res += f->ldr;
     }
 }
 
-#define TILE_PAIR(MR, NV, NAME)                                                  \
-    void f32_gemm_ukernel_##NAME##_kmajor__avx2(UKERNEL_ARGS) {                   \
-        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, MR, NV, 0);           \
-    }                                                                            \
-    void f32_gemm_ukernel_##NAME##_rows__avx2(UKERNEL_ARGS) {                     \
-        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, MR, NV, 1);           \
+#define TILE_PAIR(MR, NV, NAME)                                                            \
+    void f32_gemm_ukernel_##NAME##_kmajor__avx2(UKERNEL_ARGS) {                             \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, NULL, MR, NV, 0);               \
+    }                                                                                      \
+    void f32_gemm_ukernel_##NAME##_rows__avx2(UKERNEL_ARGS) {                               \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, NULL, MR, NV, 1);               \
+    }                                                                                      \
+    void f32_gemm_ukernel_##NAME##_kmajor_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f) { \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, f, MR, NV, 0);                  \
+    }                                                                                      \
+    void f32_gemm_ukernel_##NAME##_rows_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f) {   \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, f, MR, NV, 1);                  \
     }
 TILE_PAIR(6, 2, 6x16)
 TILE_PAIR(4, 3, 4x24)
@@ -157,9 +199,9 @@ void f32_gemm_pack_bt__avx2(size_t kc, size_t cols, const float *src, size_t ld,
 /* C[j][i0 + i] = alpha * t[i][j] + beta * C[j][i0 + i] for i < rows, j < cols (see
  * f32_gemm_store_t__avx512) */
 void f32_gemm_store_t__avx2(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
-                            size_t ldc, float alpha, float beta);
+                            size_t ldc, float alpha, float beta, const cn_gemm_affine *f);
 void f32_gemm_store_t__avx2(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
-                            size_t ldc, float alpha, float beta) {
+                            size_t ldc, float alpha, float beta, const cn_gemm_affine *f) {
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     for (size_t i0 = 0; i0 < rows; i0 += 8) {
         const size_t ni = rows - i0 < 8 ? rows - i0 : 8;
@@ -173,14 +215,22 @@ void f32_gemm_store_t__avx2(const float *t, size_t ldt, size_t rows, size_t cols
                 r[i] = (size_t)i < ni ? _mm256_maskload_ps(t + (i0 + (size_t)i) * ldt + j0, jm)
                                       : _mm256_setzero_ps();
             transpose8(r);
+            __m256 fs = va, fb = va;
+            if (f) {
+                fs = _mm256_maskload_ps(f->scale + i0, im);
+                fb = _mm256_maskload_ps(f->shift + i0, im);
+            }
 #pragma GCC unroll 8
             for (int j = 0; j < 8; j++) {
                 if ((size_t)j >= nj) break;
                 float *cj = c + (j0 + (size_t)j) * ldc + i0;
-                const __m256 v = beta == 0.0f
-                                     ? _mm256_mul_ps(r[j], va)
-                                     : _mm256_fmadd_ps(r[j], va,
-                                                       _mm256_mul_ps(_mm256_maskload_ps(cj, im), vb));
+                __m256 v = beta == 0.0f
+                               ? _mm256_mul_ps(r[j], va)
+                               : _mm256_fmadd_ps(r[j], va,
+                                                 _mm256_mul_ps(_mm256_maskload_ps(cj, im), vb));
+                if (f)
+                    v = affine8(v, fs, fb, f->res ? f->res + (j0 + (size_t)j) * f->ldr + i0 : NULL,
+                                0, im, f->act);
                 _mm256_maskstore_ps(cj, im, v);
             }
         }

@@ -632,7 +632,16 @@ static void forward_chunk(float *out, const float *in, const float *w, const cn_
                           const cn_epilogue *ep, int nt) {
     /* one group: the epilogue runs inside the GEMM, on each block as it is finished */
     const post_ctx q = {ep, ep && ep->res ? ep->res + m0 * d->oc : NULL, d->oc};
-    const cn_gemm_post post = {epilogue_post, (void *)&q};
+    /* the same epilogue, for the kernels that apply it in registers */
+    const int act = !ep                         ? -1
+                    : ep->act == CN_ACT_NONE    ? CN_GEMM_ACT_NONE
+                    : ep->act == CN_ACT_RELU    ? CN_GEMM_ACT_RELU
+                    : ep->act == CN_ACT_SILU    ? CN_GEMM_ACT_SILU
+                                                : -1;
+    const cn_gemm_affine aff = {ep ? ep->scale : NULL, ep ? ep->shift : NULL, q.res,
+                                (size_t)d->oc, act};
+    const int plain = act >= 0;
+    const cn_gemm_post post = {epilogue_post, (void *)&q, plain ? &aff : NULL};
     const int in_gemm = ep && d->groups == 1;
     for (int g = 0; g < d->groups; g++) {
         const float *a = col;
