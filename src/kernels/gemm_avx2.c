@@ -67,6 +67,17 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const cn_ge
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++) acc[i][v] = _mm256_setzero_ps();
+    if (f && f->res) {
+        /* the residual rows this tile adds at the end (one per row of C, ldr apart: a stride
+         * the hardware prefetchers follow poorly), fetched while the k loop runs */
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            if ((size_t)i >= mr) break;
+            const float *r = f->res + (size_t)i * f->ldr;
+            __builtin_prefetch(r, 0, 3);
+            if (NV > 1) __builtin_prefetch(r + 8 * NV - 1, 0, 3);
+        }
+    }
 
     for (size_t k0 = 0; k0 < kc; k0 += 16) {
         if (ROWS) {
