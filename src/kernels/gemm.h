@@ -12,9 +12,11 @@ void cn_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
               const float *B, int ldb, float beta, float *C, int ldc);
 /* A function applied to each finished block of C, by the thread that computed it, while the
  * block is still in its cache: rows [i0, i1), columns [j0, j1) of C (C and ldc as passed to
- * cn_sgemm_post). Every element of C is passed exactly once, after its final value is written.
- * Used for fused epilogues (bias, BatchNorm, residual, activation) of convolutions. */
-/* What a post function computes, when it is this common epilogue: for C element (i, j),
+ * cn_sgemm_post). Every element of C is passed exactly once, after its final value is written
+ * (or not at all, when the kernels applied post->affine to it: see below).
+ * Used for fused epilogues (bias, BatchNorm, residual, activation) of convolutions.
+ *
+ * What a post function computes, when it is this common epilogue: for C element (i, j),
  * y = C[i][j] * scale[j] + shift[j] (+ res[i * ldr + j] when res is not NULL), rounded after
  * each operation, then the activation act: CN_GEMM_ACT_RELU y < 0 ? 0 : y, CN_GEMM_ACT_SILU
  * cn_silu_n's. A kernel path that can apply it in registers as it writes a tile does so (the
