@@ -65,7 +65,7 @@ static float act_ref(float y, cn_act act) {
     return y;
 }
 
-static double worst_vs_generic;
+static double worst_vs_generic, worst_streamed;
 
 /* Winograd against the naive convolution (and its epilogue); returns max|diff| / max|ref|.
  * Also checks that 1 and 2 threads give the same bits, and with path > 0 (the GEMM path
@@ -127,6 +127,24 @@ static double run_case(int n, int h, int w, int c, int oc, int with_ep, int res_
         if (eg > worst_vs_generic) worst_vs_generic = eg;
         free(og);
     }
+    /* the streamed path (AVX2, fewer than 64 tiles): its own transform of the weights, the same
+     * bound against the reference, the same bits on 1 and 2 threads */
+    if (strcmp(cn_sgemm_path_name(), "avx2") == 0 &&
+        (size_t)n * ((h + 3) / 4) * ((w + 3) / 4) < 64) {
+        float *s1 = alloc_f(no), *s2 = alloc_f(no);
+        cn_epilogue eps = ep;
+        eps.pool = NULL;
+        omp_set_num_threads(1);
+        cn_wino_forward_streamed(s1, in, wt, &eps, &d, ws, 1);
+        omp_set_num_threads(2);
+        cn_wino_forward_streamed(s2, in, wt, &eps, &d, ws, 2);
+        const double es = max_rel_err(s1, ref, no, 1e-6);
+        CHECK(es <= 1e-4 && memcmp(s1, s2, sizeof(float) * no) == 0,
+              "n%d %dx%d c%d oc%d act%d: streamed rel err %g (or 1 and 2 threads differ)", n, h,
+              w, c, oc, (int)act, es);
+        if (es > worst_streamed) worst_streamed = es;
+        free(s1), free(s2);
+    }
     if (pool_on) {
         /* the pool of the output, against the reference output's mean in double */
         double *mean = calloc((size_t)n * oc, sizeof(double));
@@ -183,6 +201,7 @@ static void test_awkward(int path) {
                 }
     printf("awkward shapes: %d cases, worst rel err %.3g", cases, worst);
     if (path > 0) printf(", against the plain C path %.3g", worst_vs_generic);
+    if (worst_streamed > 0) printf(", streamed path %.3g", worst_streamed);
     printf("\n");
 }
 
@@ -382,6 +401,15 @@ static void test_models(void) {
         char what[64];
         snprintf(what, sizeof what, "%s %dx%d batch %d", names[i], HW, HW, NB);
         agree(m, x, on, what);
+        if (strcmp(cn_sgemm_path_name(), "avx2") == 0) {
+            /* every 3x3 layer of fewer than 64 tiles on the streamed path */
+            float st[NB * 10], off[NB * 10];
+            logits(m, x, 2, st);
+            logits(m, x, 0, off);
+            const double e = max_rel_err(st, off, NB * 10, 1e-6);
+            printf("  %s: streamed vs off rel err %.3g\n", what, e);
+            CHECK(e <= 1e-4, "%s: streamed Winograd vs off rel err %g", what, e);
+        }
         cn_model_free(m);
     }
     free(x);

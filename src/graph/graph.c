@@ -952,6 +952,9 @@ static void conv_fused_one(cn_graph *g, cn_node *nd, int n) {
         if (u)
             cn_wino_forward(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data, u, &ep,
                             &d, g->workspace, g->threads);
+        else if (cn_wino_streamed_wanted(&d, g->threads))
+            cn_wino_forward_streamed(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data,
+                                     w, &ep, &d, g->workspace, g->threads);
         else
             cn_conv2d_forward_fused(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data,
                                     w, &ep, &d, g->workspace, g->threads);

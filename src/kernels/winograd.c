@@ -68,7 +68,7 @@ int cn_wino_wanted(const cn_conv_desc *d, int nthreads) {
     (void)nthreads; /* the thresholds held at 1 and 2 threads */
     if (!cn_wino_shape_ok(d)) return 0;
     int f = atomic_load_explicit(&forced, memory_order_relaxed);
-    if (f >= 0) return f;
+    if (f >= 0) return f == 1;
     if (d->c < WINO_MIN_CHANNELS || d->oc < WINO_MIN_CHANNELS) return 0;
     size_t tiles = (size_t)d->n * ((d->h + 3) / 4) * ((d->w + 3) / 4);
     /* (the speed alone would ask for 32 tiles once U exceeds 9 MB, C = OC > 256; the memory
@@ -263,10 +263,21 @@ static wplan make_plan(const cn_conv_desc *d) {
     return p;
 }
 
+static size_t streamed_workspace(const cn_conv_desc *d, size_t nt, int nthreads);
+static size_t tiles_of(const cn_conv_desc *d) {
+    return (size_t)d->n * ((d->h + 3) / 4) * ((d->w + 3) / 4);
+}
+
 size_t cn_wino_workspace(const cn_conv_desc *d, int nthreads) {
     if (!cn_wino_shape_ok(d)) return 0;
     wplan p = make_plan(d);
-    return p.zero + p.per * (size_t)(nthreads > 1 ? nthreads : 1);
+    const size_t cached = p.zero + p.per * (size_t)(nthreads > 1 ? nthreads : 1);
+    /* the streamed path takes calls of fewer than WINO_MIN_TILES_WIDE tiles (any batch up to
+     * d->n): room for the most of them */
+    size_t nt = tiles_of(d);
+    if (nt > (size_t)WINO_MIN_TILES_WIDE - 1) nt = (size_t)WINO_MIN_TILES_WIDE - 1;
+    const size_t streamed = streamed_workspace(d, nt, nthreads);
+    return cached > streamed ? cached : streamed;
 }
 
 typedef struct wctx {
@@ -390,6 +401,114 @@ void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilo
 #pragma omp barrier
             }
         }
+    }
+    if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->oc);
+}
+
+/* ---- streamed weights (AVX2, few tiles) ----
+ * With few tiles a call (batch 1 at 14x14: 16), each U_f is used by 16 rows only, so reading a
+ * cached U (4x the weights: 9.4 MB at C = OC = 256) from memory bounds the call, and caching it
+ * for every wide layer breaks the memory rule. Here U is made during the call from the weights,
+ * one row i of G and 6 output channels at a time (6 planes x 6 x C floats, in L1/L2), and used at
+ * once: for each of its planes f = 6i + j, M_f^T (6 channels x 16 tiles) = U_f^T V_f^T by the
+ * GEMM's AVX2 6x16 micro-kernel reading U in place and V_f^T packed (16 tiles a panel), written
+ * back transposed into M (36, tiles, OC). Threads split the channel blocks; the row-i-outer order
+ * keeps V's six planes of that row in L2 while the weights stream. */
+void f32_gemm_ukernel_6x16_rows__avx2(size_t kc, const float *a, size_t as, const float *b,
+                                      size_t bs, float *c, size_t ldc, size_t mr, size_t nr,
+                                      float alpha, float beta);
+void f32_gemm_pack_bt__avx2(size_t kc, size_t cols, const float *src, size_t ld, size_t nr,
+                            float *dst);
+void f32_gemm_store_t__avx2(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
+                            size_t ldc, float alpha, float beta, const cn_gemm_affine *f);
+void f32_wino_weights_row__avx2(float *u, size_t us, const float *w, int c, int rows, int i);
+
+enum { SW_MR = 6, SW_NR = 16 };
+
+int cn_wino_streamed_wanted(const cn_conv_desc *d, int nthreads) {
+    (void)nthreads;
+    if (!cn_wino_shape_ok(d) || strcmp(cn_sgemm_path_name(), "avx2") != 0) return 0;
+    const size_t tiles = tiles_of(d);
+    if (tiles >= (size_t)WINO_MIN_TILES_WIDE) return 0;
+    const int f = atomic_load_explicit(&forced, memory_order_relaxed);
+    if (f >= 0) return f == 2;
+    /* the layers the memory rule keeps off the cached path */
+    return d->c >= WINO_MIN_CHANNELS && d->oc >= WINO_MIN_CHANNELS &&
+           (size_t)d->c * d->oc > (size_t)WINO_WIDE && tiles >= (size_t)WINO_MIN_TILES;
+}
+
+typedef struct splan {
+    size_t nt, panels;          /* tiles, 16-tile panels */
+    size_t vfl, vtfl, mfl, per; /* floats of V, V^T, M and of one thread's buffers */
+} splan;
+
+static splan streamed_plan(const cn_conv_desc *d, size_t nt) {
+    splan s;
+    s.nt = nt;
+    s.panels = (nt + SW_NR - 1) / SW_NR;
+    s.vfl = round16((size_t)NF * nt * d->c);
+    s.vtfl = round16((size_t)NF * s.panels * SW_NR * d->c);
+    s.mfl = round16((size_t)NF * nt * d->oc);
+    /* U of one row of G and one channel block, the micro-kernel's tile, a dump row */
+    s.per = round16((size_t)6 * SW_MR * d->c) + round16((size_t)SW_MR * SW_NR) + round16((size_t)d->oc);
+    return s;
+}
+
+static size_t streamed_workspace(const cn_conv_desc *d, size_t nt, int nthreads) {
+    const splan s = streamed_plan(d, nt);
+    const size_t zero = round16((size_t)(d->c > d->oc ? d->c : d->oc));
+    return zero + s.vfl + s.vtfl + s.mfl + s.per * (size_t)(nthreads > 1 ? nthreads : 1);
+}
+
+void cn_wino_forward_streamed(float *out, const float *in, const float *w, const cn_epilogue *ep,
+                              const cn_conv_desc *d, float *ws, int nthreads) {
+    wplan p = make_plan(d);
+    const splan s = streamed_plan(d, p.nt);
+    p.tb = (int)p.nt; /* one block of every tile */
+    p.nb = 1;
+    const size_t C = (size_t)d->c, OC = (size_t)d->oc, nt = s.nt;
+    memset(ws, 0, sizeof(float) * p.zero);
+    float *v = ws + p.zero, *vt = v + s.vfl, *m = vt + s.vtfl, *thr = m + s.mfl;
+    const wctx x = {out, in, NULL, ep, d, &p, ws, f32_wino_input_tile__avx2,
+                    f32_wino_output_tile__avx2};
+    const int T = nthreads > 1 ? nthreads : 1;
+    const int blocks = (d->oc + SW_MR - 1) / SW_MR;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        float *ub = thr + (size_t)t * s.per, *tmp = ub + round16((size_t)6 * SW_MR * C);
+        float *dump = tmp + round16((size_t)SW_MR * SW_NR);
+        input_tiles(&x, 0, (int)(nt * t / nth), (int)(nt * (t + 1) / nth), v);
+#pragma omp barrier
+        /* V_f^T, 16 tiles a panel, k-major: the micro-kernel's packed B */
+        for (int f = t; f < NF; f += nth)
+            for (size_t q = 0; q < s.panels; q++) {
+                const size_t cols = nt - q * SW_NR < SW_NR ? nt - q * SW_NR : SW_NR;
+                f32_gemm_pack_bt__avx2(C, cols, v + ((size_t)f * nt + q * SW_NR) * C, C, SW_NR,
+                                       vt + ((size_t)f * s.panels + q) * C * SW_NR);
+            }
+#pragma omp barrier
+        const int b0 = blocks * t / nth, b1 = blocks * (t + 1) / nth;
+        for (int i = 0; i < 6; i++)
+            for (int b = b0; b < b1; b++) {
+                const size_t o0 = (size_t)b * SW_MR;
+                const size_t rows = OC - o0 < SW_MR ? OC - o0 : SW_MR;
+                f32_wino_weights_row__avx2(ub, SW_MR * C, w + o0 * 9 * C, (int)C, (int)rows, i);
+                for (int j = 0; j < 6; j++) {
+                    const size_t f = (size_t)(6 * i + j);
+                    for (size_t q = 0; q < s.panels; q++) {
+                        const size_t cols = nt - q * SW_NR < SW_NR ? nt - q * SW_NR : SW_NR;
+                        f32_gemm_ukernel_6x16_rows__avx2(C, ub + (size_t)j * SW_MR * C, C,
+                                                         vt + (f * s.panels + q) * C * SW_NR,
+                                                         SW_NR, tmp, SW_NR, rows, cols, 1.0f, 0.0f);
+                        f32_gemm_store_t__avx2(tmp, SW_NR, rows, cols,
+                                               m + (f * nt + q * SW_NR) * OC + o0, OC, 1.0f, 0.0f,
+                                               NULL);
+                    }
+                }
+            }
+#pragma omp barrier
+        output_tiles(&x, 0, (int)(nt * t / nth), (int)(nt * (t + 1) / nth), m, dump);
     }
     if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->oc);
 }

@@ -25,8 +25,9 @@ int cn_wino_shape_ok(const cn_conv_desc *d);
  * batch (d->n) and thread count (measured thresholds, see winograd.c), or when forced. */
 int cn_wino_wanted(const cn_conv_desc *d, int nthreads);
 
-/* For tests and benchmarks: -1 automatic (the default), 0 never, 1 whenever the shape allows.
- * Not thread-safe against concurrent forwards. */
+/* For tests and benchmarks: -1 automatic (the default), 0 never, 1 whenever the shape allows
+ * (the cached weights), 2 the streamed path whenever it applies. Not thread-safe against
+ * concurrent forwards. */
 void cn_winograd_force(int mode);
 
 /* floats of the transformed weights of a layer: 36 x C x OC */
@@ -36,6 +37,15 @@ void cn_wino_pack_weights(float *u, const float *w, int c, int oc, int nthreads)
 
 /* workspace floats that cn_wino_forward needs (any batch up to d->n) */
 size_t cn_wino_workspace(const cn_conv_desc *d, int nthreads);
+/* 1 when cn_wino_forward_streamed applies and is expected to be the fastest: the AVX2 GEMM path,
+ * fewer than 64 tiles a call, and wide layers (more than 128 x 128 channels) whose cached
+ * transformed weights the memory rule leaves out (see winograd.c); with cn_winograd_force(2),
+ * whenever the first two hold. */
+int cn_wino_streamed_wanted(const cn_conv_desc *d, int nthreads);
+/* The same convolution as cn_wino_forward from the weights w (OC, 3, 3, C) themselves: their
+ * transform is made during the call, block by block, and not kept. */
+void cn_wino_forward_streamed(float *out, const float *in, const float *w, const cn_epilogue *ep,
+                              const cn_conv_desc *d, float *ws, int nthreads);
 /* out (N, H, W, OC) = act(conv(in, w) * scale + shift + res), u from cn_wino_pack_weights;
  * in (N, H, W, C); ep as for cn_conv2d_forward_fused (res may be NULL, must not alias out) */
 void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilogue *ep,

@@ -190,3 +190,47 @@ void f32_wino_output_tile__avx2(float *const *po, const float *const *pr, const 
     }
 #undef OUT_CASE
 }
+
+/* ---- weights, one row of G at a time, for the streamed path of winograd.c ----
+ * u[j * us + r * c + k] = (G g_r G^T)[i][j] for j = 0..5, r < rows, k < c: the planes 6i..6i+5 of
+ * the filters g_r = w + r * 9 * c (OHWI: g_r[y][x] at (y * 3 + x) * c + k), in float, 8 input
+ * channels per vector: t = G[i] g (3 values), then t G[j]^T. */
+void f32_wino_weights_row__avx2(float *u, size_t us, const float *w, int c, int rows, int i);
+
+static const float wino_g[6][3] = {{1.0f / 4, 0.0f, 0.0f},
+                                   {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                                   {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                                   {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                                   {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                                   {0.0f, 0.0f, 1.0f}};
+
+AI void weights_vec(float *u, size_t us, const float *g, int c, int i, const int masked,
+                    __m256i mk) {
+    __m256 t[3];
+    const __m256 gi0 = _mm256_set1_ps(wino_g[i][0]), gi1 = _mm256_set1_ps(wino_g[i][1]),
+                 gi2 = _mm256_set1_ps(wino_g[i][2]);
+#pragma GCC unroll 3
+    for (int x = 0; x < 3; x++)
+        t[x] = _mm256_fmadd_ps(gi2, ld(g + (size_t)(6 + x) * c, masked, mk),
+                               _mm256_fmadd_ps(gi1, ld(g + (size_t)(3 + x) * c, masked, mk),
+                                               _mm256_mul_ps(gi0, ld(g + (size_t)x * c, masked, mk))));
+#pragma GCC unroll 6
+    for (int j = 0; j < 6; j++) {
+        const __m256 v = _mm256_fmadd_ps(
+            _mm256_set1_ps(wino_g[j][2]), t[2],
+            _mm256_fmadd_ps(_mm256_set1_ps(wino_g[j][1]), t[1],
+                            _mm256_mul_ps(_mm256_set1_ps(wino_g[j][0]), t[0])));
+        st(u + (size_t)j * us, v, masked, mk);
+    }
+}
+
+void f32_wino_weights_row__avx2(float *u, size_t us, const float *w, int c, int rows, int i) {
+    const __m256i none = _mm256_setzero_si256();
+    for (int r = 0; r < rows; r++) {
+        const float *g = w + (size_t)r * 9 * c;
+        float *ur = u + (size_t)r * c;
+        int k = 0;
+        for (; k + 8 <= c; k += 8) weights_vec(ur + k, us, g + k, c, i, 0, none);
+        if (k < c) weights_vec(ur + k, us, g + k, c, i, 1, tail_mask(c - k));
+    }
+}
