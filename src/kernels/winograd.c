@@ -47,7 +47,8 @@ int cn_wino_shape_ok(const cn_conv_desc *d) {
  *    batch 8, 1.3-2.5x at 16.
  * On AVX2 + FMA (AMD Zen 3, 1 thread, a loaded machine; winograd_avx2.c's transforms) the same
  * thresholds hold, with room: 64 at 56x56 and 128 at 28x28 2.1-2.4x at batch 1 and 16; 256 at
- * 14x14 1.35x at batch 1 (not taken: the memory rule below), 2.3x at 16; 512 at 7x7 0.5-0.8x at
+ * 14x14 1.35x at batch 1 (not taken with cached weights: the memory rule below; the streamed
+ * path at the end of this file takes it), 2.3x at 16; 512 at 7x7 0.5-0.8x at
  * batch 1 but 1.5x at 2, 2.9-4.9x at 4 and more (the implicit GEMM is slower there than on
  * AVX-512), so the 64-tile rule for wide layers is about memory only on these CPUs.
  * What decides is how many tiles share each U_f: the 36 x C x OC transformed weights are 4x the
