@@ -9,7 +9,7 @@
 # yet) shows as n/a and the run goes on.
 #
 #   bash bench/bench_peers.sh [--quick] [--models resnet20,resnet18,resnet50,efficientnet_b0]
-#                             [--threads 1,2] [--only infer|train] [--append | --no-append]
+#                             [--threads 1,2] [--only infer|train] [--rounds N] [--append | --no-append]
 #
 # --quick: few runs, no probing of PyTorch's variants, and only 2 threads unless --threads is
 # given: a smoke test of under 3 minutes.

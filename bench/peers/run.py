@@ -2,12 +2,14 @@
 
 Every measurement is its own process under /usr/bin/time -v (its peak resident memory), run one
 after the other: for each thread count and workload, convnet, then PyTorch, then ONNX Runtime,
-so the machine's drift hits the three alike. Progress goes to stderr, the tables to stdout
-(markdown), and with --append also to bench/RESULTS.md. Raw results: build/peers/last.json.
+so the machine's drift hits the three alike. With --rounds N that triple runs N times in a row
+for each workload, and each number is the median over the rounds (on a shared machine a single
+round moves by 10-30 %). Progress goes to stderr, the tables to stdout (markdown), and with
+--append also to bench/RESULTS.md. Raw results, every round's: build/peers/last.json.
 
 usage (through bench/bench_peers.sh, which builds and installs what this needs):
   run.py [--quick] [--models resnet20,resnet18,resnet50,efficientnet_b0] [--threads 1,2]
-         [--only infer|train] [--append | --no-append]
+         [--only infer|train] [--rounds N] [--append | --no-append]
 --quick: few runs, PyTorch's variants not probed, 2 threads only unless --threads says otherwise.
 """
 
@@ -219,6 +221,8 @@ def main():
     ap.add_argument("--models", default=DEFAULT_MODELS)
     ap.add_argument("--threads", default=None, help="thread counts (default 1,2; --quick: 2)")
     ap.add_argument("--only", choices=["infer", "train"])
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure each workload's triple N times, report the medians (default 1)")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--append", dest="append", action="store_true", default=None,
                    help="append the tables to bench/RESULTS.md (default for a full run)")
@@ -235,6 +239,8 @@ def main():
         ap.error("--threads takes a list like 1,2")
     if not threads or min(threads) < 1:
         ap.error("--threads takes a list like 1,2")
+    if not 1 <= a.rounds <= 99:
+        ap.error("--rounds takes a count from 1 to 99")
     os.makedirs(OUT, exist_ok=True)
     t_start = time.time()
     shutil.copy2(BUILT, CONVNET + ".tmp")
@@ -279,10 +285,10 @@ def main():
             (warm, runs), probe = run_counts(a.quick, mode, m, b)
             name = f"[{k}/{total}] {m} {'inference' if mode == 'infer' else 'training'} batch {b} threads {t}"
             row = {"mode": mode, "model": m, "batch": b, "threads": t, "size": spec.get("size", 224)}
-            # convnet
-            cmd = [CONVNET, "bench", *model_args(m, spec), "--batch", str(b), "--threads", str(t),
-                   "--runs", str(runs), "--warmup", str(warm), "--json"] + (["--train"] if mode == "train" else [])
-            row["convnet"] = measure(name, "convnet", cmd, None, None)
+            cmds = {}
+            cmds["convnet"] = ([CONVNET, "bench", *model_args(m, spec), "--batch", str(b), "--threads", str(t),
+                                "--runs", str(runs), "--warmup", str(warm), "--json"]
+                               + (["--train"] if mode == "train" else []), None, None)
             # PyTorch: probe the variants, then time the fastest alone
             torch_env = dict(TORCH_ENV, OMP_NUM_THREADS=str(t))
             cands = torch_variants(m, mode, b)
@@ -296,19 +302,25 @@ def main():
                     log(f"{name} pytorch probe: " + ", ".join(f"{v} {ms:.1f} ms" for v, ms in probed.items()))
                 else:
                     log(f"{name} pytorch probe failed: {err}")
-            cmd = [PY, TORCH_BENCH, mode, *model_args(m, spec), "--batch", str(b), "--threads", str(t),
-                   "--warmup", str(warm), "--runs", str(runs), "--variant", variant]
-            row["pytorch"] = measure(name, "pytorch", cmd, torch_env, variant)
+            cmds["pytorch"] = ([PY, TORCH_BENCH, mode, *model_args(m, spec), "--batch", str(b), "--threads", str(t),
+                                "--warmup", str(warm), "--runs", str(runs), "--variant", variant], torch_env, variant)
             row["pytorch_probe_ms"] = probed
             # ONNX Runtime
             if mode == "infer":
                 path, err = onnx[(m, b)]
                 if path:
-                    cmd = ["node", ORT_BENCH, "--model", path, "--batch", str(b), "--threads", str(t),
-                           "--warmup", str(warm), "--runs", str(runs), "--channels", "3", "--size", "224"]
-                    row["onnxruntime"] = measure(name, "onnxruntime", cmd, None, None)
+                    cmds["onnxruntime"] = (["node", ORT_BENCH, "--model", path, "--batch", str(b), "--threads", str(t),
+                                            "--warmup", str(warm), "--runs", str(runs), "--channels", "3",
+                                            "--size", "224"], None, None)
                 else:
                     row["onnxruntime"] = {"error": f"export failed: {err}"}
+            rounds = {who: [] for who in cmds}
+            for rd in range(a.rounds):
+                tag = f"{name}" + (f" round {rd + 1}/{a.rounds}" if a.rounds > 1 else "")
+                for who, (cmd, env, var) in cmds.items():
+                    rounds[who].append(measure(tag, who, cmd, env, var))
+            for who, rs in rounds.items():
+                row[who] = combine(rs)
             results.append(row)
 
     # the ceiling once more at the end (the machine is shared): the higher of the two counts
@@ -323,6 +335,7 @@ def main():
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "quick": a.quick,
+        "rounds": a.rounds,
         "elapsed_s": elapsed,
         "load": [load_start, loadavg()],
         "convnet_commit": commit,
@@ -340,6 +353,21 @@ def main():
         with open(path, "a") as f:
             f.write("\n" + text)
         log(f"bench_peers: appended to {os.path.relpath(path, ROOT)}")
+
+
+def combine(rounds):
+    """One peer's result over the rounds: the median of the rounds' medians (the upper middle
+    one for an even count), the largest peak memory; every round kept under "rounds"."""
+    ok = [r for r in rounds if "error" not in r]
+    if not ok:
+        return rounds[-1]
+    if len(rounds) == 1:
+        return rounds[0]
+    mid = sorted(ok, key=lambda r: r["median_ms"])[len(ok) // 2]
+    r = dict(mid)
+    r["rss_mb"] = max((x["rss_mb"] for x in ok if x.get("rss_mb")), default=mid.get("rss_mb"))
+    r["rounds"] = rounds
+    return r
 
 
 def measure(name, who, cmd, env, variant):
@@ -398,6 +426,18 @@ def xr(v):
     return "n/a" if v is None else f"{v:.2f}x"
 
 
+def xrr(conv, peer, latency):
+    """The ratio, and with rounds the range of the rounds' own ratios (convnet's round i against
+    the peer's round i, which ran right after it)."""
+    text = xr(ratio(conv, peer, latency))
+    if conv and peer and "rounds" in conv and "rounds" in peer:
+        rs = [ratio(c, q, latency) for c, q in zip(conv["rounds"], peer["rounds"])]
+        rs = [x for x in rs if x is not None]
+        if len(rs) > 1:
+            text += f" ({min(rs):.2f}-{max(rs):.2f})"
+    return text
+
+
 def render(meta, results, peak, macs, threads):
     L = []
     q = " (--quick: few runs, PyTorch variants not probed)" if meta["quick"] else ""
@@ -408,14 +448,19 @@ def render(meta, results, peak, macs, threads):
     if "onnxruntime" in ver:
         peers.append(f"ONNX Runtime {ver['onnxruntime']} (npm onnxruntime-node, Node.js {ver.get('node', '?')})")
     L.append(f"CPU: {meta['cpu']}, {meta['cores']} cores. `bash bench/bench_peers.sh"
-             f"{' --quick' if meta['quick'] else ''}` at {meta['date']}, {meta['elapsed_s'] / 60:.1f} min; "
+             f"{' --quick' if meta['quick'] else ''}"
+             f"{' --rounds ' + str(meta['rounds']) if meta.get('rounds', 1) > 1 else ''}` at {meta['date']}, {meta['elapsed_s'] / 60:.1f} min; "
              f"convnet {meta['convnet_commit']}" + "".join(", " + p for p in peers) + ".")
     ld = meta.get("load") or [None, None]
     if None not in ld:
         L.append(f"1-minute load average of the machine (shared with other work) at start / end: "
                  f"{ld[0]:.1f} / {ld[1]:.1f}.")
+    nr = meta.get("rounds", 1)
     L.append("Every number is the median of its timed runs after warm-up; each row's three "
-             "measurements ran back to back, each in its own process. Ratios are convnet's speed "
+             "measurements ran back to back, each in its own process"
+             + (f"; {nr} such rounds in a row, and each number is the median over them (the "
+                "round of the median img/s; in brackets, the range of the rounds' own ratios)"
+                if nr > 1 else "") + ". Ratios are convnet's speed "
              "relative to the peer: **>1 = convnet faster** (latency: peer ms / convnet ms; "
              "throughput: convnet img/s / peer img/s).")
     L.append("")
@@ -443,8 +488,8 @@ def render(meta, results, peak, macs, threads):
             unit = " ms" if lat else " img/s"
             L.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {value(r['convnet'], lat)}{unit} "
                      f"| {value(r['pytorch'], lat)}{unit} | {value(r.get('onnxruntime'), lat)}{unit} "
-                     f"| {xr(ratio(r['convnet'], r['pytorch'], lat))} "
-                     f"| {xr(ratio(r['convnet'], r.get('onnxruntime'), lat))} "
+                     f"| {xrr(r['convnet'], r['pytorch'], lat)} "
+                     f"| {xrr(r['convnet'], r.get('onnxruntime'), lat)} "
                      f"| {r['pytorch'].get('variant', 'n/a')} |")
         L.append("")
     tr = [r for r in results if r["mode"] == "train"]
@@ -459,7 +504,7 @@ def render(meta, results, peak, macs, threads):
             spec = MODELS[r["model"]]["train"]
             inp = f"{spec.get('in_channels', 3)}x{r['size']}x{r['size']}"
             L.append(f"| {r['model']} | {inp} | {r['batch']} | {r['threads']} | {value(r['convnet'], False)} "
-                     f"| {value(r['pytorch'], False)} | {xr(ratio(r['convnet'], r['pytorch'], False))} "
+                     f"| {value(r['pytorch'], False)} | {xrr(r['convnet'], r['pytorch'], False)} "
                      f"| {r['pytorch'].get('variant', 'n/a')} |")
         L.append("")
 
