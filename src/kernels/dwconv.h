@@ -46,4 +46,13 @@ void cn_dw_task__avx512(const cn_dw_job *j, int img, int b0, int b1, int oy0, in
 int cn_dw_fast_shape__avx2(int k, int s);
 size_t cn_dw_ring_floats__avx2(const cn_dw_job *j, int blocks);
 void cn_dw_task__avx2(const cn_dw_job *j, int img, int b0, int b1, int oy0, int oy1, float *ring);
+
+/* The weight gradient's inner step on AVX2+FMA (dwwgrad_avx2.c), k in {3, 5}, s in {1, 2}: for
+ * kernel row dwk (K, C) in double, channels [c0, c1), dwk[kx][ch] += the sum over m images
+ * (dY rows drow + i * ds, input rows xrow + i * xs, (W, C) each) and over the output pixels ox
+ * in [lo[kx], hi[kx]) of dY[ox][ch] * x[ox * s - pw + kx][ch]; lo[0] and hi[k - 1] bound the
+ * pixels whose taps are all inside the row. Sums in float, added in double once per call. */
+void cn_dw_wgrad_krow__avx2(double *dwk, const float *drow, size_t ds, const float *xrow,
+                            size_t xs, int m, int c, int pw, const int *lo, const int *hi, int c0,
+                            int c1, int k, int s);
 #endif

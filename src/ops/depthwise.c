@@ -484,8 +484,11 @@ INLINE void wgrad_krow(double *restrict dwk, const float *drow, size_t ds, const
 
 /* Output row oy of images [n0, n1), channels [c0, c1): adds to the partial sums dwp (KH, KW, C)
  * and dbp (C) (either may be NULL). */
+/* avx2_only: the CPU has AVX2 and FMA but not AVX-512, whose clone of the portable kernel
+ * keeps its 16-float sums in zmm registers; the AVX2 clone spilled them (kernels/dwwgrad_avx2.c) */
 static CN_CLONES void wgrad_task(double *dwp, double *dbp, const float *dout, const float *in,
-                                 const geo *g, int oy, int n0, int n1, int c0, int c1) {
+                                 const geo *g, int oy, int n0, int n1, int c0, int c1,
+                                 int avx2_only) {
     int c = g->c, m = n1 - n0;
     size_t ds = (size_t)g->oh * g->ow * c, xs = (size_t)g->h * g->w * c;
     const float *drow = dout + ((size_t)n0 * g->oh + oy) * g->ow * c;
@@ -513,12 +516,17 @@ static CN_CLONES void wgrad_task(double *dwp, double *dbp, const float *dout, co
     }
     if (!dwp) return;
     int fast = fast_kernel(g), kw = g->kw, s = g->sw;
+    int lo[5], hi[5];
+    if (fast && avx2_only)
+        for (int kx = 0; kx < kw; kx++) col_range(g, kx, &lo[kx], &hi[kx]);
     for (int ky = 0; ky < g->kh; ky++) {
         int iy = oy * g->sh - g->ph + ky;
         if (iy < 0 || iy >= g->h) continue;
         const float *xrow = in + ((size_t)n0 * g->h + iy) * g->w * c;
         double *dwk = dwp + (size_t)ky * kw * c;
-        if (!fast) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 0, 0);
+        if (fast && avx2_only)
+            cn_dw_wgrad_krow__avx2(dwk, drow, ds, xrow, xs, m, c, g->pw, lo, hi, c0, c1, kw, s);
+        else if (!fast) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 0, 0);
         else if (kw == 3 && s == 1) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 3, 1);
         else if (kw == 3) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 3, 2);
         else if (s == 1) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 5, 1);
@@ -703,6 +711,7 @@ void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, 
     /* per-thread partial sums: (KK, C) weight, then (C) bias, in double */
     double *part = (double *)(ws + 2 * kc);
     size_t stride = round16(2 * ((size_t)kk + 1) * c) / 2;
+    const int avx2_only = fast_kernels() != NULL && !cn_cpu_avx512();
     int nt = threads_for(&g, nthreads), used = 1;
     split s = make_split(d->n, d->oh, d->ow, c, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -716,7 +725,7 @@ void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, 
         for (long i = 0; i < s.tasks; i++) {
             task k = task_of(&s, i);
             wgrad_task(dw ? p : NULL, dbias ? p + (size_t)kk * c : NULL, dout, in, &g, k.row,
-                       k.n0, k.n1, k.c0, k.c1);
+                       k.n0, k.n1, k.c0, k.c1, avx2_only);
         }
     }
     if (dw)

@@ -1,0 +1,113 @@
+/* AVX2+FMA depthwise weight gradient of one output row and one kernel row (see dwconv.h,
+ * cn_dw_wgrad_krow__avx2), for 3x3 and 5x5 filters at stride 1 or 2.
+ *
+ * The portable kernel of ops/depthwise.c holds its sums in 16-float GCC vectors; compiled for
+ * AVX2 each is two ymm registers, and with K taps the compiler ran out of registers and kept the
+ * sums on the stack (a load and a store around every multiply-add). Here the sums of 16
+ * channels are 2K ymm registers, the dY vectors two more, and the input vectors are memory
+ * operands of the multiply-adds. With 3 taps, even and odd output pixels go to two sets of sums
+ * (12 registers), so that a sum waits on its previous multiply-add every other pixel only. */
+#include <immintrin.h>
+#include <stddef.h>
+
+#include "kernels/dwconv.h"
+
+#define CN_INLINE static inline __attribute__((always_inline))
+
+/* dwk[kx * c + j] += s[kx][j] for the n channels of one block (n <= 16), in double */
+CN_INLINE void flush(double *dwk, int c, const __m256 s[5][2], int K, int n) {
+    for (int kx = 0; kx < K; kx++) {
+        float t[16];
+        _mm256_storeu_ps(t, s[kx][0]);
+        _mm256_storeu_ps(t + 8, s[kx][1]);
+        double *d = dwk + (size_t)kx * c;
+        for (int j = 0; j < n; j++) d[j] += t[j];
+    }
+}
+
+/* 16 channels from ch (V = 2 vectors) or 8 (V = 1) */
+CN_INLINE void block(double *dwk, const float *drow, size_t ds, const float *xrow, size_t xs,
+                     int m, int c, int pw, const int *lo, const int *hi, int ch, const int K,
+                     const int S, const int V) {
+    __m256 a[5][2], b[5][2];
+    for (int kx = 0; kx < 5; kx++)
+        for (int v = 0; v < 2; v++) a[kx][v] = b[kx][v] = _mm256_setzero_ps();
+    const int A = lo[0], B = hi[K - 1];
+    const size_t cs = (size_t)c, step = (size_t)S * cs;
+    for (int i = 0; i < m; i++) {
+        const float *d = drow + (size_t)i * ds + ch, *x = xrow + (size_t)i * xs + ch;
+        if (A < B) {
+            int ox = A;
+            const float *dp = d + (size_t)ox * cs, *xp = x + ((ptrdiff_t)ox * S - pw) * (ptrdiff_t)cs;
+            if (K == 3) {
+                for (; ox + 1 < B; ox += 2, dp += 2 * cs, xp += 2 * step) {
+                    __m256 d0[2], d1[2];
+                    for (int v = 0; v < V; v++) {
+                        d0[v] = _mm256_loadu_ps(dp + 8 * v);
+                        d1[v] = _mm256_loadu_ps(dp + cs + 8 * v);
+                    }
+                    for (int kx = 0; kx < 3; kx++)
+                        for (int v = 0; v < V; v++) {
+                            a[kx][v] = _mm256_fmadd_ps(d0[v], _mm256_loadu_ps(xp + kx * cs + 8 * v), a[kx][v]);
+                            b[kx][v] = _mm256_fmadd_ps(d1[v], _mm256_loadu_ps(xp + step + kx * cs + 8 * v),
+                                                       b[kx][v]);
+                        }
+                }
+            }
+            for (; ox < B; ox++, dp += cs, xp += step) {
+                __m256 d0[2];
+                for (int v = 0; v < V; v++) d0[v] = _mm256_loadu_ps(dp + 8 * v);
+                for (int kx = 0; kx < K; kx++)
+                    for (int v = 0; v < V; v++)
+                        a[kx][v] = _mm256_fmadd_ps(d0[v], _mm256_loadu_ps(xp + kx * cs + 8 * v), a[kx][v]);
+            }
+        }
+        /* the border pixels, where some taps fall outside the image (all of them when A >= B) */
+        for (int kx = 0; kx < K; kx++) {
+            const int l1 = A < B ? A : hi[kx];
+            for (int r = 0; r < 2; r++) {
+                const int o0 = r ? (A < B ? B : hi[kx]) : lo[kx], o1 = r ? hi[kx] : l1;
+                for (int ox = o0; ox < o1; ox++) {
+                    const float *dp = d + (size_t)ox * cs, *xp = x + ((ptrdiff_t)ox * S - pw + kx) * (ptrdiff_t)cs;
+                    for (int v = 0; v < V; v++)
+                        a[kx][v] = _mm256_fmadd_ps(_mm256_loadu_ps(dp + 8 * v), _mm256_loadu_ps(xp + 8 * v),
+                                                   a[kx][v]);
+                }
+            }
+        }
+    }
+    for (int kx = 0; kx < K; kx++)
+        for (int v = 0; v < 2; v++) a[kx][v] = _mm256_add_ps(a[kx][v], b[kx][v]);
+    flush(dwk + ch, c, a, K, 8 * V);
+}
+
+CN_INLINE void krow(double *dwk, const float *drow, size_t ds, const float *xrow, size_t xs,
+                    int m, int c, int pw, const int *lo, const int *hi, int c0, int c1,
+                    const int K, const int S) {
+    int ch = c0;
+    for (; ch + 16 <= c1; ch += 16) block(dwk, drow, ds, xrow, xs, m, c, pw, lo, hi, ch, K, S, 2);
+    if (ch + 8 <= c1) {
+        block(dwk, drow, ds, xrow, xs, m, c, pw, lo, hi, ch, K, S, 1);
+        ch += 8;
+    }
+    /* the last channels, one at a time */
+    for (; ch < c1; ch++)
+        for (int kx = 0; kx < K; kx++) {
+            float s = 0;
+            for (int i = 0; i < m; i++) {
+                const float *d = drow + (size_t)i * ds + ch, *x = xrow + (size_t)i * xs + ch;
+                for (int ox = lo[kx]; ox < hi[kx]; ox++)
+                    s += d[(size_t)ox * c] * x[((ptrdiff_t)ox * S - pw + kx) * (ptrdiff_t)c];
+            }
+            dwk[(size_t)kx * c + ch] += s;
+        }
+}
+
+void cn_dw_wgrad_krow__avx2(double *dwk, const float *drow, size_t ds, const float *xrow,
+                            size_t xs, int m, int c, int pw, const int *lo, const int *hi, int c0,
+                            int c1, int k, int s) {
+    if (k == 3 && s == 1) krow(dwk, drow, ds, xrow, xs, m, c, pw, lo, hi, c0, c1, 3, 1);
+    else if (k == 3) krow(dwk, drow, ds, xrow, xs, m, c, pw, lo, hi, c0, c1, 3, 2);
+    else if (s == 1) krow(dwk, drow, ds, xrow, xs, m, c, pw, lo, hi, c0, c1, 5, 1);
+    else krow(dwk, drow, ds, xrow, xs, m, c, pw, lo, hi, c0, c1, 5, 2);
+}
