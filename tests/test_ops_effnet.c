@@ -279,9 +279,11 @@ static void act_tests(void) {
     /* the same with no lane below -87 (the AVX2 kernels' shorter road) and NaN among them */
     float fx[16] = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-40f, -1e-40f, 88.0f, 89.0f,
                     100.0f, 1e30f, FLT_MAX, INFINITY, -86.9f, -87.0f, -1.5f, NAN};
-    float fy[16], fs[16];
+    float fy[16], fs[16], fg[16], fone[16];
+    for (int i = 0; i < 16; i++) fone[i] = 1.0f, fg[i] = 0.0f;
     cn_silu_forward(fy, fx, 16);
     cn_sigmoid_forward(fs, fx, 16);
+    cn_silu_backward(fg, fone, fx, 16);
     for (int i = 0; i < 15; i++) {
         double xs = fx[i];
         double rs = isinf(xs) ? 1 : sigmoid_d(xs), ry = isinf(xs) ? INFINITY : silu_d(xs);
@@ -290,9 +292,12 @@ static void act_tests(void) {
         CHECK(fy[i] == fy[i] && (isinf(ry) ? fy[i] == ry : fabs(fy[i] - ry) <= 4 * ulp_of(ry)),
               "silu(%g) = %g, want %g", xs, fy[i], ry);
         CHECK(signbit(fy[i]) == signbit(fx[i]), "silu(%g) = %g: sign", xs, fy[i]);
+        double rg = isinf(xs) ? 1 : silu_grad_d(xs);
+        CHECK(fg[i] == fg[i] && fabs(fg[i] - rg) <= 8 * ulp_of(fmax(fabs(rg), 0.1)),
+              "silu'(%g) = %g, want %g", xs, fg[i], rg);
     }
-    CHECK(fy[15] != fy[15] && fs[15] != fs[15], "silu/sigmoid(nan) among finite lanes = %g, %g",
-          fy[15], fs[15]);
+    CHECK(fy[15] != fy[15] && fs[15] != fs[15] && fg[15] != fg[15],
+          "silu/sigmoid/silu'(nan) among finite lanes = %g, %g, %g", fy[15], fs[15], fg[15]);
     float nan_in = NAN, nan_out;
     cn_silu_forward(&nan_out, &nan_in, 1);
     CHECK(nan_out != nan_out, "silu(nan) = %g", nan_out);
