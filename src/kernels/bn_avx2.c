@@ -10,7 +10,8 @@ static inline __m256i dmask(int n) {
 
 /* channels [j, j + 16) (masked past c) over rows [r0, r1): the running sums live in registers
  * for a tile of rows and go back to p, p2 after it, so that each channel still adds its rows in
- * order (mul then add, as the plain loop: the same bits) */
+ * order (mul then add, as the plain loop: the same bits). Masked loads and stores only for the
+ * last, partial block: they cost several times plain ones on AMD's cores. */
 static inline __attribute__((always_inline)) void chunk(double *p, double *p2, const float *x,
                                                         size_t r0, size_t r1, int c, int j) {
     const int left = c - j, full = left >= 16;
@@ -20,13 +21,11 @@ static inline __attribute__((always_inline)) void chunk(double *p, double *p2, c
     const __m256i fm1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(left - 8), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256d s[4], q[4];
     for (int v = 0; v < 4; v++) {
-        s[v] = _mm256_maskload_pd(p + j + 4 * v, dm[v]);
-        q[v] = _mm256_maskload_pd(p2 + j + 4 * v, dm[v]);
+        s[v] = full ? _mm256_loadu_pd(p + j + 4 * v) : _mm256_maskload_pd(p + j + 4 * v, dm[v]);
+        q[v] = full ? _mm256_loadu_pd(p2 + j + 4 * v) : _mm256_maskload_pd(p2 + j + 4 * v, dm[v]);
     }
     const float *xr = x + r0 * (size_t)c + j;
     for (size_t i = r0; i < r1; i++, xr += c) {
-        /* masked loads only on the last, partial block: a masked load costs several times a
-         * plain one on AMD's cores (cn_bn_sums 2.7x faster on a Zen 3 without them) */
         const __m256 a = full ? _mm256_loadu_ps(xr) : _mm256_maskload_ps(xr, fm0);
         const __m256 b = full ? _mm256_loadu_ps(xr + 8) : _mm256_maskload_ps(xr + 8, fm1);
         const __m256d v[4] = {_mm256_cvtps_pd(_mm256_castps256_ps128(a)),
@@ -39,16 +38,28 @@ static inline __attribute__((always_inline)) void chunk(double *p, double *p2, c
         }
     }
     for (int v = 0; v < 4; v++) {
-        _mm256_maskstore_pd(p + j + 4 * v, dm[v], s[v]);
-        _mm256_maskstore_pd(p2 + j + 4 * v, dm[v], q[v]);
+        if (full) {
+            _mm256_storeu_pd(p + j + 4 * v, s[v]);
+            _mm256_storeu_pd(p2 + j + 4 * v, q[v]);
+        } else {
+            _mm256_maskstore_pd(p + j + 4 * v, dm[v], s[v]);
+            _mm256_maskstore_pd(p2 + j + 4 * v, dm[v], q[v]);
+        }
     }
 }
 
-enum { TILE_ROWS = 64 };
+/* Rows per tile: as many as keep the tile's bytes of each input array within TILE_BYTES (in
+ * L1 while its channel blocks pass over it), from 1 to 64. */
+enum { TILE_BYTES = 16 * 1024 };
+static size_t tile_rows(int c) {
+    const size_t t = TILE_BYTES / (sizeof(float) * (size_t)c);
+    return t < 1 ? 1 : t > 64 ? 64 : t;
+}
 
 void cn_bn_sums__avx2(double *p, double *p2, const float *x, size_t lo, size_t hi, int c) {
-    for (size_t r0 = lo; r0 < hi; r0 += TILE_ROWS) {
-        const size_t r1 = hi - r0 < TILE_ROWS ? hi : r0 + TILE_ROWS;
+    const size_t T = tile_rows(c);
+    for (size_t r0 = lo; r0 < hi; r0 += T) {
+        const size_t r1 = hi - r0 < T ? hi : r0 + T;
         for (int j = 0; j < c; j += 16) chunk(p, p2, x, r0, r1, c, j);
     }
 }
