@@ -55,4 +55,10 @@ void cn_dw_task__avx2(const cn_dw_job *j, int img, int b0, int b1, int oy0, int 
 void cn_dw_wgrad_krow__avx2(double *dwk, const float *drow, size_t ds, const float *xrow,
                             size_t xs, int m, int c, int pw, const int *lo, const int *hi, int c0,
                             int c1, int k, int s);
+/* A tap table of ops/depthwise.c on AVX2+FMA (dwwgrad_avx2.c): for images i < m and channels
+ * [c0, c1), o[i * os + ch] = (acc ? itself : bias[ch] or 0) + the sum over the taps k < nt, in
+ * order, of x[k][xo + i * xs + ch] * w[k][ch], each a fused multiply-add */
+void cn_dw_taps_sum__avx2(float *o, size_t os, const float *const *x, const float *const *w,
+                          int nt, size_t xo, size_t xs, int m, const float *bias, int acc, int c0,
+                          int c1);
 #endif

@@ -1,5 +1,6 @@
 /* AVX2+FMA depthwise weight gradient of one output row and one kernel row (see dwconv.h,
- * cn_dw_wgrad_krow__avx2), for 3x3 and 5x5 filters at stride 1 or 2.
+ * cn_dw_wgrad_krow__avx2), for 3x3 and 5x5 filters at stride 1 or 2, and the tap tables of the
+ * data gradient and the portable forward (cn_dw_taps_sum__avx2).
  *
  * The portable kernel of ops/depthwise.c holds its sums in 16-float GCC vectors; compiled for
  * AVX2 each is two ymm registers, and with K taps the compiler ran out of registers and kept the
@@ -110,4 +111,56 @@ void cn_dw_wgrad_krow__avx2(double *dwk, const float *drow, size_t ds, const flo
     else if (k == 3) krow(dwk, drow, ds, xrow, xs, m, c, pw, lo, hi, c0, c1, 3, 2);
     else if (s == 1) krow(dwk, drow, ds, xrow, xs, m, c, pw, lo, hi, c0, c1, 5, 1);
     else krow(dwk, drow, ds, xrow, xs, m, c, pw, lo, hi, c0, c1, 5, 2);
+}
+
+/* ---- the data gradient's (and the portable forward's) tap tables ---- */
+
+/* 16 channels from ch (V = 2) or 8 (V = 1) of M images: o[j] = (acc ? o[j] : bias or 0) +
+ * sum over the taps k in order of x[k][j] * w[k], one fused multiply-add each */
+CN_INLINE void taps_block(float *o, size_t os, const float *const *x, const float *const *w,
+                          int nt, size_t xo, size_t xs, const float *bias, int acc, int ch,
+                          const int M, const int V) {
+    __m256 a[4][2];
+    for (int j = 0; j < M; j++)
+        for (int v = 0; v < V; v++)
+            a[j][v] = acc    ? _mm256_loadu_ps(o + j * os + ch + 8 * v)
+                      : bias ? _mm256_loadu_ps(bias + ch + 8 * v)
+                             : _mm256_setzero_ps();
+    for (int k = 0; k < nt; k++) {
+        const float *xk = x[k] + xo + ch;
+        for (int v = 0; v < V; v++) {
+            const __m256 wv = _mm256_loadu_ps(w[k] + ch + 8 * v);
+            for (int j = 0; j < M; j++)
+                a[j][v] = _mm256_fmadd_ps(_mm256_loadu_ps(xk + j * xs + 8 * v), wv, a[j][v]);
+        }
+    }
+    for (int j = 0; j < M; j++)
+        for (int v = 0; v < V; v++) _mm256_storeu_ps(o + j * os + ch + 8 * v, a[j][v]);
+}
+
+CN_INLINE void taps_m(float *o, size_t os, const float *const *x, const float *const *w, int nt,
+                      size_t xo, size_t xs, const float *bias, int acc, int c0, int c1,
+                      const int M) {
+    int ch = c0;
+    for (; ch + 16 <= c1; ch += 16) taps_block(o, os, x, w, nt, xo, xs, bias, acc, ch, M, 2);
+    if (ch + 8 <= c1) {
+        taps_block(o, os, x, w, nt, xo, xs, bias, acc, ch, M, 1);
+        ch += 8;
+    }
+    for (; ch < c1; ch++)
+        for (int j = 0; j < M; j++) {
+            float s = acc ? o[j * os + ch] : bias ? bias[ch] : 0.0f;
+            for (int k = 0; k < nt; k++) s = __builtin_fmaf(x[k][xo + j * xs + ch], w[k][ch], s);
+            o[j * os + ch] = s;
+        }
+}
+
+void cn_dw_taps_sum__avx2(float *o, size_t os, const float *const *x, const float *const *w,
+                          int nt, size_t xo, size_t xs, int m, const float *bias, int acc, int c0,
+                          int c1) {
+    int i = 0;
+    for (; i + 4 <= m; i += 4)
+        taps_m(o + (size_t)i * os, os, x, w, nt, xo + (size_t)i * xs, xs, bias, acc, c0, c1, 4);
+    for (; i < m; i++)
+        taps_m(o + (size_t)i * os, os, x, w, nt, xo + (size_t)i * xs, xs, bias, acc, c0, c1, 1);
 }

@@ -97,6 +97,12 @@ static const dw_kernels *fast_kernels(void) {
     return f->avx2 && f->fma ? &k2 : NULL;
 }
 
+/* The CPU has AVX2 and FMA but not AVX-512: the portable kernels' 16-float vectors, compiled
+ * for AVX2, are pairs of ymm registers, and where a kernel keeps several of them live GCC spills
+ * them to the stack; the weight gradient and the tap tables then go to kernels/dwwgrad_avx2.c
+ * (the AVX-512 clone keeps them in zmm registers). */
+static int avx2_only(void) { return fast_kernels() != NULL && !cn_cpu_avx512(); }
+
 static size_t dw_ring_floats(const cn_dw_job *j, int blocks) {
     return fast_kernels()->ring_floats(j, blocks);
 }
@@ -204,6 +210,7 @@ typedef struct taps {
     int m;                 /* images */
     const float *bias;
     int acc, c0, c1;       /* add to o instead of setting it; channels [c0, c1) */
+    int avx2;              /* apply it with cn_dw_taps_sum__avx2 (see avx2_only) */
 } taps;
 
 /* images [i, i + M) of the table: o = (acc ? o : bias or 0) + sum_t x[t] * w[t] */
@@ -245,6 +252,12 @@ INLINE void taps_sum_m(const taps *t, int i, const float *bias, int acc, const i
 INLINE void taps_flush(taps *t) {
     const float *bias = t->first ? t->bias : NULL;
     int acc = t->first ? t->acc : 1, i = 0;
+    if (t->avx2) {
+        cn_dw_taps_sum__avx2(t->o, t->os, t->x, t->w, t->n, 0, t->xs, t->m, bias, acc, t->c0, t->c1);
+        t->n = 0;
+        t->first = 0;
+        return;
+    }
     for (; i + 4 <= t->m; i += 4) taps_sum_m(t, i, bias, acc, 4);
     for (; i < t->m; i++) taps_sum_m(t, i, bias, acc, 1);
     t->n = 0;
@@ -357,7 +370,7 @@ static CN_CLONES void fwd_task(float *out, const float *in, const float *wr, con
         }
     }
     taps t;
-    t.os = os, t.xs = xs, t.m = n1 - n0, t.bias = bias, t.acc = acc;
+    t.os = os, t.xs = xs, t.m = n1 - n0, t.bias = bias, t.acc = acc, t.avx2 = avx2_only();
     for (int ox = 0; ox < g->ow; ox++) {
         int inside = ox >= oxa && ox < oxb;
         if (inside && cf == c1) continue;
@@ -377,6 +390,7 @@ static CN_CLONES void din_task(float *din, const float *dout, const float *wr, c
     float *drow = din + ((size_t)n0 * g->h + iy) * g->w * c;
     taps t;
     t.os = os, t.xs = xs, t.m = n1 - n0, t.bias = NULL, t.acc = 1, t.c0 = c0, t.c1 = c1;
+    t.avx2 = avx2_only();
     /* the kernel rows that reach row iy come every sh rows, from ky0 at output row oy0 down */
     int ky0 = (iy + g->ph) % g->sh, oy0 = (iy + g->ph) / g->sh;
     for (int ix = 0; ix < g->w; ix++) {
@@ -484,11 +498,9 @@ INLINE void wgrad_krow(double *restrict dwk, const float *drow, size_t ds, const
 
 /* Output row oy of images [n0, n1), channels [c0, c1): adds to the partial sums dwp (KH, KW, C)
  * and dbp (C) (either may be NULL). */
-/* avx2_only: the CPU has AVX2 and FMA but not AVX-512, whose clone of the portable kernel
- * keeps its 16-float sums in zmm registers; the AVX2 clone spilled them (kernels/dwwgrad_avx2.c) */
+/* avx2: on kernels/dwwgrad_avx2.c (see avx2_only) */
 static CN_CLONES void wgrad_task(double *dwp, double *dbp, const float *dout, const float *in,
-                                 const geo *g, int oy, int n0, int n1, int c0, int c1,
-                                 int avx2_only) {
+                                 const geo *g, int oy, int n0, int n1, int c0, int c1, int avx2) {
     int c = g->c, m = n1 - n0;
     size_t ds = (size_t)g->oh * g->ow * c, xs = (size_t)g->h * g->w * c;
     const float *drow = dout + ((size_t)n0 * g->oh + oy) * g->ow * c;
@@ -517,14 +529,14 @@ static CN_CLONES void wgrad_task(double *dwp, double *dbp, const float *dout, co
     if (!dwp) return;
     int fast = fast_kernel(g), kw = g->kw, s = g->sw;
     int lo[5], hi[5];
-    if (fast && avx2_only)
+    if (fast && avx2)
         for (int kx = 0; kx < kw; kx++) col_range(g, kx, &lo[kx], &hi[kx]);
     for (int ky = 0; ky < g->kh; ky++) {
         int iy = oy * g->sh - g->ph + ky;
         if (iy < 0 || iy >= g->h) continue;
         const float *xrow = in + ((size_t)n0 * g->h + iy) * g->w * c;
         double *dwk = dwp + (size_t)ky * kw * c;
-        if (fast && avx2_only)
+        if (fast && avx2)
             cn_dw_wgrad_krow__avx2(dwk, drow, ds, xrow, xs, m, c, g->pw, lo, hi, c0, c1, kw, s);
         else if (!fast) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 0, 0);
         else if (kw == 3 && s == 1) wgrad_krow(dwk, drow, ds, xrow, xs, m, g, c0, c1, 3, 1);
@@ -711,7 +723,7 @@ void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, 
     /* per-thread partial sums: (KK, C) weight, then (C) bias, in double */
     double *part = (double *)(ws + 2 * kc);
     size_t stride = round16(2 * ((size_t)kk + 1) * c) / 2;
-    const int avx2_only = fast_kernels() != NULL && !cn_cpu_avx512();
+    const int use_avx2 = avx2_only();
     int nt = threads_for(&g, nthreads), used = 1;
     split s = make_split(d->n, d->oh, d->ow, c, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -725,7 +737,7 @@ void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, 
         for (long i = 0; i < s.tasks; i++) {
             task k = task_of(&s, i);
             wgrad_task(dw ? p : NULL, dbias ? p + (size_t)kk * c : NULL, dout, in, &g, k.row,
-                       k.n0, k.n1, k.c0, k.c1, avx2_only);
+                       k.n0, k.n1, k.c0, k.c1, use_avx2);
         }
     }
     if (dw)
