@@ -17,28 +17,35 @@
 
 #define CN_INLINE static inline __attribute__((always_inline))
 
-/* e^-|x| = p * s1 * s2 */
-CN_INLINE __m256 exp_neg_abs8(__m256 x, __m256 *s1, __m256 *s2) {
-    /* max returns its second operand when one is NaN: NaN -> -120 */
-    const __m256 a = _mm256_max_ps(_mm256_or_ps(x, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(-120.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(1.44269504f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), a);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860676533018e-06f), r);
+/* e^a = p * 2^n for a finite a: n = round(a / ln2), p = e^r for r = a - n ln2 (two-part ln2,
+ * |r| <= ln2 / 2) by the degree-7 Taylor polynomial, 1 + (r + q r^2) */
+CN_INLINE __m256 exp_parts8(__m256 a, __m256 *n) {
+    *n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(1.44269504f)),
+                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(0.693145751953125f), a);
+    r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(1.42860676533018e-06f), r);
     __m256 q = _mm256_set1_ps(1.0f / 5040);
     q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 720));
     q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 120));
     q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 24));
     q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 6));
     q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.5f));
+    return _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(q, _mm256_mul_ps(r, r), r));
+}
+
+/* e^-|x| = p * s1 * s2 */
+CN_INLINE __m256 exp_neg_abs8(__m256 x, __m256 *s1, __m256 *s2) {
+    /* max returns its second operand when one is NaN: NaN -> -120 */
+    const __m256 a = _mm256_max_ps(_mm256_or_ps(x, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(-120.0f));
+    __m256 n;
+    const __m256 p = exp_parts8(a, &n);
     /* n in [-174, 0]: n1 = floor(n / 2), n2 = n - n1, both in [-87, 0] */
     const __m256i ni = _mm256_cvtps_epi32(n);
     const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
     const __m256i bias = _mm256_set1_epi32(127);
     *s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
     *s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    /* 1 + (r + q r^2) */
-    return _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(q, _mm256_mul_ps(r, r), r));
+    return p;
 }
 
 CN_INLINE __m256 ge0_8(__m256 x) { return _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ); }
@@ -47,18 +54,8 @@ CN_INLINE __m256 ge0_8(__m256 x) { return _mm256_cmp_ps(x, _mm256_setzero_ps(), 
  * x >= -87, the common case of silu8 and sigmoid8, which then skip the two-part scale and the
  * blend of the sign cases. */
 CN_INLINE __m256 exp_le87_8(__m256 t) {
-    t = _mm256_max_ps(t, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(1.44269504f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), t);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860676533018e-06f), r);
-    __m256 q = _mm256_set1_ps(1.0f / 5040);
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 720));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 120));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 24));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 6));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.5f));
-    const __m256 p = _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(q, _mm256_mul_ps(r, r), r));
+    __m256 n;
+    const __m256 p = exp_parts8(_mm256_max_ps(t, _mm256_set1_ps(-87.0f)), &n);
     /* n in [-126, 126]: 2^n is a normal float */
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
