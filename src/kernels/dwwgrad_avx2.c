@@ -26,6 +26,17 @@ CN_INLINE void flush(double *dwk, int c, const __m256 s[5][2], int K, int n) {
     }
 }
 
+/* acc += dY[ox] * x[ox * S - pw + kx] over the pixels ox in [o0, o1) (d, x: the rows at the block's
+ * first channel) */
+CN_INLINE void tap_range(__m256 *acc, const float *d, const float *x, int o0, int o1, int kx,
+                         size_t cs, int S, int pw, const int V) {
+    for (int ox = o0; ox < o1; ox++) {
+        const float *dp = d + (size_t)ox * cs, *xp = x + ((ptrdiff_t)ox * S - pw + kx) * (ptrdiff_t)cs;
+        for (int v = 0; v < V; v++)
+            acc[v] = _mm256_fmadd_ps(_mm256_loadu_ps(dp + 8 * v), _mm256_loadu_ps(xp + 8 * v), acc[v]);
+    }
+}
+
 /* 16 channels from ch (V = 2 vectors) or 8 (V = 1) */
 CN_INLINE void block(double *dwk, const float *drow, size_t ds, const float *xrow, size_t xs,
                      int m, int c, int pw, const int *lo, const int *hi, int ch, const int K,
@@ -63,18 +74,12 @@ CN_INLINE void block(double *dwk, const float *drow, size_t ds, const float *xro
                         a[kx][v] = _mm256_fmadd_ps(d0[v], _mm256_loadu_ps(xp + kx * cs + 8 * v), a[kx][v]);
             }
         }
-        /* the border pixels, where some taps fall outside the image (all of them when A >= B) */
+        /* the border pixels, where some taps fall outside the image (all of them when A >= B):
+         * each tap over its pixels outside [A, B) */
         for (int kx = 0; kx < K; kx++) {
-            const int l1 = A < B ? A : hi[kx];
-            for (int r = 0; r < 2; r++) {
-                const int o0 = r ? (A < B ? B : hi[kx]) : lo[kx], o1 = r ? hi[kx] : l1;
-                for (int ox = o0; ox < o1; ox++) {
-                    const float *dp = d + (size_t)ox * cs, *xp = x + ((ptrdiff_t)ox * S - pw + kx) * (ptrdiff_t)cs;
-                    for (int v = 0; v < V; v++)
-                        a[kx][v] = _mm256_fmadd_ps(_mm256_loadu_ps(dp + 8 * v), _mm256_loadu_ps(xp + 8 * v),
-                                                   a[kx][v]);
-                }
-            }
+            const int m0 = A < B ? A : hi[kx], m1 = A < B ? B : hi[kx];
+            tap_range(a[kx], d, x, lo[kx], m0, kx, cs, S, pw, V);
+            tap_range(a[kx], d, x, m1, hi[kx], kx, cs, S, pw, V);
         }
     }
     for (int kx = 0; kx < K; kx++)

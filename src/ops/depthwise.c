@@ -254,12 +254,10 @@ INLINE void taps_flush(taps *t) {
     int acc = t->first ? t->acc : 1, i = 0;
     if (t->avx2) {
         cn_dw_taps_sum__avx2(t->o, t->os, t->x, t->w, t->n, 0, t->xs, t->m, bias, acc, t->c0, t->c1);
-        t->n = 0;
-        t->first = 0;
-        return;
+    } else {
+        for (; i + 4 <= t->m; i += 4) taps_sum_m(t, i, bias, acc, 4);
+        for (; i < t->m; i++) taps_sum_m(t, i, bias, acc, 1);
     }
-    for (; i + 4 <= t->m; i += 4) taps_sum_m(t, i, bias, acc, 4);
-    for (; i < t->m; i++) taps_sum_m(t, i, bias, acc, 1);
     t->n = 0;
     t->first = 0;
 }
@@ -498,9 +496,8 @@ INLINE void wgrad_krow(double *restrict dwk, const float *drow, size_t ds, const
 
 /* Output row oy of images [n0, n1), channels [c0, c1): adds to the partial sums dwp (KH, KW, C)
  * and dbp (C) (either may be NULL). */
-/* avx2: on kernels/dwwgrad_avx2.c (see avx2_only) */
 static CN_CLONES void wgrad_task(double *dwp, double *dbp, const float *dout, const float *in,
-                                 const geo *g, int oy, int n0, int n1, int c0, int c1, int avx2) {
+                                 const geo *g, int oy, int n0, int n1, int c0, int c1) {
     int c = g->c, m = n1 - n0;
     size_t ds = (size_t)g->oh * g->ow * c, xs = (size_t)g->h * g->w * c;
     const float *drow = dout + ((size_t)n0 * g->oh + oy) * g->ow * c;
@@ -527,7 +524,7 @@ static CN_CLONES void wgrad_task(double *dwp, double *dbp, const float *dout, co
         }
     }
     if (!dwp) return;
-    int fast = fast_kernel(g), kw = g->kw, s = g->sw;
+    int fast = fast_kernel(g), kw = g->kw, s = g->sw, avx2 = avx2_only();
     int lo[5], hi[5];
     if (fast && avx2)
         for (int kx = 0; kx < kw; kx++) col_range(g, kx, &lo[kx], &hi[kx]);
@@ -723,7 +720,6 @@ void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, 
     /* per-thread partial sums: (KK, C) weight, then (C) bias, in double */
     double *part = (double *)(ws + 2 * kc);
     size_t stride = round16(2 * ((size_t)kk + 1) * c) / 2;
-    const int use_avx2 = avx2_only();
     int nt = threads_for(&g, nthreads), used = 1;
     split s = make_split(d->n, d->oh, d->ow, c, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -737,7 +733,7 @@ void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, 
         for (long i = 0; i < s.tasks; i++) {
             task k = task_of(&s, i);
             wgrad_task(dw ? p : NULL, dbias ? p + (size_t)kk * c : NULL, dout, in, &g, k.row,
-                       k.n0, k.n1, k.c0, k.c1, use_avx2);
+                       k.n0, k.n1, k.c0, k.c1);
         }
     }
     if (dw)
