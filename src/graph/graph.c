@@ -1061,9 +1061,9 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         switch (nd->op) {
         case CN_OP_INPUT: memcpy(out->data, input, sizeof(float) * numel(out, n)); break;
         case CN_OP_CONV:
-            cn_conv2d_forward(out->data, in->data, cn_entry_data(g, nd->p[0]),
-                              nd->p[1] >= 0 ? cn_entry_data(g, nd->p[1]) : NULL, &d, g->workspace,
-                              g->threads);
+            (train ? cn_conv2d_forward_train : cn_conv2d_forward)(
+                out->data, in->data, cn_entry_data(g, nd->p[0]),
+                nd->p[1] >= 0 ? cn_entry_data(g, nd->p[1]) : NULL, &d, g->workspace, g->threads);
             break;
         case CN_OP_BN: {
             size_t m = (size_t)n * in->h * in->w;

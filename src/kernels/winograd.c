@@ -32,6 +32,10 @@ enum { NF = 36 };
 
 static atomic_int forced = -1;
 
+static size_t tiles_of(const cn_conv_desc *d) {
+    return (size_t)d->n * ((d->h + 3) / 4) * ((d->w + 3) / 4);
+}
+
 void cn_winograd_force(int mode) { atomic_store_explicit(&forced, mode, memory_order_relaxed); }
 
 int cn_wino_shape_ok(const cn_conv_desc *d) {
@@ -105,6 +109,79 @@ void cn_wino_pack_weights(float *u, const float *w, int c, int oc, int nthreads)
                     u[(size_t)(i * 6 + j) * plane + (size_t)ci * oc + o] =
                         (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
         }
+}
+
+/* U^T, or U of the data gradient (see winograd.h): output channels o0..o1-1, every input
+ * channel k in a vector lane (the filter's 9 taps of channel k are c floats apart). In float: this
+ * runs at every training step, where the weights change, and is memory-bound. */
+
+/* r[0..5] = G (x0, x1, x2) */
+#define WINO_G6(r, x0, x1, x2)                                                  \
+    do {                                                                        \
+        const float s02_ = (x0) + (x2);                                         \
+        const float a_ = (1.0f / 24) * (x0) + (1.0f / 6) * (x2), b_ = (1.0f / 12) * (x1); \
+        r[0] = 0.25f * (x0);                                                    \
+        r[1] = (-1.0f / 6) * (s02_ + (x1));                                     \
+        r[2] = (-1.0f / 6) * (s02_ - (x1));                                     \
+        r[3] = a_ + b_;                                                         \
+        r[4] = a_ - b_;                                                         \
+        r[5] = (x2);                                                            \
+    } while (0)
+
+static inline __attribute__((always_inline)) void weights_t_rows(float *restrict ut,
+                                                                 const float *restrict w, int c,
+                                                                 int oc, int o0, int o1,
+                                                                 const int flip) {
+    const size_t plane = (size_t)c * oc;
+    for (int o = o0; o < o1; o++) {
+        const float *restrict g = w + (size_t)o * 9 * c;
+        /* tap q of the (flipped) filter */
+#define TAP(q) g[(size_t)(flip ? 8 - (q) : (q)) * c + k]
+        float *restrict uo = ut + (size_t)o * c;
+#pragma omp simd
+        for (int k = 0; k < c; k++) {
+            float c0[6], c1[6], c2[6];
+            WINO_G6(c0, TAP(0), TAP(3), TAP(6));
+            WINO_G6(c1, TAP(1), TAP(4), TAP(7));
+            WINO_G6(c2, TAP(2), TAP(5), TAP(8));
+#undef TAP
+#pragma GCC unroll 6
+            for (int i = 0; i < 6; i++) {
+                float r[6];
+                WINO_G6(r, c0[i], c1[i], c2[i]);
+#pragma GCC unroll 6
+                for (int j = 0; j < 6; j++) uo[(size_t)(i * 6 + j) * plane + k] = r[j];
+            }
+        }
+    }
+}
+#undef WINO_G6
+
+static CN_CLONES void weights_t_block(float *ut, const float *w, int c, int oc, int o0, int o1,
+                                      int flip) {
+    if (flip) weights_t_rows(ut, w, c, oc, o0, o1, 1);
+    else weights_t_rows(ut, w, c, oc, o0, o1, 0);
+}
+
+void cn_wino_pack_weights_t(float *ut, const float *w, int c, int oc, int flip, int nthreads) {
+    const int T = nthreads > 1 && (size_t)c * oc >= 4096 ? nthreads : 1;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        weights_t_block(ut, w, c, oc, (int)((long)oc * t / n), (int)((long)oc * (t + 1) / n),
+                        flip);
+    }
+}
+
+int cn_wino_transposed(const cn_conv_desc *d) { return (size_t)d->c * d->oc > (size_t)WINO_WIDE; }
+
+int cn_wino_train_wanted(const cn_conv_desc *d, int nthreads) {
+    (void)nthreads;
+    if (!cn_wino_shape_ok(d)) return 0;
+    int f = atomic_load_explicit(&forced, memory_order_relaxed);
+    if (f >= 0) return f >= 1;
+    return d->c >= WINO_MIN_CHANNELS && d->oc >= WINO_MIN_CHANNELS &&
+           tiles_of(d) >= (size_t)WINO_MIN_TILES;
 }
 
 /* ---- transforms in plain C, for CPUs without AVX2 (winograd_avx512.c and winograd_avx2.c have
@@ -265,9 +342,6 @@ static wplan make_plan(const cn_conv_desc *d) {
 }
 
 static size_t streamed_workspace(const cn_conv_desc *d, size_t nt, int nthreads);
-static size_t tiles_of(const cn_conv_desc *d) {
-    return (size_t)d->n * ((d->h + 3) / 4) * ((d->w + 3) / 4);
-}
 
 size_t cn_wino_workspace(const cn_conv_desc *d, int nthreads) {
     if (!cn_wino_shape_ok(d)) return 0;
@@ -290,6 +364,7 @@ typedef struct wctx {
     const float *zero;
     input_fn input;
     output_fn output;
+    int ut; /* u holds each plane transposed, (OC, C) */
 } wctx;
 
 static void tile_origin(const wctx *x, size_t t, int *n, int *y0, int *x0) {
@@ -324,8 +399,8 @@ static void gemms(const wctx *x, int nt, int f0, int f1, const float *v, float *
     const size_t vs = (size_t)x->p->tb * d->c, ms = (size_t)x->p->tb * d->oc;
     const size_t us = (size_t)d->c * d->oc;
     for (int f = f0; f < f1; f++)
-        cn_sgemm(0, 0, nt, d->oc, d->c, 1.0f, v + f * vs, d->c, x->u + f * us, d->oc, 0.0f,
-                 m + f * ms, d->oc);
+        cn_sgemm(0, x->ut, nt, d->oc, d->c, 1.0f, v + f * vs, d->c, x->u + f * us,
+                 x->ut ? d->c : d->oc, 0.0f, m + f * ms, d->oc);
 }
 
 /* tiles j0..j1-1 of block b from m (36, TB, OC) to out, through the epilogue */
@@ -356,8 +431,8 @@ static int block_count(const wctx *x, size_t b) {
     return left < (size_t)x->p->tb ? (int)left : x->p->tb;
 }
 
-void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilogue *ep,
-                     const cn_conv_desc *d, float *ws, int nthreads) {
+static void wino_forward(float *out, const float *in, const float *u, int ut,
+                         const cn_epilogue *ep, const cn_conv_desc *d, float *ws, int nthreads) {
     const wplan p = make_plan(d);
     const int T = nthreads > 1 ? nthreads : 1;
     memset(ws, 0, sizeof(float) * p.zero);
@@ -371,7 +446,7 @@ void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilo
         input = f32_wino_input_tile__avx2;
         output = f32_wino_output_tile__avx2;
     }
-    const wctx x = {out, in, u, ep, d, &p, ws, input, output};
+    const wctx x = {out, in, u, ep, d, &p, ws, input, output, ut};
     const size_t vfl = round16((size_t)NF * p.tb * d->c), mfl = round16((size_t)NF * p.tb * d->oc);
     if (T == 1 || p.nb >= 2 * (size_t)T) {
 #pragma omp parallel num_threads(T)
@@ -404,6 +479,16 @@ void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilo
         }
     }
     if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->oc);
+}
+
+void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilogue *ep,
+                     const cn_conv_desc *d, float *ws, int nthreads) {
+    wino_forward(out, in, u, 0, ep, d, ws, nthreads);
+}
+
+void cn_wino_forward_t(float *out, const float *in, const float *ut, const cn_epilogue *ep,
+                       const cn_conv_desc *d, float *ws, int nthreads) {
+    wino_forward(out, in, ut, 1, ep, d, ws, nthreads);
 }
 
 /* ---- streamed weights (AVX2, few tiles) ----
@@ -471,7 +556,7 @@ void cn_wino_forward_streamed(float *out, const float *in, const float *w, const
     memset(ws, 0, sizeof(float) * p.zero);
     float *v = ws + p.zero, *vt = v + s.vfl, *m = vt + s.vtfl, *thr = m + s.mfl;
     const wctx x = {out, in, NULL, ep, d, &p, ws, f32_wino_input_tile__avx2,
-                    f32_wino_output_tile__avx2};
+                    f32_wino_output_tile__avx2, 0};
     const int T = nthreads > 1 ? nthreads : 1;
     const int blocks = (d->oc + SW_MR - 1) / SW_MR;
 #pragma omp parallel num_threads(T)

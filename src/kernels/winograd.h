@@ -35,6 +35,23 @@ size_t cn_wino_weight_floats(int c, int oc);
 /* u (36, C, OC) = G g G^T of every (oc, c) filter of w (OC, 3, 3, C), computed in double */
 void cn_wino_pack_weights(float *u, const float *w, int c, int oc, int nthreads);
 
+/* Training, where the weights change at every step: the same transform in float, vectorised
+ * over input channels, into U^T (36, OC, C): ut[f][o][k] = (G g G^T)[f] of filter (o, k) of w
+ * (OC, 3, 3, C). With flip, of each filter turned by 180 degrees: that is U (36, C', OC') of the
+ * data gradient's convolution (of dY, C' = OC channels, with the flipped filters transposed in
+ * channels, OC' = C), ready for cn_wino_forward. */
+void cn_wino_pack_weights_t(float *ut, const float *w, int c, int oc, int flip, int nthreads);
+/* 1 when a training step's convolution (forward and data gradient, weights transformed at each
+ * call) is expected to be faster by Winograd (measured thresholds, see winograd.c), or forced. */
+int cn_wino_train_wanted(const cn_conv_desc *d, int nthreads);
+/* 1 when the GEMMs of this shape are faster with U^T (the GEMM's swapped path reads the weights
+ * in place instead of packing U_f for every block): wide layers, more than 128 x 128 channels
+ * (measured, winograd.c) */
+int cn_wino_transposed(const cn_conv_desc *d);
+/* cn_wino_forward with U^T (36, OC, C) */
+void cn_wino_forward_t(float *out, const float *in, const float *ut, const cn_epilogue *ep,
+                       const cn_conv_desc *d, float *ws, int nthreads);
+
 /* workspace floats that cn_wino_forward needs (any batch up to d->n) */
 size_t cn_wino_workspace(const cn_conv_desc *d, int nthreads);
 /* 1 when cn_wino_forward_streamed applies and is expected to be the fastest: the AVX2 GEMM path,
@@ -47,7 +64,8 @@ int cn_wino_streamed_wanted(const cn_conv_desc *d, int nthreads);
 void cn_wino_forward_streamed(float *out, const float *in, const float *w, const cn_epilogue *ep,
                               const cn_conv_desc *d, float *ws, int nthreads);
 /* out (N, H, W, OC) = act(conv(in, w) * scale + shift + res), u from cn_wino_pack_weights;
- * in (N, H, W, C); ep as for cn_conv2d_forward_fused (res may be NULL, must not alias out) */
+ * in (N, H, W, C); ep as for cn_conv2d_forward_fused (res may be NULL, or out itself: each
+ * element's residual is read before that element is written, which makes out += conv(in, w)) */
 void cn_wino_forward(float *out, const float *in, const float *u, const cn_epilogue *ep,
                      const cn_conv_desc *d, float *ws, int nthreads);
 

@@ -511,6 +511,70 @@ static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
     return ws;
 }
 
+/* ---- Winograd in training (kernels/winograd.h): the forward, and the data gradient as the
+ * convolution of dY with the flipped filters (data_grad_as_conv), with the transformed weights
+ * made again at each call, into the workspace: U (36 C OC floats), then the epilogue's scale
+ * (ones) and shift (the bias or zeros), then the Winograd driver's own workspace ---- */
+
+static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+static size_t wino_train_floats(const cn_conv_desc *d, int nthreads) {
+    if (!cn_wino_shape_ok(d)) return 0;
+    size_t rest = cn_wino_workspace(d, nthreads), wt = (size_t)9 * d->c * d->oc;
+    return round16((size_t)36 * d->c * d->oc) + round16((size_t)2 * d->oc) +
+           (rest > wt ? rest : wt);
+}
+
+/* wt (C, 3, 3, OC) = w (OC, 3, 3, C) transposed in channels, in 16 x 16 blocks */
+static CN_CLONES void transpose_taps(float *restrict wt, const float *restrict w, int c, int oc,
+                                     int c0, int c1) {
+    for (int k0 = c0; k0 < c1; k0 += 16)
+        for (int o0 = 0; o0 < oc; o0 += 16)
+            for (int q = 0; q < 9; q++)
+                for (int k = k0; k < k0 + 16 && k < c1; k++)
+                    for (int o = o0; o < o0 + 16 && o < oc; o++)
+                        wt[((size_t)k * 9 + q) * oc + o] = w[((size_t)o * 9 + q) * c + k];
+}
+
+/* out = conv(in, w) + shift, or with flipped (d is the data gradient's convolution of the layer
+ * w (d->c, 3, 3, d->oc)) out += conv(in, flipped w): the epilogue's residual is out itself.
+ * The GEMMs take U in the layout cn_wino_transposed asks for; the transform reads the filters'
+ * taps with one vector lane per channel of whatever is contiguous, so one of the two layouts needs
+ * the weights transposed in channels first. */
+static void wino_train(float *out, const float *in, const float *w, const float *bias,
+                       const cn_conv_desc *d, float *ws, int nthreads, int flipped) {
+    const int ut = cn_wino_transposed(d);
+    /* the layer's own weights: lo filters of lc channels */
+    const int lo = flipped ? d->c : d->oc, lc = flipped ? d->oc : d->c;
+    float *u = ws, *aff = ws + round16((size_t)36 * d->c * d->oc);
+    float *rest = aff + round16((size_t)2 * d->oc);
+    if (ut != flipped) {
+        cn_wino_pack_weights_t(u, w, lc, lo, flipped, nthreads);
+    } else {
+        float *wt = rest; /* free again once U is made */
+#pragma omp parallel num_threads(nthreads > 1 ? nthreads : 1)
+        {
+            const int t = omp_get_thread_num(), n = omp_get_num_threads();
+            const int blocks = (lc + 15) / 16, k1 = blocks * (t + 1) / n * 16;
+            transpose_taps(wt, w, lc, lo, blocks * t / n * 16, k1 < lc ? k1 : lc);
+        }
+        cn_wino_pack_weights_t(u, wt, lo, lc, flipped, nthreads);
+    }
+    for (int k = 0; k < d->oc; k++) {
+        aff[k] = 1.0f;
+        aff[d->oc + k] = bias ? bias[k] : 0.0f;
+    }
+    const cn_epilogue ep = {aff, aff + d->oc, flipped ? out : NULL, CN_ACT_NONE, NULL};
+    if (ut) cn_wino_forward_t(out, in, u, &ep, d, rest, nthreads);
+    else cn_wino_forward(out, in, u, &ep, d, rest, nthreads);
+}
+
+void cn_conv2d_forward_train(float *out, const float *in, const float *w, const float *bias,
+                             const cn_conv_desc *d, float *ws, int nthreads) {
+    if (cn_wino_train_wanted(d, nthreads)) wino_train(out, in, w, bias, d, ws, nthreads, 0);
+    else cn_conv2d_forward(out, in, w, bias, d, ws, nthreads);
+}
+
 size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     if (is_depthwise(d)) return cn_dwconv_workspace(d, nthreads, backward);
     size_t fw = forward_workspace(d, nthreads);
@@ -531,7 +595,9 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     if (data_grad_as_conv(d, &t)) {
         size_t flip = (size_t)d->oc * d->kh * d->kw * d->c + forward_workspace(&t, nthreads);
         if (flip > total) total = flip;
+        if (wino_train_floats(&t, nthreads) > total) total = wino_train_floats(&t, nthreads);
     }
+    if (wino_train_floats(d, nthreads) > total) total = wino_train_floats(d, nthreads);
     return total;
 }
 
@@ -806,7 +872,10 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
     }
     if (dw_implicit) implicit_wgrad(dw_implicit, dout, in, d, ws, nthreads);
     if (dw_direct) direct_wgrad(dw_direct, dout, in, d, ws, nthreads);
-    if (flip && direct_forward_shape_ok(&tr)) {
+    if (flip && cn_wino_train_wanted(&tr, nthreads)) {
+        /* din += conv(dout, flipped w): the residual of the epilogue is din itself */
+        wino_train(din_conv, dout, w, NULL, &tr, ws, nthreads, 1);
+    } else if (flip && direct_forward_shape_ok(&tr)) {
         /* the weight pass is over, so its workspace is free */
         pack_weights_flipped(ws, w, d);
         direct_forward(din_conv, dout, ws, &tr, ws + direct_weight_floats(&tr), nthreads, 1,

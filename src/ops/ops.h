@@ -30,6 +30,12 @@ int cn_conv_desc_init(cn_conv_desc *d);
 size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward);
 void cn_conv2d_forward(float *out, const float *in, const float *weight, const float *bias,
                        const cn_conv_desc *d, float *ws, int nthreads);
+/* The forward of a training step: cn_conv2d_forward, or, for the 3x3 stride-1 layers where it
+ * pays (kernels/winograd.h), Winograd F(4x4, 3x3) with the weights transformed at each call;
+ * ws as counted by cn_conv2d_workspace with backward set. cn_conv2d_backward takes the same
+ * path for the data gradient of those layers. */
+void cn_conv2d_forward_train(float *out, const float *in, const float *weight, const float *bias,
+                             const cn_conv_desc *d, float *ws, int nthreads);
 void cn_conv2d_backward(float *din, float *dweight, float *dbias, const float *dout,
                         const float *in, const float *weight, const cn_conv_desc *d, float *ws,
                         int nthreads);
