@@ -908,8 +908,13 @@ static const float *wino_weights(cn_graph *g, cn_node *nd) {
         nd->wino = cn_alloc64(sizeof(float) * cn_wino_weight_floats(nd->desc.c, nd->a.conv.oc));
         if (!nd->wino) return NULL;
     }
-    cn_wino_pack_weights(nd->wino, cn_entry_data(g, nd->p[0]), nd->desc.c, nd->a.conv.oc,
-                         g->threads);
+    /* in the layout the GEMMs want (cn_wino_transposed: U^T for wide layers) */
+    if (cn_wino_transposed(&nd->desc))
+        cn_wino_pack_weights_t(nd->wino, cn_entry_data(g, nd->p[0]), nd->desc.c, nd->a.conv.oc, 0,
+                               g->threads);
+    else
+        cn_wino_pack_weights(nd->wino, cn_entry_data(g, nd->p[0]), nd->desc.c, nd->a.conv.oc,
+                             g->threads);
     nd->wino_version = g->param_version;
     return nd->wino;
 }
@@ -950,8 +955,9 @@ static void conv_fused_one(cn_graph *g, cn_node *nd, int n) {
     if (nd->fuse_in < 0) {
         const float *u = cn_wino_wanted(&d, g->threads) ? wino_weights(g, nd) : NULL;
         if (u)
-            cn_wino_forward(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data, u, &ep,
-                            &d, g->workspace, g->threads);
+            (cn_wino_transposed(&d) ? cn_wino_forward_t : cn_wino_forward)(
+                g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data, u, &ep, &d,
+                g->workspace, g->threads);
         else if (cn_wino_streamed_wanted(&d, g->threads))
             cn_wino_forward_streamed(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data,
                                      w, &ep, &d, g->workspace, g->threads);
