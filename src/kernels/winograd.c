@@ -491,6 +491,164 @@ void cn_wino_forward_t(float *out, const float *in, const float *ut, const cn_ep
     wino_forward(out, in, ut, 1, ep, d, ws, nthreads);
 }
 
+/* ---- weight gradient ----
+ * The forward is y = A^T [sum_c U ⊙ V] A per tile, so with dM = A dy A^T (each 4x4 tile of dY
+ * taken to 6x6, the output transform run backwards), dU_f = sum over tiles of V_f^T dM_f, and
+ * dg = G^T dU G per filter. The GEMMs compute dU_f^T (OC, C) = dM_f^T V_f, so that the last
+ * transform reads and writes rows of input channels (the layout of w). */
+
+/* r[0..5] = A (y0..y3), A^T the output transform's 4x6 matrix */
+#define WINO_A6(r, y0, y1, y2, y3)                                              \
+    do {                                                                        \
+        const float e_ = (y0) + (y2), o_ = (y1) + (y3);                         \
+        const float e4_ = (y0) + 4.0f * (y2), o8_ = 2.0f * (y1) + 8.0f * (y3);  \
+        r[0] = (y0);                                                            \
+        r[1] = e_ + o_;                                                         \
+        r[2] = e_ - o_;                                                         \
+        r[3] = e4_ + o8_;                                                       \
+        r[4] = e4_ - o8_;                                                       \
+        r[5] = (y3);                                                            \
+    } while (0)
+
+/* v[f * fs + k] = (A dy A^T)[f] for channel k of one tile; py: its 16 output pixels of dY
+ * (row-major), each oc floats (a zero row outside the image) */
+static CN_CLONES void dy_transform(float *restrict v, size_t fs, const float *const *py, int oc) {
+    const float *restrict p0 = py[0], *restrict p1 = py[1], *restrict p2 = py[2];
+    const float *restrict p3 = py[3], *restrict p4 = py[4], *restrict p5 = py[5];
+    const float *restrict p6 = py[6], *restrict p7 = py[7], *restrict p8 = py[8];
+    const float *restrict p9 = py[9], *restrict p10 = py[10], *restrict p11 = py[11];
+    const float *restrict p12 = py[12], *restrict p13 = py[13], *restrict p14 = py[14];
+    const float *restrict p15 = py[15];
+#pragma omp simd
+    for (int k = 0; k < oc; k++) {
+        float c0[6], c1[6], c2[6], c3[6]; /* A applied down each column of the tile */
+        WINO_A6(c0, p0[k], p4[k], p8[k], p12[k]);
+        WINO_A6(c1, p1[k], p5[k], p9[k], p13[k]);
+        WINO_A6(c2, p2[k], p6[k], p10[k], p14[k]);
+        WINO_A6(c3, p3[k], p7[k], p11[k], p15[k]);
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; i++) {
+            float r[6];
+            WINO_A6(r, c0[i], c1[i], c2[i], c3[i]);
+#pragma GCC unroll 6
+            for (int j = 0; j < 6; j++) v[(size_t)(6 * i + j) * fs + k] = r[j];
+        }
+    }
+}
+#undef WINO_A6
+
+/* r[0..2] = G^T (x0..x5) */
+#define WINO_GT3(r, x0, x1, x2, x3, x4, x5)                                      \
+    do {                                                                         \
+        const float s12_ = (x1) + (x2), d12_ = (x1) - (x2);                      \
+        const float s34_ = (x3) + (x4), d34_ = (x3) - (x4);                      \
+        r[0] = 0.25f * (x0) - (1.0f / 6) * s12_ + (1.0f / 24) * s34_;             \
+        r[1] = (-1.0f / 6) * d12_ + (1.0f / 12) * d34_;                           \
+        r[2] = (-1.0f / 6) * s12_ + (1.0f / 6) * s34_ + (x5);                     \
+    } while (0)
+
+/* dw[o][y][x][k] += (G^T dU G)[y][x] for filters o0..o1-1, dut (36, OC, C) */
+static CN_CLONES void wgrad_weights(float *restrict dw, const float *restrict dut, int c, int oc,
+                                    int o0, int o1) {
+    const size_t plane = (size_t)c * oc;
+    for (int o = o0; o < o1; o++) {
+        const float *restrict x = dut + (size_t)o * c;
+        float *restrict g = dw + (size_t)o * 9 * c;
+#pragma omp simd
+        for (int k = 0; k < c; k++) {
+            float s[3][6]; /* G^T applied down each column j */
+#pragma GCC unroll 6
+            for (int j = 0; j < 6; j++) {
+                float r[3];
+                WINO_GT3(r, x[(size_t)j * plane + k], x[(size_t)(6 + j) * plane + k],
+                         x[(size_t)(12 + j) * plane + k], x[(size_t)(18 + j) * plane + k],
+                         x[(size_t)(24 + j) * plane + k], x[(size_t)(30 + j) * plane + k]);
+                s[0][j] = r[0], s[1][j] = r[1], s[2][j] = r[2];
+            }
+#pragma GCC unroll 3
+            for (int y = 0; y < 3; y++) {
+                float r[3];
+                WINO_GT3(r, s[y][0], s[y][1], s[y][2], s[y][3], s[y][4], s[y][5]);
+                g[(size_t)(3 * y) * c + k] += r[0];
+                g[(size_t)(3 * y + 1) * c + k] += r[1];
+                g[(size_t)(3 * y + 2) * c + k] += r[2];
+            }
+        }
+    }
+}
+#undef WINO_GT3
+
+/* Tiles per block of the weight gradient: the block's tiles are the GEMMs' depth, and every
+ * block reads and writes all of dU (36 C OC floats), so blocks are large (V and dM of a block
+ * stream through the GEMMs once either way). */
+enum { WG_TB = 128 };
+
+static wplan wgrad_plan(const cn_conv_desc *d) {
+    wplan p = make_plan(d);
+    p.tb = WG_TB;
+    p.nb = (p.nt + p.tb - 1) / p.tb;
+    p.per = round16((size_t)NF * p.tb * d->c) + round16((size_t)NF * p.tb * d->oc);
+    return p;
+}
+
+size_t cn_wino_wgrad_workspace(const cn_conv_desc *d, int nthreads) {
+    (void)nthreads;
+    if (!cn_wino_shape_ok(d)) return 0;
+    const wplan p = wgrad_plan(d);
+    return p.zero + p.per + round16((size_t)NF * d->c * d->oc);
+}
+
+/* tiles j0..j1-1 of block b of dY into m (36, TB, OC) */
+static void dy_tiles(const wctx *x, const float *dy, size_t b, int j0, int j1, float *m) {
+    const cn_conv_desc *d = x->d;
+    const size_t fs = (size_t)x->p->tb * d->oc;
+    for (int j = j0; j < j1; j++) {
+        int n, y0, x0;
+        tile_origin(x, b * x->p->tb + j, &n, &y0, &x0);
+        const float *py[16];
+        for (int i = 0; i < 4; i++)
+            for (int k = 0; k < 4; k++) {
+                int oy = y0 + i, ox = x0 + k;
+                py[i * 4 + k] = oy < d->h && ox < d->w
+                                    ? dy + (((size_t)n * d->h + oy) * d->w + ox) * d->oc
+                                    : x->zero;
+            }
+        dy_transform(m + (size_t)j * d->oc, fs, py, d->oc);
+    }
+}
+
+void cn_wino_wgrad(float *dw, const float *dout, const float *in, const cn_conv_desc *d,
+                   float *ws, int nthreads) {
+    const wplan p = wgrad_plan(d);
+    const int T = nthreads > 1 ? nthreads : 1;
+    memset(ws, 0, sizeof(float) * p.zero);
+    const char *path = cn_sgemm_path_name();
+    input_fn input = input_transform;
+    if (strcmp(path, "avx512") == 0) input = f32_wino_input_tile__avx512;
+    else if (strcmp(path, "avx2") == 0) input = f32_wino_input_tile__avx2;
+    const wctx x = {NULL, in, NULL, NULL, d, &p, ws, input, NULL, 0};
+    float *v = ws + p.zero, *m = v + round16((size_t)NF * p.tb * d->c);
+    float *dut = v + p.per;
+    const size_t vs = (size_t)p.tb * d->c, ms = (size_t)p.tb * d->oc, us = (size_t)d->c * d->oc;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        for (size_t b = 0; b < p.nb; b++) {
+            const int nt = block_count(&x, b);
+            input_tiles(&x, b, nt * t / nth, nt * (t + 1) / nth, v);
+            dy_tiles(&x, dout, b, nt * t / nth, nt * (t + 1) / nth, m);
+#pragma omp barrier
+            /* each thread owns planes f0..f1-1 of dU for the whole call */
+            for (int f = NF * t / nth; f < NF * (t + 1) / nth; f++)
+                cn_sgemm(1, 0, d->oc, d->c, nt, 1.0f, m + f * ms, d->oc, v + f * vs, d->c,
+                         b ? 1.0f : 0.0f, dut + f * us, d->c);
+#pragma omp barrier
+        }
+        wgrad_weights(dw, dut, d->c, d->oc, (int)((long)d->oc * t / nth),
+                      (int)((long)d->oc * (t + 1) / nth));
+    }
+}
+
 /* ---- streamed weights (AVX2, few tiles) ----
  * With few tiles a call (batch 1 at 14x14: 16), each U_f is used by 16 rows only, so reading a
  * cached U (4x the weights: 9.4 MB at C = OC = 256) from memory bounds the call, and caching it

@@ -52,6 +52,15 @@ int cn_wino_transposed(const cn_conv_desc *d);
 void cn_wino_forward_t(float *out, const float *in, const float *ut, const cn_epilogue *ep,
                        const cn_conv_desc *d, float *ws, int nthreads);
 
+/* The weight gradient of the same convolution by Winograd: dw (OC, 3, 3, C) += the gradient
+ * of the loss by the weights, given dout (N, H, W, OC) and in (N, H, W, C). The tiles' V and
+ * the output gradient's dM = A dy A^T (36 x tiles x OC) meet in 36 GEMMs dU_f^T = dM_f^T V_f summed
+ * over the batch, and dw += G^T dU G. The same bits for any thread count (threads split each
+ * block's tiles, then the 36 planes of dU). ws: cn_wino_wgrad_workspace floats. */
+size_t cn_wino_wgrad_workspace(const cn_conv_desc *d, int nthreads);
+void cn_wino_wgrad(float *dw, const float *dout, const float *in, const cn_conv_desc *d,
+                   float *ws, int nthreads);
+
 /* workspace floats that cn_wino_forward needs (any batch up to d->n) */
 size_t cn_wino_workspace(const cn_conv_desc *d, int nthreads);
 /* 1 when cn_wino_forward_streamed applies and is expected to be the fastest: the AVX2 GEMM path,

@@ -598,6 +598,7 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
         if (wino_train_floats(&t, nthreads) > total) total = wino_train_floats(&t, nthreads);
     }
     if (wino_train_floats(d, nthreads) > total) total = wino_train_floats(d, nthreads);
+    if (cn_wino_wgrad_workspace(d, nthreads) > total) total = cn_wino_wgrad_workspace(d, nthreads);
     return total;
 }
 
@@ -822,8 +823,11 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
     float *din_conv = din, *dw_implicit = NULL;
     int flip = din && data_grad_as_conv(d, &tr);
     if (flip) din = NULL; /* computed below as a convolution */
-    float *dw_direct = NULL;
-    if (dw && direct_wgrad_ok(d, nthreads)) {
+    float *dw_direct = NULL, *dw_wino = NULL;
+    if (dw && cn_wino_train_wanted(d, nthreads)) {
+        dw_wino = dw;
+        dw = NULL; /* below, by Winograd */
+    } else if (dw && direct_wgrad_ok(d, nthreads)) {
         dw_direct = dw;
         dw = NULL; /* below, with the direct kernels */
     } else if (dw && implicit_ok(d) && !small_wide(d)) {
@@ -872,6 +876,7 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
     }
     if (dw_implicit) implicit_wgrad(dw_implicit, dout, in, d, ws, nthreads);
     if (dw_direct) direct_wgrad(dw_direct, dout, in, d, ws, nthreads);
+    if (dw_wino) cn_wino_wgrad(dw_wino, dout, in, d, ws, nthreads);
     if (flip && cn_wino_train_wanted(&tr, nthreads)) {
         /* din += conv(dout, flipped w): the residual of the epilogue is din itself */
         wino_train(din_conv, dout, w, NULL, &tr, ws, nthreads, 1);
