@@ -67,6 +67,30 @@ static float act_ref(float y, cn_act act) {
 
 static double worst_vs_generic, worst_streamed, worst_transposed;
 
+typedef void (*wino_driver)(float *out, const float *in, const float *u, const cn_epilogue *ep,
+                            const cn_conv_desc *d, float *ws, int nthreads);
+
+/* another driver of the same convolution (fn, with its own weights u): the same bound against
+ * the reference, the same bits on 1 and 2 threads; returns its error */
+static double other_driver(wino_driver fn, const char *what, const float *in, const float *u,
+                           const cn_epilogue *ep, const cn_conv_desc *d, float *ws,
+                           const float *ref, cn_act act) {
+    const size_t no = (size_t)d->n * d->oh * d->ow * d->oc;
+    float *o1 = alloc_f(no), *o2 = alloc_f(no);
+    cn_epilogue e = *ep;
+    e.pool = NULL;
+    omp_set_num_threads(1);
+    fn(o1, in, u, &e, d, ws, 1);
+    omp_set_num_threads(2);
+    fn(o2, in, u, &e, d, ws, 2);
+    const double err = max_rel_err(o1, ref, no, 1e-6);
+    CHECK(err <= 1e-4 && memcmp(o1, o2, sizeof(float) * no) == 0,
+          "n%d %dx%d c%d oc%d act%d: %s rel err %g (or 1 and 2 threads differ)", d->n, d->h, d->w,
+          d->c, d->oc, (int)act, what, err);
+    free(o1), free(o2);
+    return err;
+}
+
 /* Winograd against the naive convolution (and its epilogue); returns max|diff| / max|ref|.
  * Also checks that 1 and 2 threads give the same bits, and with path > 0 (the GEMM path
  * cn_sgemm_force_path chose, which the transforms follow) compares with the plain C path. */
@@ -116,20 +140,11 @@ static double run_case(int n, int h, int w, int c, int oc, int with_ep, int res_
      * wide layers, and training's transform in float): the same bound, the same bits on 1 and 2
      * threads */
     {
-        float *ut = alloc_f(cn_wino_weight_floats(c, oc)), *t1 = alloc_f(no), *t2 = alloc_f(no);
-        cn_epilogue ept = ep;
-        ept.pool = NULL;
+        float *ut = alloc_f(cn_wino_weight_floats(c, oc));
         cn_wino_pack_weights_t(ut, wt, c, oc, 0, 2);
-        omp_set_num_threads(1);
-        cn_wino_forward_t(t1, in, ut, &ept, &d, ws, 1);
-        omp_set_num_threads(2);
-        cn_wino_forward_t(t2, in, ut, &ept, &d, ws, 2);
-        const double et = max_rel_err(t1, ref, no, 1e-6);
-        CHECK(et <= 1e-4 && memcmp(t1, t2, sizeof(float) * no) == 0,
-              "n%d %dx%d c%d oc%d act%d: U^T rel err %g (or 1 and 2 threads differ)", n, h, w, c,
-              oc, (int)act, et);
+        const double et = other_driver(cn_wino_forward_t, "U^T", in, ut, &ep, &d, ws, ref, act);
         if (et > worst_transposed) worst_transposed = et;
-        free(ut), free(t1), free(t2);
+        free(ut);
     }
     if (path > 0) {
         float *og = alloc_f(no);
@@ -150,19 +165,9 @@ static double run_case(int n, int h, int w, int c, int oc, int with_ep, int res_
      * bound against the reference, the same bits on 1 and 2 threads */
     if (strcmp(cn_sgemm_path_name(), "avx2") == 0 &&
         (size_t)n * ((h + 3) / 4) * ((w + 3) / 4) < 64) {
-        float *s1 = alloc_f(no), *s2 = alloc_f(no);
-        cn_epilogue eps = ep;
-        eps.pool = NULL;
-        omp_set_num_threads(1);
-        cn_wino_forward_streamed(s1, in, wt, &eps, &d, ws, 1);
-        omp_set_num_threads(2);
-        cn_wino_forward_streamed(s2, in, wt, &eps, &d, ws, 2);
-        const double es = max_rel_err(s1, ref, no, 1e-6);
-        CHECK(es <= 1e-4 && memcmp(s1, s2, sizeof(float) * no) == 0,
-              "n%d %dx%d c%d oc%d act%d: streamed rel err %g (or 1 and 2 threads differ)", n, h,
-              w, c, oc, (int)act, es);
+        const double es =
+            other_driver(cn_wino_forward_streamed, "streamed", in, wt, &ep, &d, ws, ref, act);
         if (es > worst_streamed) worst_streamed = es;
-        free(s1), free(s2);
     }
     if (pool_on) {
         /* the pool of the output, against the reference output's mean in double */

@@ -7,7 +7,11 @@
  * never share input pixels, so the col2im scatter of the data gradient needs no locks, and each
  * thread accumulates its own weight gradient, reduced in thread order (the same bits for the same
  * thread count). Otherwise chunks are row ranges of one image, run one after another with the GEMM
- * itself threaded. */
+ * itself threaded.
+ *
+ * Direct kernels (kernels/conv_direct.h) take the small-channel shapes; in training, the 3x3
+ * stride-1 layers of 64 channels and more run their forward, data gradient and weight gradient
+ * by Winograd F(4x4, 3x3) (kernels/winograd.h, see wino_train below). */
 #include <omp.h>
 #include <string.h>
 
