@@ -67,7 +67,8 @@ typedef struct cn_tensor {
     int c, h, w;      /* per sample; h, w set by planning */
     int dead;         /* never materialised (the output of a BN fused with its ReLU) */
     int grad_alias;   /* grad shares its consumer's output gradient buffer (see plan) */
-    int grad_set;     /* its only consumer, a batch norm, writes grad outright: no zeroing */
+    int grad_set;     /* its only consumer, a batch norm or a convolution that can
+                         (cn_conv2d_sets_din), writes grad outright: no zeroing */
     float *data;      /* (batch, h, w, c) */
     float *grad;      /* same, training only */
 } cn_tensor;

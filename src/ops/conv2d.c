@@ -541,12 +541,14 @@ static CN_CLONES void transpose_taps(float *restrict wt, const float *restrict w
 }
 
 /* out = conv(in, w) + shift, or with flipped (d is the data gradient's convolution of the layer
- * w (d->c, 3, 3, d->oc)) out += conv(in, flipped w): the epilogue's residual is out itself.
+ * w (d->c, 3, 3, d->oc)) out = conv(in, flipped w), or out += that with accumulate (the
+ * epilogue's residual is out itself).
  * The GEMMs take U in the layout cn_wino_transposed asks for; the transform reads the filters'
  * taps with one vector lane per channel of whatever is contiguous, so one of the two layouts needs
  * the weights transposed in channels first. */
 static void wino_train(float *out, const float *in, const float *w, const float *bias,
-                       const cn_conv_desc *d, float *ws, int nthreads, int flipped) {
+                       const cn_conv_desc *d, float *ws, int nthreads, int flipped,
+                       int accumulate) {
     const int ut = cn_wino_transposed(d);
     /* the layer's own weights: lo filters of lc channels */
     const int lo = flipped ? d->c : d->oc, lc = flipped ? d->oc : d->c;
@@ -568,14 +570,14 @@ static void wino_train(float *out, const float *in, const float *w, const float 
         aff[k] = 1.0f;
         aff[d->oc + k] = bias ? bias[k] : 0.0f;
     }
-    const cn_epilogue ep = {aff, aff + d->oc, flipped ? out : NULL, CN_ACT_NONE, NULL};
+    const cn_epilogue ep = {aff, aff + d->oc, accumulate ? out : NULL, CN_ACT_NONE, NULL};
     if (ut) cn_wino_forward_t(out, in, u, &ep, d, rest, nthreads);
     else cn_wino_forward(out, in, u, &ep, d, rest, nthreads);
 }
 
 void cn_conv2d_forward_train(float *out, const float *in, const float *w, const float *bias,
                              const cn_conv_desc *d, float *ws, int nthreads) {
-    if (cn_wino_train_wanted(d, nthreads)) wino_train(out, in, w, bias, d, ws, nthreads, 0);
+    if (cn_wino_train_wanted(d, nthreads)) wino_train(out, in, w, bias, d, ws, nthreads, 0, 0);
     else cn_conv2d_forward(out, in, w, bias, d, ws, nthreads);
 }
 
@@ -793,7 +795,7 @@ void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
 
 static void backward_chunk(float *din, float *dw, const float *dout, const float *in,
                            const float *w, const cn_conv_desc *d, const plan *p, size_t m0,
-                           int rows, float *col, float *dcol) {
+                           int rows, float *col, float *dcol, float din_beta) {
     for (int g = 0; g < d->groups; g++) {
         const float *dy = dout + m0 * d->oc + (size_t)g * p->ocg;
         const float *wg = w + (size_t)g * p->ocg * p->kg;
@@ -806,7 +808,7 @@ static void backward_chunk(float *din, float *dw, const float *dout, const float
         }
         if (din) {
             if (is_pointwise(d)) {
-                cn_sgemm(0, 0, rows, p->kg, p->ocg, 1.0f, dy, d->oc, wg, p->kg, 1.0f,
+                cn_sgemm(0, 0, rows, p->kg, p->ocg, 1.0f, dy, d->oc, wg, p->kg, din_beta,
                          din + m0 * d->c, d->c);
             } else {
                 cn_sgemm(0, 0, rows, p->kg, p->ocg, 1.0f, dy, d->oc, wg, p->kg, 0.0f, dcol,
@@ -817,12 +819,35 @@ static void backward_chunk(float *din, float *dw, const float *dout, const float
     }
 }
 
+int cn_conv2d_sets_din(const cn_conv_desc *d) {
+    cn_conv_desc t;
+    return !is_depthwise(d) && (is_pointwise(d) || data_grad_as_conv(d, &t));
+}
+
+static void conv_backward(float *din, float *dw, float *dbias, const float *dout,
+                          const float *in, const float *w, const cn_conv_desc *d, float *ws,
+                          int nthreads, int set);
+
 void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
                         const float *w, const cn_conv_desc *d, float *ws, int nthreads) {
+    conv_backward(din, dw, dbias, dout, in, w, d, ws, nthreads, 0);
+}
+
+void cn_conv2d_backward_set(float *din, float *dw, float *dbias, const float *dout,
+                            const float *in, const float *w, const cn_conv_desc *d, float *ws,
+                            int nthreads) {
+    conv_backward(din, dw, dbias, dout, in, w, d, ws, nthreads, 1);
+}
+
+/* set: din is written (cn_conv2d_sets_din shapes only), else accumulated */
+static void conv_backward(float *din, float *dw, float *dbias, const float *dout,
+                          const float *in, const float *w, const cn_conv_desc *d, float *ws,
+                          int nthreads, int set) {
     if (is_depthwise(d)) {
         cn_dwconv_backward(din, dw, dbias, dout, in, w, d, ws, nthreads);
         return;
     }
+    const float din_beta = set ? 0.0f : 1.0f;
     cn_conv_desc tr;
     float *din_conv = din, *dw_implicit = NULL;
     int flip = din && data_grad_as_conv(d, &tr);
@@ -855,7 +880,7 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
             for (size_t ch = 0; ch < p.nchunks; ch++) {
                 size_t m0 = ch * p.rows;
                 int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
-                backward_chunk(din, mydw, dout, in, w, d, &p, m0, rows, col, dcol);
+                backward_chunk(din, mydw, dout, in, w, d, &p, m0, rows, col, dcol, din_beta);
             }
         }
         if (dw)
@@ -867,7 +892,7 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
         float *col = ws, *dcol = ws + (size_t)p.rows * p.kg;
         for (size_t m0 = 0; m0 < p.m; m0 += p.rows) {
             int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
-            backward_chunk(din, dw, dout, in, w, d, &p, m0, rows, col, dcol);
+            backward_chunk(din, dw, dout, in, w, d, &p, m0, rows, col, dcol, din_beta);
         }
     }
     if (dbias) {
@@ -882,19 +907,19 @@ void cn_conv2d_backward(float *din, float *dw, float *dbias, const float *dout, 
     if (dw_direct) direct_wgrad(dw_direct, dout, in, d, ws, nthreads);
     if (dw_wino) cn_wino_wgrad(dw_wino, dout, in, d, ws, nthreads);
     if (flip && cn_wino_train_wanted(&tr, nthreads)) {
-        /* din += conv(dout, flipped w): the residual of the epilogue is din itself */
-        wino_train(din_conv, dout, w, NULL, &tr, ws, nthreads, 1);
+        /* din (+)= conv(dout, flipped w) */
+        wino_train(din_conv, dout, w, NULL, &tr, ws, nthreads, 1, !set);
     } else if (flip && direct_forward_shape_ok(&tr)) {
         /* the weight pass is over, so its workspace is free */
         pack_weights_flipped(ws, w, d);
-        direct_forward(din_conv, dout, ws, &tr, ws + direct_weight_floats(&tr), nthreads, 1,
+        direct_forward(din_conv, dout, ws, &tr, ws + direct_weight_floats(&tr), nthreads, !set,
                        NULL);
     } else if (flip) {
         /* the weight pass is over, so its workspace is free */
         float *wt = ws;
         transpose_flipped(wt, w, d, nthreads);
         conv_gemm(din_conv, dout, wt, &tr, ws + (size_t)d->oc * d->kh * d->kw * d->c, nthreads,
-                  1.0f, NULL);
+                  din_beta, NULL);
     }
 }
 

@@ -39,6 +39,14 @@ void cn_conv2d_forward_train(float *out, const float *in, const float *weight, c
 void cn_conv2d_backward(float *din, float *dweight, float *dbias, const float *dout,
                         const float *in, const float *weight, const cn_conv_desc *d, float *ws,
                         int nthreads);
+/* 1 when cn_conv2d_backward_set can write din outright for this shape (a 1x1 convolution, or one
+ * whose data gradient runs as a convolution of dY: stride 1, one group); then
+ * cn_conv2d_backward_set is cn_conv2d_backward with din written, its old contents ignored (the
+ * graph skips zeroing the gradient of a tensor whose only consumer is such a convolution). */
+int cn_conv2d_sets_din(const cn_conv_desc *d);
+void cn_conv2d_backward_set(float *din, float *dweight, float *dbias, const float *dout,
+                            const float *in, const float *weight, const cn_conv_desc *d,
+                            float *ws, int nthreads);
 /* Depthwise convolution (groups == c == oc, weight (C, KH, KW, 1)), which cn_conv2d_* hand to
  * (vectorised over channels, specialised for 3x3 and 5x5 with stride 1 and 2). Same contract,
  * workspace included: cn_conv2d_workspace returns cn_dwconv_workspace for these. */
