@@ -103,6 +103,18 @@ static void dw_case(int n, int h, int w, int c, int kh, int kw, int sh, int sw, 
     if (which & 1) {
         double e = rel_err_d(din, rdin, nin);
         CHECK(e < 1e-5, "%s: din rel err %g", label, e);
+        /* the graph's variant for a tensor read by this convolution only: din written
+         * outright, whatever it held (NaN here) */
+        if (cn_conv2d_sets_din(&d)) {
+            float *dset = malloc(sizeof(float) * nin);
+            for (size_t i = 0; i < nin; i++) dset[i] = NAN;
+            double *want = malloc(sizeof(double) * nin);
+            for (size_t i = 0; i < nin; i++) want[i] = rdin[i] - 0.5;
+            cn_conv2d_backward_set(dset, NULL, NULL, dout, in, wt, &d, wsb, threads);
+            double es = rel_err_d(dset, want, nin);
+            CHECK(es < 1e-5, "%s: din (set) rel err %g", label, es);
+            free(dset), free(want);
+        }
     }
     if (which & 2) {
         double e = rel_err_d(dw, rdw, nw);

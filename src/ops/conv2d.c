@@ -821,7 +821,8 @@ static void backward_chunk(float *din, float *dw, const float *dout, const float
 
 int cn_conv2d_sets_din(const cn_conv_desc *d) {
     cn_conv_desc t;
-    return !is_depthwise(d) && (is_pointwise(d) || data_grad_as_conv(d, &t));
+    if (is_depthwise(d)) return cn_dwconv_sets_din(d);
+    return is_pointwise(d) || data_grad_as_conv(d, &t);
 }
 
 static void conv_backward(float *din, float *dw, float *dbias, const float *dout,
@@ -844,7 +845,8 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
                           const float *in, const float *w, const cn_conv_desc *d, float *ws,
                           int nthreads, int set) {
     if (is_depthwise(d)) {
-        cn_dwconv_backward(din, dw, dbias, dout, in, w, d, ws, nthreads);
+        (set ? cn_dwconv_backward_set : cn_dwconv_backward)(din, dw, dbias, dout, in, w, d, ws,
+                                                             nthreads);
         return;
     }
     const float din_beta = set ? 0.0f : 1.0f;

@@ -683,8 +683,28 @@ void cn_dwconv_forward_fused(float *out, const float *in, const float *w, const 
     forward(out, in, w, NULL, ep, d, ws, nthreads);
 }
 
+int cn_dwconv_sets_din(const cn_conv_desc *d) {
+    cn_conv_desc t;
+    return dgrad_desc(d, &t);
+}
+
+static void dw_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                        const float *w, const cn_conv_desc *d, float *ws, int nthreads, int set);
+
 void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
                         const float *w, const cn_conv_desc *d, float *ws, int nthreads) {
+    dw_backward(din, dw, dbias, dout, in, w, d, ws, nthreads, 0);
+}
+
+void cn_dwconv_backward_set(float *din, float *dw, float *dbias, const float *dout,
+                            const float *in, const float *w, const cn_conv_desc *d, float *ws,
+                            int nthreads) {
+    dw_backward(din, dw, dbias, dout, in, w, d, ws, nthreads, 1);
+}
+
+/* set: din written outright (cn_dwconv_sets_din shapes only), else accumulated */
+static void dw_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                        const float *w, const cn_conv_desc *d, float *ws, int nthreads, int set) {
     geo g = geo_of(d);
     int c = d->c, kk = d->kh * d->kw;
     size_t kc = round16((size_t)kk * c);
@@ -692,18 +712,19 @@ void cn_dwconv_backward(float *din, float *dw, float *dbias, const float *dout, 
     cn_conv_desc td;
     if (din) {
         if (dgrad_desc(d, &td)) {
-            /* a stride-1 forward of dout with the flipped filters, padded by K-1-P, added to din:
-             * on the fast kernels through their epilogue (din * 1 + 0 + conv) */
+            /* a stride-1 forward of dout with the flipped filters, padded by K-1-P, added to din
+             * (or written, with set): on the fast kernels through their epilogue (conv * 1 + 0
+             * + din) */
             geo t = geo_of(&td);
             repack(wf, w, c, kk, 1);
             if (dgrad_fast_floats(d, nthreads)) {
                 float *ones = ws + 2 * kc, *zeros = ones + round16((size_t)c);
                 for (int ch = 0; ch < c; ch++) ones[ch] = 1.0f, zeros[ch] = 0.0f;
-                const cn_epilogue ep = {ones, zeros, din, CN_ACT_NONE, NULL};
+                const cn_epilogue ep = {ones, zeros, set ? NULL : din, CN_ACT_NONE, NULL};
                 fast_forward(din, dout, wf, NULL, &td, threads_for(&t, nthreads), &ep,
                              zeros + round16((size_t)c));
             } else {
-                forward_pass(din, dout, wf, NULL, &t, nthreads, 1, NULL);
+                forward_pass(din, dout, wf, NULL, &t, nthreads, !set, NULL);
             }
         } else {
             repack(wr, w, c, kk, 0);

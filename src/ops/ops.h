@@ -40,7 +40,7 @@ void cn_conv2d_backward(float *din, float *dweight, float *dbias, const float *d
                         const float *in, const float *weight, const cn_conv_desc *d, float *ws,
                         int nthreads);
 /* 1 when cn_conv2d_backward_set can write din outright for this shape (a 1x1 convolution, or one
- * whose data gradient runs as a convolution of dY: stride 1, one group); then
+ * whose data gradient runs as a convolution of dY: stride 1, one group, or depthwise); then
  * cn_conv2d_backward_set is cn_conv2d_backward with din written, its old contents ignored (the
  * graph skips zeroing the gradient of a tensor whose only consumer is such a convolution). */
 int cn_conv2d_sets_din(const cn_conv_desc *d);
@@ -56,6 +56,11 @@ void cn_dwconv_forward(float *out, const float *in, const float *weight, const f
 void cn_dwconv_backward(float *din, float *dweight, float *dbias, const float *dout,
                         const float *in, const float *weight, const cn_conv_desc *d, float *ws,
                         int nthreads);
+/* as cn_conv2d_sets_din / cn_conv2d_backward_set: stride 1 */
+int cn_dwconv_sets_din(const cn_conv_desc *d);
+void cn_dwconv_backward_set(float *din, float *dweight, float *dbias, const float *dout,
+                            const float *in, const float *weight, const cn_conv_desc *d,
+                            float *ws, int nthreads);
 /* Inference convolution with its epilogue fused: out = act(conv(in, w) * scale + shift + res)
  * per output channel, applied while each block of output rows is still in cache. scale and
  * shift (OC values each) are required; res NULL means no residual, else it is (N, OH, OW, OC)
