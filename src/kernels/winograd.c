@@ -298,6 +298,20 @@ static void output_transform_c(float *const *po, const float *const *pr, const f
     output_transform(po, pr, m, fs, oc, scale, shift, (cn_act)act);
 }
 
+/* the transforms of the GEMM's kernel path */
+static void transforms_of_path(input_fn *input, output_fn *output) {
+    const char *path = cn_sgemm_path_name();
+    *input = input_transform;
+    *output = output_transform_c;
+    if (strcmp(path, "avx512") == 0) {
+        *input = f32_wino_input_tile__avx512;
+        *output = f32_wino_output_tile__avx512;
+    } else if (strcmp(path, "avx2") == 0) {
+        *input = f32_wino_input_tile__avx2;
+        *output = f32_wino_output_tile__avx2;
+    }
+}
+
 /* ---- driver ---- */
 
 /* Tiles per block. A block's V (36, TB, C) and M (36, TB, OC) should stay in L2 (2 MB a core
@@ -436,16 +450,9 @@ static void wino_forward(float *out, const float *in, const float *u, int ut,
     const wplan p = make_plan(d);
     const int T = nthreads > 1 ? nthreads : 1;
     memset(ws, 0, sizeof(float) * p.zero);
-    const char *path = cn_sgemm_path_name();
-    input_fn input = input_transform;
-    output_fn output = output_transform_c;
-    if (strcmp(path, "avx512") == 0) {
-        input = f32_wino_input_tile__avx512;
-        output = f32_wino_output_tile__avx512;
-    } else if (strcmp(path, "avx2") == 0) {
-        input = f32_wino_input_tile__avx2;
-        output = f32_wino_output_tile__avx2;
-    }
+    input_fn input;
+    output_fn output;
+    transforms_of_path(&input, &output);
     const wctx x = {out, in, u, ep, d, &p, ws, input, output, ut};
     const size_t vfl = round16((size_t)NF * p.tb * d->c), mfl = round16((size_t)NF * p.tb * d->oc);
     if (T == 1 || p.nb >= 2 * (size_t)T) {
@@ -622,11 +629,10 @@ void cn_wino_wgrad(float *dw, const float *dout, const float *in, const cn_conv_
     const wplan p = wgrad_plan(d);
     const int T = nthreads > 1 ? nthreads : 1;
     memset(ws, 0, sizeof(float) * p.zero);
-    const char *path = cn_sgemm_path_name();
-    input_fn input = input_transform;
-    if (strcmp(path, "avx512") == 0) input = f32_wino_input_tile__avx512;
-    else if (strcmp(path, "avx2") == 0) input = f32_wino_input_tile__avx2;
-    const wctx x = {NULL, in, NULL, NULL, d, &p, ws, input, NULL, 0};
+    input_fn input;
+    output_fn output; /* unused: the weight gradient has no output transform */
+    transforms_of_path(&input, &output);
+    const wctx x = {NULL, in, NULL, NULL, d, &p, ws, input, output, 0};
     float *v = ws + p.zero, *m = v + round16((size_t)NF * p.tb * d->c);
     float *dut = v + p.per;
     const size_t vs = (size_t)p.tb * d->c, ms = (size_t)p.tb * d->oc, us = (size_t)d->c * d->oc;

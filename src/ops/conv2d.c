@@ -386,23 +386,23 @@ static void pack_weights_flipped(float *restrict wk, const float *restrict w,
             }
 }
 
-/* wt (C, KH, KW, OC): wt[ci][ky][kx][co] = w[co][KH-1-ky][KW-1-kx][ci], the weights of the data
- * gradient as a convolution. For each tap an OC x C transpose, in 32 x 32 blocks so that both
- * sides move whole cache lines (element by element, the scattered stores of ResNet's 512-channel
- * layers cost as much as the GEMM after them); taps and channel blocks on threads. */
-static void transpose_flipped(float *restrict wt, const float *restrict w, const cn_conv_desc *d,
-                              int nthreads) {
+/* wt (C, KH, KW, OC) = w (OC, KH, KW, C) transposed in channels, and with flip turned by 180
+ * degrees: wt[ci][ky][kx][co] = w[co][KH-1-ky][KW-1-kx][ci], the weights of the data gradient as
+ * a convolution. For each tap an OC x C transpose, in 32 x 32 blocks so that both sides move
+ * whole cache lines (element by element, the scattered stores of ResNet's 512-channel layers
+ * cost as much as the GEMM after them); taps and channel blocks on threads. */
+static void transpose_taps(float *restrict wt, const float *restrict w, int C, int OC, int KH,
+                           int KW, int flip, int nthreads) {
     enum { TB = 32 };
-    const int C = d->c, OC = d->oc, KH = d->kh, KW = d->kw, taps = KH * KW;
+    const int taps = KH * KW;
     const size_t kw_ = (size_t)taps * C, kt = (size_t)taps * OC; /* row strides of w and wt */
     const int cb = (C + TB - 1) / TB, ob = (OC + TB - 1) / TB;
     const long jobs = (long)taps * cb * ob;
 #pragma omp parallel for schedule(static) num_threads(nthreads > 1 ? nthreads : 1) if (jobs > 16)
     for (long j = 0; j < jobs; j++) {
         const int t = (int)(j / ((long)cb * ob)), c0 = (int)(j / ob % cb) * TB, o0 = (int)(j % ob) * TB;
-        const int ky = t / KW, kx = t % KW;
-        const float *src = w + ((size_t)ky * KW + kx) * C;                         /* [co][ci] */
-        float *dst = wt + ((size_t)(KH - 1 - ky) * KW + (KW - 1 - kx)) * OC;       /* [ci][co] */
+        const float *src = w + (size_t)t * C;                                /* [co][ci] */
+        float *dst = wt + (size_t)(flip ? taps - 1 - t : t) * OC;             /* [ci][co] */
         const int c1 = c0 + TB < C ? c0 + TB : C, o1 = o0 + TB < OC ? o0 + TB : OC;
         for (int ci = c0; ci < c1; ci++)
             for (int co = o0; co < o1; co++) dst[(size_t)ci * kt + co] = src[(size_t)co * kw_ + ci];
@@ -529,17 +529,6 @@ static size_t wino_train_floats(const cn_conv_desc *d, int nthreads) {
            (rest > wt ? rest : wt);
 }
 
-/* wt (C, 3, 3, OC) = w (OC, 3, 3, C) transposed in channels, in 16 x 16 blocks */
-static CN_CLONES void transpose_taps(float *restrict wt, const float *restrict w, int c, int oc,
-                                     int c0, int c1) {
-    for (int k0 = c0; k0 < c1; k0 += 16)
-        for (int o0 = 0; o0 < oc; o0 += 16)
-            for (int q = 0; q < 9; q++)
-                for (int k = k0; k < k0 + 16 && k < c1; k++)
-                    for (int o = o0; o < o0 + 16 && o < oc; o++)
-                        wt[((size_t)k * 9 + q) * oc + o] = w[((size_t)o * 9 + q) * c + k];
-}
-
 /* out = conv(in, w) + shift, or with flipped (d is the data gradient's convolution of the layer
  * w (d->c, 3, 3, d->oc)) out = conv(in, flipped w), or out += that with accumulate (the
  * epilogue's residual is out itself).
@@ -557,14 +546,9 @@ static void wino_train(float *out, const float *in, const float *w, const float 
     if (ut != flipped) {
         cn_wino_pack_weights_t(u, w, lc, lo, flipped, nthreads);
     } else {
-        float *wt = rest; /* free again once U is made */
-#pragma omp parallel num_threads(nthreads > 1 ? nthreads : 1)
-        {
-            const int t = omp_get_thread_num(), n = omp_get_num_threads();
-            const int blocks = (lc + 15) / 16, k1 = blocks * (t + 1) / n * 16;
-            transpose_taps(wt, w, lc, lo, blocks * t / n * 16, k1 < lc ? k1 : lc);
-        }
-        cn_wino_pack_weights_t(u, wt, lo, lc, flipped, nthreads);
+        float *wt = rest; /* free again once U is made; the flip is made by the transpose */
+        transpose_taps(wt, w, lc, lo, 3, 3, flipped, nthreads);
+        cn_wino_pack_weights_t(u, wt, lo, lc, 0, nthreads);
     }
     for (int k = 0; k < d->oc; k++) {
         aff[k] = 1.0f;
@@ -919,7 +903,7 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
     } else if (flip) {
         /* the weight pass is over, so its workspace is free */
         float *wt = ws;
-        transpose_flipped(wt, w, d, nthreads);
+        transpose_taps(wt, w, d->c, d->oc, d->kh, d->kw, 1, nthreads);
         conv_gemm(din_conv, dout, wt, &tr, ws + (size_t)d->oc * d->kh * d->kw * d->c, nthreads,
                   din_beta, NULL);
     }
