@@ -1131,6 +1131,69 @@ int main(void) {
         free(x); free(dy); free(gm); free(bt); free(y); free(save); free(rm); free(rv);
         free(d1); free(d2); free(g1); free(g2); free(b1); free(b2); free(scr);
     }
+    /* a residual block's end in the batch norm (cn_batchnorm_res_*): relu(bn(x) + res) and its
+     * backward against the three ops apart, bit for bit (forward train and eval, dx, dres, dgamma,
+     * dbeta, running statistics); dres added to (from random values) or set (from NaN) */
+    for (int act = CN_ACT_NONE; act <= CN_ACT_RELU; act++)
+        for (int shape = 0; shape < 2; shape++) {
+            const size_t m = shape ? 4 * 7 * 7 : 301;
+            const int c = shape ? 16 : 37;
+            const size_t mc = m * c;
+            float *x = randv(mc, 1), *res = randv(mc, 1), *dy = randv(mc, 1);
+            float *gm = randv(c, 1), *bt = randv(c, 1), *dr0 = randv(mc, 1);
+            float *y1 = malloc(sizeof(float) * mc), *y2 = malloc(sizeof(float) * mc);
+            float *s1 = malloc(sizeof(float) * 2 * c), *s2 = malloc(sizeof(float) * 2 * c);
+            float *rm1 = calloc(c, sizeof(float)), *rm2 = calloc(c, sizeof(float));
+            float *rv1 = malloc(sizeof(float) * c), *rv2 = malloc(sizeof(float) * c);
+            float *dx1 = calloc(mc, sizeof(float)), *dx2 = calloc(mc, sizeof(float));
+            float *dr1 = malloc(sizeof(float) * mc), *dr2 = malloc(sizeof(float) * mc);
+            float *g = malloc(sizeof(float) * mc), *dx3 = malloc(sizeof(float) * mc);
+            float *dr3 = malloc(sizeof(float) * mc), *t = malloc(sizeof(float) * mc);
+            float *pg = calloc(4 * c, sizeof(float)); /* dgamma, dbeta: fused, apart */
+            void *scr = malloc(cn_batchnorm_scratch(c));
+            for (int j = 0; j < c; j++) rv1[j] = rv2[j] = 1;
+            memcpy(dr1, dr0, sizeof(float) * mc);
+            memcpy(dr2, dr0, sizeof(float) * mc);
+            for (size_t i = 0; i < mc; i++) dx3[i] = dr3[i] = NAN;
+            cn_batchnorm_res_forward_train(y1, s1, rm1, rv1, x, res, gm, bt, m, c, 1e-5f, 0.1f,
+                                           scr, (cn_act)act);
+            cn_batchnorm_forward_train(t, s2, rm2, rv2, x, gm, bt, m, c, 1e-5f, 0.1f, scr);
+            cn_add_forward(act == CN_ACT_RELU ? g : y2, t, res, mc);
+            if (act == CN_ACT_RELU) cn_relu_forward(y2, g, mc);
+            CHECK(!memcmp(y1, y2, sizeof(float) * mc) && !memcmp(s1, s2, sizeof(float) * 2 * c) &&
+                      !memcmp(rm1, rm2, sizeof(float) * c) && !memcmp(rv1, rv2, sizeof(float) * c),
+                  "batchnorm+res train forward (act %d, m %zu c %d) != bn, add, act", act, m, c);
+            /* backward apart: the activation's gradient g, added to dres; bn backward of g */
+            memset(g, 0, sizeof(float) * mc);
+            if (act == CN_ACT_RELU) cn_relu_backward(g, dy, y2, mc); /* g += */
+            else memcpy(g, dy, sizeof(float) * mc);
+            cn_add_forward(dr2, dr0, g, mc);
+            cn_batchnorm_res_backward_train(dx1, dr1, pg, pg + c, dy, x, gm, bt, s1, m, c, scr,
+                                            (cn_act)act, y1, 0, 0);
+            cn_batchnorm_backward_train(dx2, pg + 2 * c, pg + 3 * c, g, x, gm, s2, m, c, scr);
+            CHECK(!memcmp(dx1, dx2, sizeof(float) * mc) && !memcmp(dr1, dr2, sizeof(float) * mc) &&
+                      !memcmp(pg, pg + 2 * c, sizeof(float) * 2 * c),
+                  "batchnorm+res backward (act %d, m %zu c %d) != act, add, bn backward", act, m,
+                  c);
+            /* written outright: dx and dres from NaN */
+            memset(pg, 0, sizeof(float) * 2 * c);
+            cn_batchnorm_res_backward_train(dx3, dr3, pg, pg + c, dy, x, gm, bt, s1, m, c, scr,
+                                            (cn_act)act, y1, 1, 1);
+            CHECK(!memcmp(dx3, dx2, sizeof(float) * mc) && !memcmp(dr3, g, sizeof(float) * mc) &&
+                      !memcmp(pg, pg + 2 * c, sizeof(float) * 2 * c),
+                  "batchnorm+res backward set (act %d, m %zu c %d) != act, bn backward", act, m, c);
+            /* eval, with the running statistics just updated */
+            cn_batchnorm_res_forward_eval(y1, x, res, gm, bt, rm1, rv1, m, c, 1e-5f, scr,
+                                          (cn_act)act);
+            cn_batchnorm_forward_eval(t, x, gm, bt, rm1, rv1, m, c, 1e-5f, scr);
+            cn_add_forward(act == CN_ACT_RELU ? g : y2, t, res, mc);
+            if (act == CN_ACT_RELU) cn_relu_forward(y2, g, mc);
+            CHECK(!memcmp(y1, y2, sizeof(float) * mc),
+                  "batchnorm+res eval (act %d, m %zu c %d) != bn, add, act", act, m, c);
+            free(x); free(res); free(dy); free(gm); free(bt); free(dr0); free(y1); free(y2);
+            free(s1); free(s2); free(rm1); free(rm2); free(rv1); free(rv2); free(dx1); free(dx2);
+            free(dr1); free(dr2); free(g); free(dx3); free(dr3); free(t); free(pg); free(scr);
+        }
     phase("other ops");
     /* the direct kernels against the double-precision loops: output channels in whole vectors
      * (16..64) and with a tail (1, 7, 9, 17, 36: pruned widths), inputs of 1/3/9/16/32 channels,

@@ -106,7 +106,7 @@ static cn_node *new_node(cn_graph *g, cn_op op, const char *name, int in0, int i
     nd->in[1] = in1;
     nd->p[0] = nd->p[1] = -1;
     nd->buf[0] = nd->buf[1] = nd->buf[2] = -1;
-    nd->act_out = -1;
+    nd->act_out = nd->res_in = -1;
     nd->fuse_out = nd->fuse_bn = nd->fuse_res = -1;
     nd->fuse_in = nd->fuse_scale = nd->fuse_gap = nd->fuse_dw = -1;
     return nd;
@@ -375,6 +375,33 @@ static int producer(const cn_graph *g, int t) {
     return -1;
 }
 
+/* A residual block's end, bn -> add -> relu, in one pass of the BN (cn_node.res_in): one pass
+ * over the map instead of three forward, and the ReLU's and the add's gradient passes folded
+ * into the BN's. The BN is the add input whose other input is ready before the BN's own input
+ * is computed (so that an eval forward's convolution can still absorb the chain: ResNet's
+ * bn2 with the block's input, or, in a downsampling block, downsample.1 with bn2's output). */
+static void fuse_bn_add_relu(cn_graph *g) {
+    for (int a = 0; a < g->nnodes; a++) {
+        cn_node *add = &g->nodes[a];
+        if (add->op != CN_OP_ADD || add->fused || add->in[0] == add->in[1]) continue;
+        const int r = sole_consumer(g, add->out);
+        if (r < 0 || g->nodes[r].op != CN_OP_RELU || g->nodes[r].out == g->ntensors - 1) continue;
+        for (int k = 0; k < 2; k++) {
+            const int t = add->in[k], other = add->in[1 - k], b = producer(g, t);
+            if (b < 0 || g->nodes[b].op != CN_OP_BN || g->nodes[b].act_out >= 0 ||
+                consumers(g, t) != 1 || producer(g, other) >= producer(g, g->nodes[b].in[0]))
+                continue;
+            cn_node *bn = &g->nodes[b];
+            bn->res_in = other;
+            bn->act_out = g->nodes[r].out;
+            bn->act = CN_ACT_RELU;
+            add->fused = g->nodes[r].fused = 1;
+            g->tensors[t].dead = g->tensors[add->out].dead = 1;
+            break;
+        }
+    }
+}
+
 int cn_graph_sole_consumer(const cn_graph *g, int t) { return sole_consumer(g, t); }
 
 /* An SE product before a 1x1 convolution (cn_node.fuse_in) goes, image by image, into a copy of
@@ -407,7 +434,15 @@ static void fuse_inference(cn_graph *g) {
         if ((k = sole_consumer(g, cur)) >= 0 && g->nodes[k].op == CN_OP_BN) {
             bn = k;
             absorbed[na++] = k;
-            if (g->nodes[k].act_out >= 0) {
+            if (g->nodes[k].res_in >= 0) {
+                /* the add and ReLU it took (fuse_bn_add_relu: the residual is ready) */
+                const int add = sole_consumer(g, g->nodes[k].out);
+                act = g->nodes[k].act;
+                res = g->nodes[k].res_in;
+                absorbed[na++] = add;
+                absorbed[na++] = producer(g, g->nodes[k].act_out);
+                cur = g->nodes[k].act_out;
+            } else if (g->nodes[k].act_out >= 0) {
                 act = g->nodes[k].act;
                 absorbed[na++] = producer(g, g->nodes[k].act_out);
                 cur = g->nodes[k].act_out;
@@ -490,6 +525,7 @@ static void fuse_inference(cn_graph *g) {
 cn_status cn_graph_finalize(cn_graph *g) {
     if (!g->nofuse) {
         fuse_bn_act(g);
+        fuse_bn_add_relu(g);
         fuse_inference(g);
     }
     /* calloc, not cn_alloc64 and a memset: its pages stay untouched (not resident) until written,
@@ -719,6 +755,7 @@ static size_t plan_eval_offsets(const cn_graph *g, int batch, size_t *offset) {
         else last[nd->in[0]] = i;
         if (two_inputs(nd->op)) last[nd->in[1]] = i;
         if (nd->fuse_res >= 0) last[nd->fuse_res] = i;
+        if (nd->res_in >= 0) last[nd->res_in] = i;
     }
     last[nt - 1] = g->nnodes; /* the logits outlive the forward */
     int nlive = 0;
@@ -884,6 +921,10 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
         if ((nd->op == CN_OP_BN || (nd->op == CN_OP_CONV && cn_conv2d_sets_din(&nd->desc))) &&
             t != g->nodes[0].out && !g->tensors[t].dead && !g->tensors[t].grad_alias &&
             consumers(g, t) == 1)
+            g->tensors[t].grad_set = 1;
+        /* a fused residual read by that add only (a downsampling block's bn2) */
+        t = nd->res_in;
+        if (t >= 0 && t != g->nodes[0].out && !g->tensors[t].grad_alias && consumers(g, t) == 1)
             g->tensors[t].grad_set = 1;
     }
     g->scratch = cn_alloc64(scratch ? scratch : 1);
@@ -1077,14 +1118,15 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
             float *gamma = cn_entry_data(g, nd->p[0]), *beta = cn_entry_data(g, nd->p[1]);
             float *rm = cn_entry_data(g, nd->buf[0]), *rv = cn_entry_data(g, nd->buf[1]);
             cn_act act = nd->act_out >= 0 ? nd->act : CN_ACT_NONE;
+            const float *res = nd->res_in >= 0 ? g->tensors[nd->res_in].data : NULL;
             if (train) {
-                cn_batchnorm_act_forward_train(out->data, nd->save, rm, rv, in->data, gamma, beta,
-                                               m, in->c, nd->a.bn.eps, nd->a.bn.momentum,
+                cn_batchnorm_res_forward_train(out->data, nd->save, rm, rv, in->data, res, gamma,
+                                               beta, m, in->c, nd->a.bn.eps, nd->a.bn.momentum,
                                                g->scratch, act);
                 g->counters[g->entries[nd->buf[2]].offset] += 1;
             } else {
-                cn_batchnorm_act_forward_eval(out->data, in->data, gamma, beta, rm, rv, m, in->c,
-                                              nd->a.bn.eps, g->scratch, act);
+                cn_batchnorm_res_forward_eval(out->data, in->data, res, gamma, beta, rm, rv, m,
+                                              in->c, nd->a.bn.eps, g->scratch, act);
             }
             break;
         }
@@ -1162,14 +1204,18 @@ void cn_graph_backward(cn_graph *g, int n) {
                 din, cn_entry_grad(g, nd->p[0]), nd->p[1] >= 0 ? cn_entry_grad(g, nd->p[1]) : NULL,
                 out->grad, in->data, cn_entry_data(g, nd->p[0]), &d, g->workspace, g->threads);
             break;
-        case CN_OP_BN:
-            (din && in->grad_set ? cn_batchnorm_act_backward_train_set
-                                 : cn_batchnorm_act_backward_train)(
-                din, cn_entry_grad(g, nd->p[0]), cn_entry_grad(g, nd->p[1]), out->grad, in->data,
-                cn_entry_data(g, nd->p[0]), cn_entry_data(g, nd->p[1]), nd->save,
+        case CN_OP_BN: {
+            /* a fused residual's gradient (none for the input image) */
+            const cn_tensor *rt = nd->res_in >= 0 ? &g->tensors[nd->res_in] : NULL;
+            float *dres = rt && nd->res_in != g->nodes[0].out ? rt->grad : NULL;
+            cn_batchnorm_res_backward_train(
+                din, dres, cn_entry_grad(g, nd->p[0]), cn_entry_grad(g, nd->p[1]), out->grad,
+                in->data, cn_entry_data(g, nd->p[0]), cn_entry_data(g, nd->p[1]), nd->save,
                 (size_t)n * in->h * in->w, in->c, g->scratch,
-                nd->act_out >= 0 ? nd->act : CN_ACT_NONE, nd->act_out >= 0 ? out->data : NULL);
+                nd->act_out >= 0 ? nd->act : CN_ACT_NONE, nd->act_out >= 0 ? out->data : NULL,
+                din && in->grad_set, dres && rt->grad_set);
             break;
+        }
         case CN_OP_RELU:
             if (nd->grad_alias) cn_relu_backward_inplace(out->grad, out->data, numel(out, n));
             else if (din) cn_relu_backward(din, out->grad, out->data, numel(out, n));

@@ -93,6 +93,10 @@ typedef struct cn_node {
     int act_out;
     cn_act act;
     int fused;
+    /* and a BN whose only consumer is a residual add that only a ReLU reads takes both: it
+     * writes relu(bn(x) + res_in) to act_out (cn_batchnorm_res_*), the add is fused too, and the
+     * backward passes the gradient on to res_in; -1: no residual */
+    int res_in;
     /* inference fusion, also decided by cn_graph_finalize and used by eval forwards only: a
      * convolution absorbs the chain after it (its BN, folded into the epilogue's per-channel
      * scale and shift; the activation; eval-identity dropout and drop path; a residual add whose

@@ -80,13 +80,15 @@ cn_status cn_build_cifar_resnet(cn_graph *g, const cn_arch *a, int depth) {
             snprintf(prefix, sizeof prefix, "layer%d.%d.", s + 1, b);
             int planes = 16 << s, stride = b == 0 && s > 0 ? 2 : 1;
             int in_c = g->tensors[x].c;
+            /* the shortcut first, so that bn2 can take the add and the ReLU (the graph fuses
+             * a BN with a residual that is ready before the BN's convolution runs) */
+            int sc = x;
+            if (stride != 1 || in_c != planes) sc = cn_g_shortcut_a(g, x, planes, stride);
+            if (sc < 0) return cn_last_status();
             int y = conv_bn(g, a, prefix, "conv1", "bn1", x, planes, 3, stride, 1, 0);
             if (y < 0 || (y = cn_g_relu(g, y)) < 0) return cn_last_status();
             y = conv_bn(g, a, prefix, "conv2", "bn2", y, planes, 3, 1, 1, 1);
-            if (y < 0) return cn_last_status();
-            int sc = x;
-            if (stride != 1 || in_c != planes) sc = cn_g_shortcut_a(g, x, planes, stride);
-            if (sc < 0 || (x = cn_g_add(g, y, sc)) < 0 || (x = cn_g_relu(g, x)) < 0)
+            if (y < 0 || (x = cn_g_add(g, y, sc)) < 0 || (x = cn_g_relu(g, x)) < 0)
                 return cn_last_status();
         }
     if ((x = cn_g_gap(g, x)) < 0 || (x = cn_g_flatten(g, x)) < 0) return cn_last_status();

@@ -25,6 +25,9 @@ typedef struct act_in {
     const float *mask; /* (M, C) the ReLU output */
     const float *sc, *sh; /* (C) */
     int set;              /* backward: write dx instead of adding to it */
+    float *dres;          /* a fused residual add's input gradient (M, C) (cn_batchnorm_res_*),
+                             or NULL */
+    int res_set;          /* write dres instead of adding to it */
 } act_in;
 
 /* g where the ReLU's output r is positive, else 0: as bit operations, since GCC does not
@@ -79,13 +82,23 @@ static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
             }
         } else if (a->act == CN_ACT_RELU) {
             const float *restrict r = a->mask + i * c;
+            float *restrict dr = a->dres ? a->dres + i * c : NULL;
             for (int j = 0; j < c; j++) {
                 float gj = relu_gate(g[j], r[j]);
                 float xc = xr[j] - mean[j];
                 p[j] += (double)gj;
                 p2[j] += (double)gj * (double)xc;
             }
+            /* the residual's gradient: the same gate, while the rows are in L1 */
+            if (dr && a->res_set)
+                for (int j = 0; j < c; j++) dr[j] = relu_gate(g[j], r[j]);
+            else if (dr)
+                for (int j = 0; j < c; j++) dr[j] += relu_gate(g[j], r[j]);
         } else {
+            float *restrict dr = a->dres ? a->dres + i * c : NULL;
+            if (dr && a->res_set) memcpy(dr, g, sizeof(float) * c);
+            else if (dr)
+                for (int j = 0; j < c; j++) dr[j] += g[j];
             for (int j = 0; j < c; j++) {
                 p[j] += g[j];
                 p2[j] += (double)g[j] * (xr[j] - mean[j]);
@@ -125,13 +138,24 @@ static void channel_sums(double *acc, double *acc2, double *part, const float *r
 
 size_t cn_batchnorm_scratch(int c) { return sizeof(double) * ((size_t)NBLOCKS * 2 * c + 2 * c) + sizeof(float) * 5 * c; }
 
+/* y = act(x * sc + sh), or act(x * sc + sh + res) with a residual (act NONE or RELU) */
 static CN_CLONES void scale_shift_rows(float *restrict y, const float *restrict x,
-                                       const float *restrict sc, const float *restrict sh,
-                                       size_t lo, size_t hi, int c, cn_act act) {
+                                       const float *restrict res, const float *restrict sc,
+                                       const float *restrict sh, size_t lo, size_t hi, int c,
+                                       cn_act act) {
     for (size_t i = lo; i < hi; i++) {
         const float *xr = x + i * c;
         float *yr = y + i * c;
-        if (act == CN_ACT_SILU) {
+        if (res) {
+            const float *rr = res + i * c;
+            if (act == CN_ACT_RELU)
+                for (int j = 0; j < c; j++) {
+                    float v = (xr[j] * sc[j] + sh[j]) + rr[j];
+                    yr[j] = v < 0 ? 0.0f : v;
+                }
+            else
+                for (int j = 0; j < c; j++) yr[j] = (xr[j] * sc[j] + sh[j]) + rr[j];
+        } else if (act == CN_ACT_SILU) {
             for (int j = 0; j < c; j++) yr[j] = xr[j] * sc[j] + sh[j];
             cn_silu_n(yr, yr, (size_t)c);
         } else if (act == CN_ACT_RELU)
@@ -144,11 +168,13 @@ static CN_CLONES void scale_shift_rows(float *restrict y, const float *restrict 
     }
 }
 
-static void scale_shift(float *restrict y, const float *restrict x, const float *restrict sc,
-                        const float *restrict sh, size_t m, int c, cn_act act) {
+static void scale_shift(float *restrict y, const float *restrict x, const float *restrict res,
+                        const float *restrict sc, const float *restrict sh, size_t m, int c,
+                        cn_act act) {
     int nb = m < 64 ? 1 : 64;
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < nb; b++) scale_shift_rows(y, x, sc, sh, m * b / nb, m * (b + 1) / nb, c, act);
+    for (int b = 0; b < nb; b++)
+        scale_shift_rows(y, x, res, sc, sh, m * b / nb, m * (b + 1) / nb, c, act);
 }
 
 /* dx += k0 * g + k1 * x + k2 (or dx = ... with a->set, never reading dx), g = dy through the
@@ -237,6 +263,14 @@ void cn_batchnorm_act_forward_train(float *y, float *save, float *running_mean, 
                                     const float *x, const float *gamma, const float *beta,
                                     size_t m, int c, float eps, float momentum, void *scratch,
                                     cn_act act) {
+    cn_batchnorm_res_forward_train(y, save, running_mean, running_var, x, NULL, gamma, beta, m, c,
+                                   eps, momentum, scratch, act);
+}
+
+void cn_batchnorm_res_forward_train(float *y, float *save, float *running_mean, float *running_var,
+                                    const float *x, const float *res, const float *gamma,
+                                    const float *beta, size_t m, int c, float eps, float momentum,
+                                    void *scratch, cn_act act) {
     bn_scratch s = split(scratch, c);
     float *mean = save, *invstd = save + c, *sc = s.k, *sh = s.k + c;
     channel_sums(s.sum, s.sum + c, s.part, x, NULL, NULL, m, c, 0, NULL, NULL);
@@ -255,7 +289,7 @@ void cn_batchnorm_act_forward_train(float *y, float *save, float *running_mean, 
             running_var[j] = (float)((1 - momentum) * running_var[j] + momentum * unbiased);
         }
     }
-    scale_shift(y, x, sc, sh, m, c, act);
+    scale_shift(y, x, res, sc, sh, m, c, act);
 }
 
 void cn_batchnorm_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
@@ -276,13 +310,21 @@ void cn_batchnorm_relu_forward_eval(float *y, const float *x, const float *gamma
 void cn_batchnorm_act_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
                                    const float *running_mean, const float *running_var, size_t m,
                                    int c, float eps, void *scratch, cn_act act) {
+    cn_batchnorm_res_forward_eval(y, x, NULL, gamma, beta, running_mean, running_var, m, c, eps,
+                                  scratch, act);
+}
+
+void cn_batchnorm_res_forward_eval(float *y, const float *x, const float *res, const float *gamma,
+                                   const float *beta, const float *running_mean,
+                                   const float *running_var, size_t m, int c, float eps,
+                                   void *scratch, cn_act act) {
     float *sc = split(scratch, c).k;
     for (int j = 0; j < c; j++) {
         float inv = (float)(1.0 / sqrt((double)running_var[j] + eps));
         sc[j] = gamma[j] * inv;
         sc[c + j] = beta[j] - running_mean[j] * sc[j];
     }
-    scale_shift(y, x, sc, sc + c, m, c, act);
+    scale_shift(y, x, res, sc, sc + c, m, c, act);
 }
 
 void cn_batchnorm_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -299,15 +341,16 @@ void cn_batchnorm_relu_backward_train(float *dx, float *dgamma, float *dbeta, co
                                     relu_out ? CN_ACT_RELU : CN_ACT_NONE, relu_out);
 }
 
-static void backward_train(float *dx, float *dgamma, float *dbeta, const float *dy,
-                           const float *x, const float *gamma, const float *beta,
-                           const float *save, size_t m, int c, void *scratch, cn_act act,
-                           const float *out, int set) {
+void cn_batchnorm_res_backward_train(float *dx, float *dres, float *dgamma, float *dbeta,
+                                     const float *dy, const float *x, const float *gamma,
+                                     const float *beta, const float *save, size_t m, int c,
+                                     void *scratch, cn_act act, const float *out, int set,
+                                     int res_set) {
     bn_scratch s = split(scratch, c);
     const float *mean = save, *invstd = save + c;
     double *sdy = s.sum, *sdyx = s.sum + c; /* sum(g), sum(g * (x - mean)), g = dL/d(bn output) */
     float *k = s.k, *sc = s.k + 3 * c, *sh = s.k + 4 * c;
-    act_in a = {act, out, sc, sh, set};
+    act_in a = {act, out, sc, sh, set, dres, res_set};
     if (act == CN_ACT_SILU)
         /* the same expressions as the forward, so the SiLU sees the same input bits */
         for (int j = 0; j < c; j++) {
@@ -344,14 +387,16 @@ void cn_batchnorm_act_backward_train(float *dx, float *dgamma, float *dbeta, con
                                      const float *x, const float *gamma, const float *beta,
                                      const float *save, size_t m, int c, void *scratch,
                                      cn_act act, const float *out) {
-    backward_train(dx, dgamma, dbeta, dy, x, gamma, beta, save, m, c, scratch, act, out, 0);
+    cn_batchnorm_res_backward_train(dx, NULL, dgamma, dbeta, dy, x, gamma, beta, save, m, c,
+                                    scratch, act, out, 0, 0);
 }
 
 void cn_batchnorm_act_backward_train_set(float *dx, float *dgamma, float *dbeta,
                                          const float *dy, const float *x, const float *gamma,
                                          const float *beta, const float *save, size_t m, int c,
                                          void *scratch, cn_act act, const float *out) {
-    backward_train(dx, dgamma, dbeta, dy, x, gamma, beta, save, m, c, scratch, act, out, 1);
+    cn_batchnorm_res_backward_train(dx, NULL, dgamma, dbeta, dy, x, gamma, beta, save, m, c,
+                                    scratch, act, out, 1, 0);
 }
 
 void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -364,7 +409,7 @@ void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
         k[j] = running_mean[j];
         k[c + j] = (float)(1.0 / sqrt((double)running_var[j] + eps));
     }
-    act_in none = {CN_ACT_NONE, NULL, NULL, NULL, 0};
+    act_in none = {CN_ACT_NONE, NULL, NULL, NULL, 0, NULL, 0};
     channel_sums(s.sum, s.sum + c, s.part, x, dy, k, m, c, 2, &none, NULL);
     for (int j = 0; j < c; j++) {
         if (dbeta) dbeta[j] += (float)s.sum[j];

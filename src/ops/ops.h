@@ -137,6 +137,24 @@ void cn_batchnorm_act_backward_train_set(float *dx, float *dgamma, float *dbeta,
                                          const float *dy, const float *x, const float *gamma,
                                          const float *beta, const float *save, size_t m, int c,
                                          void *scratch, cn_act act, const float *out);
+/* A residual block's end fused into its last batch norm: y = act(bn(x) + res), res (M, C), act
+ * CN_ACT_NONE or CN_ACT_RELU (the sum in the order of bn, then add, then the activation: the
+ * bits of the three apart). The backward also hands the gradient reaching res (dy through the
+ * activation's derivative) to dres, added to it, or written when res_set; dx likewise with set.
+ * res NULL: the functions above. */
+void cn_batchnorm_res_forward_train(float *y, float *save, float *running_mean, float *running_var,
+                                    const float *x, const float *res, const float *gamma,
+                                    const float *beta, size_t m, int c, float eps, float momentum,
+                                    void *scratch, cn_act act);
+void cn_batchnorm_res_forward_eval(float *y, const float *x, const float *res, const float *gamma,
+                                   const float *beta, const float *running_mean,
+                                   const float *running_var, size_t m, int c, float eps,
+                                   void *scratch, cn_act act);
+void cn_batchnorm_res_backward_train(float *dx, float *dres, float *dgamma, float *dbeta,
+                                     const float *dy, const float *x, const float *gamma,
+                                     const float *beta, const float *save, size_t m, int c,
+                                     void *scratch, cn_act act, const float *out, int set,
+                                     int res_set);
 /* The former ReLU-only names, kept as thin wrappers of the above (relu: 0 or 1; relu_out NULL
  * means no ReLU). */
 void cn_batchnorm_relu_forward_train(float *y, float *save, float *running_mean,
