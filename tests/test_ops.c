@@ -957,6 +957,53 @@ static void bn_sums_case(size_t lo, size_t hi, int c, int avx512) {
     free(x); free(p); free(q);
 }
 
+/* cn_conv2d_backward_bn (dY made image by image from the batch norm's coefficients) against the
+ * batch norm's backward written whole and cn_conv2d_backward on it: the same bits for din (set, or
+ * added to random values), dW, dgamma, dbeta and a fused residual's gradient. act: the BN's fused
+ * activation (ReLU with a residual when res). */
+static void conv_bn_case(int n, int h, int c, int oc, int threads, int set, int want_din,
+                         cn_act act, int res) {
+    cn_conv_desc d = {n, h, h, c, oc, 3, 3, 1, 1, 1, 1, 1, 0, 0};
+    cn_conv_desc_init(&d);
+    const size_t in_n = (size_t)n * h * h * c, m = (size_t)n * d.oh * d.ow, mo = m * oc;
+    float *x = randv(in_n, 1), *w = randv((size_t)9 * c * oc, 0.3f), *gm = randv(oc, 1);
+    float *bt = randv(oc, 1), *dy = randv(mo, 1), *r = randv(mo, 1), *din0 = randv(in_n, 1);
+    float *y = malloc(sizeof(float) * mo), *out = malloc(sizeof(float) * mo);
+    float *save = malloc(sizeof(float) * 2 * oc), *rm = calloc(oc, sizeof(float));
+    float *rv = malloc(sizeof(float) * oc), *dx = malloc(sizeof(float) * mo);
+    float *din1 = malloc(sizeof(float) * in_n), *din2 = malloc(sizeof(float) * in_n);
+    float *dw1 = calloc((size_t)9 * c * oc, sizeof(float)), *dw2 = calloc((size_t)9 * c * oc, sizeof(float));
+    float *pg = calloc(4 * oc, sizeof(float)), *k = malloc(sizeof(float) * 5 * oc);
+    float *dr1 = calloc(mo, sizeof(float)), *dr2 = calloc(mo, sizeof(float));
+    float *ws = malloc(sizeof(float) * cn_conv2d_workspace(&d, threads, 1));
+    void *scr = malloc(cn_batchnorm_scratch(oc));
+    for (int j = 0; j < oc; j++) rv[j] = 1;
+    for (size_t i = 0; i < in_n; i++) din1[i] = din2[i] = set ? NAN : din0[i];
+    CHECK(cn_conv2d_backward_bn_ok(&d, threads), "conv+bn n%d %dx%d c%d oc%d t%d: not taken", n,
+          h, h, c, oc, threads);
+    cn_conv2d_forward_train(y, x, w, NULL, &d, ws, threads);
+    cn_batchnorm_res_forward_train(out, save, rm, rv, y, res ? r : NULL, gm, bt, m, oc, 1e-5f,
+                                   0.1f, scr, act);
+    /* whole: the BN's dx written, then the convolution's backward on it */
+    cn_batchnorm_res_backward_train(dx, res ? dr1 : NULL, pg, pg + oc, dy, y, gm, bt, save, m, oc,
+                                    scr, act, act != CN_ACT_NONE ? out : NULL, 1, 1);
+    (set ? cn_conv2d_backward_set : cn_conv2d_backward)(want_din ? din1 : NULL, dw1, NULL, dx, x,
+                                                        w, &d, ws, threads);
+    /* image by image */
+    cn_bn_dx b = {dy, y, act != CN_ACT_NONE ? out : NULL, act, oc, k};
+    cn_batchnorm_res_backward_coeffs(&b, res ? dr2 : NULL, pg + 2 * oc, pg + 3 * oc, gm, bt, save,
+                                     m, scr, 1);
+    cn_conv2d_backward_bn(want_din ? din2 : NULL, dw2, &b, x, w, &d, ws, threads, set);
+    CHECK(!memcmp(dw1, dw2, sizeof(float) * 9 * c * oc) &&
+              !memcmp(pg, pg + 2 * oc, sizeof(float) * 2 * oc) &&
+              !memcmp(din1, din2, sizeof(float) * in_n) && !memcmp(dr1, dr2, sizeof(float) * mo),
+          "conv+bn n%d %dx%d c%d oc%d t%d set%d din%d act%d res%d: differs from apart", n, h, h,
+          c, oc, threads, set, want_din, (int)act, res);
+    free(x); free(w); free(gm); free(bt); free(dy); free(r); free(din0); free(y); free(out);
+    free(save); free(rm); free(rv); free(dx); free(din1); free(din2); free(dw1); free(dw2);
+    free(pg); free(k); free(dr1); free(dr2); free(ws); free(scr);
+}
+
 int main(void) {
     rng = cn_rng_make(1234, 0, 0);
     verbose = getenv("CN_TEST_VERBOSE") != NULL;
@@ -1194,6 +1241,25 @@ int main(void) {
             free(s1); free(s2); free(rm1); free(rm2); free(rv1); free(rv2); free(dx1); free(dx2);
             free(dr1); free(dr2); free(g); free(dx3); free(dr3); free(t); free(pg); free(scr);
         }
+    /* the convolution's backward with dY from the batch norm (cn_conv2d_backward_bn) */
+    for (int t = 1; t <= 2; t++) {
+        conv_bn_case(3, 28, 16, 16, t, 1, 1, CN_ACT_RELU, 0);
+        conv_bn_case(2, 14, 32, 32, t, 0, 1, CN_ACT_RELU, 1);
+        conv_bn_case(4, 7, 9, 17, t, 1, 1, CN_ACT_NONE, 0);
+        conv_bn_case(2, 9, 36, 7, t, 0, 1, CN_ACT_SILU, 0);
+        conv_bn_case(3, 28, 1, 16, t, 0, 0, CN_ACT_RELU, 0); /* the stem: no input gradient */
+    }
+    {
+        /* where it is not taken: stride 2, Winograd's 64-channel layers, fewer images than
+         * threads */
+        cn_conv_desc s2 = {8, 28, 28, 16, 32, 3, 3, 2, 2, 1, 1, 1, 0, 0};
+        cn_conv_desc wi = {8, 28, 28, 64, 64, 3, 3, 1, 1, 1, 1, 1, 0, 0};
+        cn_conv_desc one = {1, 28, 28, 16, 16, 3, 3, 1, 1, 1, 1, 1, 0, 0};
+        cn_conv_desc_init(&s2), cn_conv_desc_init(&wi), cn_conv_desc_init(&one);
+        CHECK(!cn_conv2d_backward_bn_ok(&s2, 2) && !cn_conv2d_backward_bn_ok(&wi, 2) &&
+                  !cn_conv2d_backward_bn_ok(&one, 2),
+              "cn_conv2d_backward_bn_ok on a shape it does not cover");
+    }
     phase("other ops");
     /* the direct kernels against the double-precision loops: output channels in whole vectors
      * (16..64) and with a tail (1, 7, 9, 17, 36: pruned widths), inputs of 1/3/9/16/32 channels,

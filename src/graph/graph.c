@@ -40,7 +40,9 @@ static void free_plan(cn_graph *g) {
         free(g->nodes[i].argmax);
         free(g->nodes[i].mask);
         free(g->nodes[i].fold);
+        free(g->nodes[i].bn_k);
         g->nodes[i].fold = NULL;
+        g->nodes[i].bn_k = NULL;
         g->nodes[i].save = NULL;
         g->nodes[i].argmax = NULL;
         g->nodes[i].mask = NULL;
@@ -106,7 +108,7 @@ static cn_node *new_node(cn_graph *g, cn_op op, const char *name, int in0, int i
     nd->in[1] = in1;
     nd->p[0] = nd->p[1] = -1;
     nd->buf[0] = nd->buf[1] = nd->buf[2] = -1;
-    nd->act_out = nd->res_in = -1;
+    nd->act_out = nd->res_in = nd->bn_conv = nd->bn_of = -1;
     nd->fuse_out = nd->fuse_bn = nd->fuse_res = -1;
     nd->fuse_in = nd->fuse_scale = nd->fuse_gap = nd->fuse_dw = -1;
     return nd;
@@ -927,6 +929,18 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
         if (t >= 0 && t != g->nodes[0].out && !g->tensors[t].grad_alias && consumers(g, t) == 1)
             g->tensors[t].grad_set = 1;
     }
+    for (int i = 0; i < g->nnodes; i++) g->nodes[i].bn_conv = g->nodes[i].bn_of = -1;
+    for (int i = 0; train && !g->nofuse && i < g->nnodes; i++) {
+        cn_node *nd = &g->nodes[i];
+        const int c = nd->op == CN_OP_BN ? producer(g, nd->in[0]) : -1;
+        if (c < 0 || g->nodes[c].op != CN_OP_CONV || g->nodes[c].p[1] >= 0 ||
+            !g->tensors[nd->in[0]].grad_set)
+            continue;
+        nd->bn_k = malloc(sizeof(float) * 5 * g->tensors[nd->in[0]].c);
+        if (!nd->bn_k) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
+        nd->bn_conv = c;
+        g->nodes[c].bn_of = i;
+    }
     g->scratch = cn_alloc64(scratch ? scratch : 1);
     if (!g->scratch) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
     g->batch = batch;
@@ -1173,6 +1187,22 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
     }
 }
 
+/* Whether BN node b hands its dx to its convolution's backward (cn_node.bn_conv) at batch n. */
+static int bn_deferred(const cn_graph *g, const cn_node *b, int n) {
+    if (b->bn_conv < 0) return 0;
+    cn_conv_desc d = g->nodes[b->bn_conv].desc;
+    d.n = n;
+    return cn_conv2d_backward_bn_ok(&d, g->threads);
+}
+
+/* What the backward of BN node b hands on (see cn_bn_dx). */
+static cn_bn_dx bn_dx_of(const cn_graph *g, const cn_node *b) {
+    const cn_tensor *out = &g->tensors[b->act_out >= 0 ? b->act_out : b->out];
+    cn_bn_dx r = {out->grad, g->tensors[b->in[0]].data, b->act_out >= 0 ? out->data : NULL,
+                  b->act_out >= 0 ? b->act : CN_ACT_NONE, g->tensors[b->in[0]].c, b->bn_k};
+    return r;
+}
+
 void cn_graph_backward(cn_graph *g, int n) {
     omp_set_num_threads(g->threads);
     /* every activation gradient but the output's starts at zero: backward accumulates (600 MB
@@ -1200,6 +1230,13 @@ void cn_graph_backward(cn_graph *g, int n) {
         switch (nd->op) {
         case CN_OP_INPUT: break;
         case CN_OP_CONV:
+            if (nd->bn_of >= 0 && bn_deferred(g, &g->nodes[nd->bn_of], n)) {
+                const cn_bn_dx b = bn_dx_of(g, &g->nodes[nd->bn_of]);
+                cn_conv2d_backward_bn(din, cn_entry_grad(g, nd->p[0]), &b, in->data,
+                                      cn_entry_data(g, nd->p[0]), &d, g->workspace, g->threads,
+                                      din && in->grad_set);
+                break;
+            }
             (din && in->grad_set ? cn_conv2d_backward_set : cn_conv2d_backward)(
                 din, cn_entry_grad(g, nd->p[0]), nd->p[1] >= 0 ? cn_entry_grad(g, nd->p[1]) : NULL,
                 out->grad, in->data, cn_entry_data(g, nd->p[0]), &d, g->workspace, g->threads);
@@ -1208,6 +1245,17 @@ void cn_graph_backward(cn_graph *g, int n) {
             /* a fused residual's gradient (none for the input image) */
             const cn_tensor *rt = nd->res_in >= 0 ? &g->tensors[nd->res_in] : NULL;
             float *dres = rt && nd->res_in != g->nodes[0].out ? rt->grad : NULL;
+            if (bn_deferred(g, nd, n)) {
+                /* dx is made by the convolution's backward, next */
+                cn_bn_dx b = bn_dx_of(g, nd);
+                cn_batchnorm_res_backward_coeffs(&b, dres, cn_entry_grad(g, nd->p[0]),
+                                                 cn_entry_grad(g, nd->p[1]),
+                                                 cn_entry_data(g, nd->p[0]),
+                                                 cn_entry_data(g, nd->p[1]), nd->save,
+                                                 (size_t)n * in->h * in->w, g->scratch,
+                                                 dres && rt->grad_set);
+                break;
+            }
             cn_batchnorm_res_backward_train(
                 din, dres, cn_entry_grad(g, nd->p[0]), cn_entry_grad(g, nd->p[1]), out->grad,
                 in->data, cn_entry_data(g, nd->p[0]), cn_entry_data(g, nd->p[1]), nd->save,

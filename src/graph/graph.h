@@ -97,6 +97,12 @@ typedef struct cn_node {
      * writes relu(bn(x) + res_in) to act_out (cn_batchnorm_res_*), the add is fused too, and the
      * backward passes the gradient on to res_in; -1: no residual */
     int res_in;
+    /* training: a BN whose input only it reads, made by a convolution without bias
+     * (bn_conv: that node; -1: none), hands dx to the convolution's backward as coefficients
+     * (bn_k, 5 C floats) where cn_conv2d_backward_bn_ok for the batch at hand; the convolution's
+     * bn_of names the BN */
+    int bn_conv, bn_of;
+    float *bn_k;
     /* inference fusion, also decided by cn_graph_finalize and used by eval forwards only: a
      * convolution absorbs the chain after it (its BN, folded into the epilogue's per-channel
      * scale and shift; the activation; eval-identity dropout and drop path; a residual add whose

@@ -341,25 +341,24 @@ void cn_batchnorm_relu_backward_train(float *dx, float *dgamma, float *dbeta, co
                                     relu_out ? CN_ACT_RELU : CN_ACT_NONE, relu_out);
 }
 
-void cn_batchnorm_res_backward_train(float *dx, float *dres, float *dgamma, float *dbeta,
-                                     const float *dy, const float *x, const float *gamma,
-                                     const float *beta, const float *save, size_t m, int c,
-                                     void *scratch, cn_act act, const float *out, int set,
-                                     int res_set) {
+/* The first backward pass: sums, dgamma, dbeta, the residual's gradient, and the coefficients of
+ * dx into b (see cn_bn_dx); with gsave (a SiLU's gate kept in dx, set), pass 2 reads it back. */
+static void backward_coeffs(cn_bn_dx *b, float *dres, float *dgamma, float *dbeta,
+                            const float *gamma, const float *beta, const float *save, size_t m,
+                            void *scratch, int res_set, float *gsave) {
+    const int c = b->c;
     bn_scratch s = split(scratch, c);
     const float *mean = save, *invstd = save + c;
     double *sdy = s.sum, *sdyx = s.sum + c; /* sum(g), sum(g * (x - mean)), g = dL/d(bn output) */
-    float *k = s.k, *sc = s.k + 3 * c, *sh = s.k + 4 * c;
-    act_in a = {act, out, sc, sh, set, dres, res_set};
-    if (act == CN_ACT_SILU)
+    float *k = b->k, *sc = b->k + 3 * c, *sh = b->k + 4 * c;
+    act_in a = {b->act, b->out, sc, sh, 1, dres, res_set};
+    if (b->act == CN_ACT_SILU)
         /* the same expressions as the forward, so the SiLU sees the same input bits */
         for (int j = 0; j < c; j++) {
             sc[j] = gamma[j] * invstd[j];
             sh[j] = beta[j] - mean[j] * sc[j];
         }
-    /* a SiLU's gate g = dy * silu'(.) is computed once: kept in dx when dx is only written */
-    float *gsave = act == CN_ACT_SILU && dx && set ? dx : NULL;
-    channel_sums(sdy, sdyx, s.part, x, dy, mean, m, c, 2, &a, gsave);
+    channel_sums(sdy, sdyx, s.part, b->x, b->dy, mean, m, c, 2, &a, gsave);
     for (int j = 0; j < c; j++) {
         if (dbeta) dbeta[j] += (float)sdy[j];
         if (dgamma) dgamma[j] += (float)(sdyx[j] * invstd[j]);
@@ -371,14 +370,41 @@ void cn_batchnorm_res_backward_train(float *dx, float *dres, float *dgamma, floa
         k[c + j] = (float)(-a * mdyx);
         k[2 * c + j] = (float)(-a * (mdy - mdyx * mean[j]));
     }
+}
+
+void cn_batchnorm_res_backward_coeffs(cn_bn_dx *b, float *dres, float *dgamma, float *dbeta,
+                                      const float *gamma, const float *beta, const float *save,
+                                      size_t m, void *scratch, int res_set) {
+    backward_coeffs(b, dres, dgamma, dbeta, gamma, beta, save, m, scratch, res_set, NULL);
+}
+
+void cn_batchnorm_dx_rows(const cn_bn_dx *b, float *dx, size_t lo, size_t hi) {
+    const int c = b->c;
+    const float *k = b->k;
+    const size_t o = lo * (size_t)c;
+    act_in a = {b->act, b->out ? b->out + o : NULL, k + 3 * c, k + 4 * c, 1, NULL, 0};
+    bn_dx_rows(dx, b->dy + o, b->x + o, &a, k, k + c, k + 2 * c, 0, hi - lo, c);
+}
+
+void cn_batchnorm_res_backward_train(float *dx, float *dres, float *dgamma, float *dbeta,
+                                     const float *dy, const float *x, const float *gamma,
+                                     const float *beta, const float *save, size_t m, int c,
+                                     void *scratch, cn_act act, const float *out, int set,
+                                     int res_set) {
+    cn_bn_dx b = {dy, x, out, act, c, split(scratch, c).k};
+    /* a SiLU's gate g = dy * silu'(.) is computed once: kept in dx when dx is only written */
+    float *gsave = act == CN_ACT_SILU && dx && set ? dx : NULL;
+    backward_coeffs(&b, dres, dgamma, dbeta, gamma, beta, save, m, scratch, res_set, gsave);
     if (dx) {
+        const float *k = b.k;
+        act_in a = {act, out, k + 3 * c, k + 4 * c, set, NULL, 0};
         int nb = m < 64 ? 1 : 64;
 #pragma omp parallel for schedule(static)
-        for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < nb; i++) {
             if (gsave)
-                bn_dx_from_g(dx, x, k, k + c, k + 2 * c, m * b / nb, m * (b + 1) / nb, c);
+                bn_dx_from_g(dx, x, k, k + c, k + 2 * c, m * i / nb, m * (i + 1) / nb, c);
             else
-                bn_dx_rows(dx, dy, x, &a, k, k + c, k + 2 * c, m * b / nb, m * (b + 1) / nb, c);
+                bn_dx_rows(dx, dy, x, &a, k, k + c, k + 2 * c, m * i / nb, m * (i + 1) / nb, c);
         }
     }
 }

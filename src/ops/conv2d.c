@@ -470,6 +470,18 @@ static size_t direct_wgrad_workspace(const cn_conv_desc *d, int nthreads) {
     return (direct_pad_floats(d) + direct_weight_floats(d)) * T;
 }
 
+/* dw (OC, KH, KW, C) += the T per-thread sums acc (KH*KW*C, ldw(OC)), added in thread order */
+static void wgrad_reduce(float *dw, float *acc, const cn_conv_desc *d, int T) {
+    const size_t ldw = (size_t)cn_dconv_ldw(d->oc), wsize = direct_weight_floats(d);
+    const size_t k = wsize / ldw;
+    for (int t = 1; t < T; t++) {
+        const float *src = acc + (size_t)t * wsize;
+        for (size_t i = 0; i < wsize; i++) acc[i] += src[i];
+    }
+    for (int co = 0; co < d->oc; co++)
+        for (size_t i = 0; i < k; i++) dw[co * k + i] += acc[i * ldw + co];
+}
+
 /* dw += the weight gradient; each thread sums its images in its own (KH*KW*C, ldw(OC)) buffer,
  * and the buffers are added in thread order */
 static void direct_wgrad(float *dw, const float *dout, const float *in, const cn_conv_desc *d,
@@ -477,7 +489,7 @@ static void direct_wgrad(float *dw, const float *dout, const float *in, const cn
     cn_dconv_shape s = direct_shape(d);
     int T = direct_threads(nthreads), hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw;
     size_t per = direct_pad_floats(d), body = (size_t)hp * wp * d->c;
-    size_t ldw = (size_t)cn_dconv_ldw(d->oc), wsize = direct_weight_floats(d), k = wsize / ldw;
+    size_t wsize = direct_weight_floats(d);
     size_t in_img = (size_t)d->h * d->w * d->c, out_img = (size_t)d->oh * d->ow * d->oc;
     float *acc = ws + per * T;
     memset(acc, 0, sizeof(float) * wsize * T);
@@ -492,12 +504,56 @@ static void direct_wgrad(float *dw, const float *dout, const float *in, const cn
             cn_dconv_wgrad_image(acc + (size_t)t * wsize, pad, dout + n * out_img, &s);
         }
     }
-    for (int t = 1; t < T; t++) {
-        const float *src = acc + (size_t)t * wsize;
-        for (size_t i = 0; i < wsize; i++) acc[i] += src[i];
+    wgrad_reduce(dw, acc, d, T);
+}
+
+/* The data and weight gradients of cn_conv2d_backward_bn on the direct kernels, image by image
+ * on parallel threads: the thread makes dY of its image (the batch norm's dx rows) in a buffer of
+ * its own, and both passes read it there; the same kernels, images and order as
+ * cn_conv2d_backward's direct passes, so the same bits. Workspace: the flipped weights, then per
+ * thread its dW sums, then per thread the padded dY, the padded image and dY. */
+static size_t direct_bn_thread_floats(const cn_conv_desc *d, const cn_conv_desc *tr) {
+    const size_t dy = ((size_t)d->oh * d->ow * d->oc + 15) / 16 * 16;
+    return direct_pad_floats(tr) + direct_pad_floats(d) + dy;
+}
+
+static size_t direct_bn_workspace(const cn_conv_desc *d, const cn_conv_desc *tr, int nthreads) {
+    const size_t T = (size_t)direct_threads(nthreads);
+    return direct_weight_floats(tr) + T * (direct_weight_floats(d) + direct_bn_thread_floats(d, tr));
+}
+
+static void direct_backward_bn(float *din, float *dw, const cn_bn_dx *bn, const float *in,
+                               const float *w, const cn_conv_desc *d, const cn_conv_desc *tr,
+                               float *ws, int nthreads, int set) {
+    const int T = direct_threads(nthreads);
+    const cn_dconv_shape sf = direct_shape(tr), sw = direct_shape(d);
+    const size_t wsize = direct_weight_floats(d), per = direct_bn_thread_floats(d, tr);
+    const size_t padf = direct_pad_floats(tr), padx = direct_pad_floats(d);
+    const int hpf = tr->h + 2 * tr->ph, wpf = tr->w + 2 * tr->pw;
+    const int hpx = d->h + 2 * d->ph, wpx = d->w + 2 * d->pw;
+    const size_t bodyf = (size_t)hpf * wpf * tr->c, bodyx = (size_t)hpx * wpx * d->c;
+    const size_t hw = (size_t)d->oh * d->ow, in_img = (size_t)d->h * d->w * d->c;
+    float *wk = ws, *acc = ws + direct_weight_floats(tr), *thr = acc + wsize * T;
+    if (din) pack_weights_flipped(wk, w, d);
+    memset(acc, 0, sizeof(float) * wsize * T);
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num();
+        float *pf = thr + (size_t)t * per, *px = pf + padf, *dy = px + padx;
+        memset(pf + bodyf, 0, sizeof(float) * (padf - bodyf));
+        memset(px + bodyx, 0, sizeof(float) * (padx - bodyx));
+#pragma omp for schedule(static)
+        for (int n = 0; n < d->n; n++) {
+            cn_batchnorm_dx_rows(bn, dy, n * hw, (n + 1) * hw);
+            pad_image(px, in + n * in_img, d, hpx, wpx);
+            cn_dconv_wgrad_image(acc + (size_t)t * wsize, px, dy, &sw);
+            if (din) {
+                pad_image(pf, dy, tr, hpf, wpf);
+                cn_dconv_forward_rows(din + n * in_img, pf, wk, &sf, 0, tr->oh, !set);
+            }
+        }
     }
-    for (int co = 0; co < d->oc; co++)
-        for (size_t i = 0; i < k; i++) dw[co * k + i] += acc[i * ldw + co];
+    wgrad_reduce(dw, acc, d, T);
 }
 
 /* both the direct and the GEMM path's needs: which one runs depends on the batch size of the
@@ -589,6 +645,8 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     }
     if (wino_train_floats(d, nthreads) > total) total = wino_train_floats(d, nthreads);
     if (cn_wino_wgrad_workspace(d, nthreads) > total) total = cn_wino_wgrad_workspace(d, nthreads);
+    if (cn_conv2d_backward_bn_ok(d, nthreads) && direct_bn_workspace(d, &t, nthreads) > total)
+        total = direct_bn_workspace(d, &t, nthreads);
     return total;
 }
 
@@ -907,6 +965,21 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
         conv_gemm(din_conv, dout, wt, &tr, ws + (size_t)d->oc * d->kh * d->kw * d->c, nthreads,
                   din_beta, NULL);
     }
+}
+
+int cn_conv2d_backward_bn_ok(const cn_conv_desc *d, int nthreads) {
+    cn_conv_desc tr;
+    return !is_depthwise(d) && data_grad_as_conv(d, &tr) && direct_forward_shape_ok(&tr) &&
+           !cn_wino_train_wanted(&tr, nthreads) && !cn_wino_train_wanted(d, nthreads) &&
+           direct_wgrad_ok(d, nthreads) && d->n >= direct_threads(nthreads);
+}
+
+void cn_conv2d_backward_bn(float *din, float *dw, const cn_bn_dx *bn, const float *in,
+                           const float *w, const cn_conv_desc *d, float *ws, int nthreads,
+                           int set) {
+    cn_conv_desc tr;
+    data_grad_as_conv(d, &tr);
+    direct_backward_bn(din, dw, bn, in, w, d, &tr, ws, nthreads, set);
 }
 
 void cn_conv2d_forward_ref(float *out, const float *in, const float *w, const float *bias,

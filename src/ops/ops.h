@@ -155,6 +155,34 @@ void cn_batchnorm_res_backward_train(float *dx, float *dres, float *dgamma, floa
                                      const float *beta, const float *save, size_t m, int c,
                                      void *scratch, cn_act act, const float *out, int set,
                                      int res_set);
+/* The backward in two parts, for the convolution before the batch norm, which makes dx a few
+ * rows at a time as it needs them (cn_conv2d_backward_bn) instead of reading it whole from
+ * memory: cn_batchnorm_res_backward_coeffs is the first pass (dgamma, dbeta, dres as above, and
+ * the coefficients of dx into b->k), cn_batchnorm_dx_rows then writes dx rows [lo, hi) into dx
+ * (dx[0] is row lo), the bits of cn_batchnorm_res_backward_train's. */
+typedef struct cn_bn_dx {
+    const float *dy, *x; /* (M, C) */
+    const float *out;    /* the fused activation's output (a ReLU's mask), or NULL */
+    cn_act act;
+    int c;
+    float *k;            /* 5 C floats, filled by the coefficients pass */
+} cn_bn_dx;
+void cn_batchnorm_res_backward_coeffs(cn_bn_dx *b, float *dres, float *dgamma, float *dbeta,
+                                      const float *gamma, const float *beta, const float *save,
+                                      size_t m, void *scratch, int res_set);
+void cn_batchnorm_dx_rows(const cn_bn_dx *b, float *dx, size_t lo, size_t hi);
+
+/* The backward of a convolution (no bias) whose output only a batch norm reads, with dY made
+ * image by image from the batch norm's coefficients (cn_batchnorm_res_backward_coeffs) into a
+ * buffer of the thread instead of read from memory: dY is never written whole, and the data and
+ * weight gradients read it from cache. din is added to (set: written; NULL: not wanted); dw is
+ * added to. For the shapes where cn_conv2d_backward_bn_ok (the direct kernels' stride-1 shapes:
+ * ResNet-20's 16- and 32-channel layers); the same bits as cn_conv2d_backward given dY. ws as
+ * counted by cn_conv2d_workspace with backward set. */
+int cn_conv2d_backward_bn_ok(const cn_conv_desc *d, int nthreads);
+void cn_conv2d_backward_bn(float *din, float *dw, const cn_bn_dx *bn, const float *in,
+                           const float *w, const cn_conv_desc *d, float *ws, int nthreads,
+                           int set);
 /* The former ReLU-only names, kept as thin wrappers of the above (relu: 0 or 1; relu_out NULL
  * means no ReLU). */
 void cn_batchnorm_relu_forward_train(float *y, float *save, float *running_mean,
