@@ -465,6 +465,153 @@ static void direct_forward(float *out, const float *in, const float *wk, const c
     }
 }
 
+/* ---- the data gradient of a stride-2 convolution by phases (direct kernels) ----
+ * With stride 2 the input pixels of one parity take their gradient from a fixed subset of the
+ * taps: dX[2i + a] = sum over ky = a + p (mod 2) of dY[i + (a + p - ky) / 2] * w[ky], and the same
+ * across, a stride-1 correlation of dY with a sub-kernel. So the data gradient is four small
+ * stride-1 convolutions (one forward's products in all, no col2im scatter), each run by the direct
+ * kernels on a padded copy of the image's dY and written to its pixels of dX. */
+typedef struct phase1 {
+    int n;    /* taps of this parity (0: its pixels get no gradient) */
+    int top;  /* the tap of the largest index (the first one the phase's kernel applies) */
+    int u0;   /* dY row of phase row 0's first tap, relative to the phase row */
+    int len;  /* phase rows: input rows of this parity */
+} phase1;
+
+static phase1 phase_of(int a, int k, int p, int size) {
+    phase1 r = {0, -1, 0, (size - a + 1) / 2};
+    for (int t = k - 1; t >= 0; t--)
+        if ((a + p - t) % 2 == 0) {
+            if (r.top < 0) r.top = t;
+            r.n++;
+        }
+    if (r.n) r.u0 = (a + p - r.top) / 2; /* even: exact */
+    return r;
+}
+
+typedef struct poly_plan {
+    phase1 py[2], px[2];
+    int pt, pb, pl, pr; /* padding of dY */
+    size_t pad, tmp;    /* floats per thread: padded dY (with slack), one phase's output */
+} poly_plan;
+
+static poly_plan poly_make(const cn_conv_desc *d) {
+    poly_plan q;
+    int lo_y = 0, hi_y = d->oh - 1, lo_x = 0, hi_x = d->ow - 1;
+    size_t tmp = 0;
+    for (int a = 0; a < 2; a++) {
+        q.py[a] = phase_of(a, d->kh, d->ph, d->h);
+        q.px[a] = phase_of(a, d->kw, d->pw, d->w);
+    }
+    for (int a = 0; a < 2; a++) {
+        const phase1 y = q.py[a], x = q.px[a];
+        if (y.n && y.len) {
+            if (y.u0 < lo_y) lo_y = y.u0;
+            if (y.len - 1 + y.u0 + y.n - 1 > hi_y) hi_y = y.len - 1 + y.u0 + y.n - 1;
+        }
+        if (x.n && x.len) {
+            if (x.u0 < lo_x) lo_x = x.u0;
+            if (x.len - 1 + x.u0 + x.n - 1 > hi_x) hi_x = x.len - 1 + x.u0 + x.n - 1;
+        }
+        for (int b = 0; b < 2; b++) {
+            const size_t t = (size_t)q.py[a].len * q.px[b].len * d->c;
+            if (t > tmp) tmp = t;
+        }
+    }
+    q.pt = -lo_y, q.pb = hi_y - (d->oh - 1), q.pl = -lo_x, q.pr = hi_x - (d->ow - 1);
+    q.pad = ((size_t)(d->oh + q.pt + q.pb) * (d->ow + q.pl + q.pr) * d->oc + CN_DCONV_SLACK + 15) /
+            16 * 16;
+    q.tmp = (tmp + 15) / 16 * 16;
+    return q;
+}
+
+/* the phase's sub-kernel as a direct convolution: OC input channels, C output channels */
+static cn_dconv_shape poly_shape(const cn_conv_desc *d, const poly_plan *q, int a, int b) {
+    cn_dconv_shape s = {q->py[a].len, q->px[b].len, d->c, d->oc, q->py[a].n, q->px[b].n, 1, 1,
+                        d->ow + q->pl + q->pr};
+    return s;
+}
+
+static int poly_ok(const cn_conv_desc *d, int nthreads) {
+    (void)nthreads;
+    if (d->sh != 2 || d->sw != 2 || d->groups != 1 || d->ph >= d->kh || d->pw >= d->kw) return 0;
+    poly_plan q = poly_make(d);
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) {
+            cn_dconv_shape s = poly_shape(d, &q, a, b);
+            if (s.kh && s.kw && s.oh && s.ow && !cn_dconv_forward_ok(&s)) return 0;
+        }
+    return 1;
+}
+
+static size_t poly_workspace(const cn_conv_desc *d, int nthreads) {
+    poly_plan q = poly_make(d);
+    return (size_t)d->kh * d->kw * d->oc * cn_dconv_ldw(d->c) +
+           (size_t)direct_threads(nthreads) * (q.pad + q.tmp);
+}
+
+/* din (+)= the data gradient of stride-2 convolution d from dout, by phases */
+static void poly_data_grad(float *din, const float *dout, const float *w, const cn_conv_desc *d,
+                           float *ws, int nthreads, int set) {
+    const poly_plan q = poly_make(d);
+    const int T = direct_threads(nthreads), C = d->c, OC = d->oc, KH = d->kh, KW = d->kw;
+    const size_t ldw = (size_t)cn_dconv_ldw(C);
+    const int wp = d->ow + q.pl + q.pr;
+    const size_t in_img = (size_t)d->h * d->w * C;
+    const size_t out_img = (size_t)d->oh * d->ow * OC;
+    /* the phases' weights: (ty, tx, co) rows of ldw(C), the taps of largest index first */
+    float *wk[2][2], *p = ws;
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) {
+            const phase1 y = q.py[a], x = q.px[b];
+            wk[a][b] = p;
+            for (int ty = 0; ty < y.n; ty++)
+                for (int tx = 0; tx < x.n; tx++)
+                    for (int co = 0; co < OC; co++) {
+                        float *row = p + (((size_t)ty * x.n + tx) * OC + co) * ldw;
+                        const int ky = y.top - 2 * ty, kx = x.top - 2 * tx;
+                        memcpy(row, w + (((size_t)co * KH + ky) * KW + kx) * C, sizeof(float) * C);
+                        memset(row + C, 0, sizeof(float) * (ldw - C));
+                    }
+            p += (size_t)y.n * x.n * OC * ldw;
+        }
+    float *thr = ws + (size_t)KH * KW * OC * ldw;
+#pragma omp parallel num_threads(T < d->n ? T : d->n)
+    {
+        float *pad = thr + (size_t)omp_get_thread_num() * (q.pad + q.tmp), *tmp = pad + q.pad;
+        memset(pad, 0, sizeof(float) * q.pad);
+#pragma omp for schedule(static)
+        for (int n = 0; n < d->n; n++) {
+            const float *src = dout + n * out_img;
+            for (int y = 0; y < d->oh; y++)
+                memcpy(pad + ((size_t)(y + q.pt) * wp + q.pl) * OC, src + (size_t)y * d->ow * OC,
+                       sizeof(float) * d->ow * OC);
+            float *dx = din + n * in_img;
+            for (int a = 0; a < 2; a++)
+                for (int b = 0; b < 2; b++) {
+                    const cn_dconv_shape s = poly_shape(d, &q, a, b);
+                    if (!s.oh || !s.ow) continue;
+                    const int live = s.kh && s.kw;
+                    if (live)
+                        cn_dconv_forward_rows(tmp,
+                                              pad + ((size_t)(q.pt + q.py[a].u0) * wp + q.pl +
+                                                     q.px[b].u0) * OC,
+                                              wk[a][b], &s, 0, s.oh, 0);
+                    if (!live && !set) continue;
+                    for (int i = 0; i < s.oh; i++)
+                        for (int j = 0; j < s.ow; j++) {
+                            float *o = dx + ((size_t)(2 * i + a) * d->w + 2 * j + b) * C;
+                            const float *t = tmp + ((size_t)i * s.ow + j) * C;
+                            if (!live) memset(o, 0, sizeof(float) * C);
+                            else if (set) memcpy(o, t, sizeof(float) * C);
+                            else
+                                for (int c = 0; c < C; c++) o[c] += t[c];
+                        }
+                }
+        }
+    }
+}
+
 static size_t direct_wgrad_workspace(const cn_conv_desc *d, int nthreads) {
     int T = direct_threads(nthreads);
     return (direct_pad_floats(d) + direct_weight_floats(d)) * T;
@@ -647,6 +794,8 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     if (cn_wino_wgrad_workspace(d, nthreads) > total) total = cn_wino_wgrad_workspace(d, nthreads);
     if (cn_conv2d_backward_bn_ok(d, nthreads) && direct_bn_workspace(d, &t, nthreads) > total)
         total = direct_bn_workspace(d, &t, nthreads);
+    if (poly_ok(d, nthreads) && poly_workspace(d, nthreads) > total)
+        total = poly_workspace(d, nthreads);
     return total;
 }
 
@@ -864,7 +1013,7 @@ static void backward_chunk(float *din, float *dw, const float *dout, const float
 int cn_conv2d_sets_din(const cn_conv_desc *d) {
     cn_conv_desc t;
     if (is_depthwise(d)) return cn_dwconv_sets_din(d);
-    return is_pointwise(d) || data_grad_as_conv(d, &t);
+    return is_pointwise(d) || data_grad_as_conv(d, &t) || poly_ok(d, 1);
 }
 
 static void conv_backward(float *din, float *dw, float *dbias, const float *dout,
@@ -896,6 +1045,8 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
     float *din_conv = din, *dw_implicit = NULL;
     int flip = din && data_grad_as_conv(d, &tr);
     if (flip) din = NULL; /* computed below as a convolution */
+    const int poly = din && poly_ok(d, nthreads);
+    if (poly) din = NULL; /* below, by phases */
     float *dw_direct = NULL, *dw_wino = NULL;
     if (dw && cn_wino_train_wanted(d, nthreads)) {
         dw_wino = dw;
@@ -950,6 +1101,7 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
     if (dw_implicit) implicit_wgrad(dw_implicit, dout, in, d, ws, nthreads);
     if (dw_direct) direct_wgrad(dw_direct, dout, in, d, ws, nthreads);
     if (dw_wino) cn_wino_wgrad(dw_wino, dout, in, d, ws, nthreads);
+    if (poly) poly_data_grad(din_conv, dout, w, d, ws, nthreads, set);
     if (flip && cn_wino_train_wanted(&tr, nthreads)) {
         /* din (+)= conv(dout, flipped w) */
         wino_train(din_conv, dout, w, NULL, &tr, ws, nthreads, 1, !set);
