@@ -963,16 +963,20 @@ static void bn_sums_case(size_t lo, size_t hi, int c, int avx512) {
  * activation (ReLU with a residual when res). */
 static void conv_bn_case(int n, int h, int c, int oc, int threads, int set, int want_din,
                          cn_act act, int res) {
-    cn_conv_desc d = {n, h, h, c, oc, 3, 3, 1, 1, 1, 1, 1, 0, 0};
+    /* oc < 0: a 1x1 convolution to -oc channels */
+    const int k3 = oc > 0;
+    if (oc < 0) oc = -oc;
+    cn_conv_desc d = {n, h, h, c, oc, k3 ? 3 : 1, k3 ? 3 : 1, 1, 1, k3, k3, 1, 0, 0};
     cn_conv_desc_init(&d);
     const size_t in_n = (size_t)n * h * h * c, m = (size_t)n * d.oh * d.ow, mo = m * oc;
-    float *x = randv(in_n, 1), *w = randv((size_t)9 * c * oc, 0.3f), *gm = randv(oc, 1);
+    const size_t wn = (size_t)d.kh * d.kw * c * oc;
+    float *x = randv(in_n, 1), *w = randv(wn, 0.3f), *gm = randv(oc, 1);
     float *bt = randv(oc, 1), *dy = randv(mo, 1), *r = randv(mo, 1), *din0 = randv(in_n, 1);
     float *y = malloc(sizeof(float) * mo), *out = malloc(sizeof(float) * mo);
     float *save = malloc(sizeof(float) * 2 * oc), *rm = calloc(oc, sizeof(float));
     float *rv = malloc(sizeof(float) * oc), *dx = malloc(sizeof(float) * mo);
     float *din1 = malloc(sizeof(float) * in_n), *din2 = malloc(sizeof(float) * in_n);
-    float *dw1 = calloc((size_t)9 * c * oc, sizeof(float)), *dw2 = calloc((size_t)9 * c * oc, sizeof(float));
+    float *dw1 = calloc(wn, sizeof(float)), *dw2 = calloc(wn, sizeof(float));
     float *pg = calloc(4 * oc, sizeof(float)), *k = malloc(sizeof(float) * 5 * oc);
     float *dr1 = calloc(mo, sizeof(float)), *dr2 = calloc(mo, sizeof(float));
     float *ws = malloc(sizeof(float) * cn_conv2d_workspace(&d, threads, 1));
@@ -994,7 +998,7 @@ static void conv_bn_case(int n, int h, int c, int oc, int threads, int set, int 
     cn_batchnorm_res_backward_coeffs(&b, res ? dr2 : NULL, pg + 2 * oc, pg + 3 * oc, gm, bt, save,
                                      m, scr, 1);
     cn_conv2d_backward_bn(want_din ? din2 : NULL, dw2, &b, x, w, &d, ws, threads, set);
-    CHECK(!memcmp(dw1, dw2, sizeof(float) * 9 * c * oc) &&
+    CHECK(!memcmp(dw1, dw2, sizeof(float) * wn) &&
               !memcmp(pg, pg + 2 * oc, sizeof(float) * 2 * oc) &&
               !memcmp(din1, din2, sizeof(float) * in_n) && !memcmp(dr1, dr2, sizeof(float) * mo),
           "conv+bn n%d %dx%d c%d oc%d t%d set%d din%d act%d res%d: differs from apart", n, h, h,
@@ -1248,6 +1252,13 @@ int main(void) {
         conv_bn_case(4, 7, 9, 17, t, 1, 1, CN_ACT_NONE, 0);
         conv_bn_case(2, 9, 36, 7, t, 0, 1, CN_ACT_SILU, 0);
         conv_bn_case(3, 28, 1, 16, t, 0, 0, CN_ACT_RELU, 0); /* the stem: no input gradient */
+        /* 1x1 (EfficientNet's expansions and projections): rows in blocks, several per thread
+         * and a ragged last one; a SiLU's gate written over dy */
+        conv_bn_case(4, 30, 16, -96, t, 1, 1, CN_ACT_SILU, 0);
+        conv_bn_case(3, 17, 144, -24, t, 0, 1, CN_ACT_NONE, 0);
+        conv_bn_case(2, 9, 40, -240, t, 1, 1, CN_ACT_SILU, 0);
+        conv_bn_case(2, 7, 24, -64, t, 0, 1, CN_ACT_RELU, 1);
+        conv_bn_case(1, 3, 8, -5, t, 1, 0, CN_ACT_SILU, 0);
     }
     {
         /* where it is not taken: stride 2, Winograd's 64-channel layers, fewer images than

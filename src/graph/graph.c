@@ -936,6 +936,10 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
         if (c < 0 || g->nodes[c].op != CN_OP_CONV || g->nodes[c].p[1] >= 0 ||
             !g->tensors[nd->in[0]].grad_set)
             continue;
+        /* after a SiLU the coefficients pass writes its gate over dy: only into a buffer that
+         * no other tensor shares */
+        if (nd->act_out >= 0 && nd->act == CN_ACT_SILU && g->tensors[nd->act_out].grad_alias)
+            continue;
         nd->bn_k = malloc(sizeof(float) * 5 * g->tensors[nd->in[0]].c);
         if (!nd->bn_k) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
         nd->bn_conv = c;
@@ -1231,8 +1235,8 @@ void cn_graph_backward(cn_graph *g, int n) {
         case CN_OP_INPUT: break;
         case CN_OP_CONV:
             if (nd->bn_of >= 0 && bn_deferred(g, &g->nodes[nd->bn_of], n)) {
-                const cn_bn_dx b = bn_dx_of(g, &g->nodes[nd->bn_of]);
-                cn_conv2d_backward_bn(din, cn_entry_grad(g, nd->p[0]), &b, in->data,
+                const cn_bn_dx *b = &g->nodes[nd->bn_of].bn_dx;
+                cn_conv2d_backward_bn(din, cn_entry_grad(g, nd->p[0]), b, in->data,
                                       cn_entry_data(g, nd->p[0]), &d, g->workspace, g->threads,
                                       din && in->grad_set);
                 break;
@@ -1247,8 +1251,8 @@ void cn_graph_backward(cn_graph *g, int n) {
             float *dres = rt && nd->res_in != g->nodes[0].out ? rt->grad : NULL;
             if (bn_deferred(g, nd, n)) {
                 /* dx is made by the convolution's backward, next */
-                cn_bn_dx b = bn_dx_of(g, nd);
-                cn_batchnorm_res_backward_coeffs(&b, dres, cn_entry_grad(g, nd->p[0]),
+                nd->bn_dx = bn_dx_of(g, nd);
+                cn_batchnorm_res_backward_coeffs(&nd->bn_dx, dres, cn_entry_grad(g, nd->p[0]),
                                                  cn_entry_grad(g, nd->p[1]),
                                                  cn_entry_data(g, nd->p[0]),
                                                  cn_entry_data(g, nd->p[1]), nd->save,

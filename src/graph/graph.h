@@ -103,6 +103,7 @@ typedef struct cn_node {
      * bn_of names the BN */
     int bn_conv, bn_of;
     float *bn_k;
+    cn_bn_dx bn_dx; /* what the BN's coefficients pass left for the convolution */
     /* inference fusion, also decided by cn_graph_finalize and used by eval forwards only: a
      * convolution absorbs the chain after it (its BN, folded into the epilogue's per-channel
      * scale and shift; the activation; eval-identity dropout and drop path; a residual add whose

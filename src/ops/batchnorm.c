@@ -28,6 +28,7 @@ typedef struct act_in {
     float *dres;          /* a fused residual add's input gradient (M, C) (cn_batchnorm_res_*),
                              or NULL */
     int res_set;          /* write dres instead of adding to it */
+    int g_inplace;        /* a SiLU's gate g written over dy (cn_batchnorm_res_backward_coeffs) */
 } act_in;
 
 /* g where the ReLU's output r is positive, else 0: as bit operations, since GCC does not
@@ -79,6 +80,8 @@ static CN_CLONES void block_sums(double *restrict p, double *restrict p2,
                     p[j0 + j] += gj[j];
                     p2[j0 + j] += (double)gj[j] * (xr[j0 + j] - mean[j0 + j]);
                 }
+                /* dy is the caller's to overwrite (and not const there) */
+                if (a->g_inplace) memcpy((float *)(g + j0), gj, sizeof(float) * n);
             }
         } else if (a->act == CN_ACT_RELU) {
             const float *restrict r = a->mask + i * c;
@@ -345,13 +348,13 @@ void cn_batchnorm_relu_backward_train(float *dx, float *dgamma, float *dbeta, co
  * dx into b (see cn_bn_dx); with gsave (a SiLU's gate kept in dx, set), pass 2 reads it back. */
 static void backward_coeffs(cn_bn_dx *b, float *dres, float *dgamma, float *dbeta,
                             const float *gamma, const float *beta, const float *save, size_t m,
-                            void *scratch, int res_set, float *gsave) {
+                            void *scratch, int res_set, float *gsave, int inplace) {
     const int c = b->c;
     bn_scratch s = split(scratch, c);
     const float *mean = save, *invstd = save + c;
     double *sdy = s.sum, *sdyx = s.sum + c; /* sum(g), sum(g * (x - mean)), g = dL/d(bn output) */
     float *k = b->k, *sc = b->k + 3 * c, *sh = b->k + 4 * c;
-    act_in a = {b->act, b->out, sc, sh, 1, dres, res_set};
+    act_in a = {b->act, b->out, sc, sh, 1, dres, res_set, inplace && b->act == CN_ACT_SILU};
     if (b->act == CN_ACT_SILU)
         /* the same expressions as the forward, so the SiLU sees the same input bits */
         for (int j = 0; j < c; j++) {
@@ -370,19 +373,24 @@ static void backward_coeffs(cn_bn_dx *b, float *dres, float *dgamma, float *dbet
         k[c + j] = (float)(-a * mdyx);
         k[2 * c + j] = (float)(-a * (mdy - mdyx * mean[j]));
     }
+    if (a.g_inplace) {
+        /* dy now holds g: dx = k0 * g + k1 * x + k2 needs nothing of the SiLU */
+        b->act = CN_ACT_NONE;
+        b->out = NULL;
+    }
 }
 
 void cn_batchnorm_res_backward_coeffs(cn_bn_dx *b, float *dres, float *dgamma, float *dbeta,
                                       const float *gamma, const float *beta, const float *save,
                                       size_t m, void *scratch, int res_set) {
-    backward_coeffs(b, dres, dgamma, dbeta, gamma, beta, save, m, scratch, res_set, NULL);
+    backward_coeffs(b, dres, dgamma, dbeta, gamma, beta, save, m, scratch, res_set, NULL, 1);
 }
 
 void cn_batchnorm_dx_rows(const cn_bn_dx *b, float *dx, size_t lo, size_t hi) {
     const int c = b->c;
     const float *k = b->k;
     const size_t o = lo * (size_t)c;
-    act_in a = {b->act, b->out ? b->out + o : NULL, k + 3 * c, k + 4 * c, 1, NULL, 0};
+    act_in a = {b->act, b->out ? b->out + o : NULL, k + 3 * c, k + 4 * c, 1, NULL, 0, 0};
     bn_dx_rows(dx, b->dy + o, b->x + o, &a, k, k + c, k + 2 * c, 0, hi - lo, c);
 }
 
@@ -391,13 +399,13 @@ void cn_batchnorm_res_backward_train(float *dx, float *dres, float *dgamma, floa
                                      const float *beta, const float *save, size_t m, int c,
                                      void *scratch, cn_act act, const float *out, int set,
                                      int res_set) {
-    cn_bn_dx b = {dy, x, out, act, c, split(scratch, c).k};
+    cn_bn_dx b = {(float *)dy, x, out, act, c, split(scratch, c).k}; /* dy is only read here */
     /* a SiLU's gate g = dy * silu'(.) is computed once: kept in dx when dx is only written */
     float *gsave = act == CN_ACT_SILU && dx && set ? dx : NULL;
-    backward_coeffs(&b, dres, dgamma, dbeta, gamma, beta, save, m, scratch, res_set, gsave);
+    backward_coeffs(&b, dres, dgamma, dbeta, gamma, beta, save, m, scratch, res_set, gsave, 0);
     if (dx) {
         const float *k = b.k;
-        act_in a = {act, out, k + 3 * c, k + 4 * c, set, NULL, 0};
+        act_in a = {act, out, k + 3 * c, k + 4 * c, set, NULL, 0, 0};
         int nb = m < 64 ? 1 : 64;
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < nb; i++) {
@@ -435,7 +443,7 @@ void cn_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
         k[j] = running_mean[j];
         k[c + j] = (float)(1.0 / sqrt((double)running_var[j] + eps));
     }
-    act_in none = {CN_ACT_NONE, NULL, NULL, NULL, 0, NULL, 0};
+    act_in none = {CN_ACT_NONE, NULL, NULL, NULL, 0, NULL, 0, 0};
     channel_sums(s.sum, s.sum + c, s.part, x, dy, k, m, c, 2, &none, NULL);
     for (int j = 0; j < c; j++) {
         if (dbeta) dbeta[j] += (float)s.sum[j];

@@ -465,6 +465,75 @@ static void direct_forward(float *out, const float *in, const float *wk, const c
     }
 }
 
+/* ---- the backward of a 1x1 convolution ----
+ * In blocks of rows that stay in L2 (dY, X and dX of a block: about 256 KB), the weight gradient
+ * dW += dY^T X and then the data gradient dX (+)= dY W of the same block while it is in cache;
+ * blocks on parallel threads, each summing dW in its own buffer (thread 0 in dw), added in thread
+ * order. With a batch norm after the convolution (bn), each block's dY is first made from its
+ * coefficients into a buffer of the thread. */
+static int pw_rows(const cn_conv_desc *d, int nthreads) {
+    const size_t c = (size_t)d->c, oc = (size_t)d->oc, m = (size_t)d->n * d->oh * d->ow;
+    size_t r = (size_t)65536 / (2 * c + oc);
+    /* each block reads and writes all of dW: enough rows that this stays a fraction of the
+     * block's own traffic (the wide late layers: 1152 -> 320 channels) */
+    if (r < 2 * oc * c / (c + oc)) r = 2 * oc * c / (c + oc);
+    if (r < 64) r = 64;
+    /* then as many blocks as threads can share evenly (two per thread at least, so that both
+     * cores stay busy), of equal size */
+    if (nthreads > 1) {
+        const size_t T = (size_t)nthreads;
+        size_t nb = (m + r - 1) / r;
+        nb = nb < 2 * T ? 2 * T : (nb + T - 1) / T * T;
+        r = (m + nb - 1) / nb;
+    }
+    return r < 1 ? 1 : (int)r;
+}
+
+static int pw_threads(const cn_conv_desc *d, int nthreads) {
+    const size_t m = (size_t)d->n * d->oh * d->ow, rows = (size_t)pw_rows(d, nthreads);
+    return nthreads > 1 && m >= 2 * rows ? nthreads : 1;
+}
+
+static size_t pw_workspace(const cn_conv_desc *d, int nthreads) {
+    const size_t T = (size_t)pw_threads(d, nthreads);
+    return T * (size_t)pw_rows(d, nthreads) * d->oc + (T - 1) * (size_t)d->oc * d->c;
+}
+
+static void pointwise_backward(float *din, float *dw, const float *dout, const cn_bn_dx *bn,
+                               const float *in, const float *w, const cn_conv_desc *d, float *ws,
+                               int nthreads, int set) {
+    const int T = pw_threads(d, nthreads), R = pw_rows(d, nthreads), C = d->c, OC = d->oc;
+    const size_t m = (size_t)d->n * d->oh * d->ow, nch = (m + R - 1) / R;
+    const size_t wsize = (size_t)OC * C;
+    float *priv = ws + (size_t)T * R * OC;
+    if (dw) memset(priv, 0, sizeof(float) * wsize * (T - 1));
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num();
+        float *buf = ws + (size_t)t * R * OC;
+        float *mydw = dw ? (t == 0 ? dw : priv + (size_t)(t - 1) * wsize) : NULL;
+#pragma omp for schedule(static)
+        for (size_t ch = 0; ch < nch; ch++) {
+            const size_t m0 = ch * R;
+            const int rows = (int)(m - m0 < (size_t)R ? m - m0 : (size_t)R);
+            const float *dy = dout + m0 * OC;
+            if (bn) {
+                cn_batchnorm_dx_rows(bn, buf, m0, m0 + rows);
+                dy = buf;
+            }
+            if (mydw) cn_sgemm(1, 0, OC, C, rows, 1.0f, dy, OC, in + m0 * C, C, 1.0f, mydw, C);
+            if (din)
+                cn_sgemm(0, 0, rows, C, OC, 1.0f, dy, OC, w, C, set ? 0.0f : 1.0f, din + m0 * C,
+                         C);
+        }
+    }
+    if (dw)
+        for (int t = 1; t < T; t++) {
+            const float *src = priv + (size_t)(t - 1) * wsize;
+            for (size_t i = 0; i < wsize; i++) dw[i] += src[i];
+        }
+}
+
 /* ---- the data gradient of a stride-2 convolution by phases (direct kernels) ----
  * With stride 2 the input pixels of one parity take their gradient from a fixed subset of the
  * taps: dX[2i + a] = sum over ky = a + p (mod 2) of dY[i + (a + p - ky) / 2] * w[ky], and the same
@@ -792,10 +861,12 @@ size_t cn_conv2d_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     }
     if (wino_train_floats(d, nthreads) > total) total = wino_train_floats(d, nthreads);
     if (cn_wino_wgrad_workspace(d, nthreads) > total) total = cn_wino_wgrad_workspace(d, nthreads);
-    if (cn_conv2d_backward_bn_ok(d, nthreads) && direct_bn_workspace(d, &t, nthreads) > total)
+    if (!is_pointwise(d) && cn_conv2d_backward_bn_ok(d, nthreads) &&
+        direct_bn_workspace(d, &t, nthreads) > total)
         total = direct_bn_workspace(d, &t, nthreads);
     if (poly_ok(d, nthreads) && poly_workspace(d, nthreads) > total)
         total = poly_workspace(d, nthreads);
+    if (is_pointwise(d) && pw_workspace(d, nthreads) > total) total = pw_workspace(d, nthreads);
     return total;
 }
 
@@ -1031,6 +1102,17 @@ void cn_conv2d_backward_set(float *din, float *dw, float *dbias, const float *do
     conv_backward(din, dw, dbias, dout, in, w, d, ws, nthreads, 1);
 }
 
+/* dbias += the sums of dout over the pixels, in double */
+static void bias_grad(float *dbias, const float *dout, const cn_conv_desc *d) {
+    const size_t m = (size_t)d->n * d->oh * d->ow;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < d->oc; c++) {
+        double acc = 0;
+        for (size_t i = 0; i < m; i++) acc += dout[i * d->oc + c];
+        dbias[c] += (float)acc;
+    }
+}
+
 /* set: din is written (cn_conv2d_sets_din shapes only), else accumulated */
 static void conv_backward(float *din, float *dw, float *dbias, const float *dout,
                           const float *in, const float *w, const cn_conv_desc *d, float *ws,
@@ -1038,6 +1120,11 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
     if (is_depthwise(d)) {
         (set ? cn_dwconv_backward_set : cn_dwconv_backward)(din, dw, dbias, dout, in, w, d, ws,
                                                              nthreads);
+        return;
+    }
+    if (is_pointwise(d)) {
+        pointwise_backward(din, dw, dout, NULL, in, w, d, ws, nthreads, set);
+        if (dbias) bias_grad(dbias, dout, d);
         return;
     }
     const float din_beta = set ? 0.0f : 1.0f;
@@ -1090,14 +1177,7 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
             backward_chunk(din, dw, dout, in, w, d, &p, m0, rows, col, dcol, din_beta);
         }
     }
-    if (dbias) {
-#pragma omp parallel for schedule(static)
-        for (int c = 0; c < d->oc; c++) {
-            double acc = 0;
-            for (size_t m = 0; m < p.m; m++) acc += dout[m * d->oc + c];
-            dbias[c] += (float)acc;
-        }
-    }
+    if (dbias) bias_grad(dbias, dout, d);
     if (dw_implicit) implicit_wgrad(dw_implicit, dout, in, d, ws, nthreads);
     if (dw_direct) direct_wgrad(dw_direct, dout, in, d, ws, nthreads);
     if (dw_wino) cn_wino_wgrad(dw_wino, dout, in, d, ws, nthreads);
@@ -1121,6 +1201,7 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
 
 int cn_conv2d_backward_bn_ok(const cn_conv_desc *d, int nthreads) {
     cn_conv_desc tr;
+    if (is_pointwise(d)) return 1;
     return !is_depthwise(d) && data_grad_as_conv(d, &tr) && direct_forward_shape_ok(&tr) &&
            !cn_wino_train_wanted(&tr, nthreads) && !cn_wino_train_wanted(d, nthreads) &&
            direct_wgrad_ok(d, nthreads) && d->n >= direct_threads(nthreads);
@@ -1130,6 +1211,10 @@ void cn_conv2d_backward_bn(float *din, float *dw, const cn_bn_dx *bn, const floa
                            const float *w, const cn_conv_desc *d, float *ws, int nthreads,
                            int set) {
     cn_conv_desc tr;
+    if (is_pointwise(d)) {
+        pointwise_backward(din, dw, NULL, bn, in, w, d, ws, nthreads, set);
+        return;
+    }
     data_grad_as_conv(d, &tr);
     direct_backward_bn(din, dw, bn, in, w, d, &tr, ws, nthreads, set);
 }

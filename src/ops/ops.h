@@ -161,7 +161,10 @@ void cn_batchnorm_res_backward_train(float *dx, float *dres, float *dgamma, floa
  * the coefficients of dx into b->k), cn_batchnorm_dx_rows then writes dx rows [lo, hi) into dx
  * (dx[0] is row lo), the bits of cn_batchnorm_res_backward_train's. */
 typedef struct cn_bn_dx {
-    const float *dy, *x; /* (M, C) */
+    float *dy;           /* (M, C); after a SiLU, the coefficients pass writes its gate
+                            g = dy * silu'(.) over it and sets act to CN_ACT_NONE (the SiLU
+                            need not be evaluated again for dx) */
+    const float *x;      /* (M, C) */
     const float *out;    /* the fused activation's output (a ReLU's mask), or NULL */
     cn_act act;
     int c;
