@@ -721,6 +721,26 @@ int main(void) {
     dropout_tests();
     expand_dw_tests();
     dw_epi_tests();
+    /* last, so that the random values of the checks above stay as they were */
+    scale_gc(5, 120, 100, 3); /* images enough for the threads: one image a task */
+    {
+        /* the two ways of splitting the backward (whole images, or image x channel block: with
+         * many threads for few images) give the same bits */
+        const int n = 5, hw = 120, c = 100;
+        const size_t nx = (size_t)n * hw * c, ns = (size_t)n * c;
+        float *x = randv(nx, 1), *s = randv(ns, 1), *dy = randv(nx, 1);
+        float *dx1 = calloc(nx, sizeof(float)), *dx2 = calloc(nx, sizeof(float));
+        float *ds1 = calloc(ns, sizeof(float)), *ds2 = calloc(ns, sizeof(float));
+        const int t0 = omp_get_max_threads();
+        omp_set_num_threads(1);
+        cn_scale_backward(dx1, ds1, dy, x, s, n, hw, c);
+        omp_set_num_threads(16);
+        cn_scale_backward(dx2, ds2, dy, x, s, n, hw, c);
+        omp_set_num_threads(t0);
+        CHECK(!memcmp(dx1, dx2, sizeof(float) * nx) && !memcmp(ds1, ds2, sizeof(float) * ns),
+              "scale backward: whole images and channel blocks differ");
+        free(x); free(s); free(dy); free(dx1); free(dx2); free(ds1); free(ds2);
+    }
     int rc = check_summary("ops-effnet");
     fflush(stdout); /* the line must get out even if LeakSanitizer ends the process at exit */
     return rc;
