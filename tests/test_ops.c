@@ -1008,6 +1008,61 @@ static void conv_bn_case(int n, int h, int c, int oc, int threads, int set, int 
     free(pg); free(k); free(dr1); free(dr2); free(ws); free(scr);
 }
 
+/* cn_conv2d_forward_train_stats: the output of cn_conv2d_forward_train and the per-image sums of
+ * cn_batchnorm_image_sums, bit for bit, on each of its paths and for 1 and 2 threads; and the
+ * batch norm forward from those sums against its own pass (to rounding). k: kernel (1: 1x1);
+ * groups: depthwise when equal to c. */
+static void conv_stats_case(int n, int h, int c, int oc, int k, int groups, int threads) {
+    cn_conv_desc d = {n, h, h, c, oc, k, k, 1, 1, k / 2, k / 2, groups, 0, 0};
+    cn_conv_desc_init(&d);
+    const size_t in_n = (size_t)n * h * h * c, img = (size_t)d.oh * d.ow, mo = (size_t)n * img * oc;
+    const size_t wn = (size_t)k * k * (c / groups) * oc;
+    float *x = randv(in_n, 1), *w = randv(wn, 0.3f), *y1 = malloc(sizeof(float) * mo);
+    float *y2 = malloc(sizeof(float) * mo), *gm = randv(oc, 1), *bt = randv(oc, 1);
+    float *b1 = malloc(sizeof(float) * mo), *b2 = malloc(sizeof(float) * mo);
+    float *sv1 = malloc(sizeof(float) * 2 * oc), *sv2 = malloc(sizeof(float) * 2 * oc);
+    float *rm1 = calloc(oc, sizeof(float)), *rm2 = calloc(oc, sizeof(float));
+    float *rv1 = malloc(sizeof(float) * oc), *rv2 = malloc(sizeof(float) * oc);
+    double *st = malloc(sizeof(double) * 2 * n * oc), *ref = malloc(sizeof(double) * 2 * n * oc);
+    float *ws = malloc(sizeof(float) * cn_conv2d_workspace(&d, threads, 1));
+    void *scr = malloc(cn_batchnorm_scratch(oc));
+    for (int j = 0; j < oc; j++) rv1[j] = rv2[j] = 1;
+    cn_conv2d_forward_train(y1, x, w, NULL, &d, ws, threads);
+    cn_conv2d_forward_train_stats(y2, x, w, &d, ws, threads, st);
+    for (int i = 0; i < n; i++) cn_batchnorm_image_sums(ref + (size_t)i * 2 * oc, y1 + i * img * oc, img, oc);
+    CHECK(!memcmp(y1, y2, sizeof(float) * mo) && !memcmp(st, ref, sizeof(double) * 2 * n * oc),
+          "conv stats n%d %dx%d c%d oc%d k%d g%d t%d: output or sums differ", n, h, h, c, oc, k,
+          groups, threads);
+    /* sums against double loops */
+    double worst = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < oc; j++) {
+            double a = 0, b = 0;
+            for (size_t r = 0; r < img; r++) {
+                double v = y1[(i * img + r) * oc + j];
+                a += v, b += v * v;
+            }
+            double e1 = fabs(a - st[(size_t)i * 2 * oc + j]) / (fabs(a) + 1);
+            double e2 = fabs(b - st[(size_t)i * 2 * oc + oc + j]) / (b + 1);
+            if (e1 > worst) worst = e1;
+            if (e2 > worst) worst = e2;
+        }
+    CHECK(worst < 1e-12, "conv stats n%d c%d oc%d k%d: sums off the double loops by %g", n, c, oc,
+          k, worst);
+    cn_batchnorm_res_forward_train(b1, sv1, rm1, rv1, y1, NULL, gm, bt, (size_t)n * img, oc,
+                                   1e-5f, 0.1f, scr, CN_ACT_RELU);
+    cn_batchnorm_res_forward_train_sums(b2, sv2, rm2, rv2, y1, NULL, gm, bt, (size_t)n * img, oc,
+                                        1e-5f, 0.1f, scr, CN_ACT_RELU, st, n);
+    double e = max_rel_err(b2, b1, mo, 1.0);
+    double es = max_rel_err(sv2, sv1, 2 * oc, 1.0), er = max_rel_err(rv2, rv1, oc, 1.0);
+    CHECK(e < 1e-5 && es < 1e-6 && er < 1e-6,
+          "bn from image sums n%d c%d oc%d: y %g, mean/invstd %g, running var %g", n, c, oc, e,
+          es, er);
+    free(x); free(w); free(y1); free(y2); free(gm); free(bt); free(b1); free(b2); free(sv1);
+    free(sv2); free(rm1); free(rm2); free(rv1); free(rv2); free(st); free(ref); free(ws);
+    free(scr);
+}
+
 int main(void) {
     rng = cn_rng_make(1234, 0, 0);
     verbose = getenv("CN_TEST_VERBOSE") != NULL;
@@ -1259,6 +1314,15 @@ int main(void) {
         conv_bn_case(2, 9, 40, -240, t, 1, 1, CN_ACT_SILU, 0);
         conv_bn_case(2, 7, 24, -64, t, 0, 1, CN_ACT_RELU, 1);
         conv_bn_case(1, 3, 8, -5, t, 1, 0, CN_ACT_SILU, 0);
+    }
+    /* a training forward with the batch norm's sums: direct kernels (4 images; 1 image on 2
+     * threads: the pass after), the 1x1 GEMM (parallel plan, and 1 thread), Winograd, depthwise */
+    for (int t = 1; t <= 2; t++) {
+        conv_stats_case(4, 28, 16, 16, 3, 1, t);
+        conv_stats_case(1, 14, 32, 17, 3, 1, t);
+        conv_stats_case(4, 30, 16, 96, 1, 1, t);
+        conv_stats_case(5, 14, 64, 64, 3, 1, t);
+        conv_stats_case(3, 12, 24, 24, 3, 24, t);
     }
     {
         /* where it is not taken: stride 2, Winograd's 64-channel layers, fewer images than

@@ -41,8 +41,10 @@ static void free_plan(cn_graph *g) {
         free(g->nodes[i].mask);
         free(g->nodes[i].fold);
         free(g->nodes[i].bn_k);
+        free(g->nodes[i].img_sums);
         g->nodes[i].fold = NULL;
         g->nodes[i].bn_k = NULL;
+        g->nodes[i].img_sums = NULL;
         g->nodes[i].save = NULL;
         g->nodes[i].argmax = NULL;
         g->nodes[i].mask = NULL;
@@ -941,7 +943,10 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
         if (nd->act_out >= 0 && nd->act == CN_ACT_SILU && g->tensors[nd->act_out].grad_alias)
             continue;
         nd->bn_k = malloc(sizeof(float) * 5 * g->tensors[nd->in[0]].c);
-        if (!nd->bn_k) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
+        nd->img_sums = malloc(sizeof(double) * 2 * (size_t)batch * g->tensors[nd->in[0]].c);
+        nd->sums_ready = 0;
+        if (!nd->bn_k || !nd->img_sums)
+            return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
         nd->bn_conv = c;
         g->nodes[c].bn_of = i;
     }
@@ -1127,6 +1132,14 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         switch (nd->op) {
         case CN_OP_INPUT: memcpy(out->data, input, sizeof(float) * numel(out, n)); break;
         case CN_OP_CONV:
+            if (train && nd->bn_of >= 0) {
+                /* the BN's sums of each image, taken as the images leave the kernels */
+                cn_node *bn = &g->nodes[nd->bn_of];
+                cn_conv2d_forward_train_stats(out->data, in->data, cn_entry_data(g, nd->p[0]), &d,
+                                              g->workspace, g->threads, bn->img_sums);
+                bn->sums_ready = 1;
+                break;
+            }
             (train ? cn_conv2d_forward_train : cn_conv2d_forward)(
                 out->data, in->data, cn_entry_data(g, nd->p[0]),
                 nd->p[1] >= 0 ? cn_entry_data(g, nd->p[1]) : NULL, &d, g->workspace, g->threads);
@@ -1137,7 +1150,14 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
             float *rm = cn_entry_data(g, nd->buf[0]), *rv = cn_entry_data(g, nd->buf[1]);
             cn_act act = nd->act_out >= 0 ? nd->act : CN_ACT_NONE;
             const float *res = nd->res_in >= 0 ? g->tensors[nd->res_in].data : NULL;
-            if (train) {
+            if (train && nd->sums_ready) {
+                cn_batchnorm_res_forward_train_sums(out->data, nd->save, rm, rv, in->data, res,
+                                                    gamma, beta, m, in->c, nd->a.bn.eps,
+                                                    nd->a.bn.momentum, g->scratch, act,
+                                                    nd->img_sums, n);
+                nd->sums_ready = 0;
+                g->counters[g->entries[nd->buf[2]].offset] += 1;
+            } else if (train) {
                 cn_batchnorm_res_forward_train(out->data, nd->save, rm, rv, in->data, res, gamma,
                                                beta, m, in->c, nd->a.bn.eps, nd->a.bn.momentum,
                                                g->scratch, act);

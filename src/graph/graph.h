@@ -104,6 +104,10 @@ typedef struct cn_node {
     int bn_conv, bn_of;
     float *bn_k;
     cn_bn_dx bn_dx; /* what the BN's coefficients pass left for the convolution */
+    /* and the other way in the forward: the convolution's per-image sums of its output for the
+     * BN (batch x 2 x C doubles; sums_ready when the last training forward filled them) */
+    double *img_sums;
+    int sums_ready;
     /* inference fusion, also decided by cn_graph_finalize and used by eval forwards only: a
      * convolution absorbs the chain after it (its BN, folded into the epilogue's per-channel
      * scale and shift; the activation; eval-identity dropout and drop path; a residual add whose

@@ -270,13 +270,12 @@ void cn_batchnorm_act_forward_train(float *y, float *save, float *running_mean, 
                                    eps, momentum, scratch, act);
 }
 
-void cn_batchnorm_res_forward_train(float *y, float *save, float *running_mean, float *running_var,
-                                    const float *x, const float *res, const float *gamma,
-                                    const float *beta, size_t m, int c, float eps, float momentum,
-                                    void *scratch, cn_act act) {
-    bn_scratch s = split(scratch, c);
+/* the training forward once the channel sums (s.sum: C sums, then C sums of squares) are known */
+static void forward_from_sums(float *y, float *save, float *running_mean, float *running_var,
+                              const float *x, const float *res, const float *gamma,
+                              const float *beta, size_t m, int c, float eps, float momentum,
+                              bn_scratch s, cn_act act) {
     float *mean = save, *invstd = save + c, *sc = s.k, *sh = s.k + c;
-    channel_sums(s.sum, s.sum + c, s.part, x, NULL, NULL, m, c, 0, NULL, NULL);
     for (int j = 0; j < c; j++) {
         double mu = s.sum[j] / (double)m;
         double ss = s.sum[c + j] - s.sum[j] * mu; /* sum of squared deviations */
@@ -293,6 +292,42 @@ void cn_batchnorm_res_forward_train(float *y, float *save, float *running_mean, 
         }
     }
     scale_shift(y, x, res, sc, sh, m, c, act);
+}
+
+void cn_batchnorm_res_forward_train(float *y, float *save, float *running_mean, float *running_var,
+                                    const float *x, const float *res, const float *gamma,
+                                    const float *beta, size_t m, int c, float eps, float momentum,
+                                    void *scratch, cn_act act) {
+    bn_scratch s = split(scratch, c);
+    channel_sums(s.sum, s.sum + c, s.part, x, NULL, NULL, m, c, 0, NULL, NULL);
+    forward_from_sums(y, save, running_mean, running_var, x, res, gamma, beta, m, c, eps,
+                      momentum, s, act);
+}
+
+void cn_batchnorm_image_sums(double *sums, const float *x, size_t rows, int c) {
+    memset(sums, 0, sizeof(double) * 2 * c);
+    if (cn_cpu_avx512()) cn_bn_sums__avx512(sums, sums + c, x, 0, rows, c);
+    else if (cn_cpu()->avx2) cn_bn_sums__avx2(sums, sums + c, x, 0, rows, c);
+    else block_sums(sums, sums + c, x, NULL, NULL, NULL, 0, rows, c, 0, NULL);
+}
+
+void cn_batchnorm_res_forward_train_sums(float *y, float *save, float *running_mean,
+                                         float *running_var, const float *x, const float *res,
+                                         const float *gamma, const float *beta, size_t m, int c,
+                                         float eps, float momentum, void *scratch, cn_act act,
+                                         const double *img_sums, int nimg) {
+    bn_scratch s = split(scratch, c);
+    for (int j = 0; j < c; j++) {
+        double a = 0, b = 0;
+        for (int i = 0; i < nimg; i++) {
+            a += img_sums[(size_t)i * 2 * c + j];
+            b += img_sums[(size_t)i * 2 * c + c + j];
+        }
+        s.sum[j] = a;
+        s.sum[c + j] = b;
+    }
+    forward_from_sums(y, save, running_mean, running_var, x, res, gamma, beta, m, c, eps,
+                      momentum, s, act);
 }
 
 void cn_batchnorm_forward_eval(float *y, const float *x, const float *gamma, const float *beta,

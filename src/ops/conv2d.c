@@ -422,7 +422,8 @@ static int direct_row_block(const cn_conv_desc *d, int T) {
 
 /* out = conv(in, wk) (or += with accumulate); ws: direct_pad_floats per thread */
 static void direct_forward(float *out, const float *in, const float *wk, const cn_conv_desc *d,
-                           float *ws, int nthreads, int accumulate, const cn_epilogue *ep) {
+                           float *ws, int nthreads, int accumulate, const cn_epilogue *ep,
+                           double *stats) {
     cn_dconv_shape s = direct_shape(d);
     int T = direct_threads(nthreads), hp = d->h + 2 * d->ph, wp = d->w + 2 * d->pw;
     size_t per = direct_pad_floats(d), body = (size_t)hp * wp * d->c;
@@ -442,6 +443,10 @@ static void direct_forward(float *out, const float *in, const float *wk, const c
                 cn_dconv_forward_rows(o, pad, wk, &s, 0, d->oh, accumulate);
                 if (ep) epilogue(o, o, ep->res ? ep->res + n * out_img : NULL,
                                  (size_t)d->oh * d->ow, d->oc, ep);
+                /* the batch norm's sums of the image, while it is in cache */
+                if (stats)
+                    cn_batchnorm_image_sums(stats + (size_t)n * 2 * d->oc, o,
+                                            (size_t)d->oh * d->ow, d->oc);
             }
         }
         return;
@@ -993,8 +998,20 @@ static void forward_chunk(float *out, const float *in, const float *w, const cn_
 
 /* out = conv(in, w) (beta 0) or out += conv(in, w) (beta 1), without bias; with an epilogue
  * (beta 0 only) applied to each block of rows as it leaves the GEMM */
+static void conv_gemm_stats(float *out, const float *in, const float *w, const cn_conv_desc *d,
+                            float *ws, int nthreads, float beta, const cn_epilogue *ep,
+                            double *stats);
+
 static void conv_gemm(float *out, const float *in, const float *w, const cn_conv_desc *d,
                       float *ws, int nthreads, float beta, const cn_epilogue *ep) {
+    conv_gemm_stats(out, in, w, d, ws, nthreads, beta, ep, NULL);
+}
+
+/* conv_gemm; stats: the batch norm's sums of each image ((N, 2, OC) doubles), taken after each
+ * chunk of whole images (the parallel plan's) while it is in cache */
+static void conv_gemm_stats(float *out, const float *in, const float *w, const cn_conv_desc *d,
+                            float *ws, int nthreads, float beta, const cn_epilogue *ep,
+                            double *stats) {
     if (implicit_ok(d)) {
         conv_implicit(out, in, w, d, ws, nthreads, beta, ep);
         return;
@@ -1009,6 +1026,10 @@ static void conv_gemm(float *out, const float *in, const float *w, const cn_conv
                 size_t m0 = ch * p.rows;
                 int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
                 forward_chunk(out, in, w, d, &p, m0, rows, col, beta, ep, 1);
+                const size_t img = (size_t)d->oh * d->ow;
+                for (size_t r = 0; stats && r < (size_t)rows; r += img)
+                    cn_batchnorm_image_sums(stats + (m0 + r) / img * 2 * d->oc,
+                                            out + (m0 + r) * d->oc, img, d->oc);
             }
         }
     } else {
@@ -1027,7 +1048,7 @@ void cn_conv2d_forward(float *out, const float *in, const float *w, const float 
     }
     if (direct_forward_shape_ok(d)) {
         pack_weights(ws, w, d);
-        direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, NULL);
+        direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, NULL, NULL);
     } else {
         conv_gemm(out, in, w, d, ws, nthreads, 0.0f, NULL);
     }
@@ -1048,7 +1069,7 @@ void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
     }
     if (direct_forward_shape_ok(d)) {
         pack_weights(ws, w, d);
-        direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, ep);
+        direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, ep, NULL);
     } else {
         conv_gemm(out, in, w, d, ws, nthreads, 0.0f, ep);
     }
@@ -1189,7 +1210,7 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
         /* the weight pass is over, so its workspace is free */
         pack_weights_flipped(ws, w, d);
         direct_forward(din_conv, dout, ws, &tr, ws + direct_weight_floats(&tr), nthreads, !set,
-                       NULL);
+                       NULL, NULL);
     } else if (flip) {
         /* the weight pass is over, so its workspace is free */
         float *wt = ws;
@@ -1197,6 +1218,27 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
         conv_gemm(din_conv, dout, wt, &tr, ws + (size_t)d->oc * d->kh * d->kw * d->c, nthreads,
                   din_beta, NULL);
     }
+}
+
+void cn_conv2d_forward_train_stats(float *out, const float *in, const float *w,
+                                   const cn_conv_desc *d, float *ws, int nthreads,
+                                   double *stats) {
+    const int other = is_depthwise(d) || cn_wino_train_wanted(d, nthreads);
+    if (!other && direct_forward_shape_ok(d) && d->n >= direct_threads(nthreads)) {
+        pack_weights(ws, w, d);
+        direct_forward(out, in, ws, d, ws + direct_weight_floats(d), nthreads, 0, NULL, stats);
+        return;
+    }
+    if (!other && is_pointwise(d) && make_plan(d, nthreads).parallel) {
+        conv_gemm_stats(out, in, w, d, ws, nthreads, 0.0f, NULL, stats);
+        return;
+    }
+    /* the other paths: the sums in a pass of their own, the same sums */
+    cn_conv2d_forward_train(out, in, w, NULL, d, ws, nthreads);
+    const size_t img = (size_t)d->oh * d->ow;
+#pragma omp parallel for schedule(static) num_threads(nthreads > 1 ? nthreads : 1)
+    for (int n = 0; n < d->n; n++)
+        cn_batchnorm_image_sums(stats + (size_t)n * 2 * d->oc, out + n * img * d->oc, img, d->oc);
 }
 
 int cn_conv2d_backward_bn_ok(const cn_conv_desc *d, int nthreads) {

@@ -146,6 +146,15 @@ void cn_batchnorm_res_forward_train(float *y, float *save, float *running_mean, 
                                     const float *x, const float *res, const float *gamma,
                                     const float *beta, size_t m, int c, float eps, float momentum,
                                     void *scratch, cn_act act);
+/* s[0, C) = the sums over rows of x (rows, C), s[C, 2C) = the sums of squares, in double, the
+ * rows in order; and the training forward from per-image sums (nimg of them, (nimg, 2, C),
+ * added in image order) instead of its own pass over x. */
+void cn_batchnorm_image_sums(double *s, const float *x, size_t rows, int c);
+void cn_batchnorm_res_forward_train_sums(float *y, float *save, float *running_mean,
+                                         float *running_var, const float *x, const float *res,
+                                         const float *gamma, const float *beta, size_t m, int c,
+                                         float eps, float momentum, void *scratch, cn_act act,
+                                         const double *img_sums, int nimg);
 void cn_batchnorm_res_forward_eval(float *y, const float *x, const float *res, const float *gamma,
                                    const float *beta, const float *running_mean,
                                    const float *running_var, size_t m, int c, float eps,
@@ -183,6 +192,15 @@ void cn_batchnorm_dx_rows(const cn_bn_dx *b, float *dx, size_t lo, size_t hi);
  * ResNet-20's 16- and 32-channel layers); the same bits as cn_conv2d_backward given dY. ws as
  * counted by cn_conv2d_workspace with backward set. */
 int cn_conv2d_backward_bn_ok(const cn_conv_desc *d, int nthreads);
+/* The forward of a training step (no bias; the output of cn_conv2d_forward_train) that also
+ * gives the batch norm after it the sums of each image's output (cn_batchnorm_image_sums into
+ * stats, (N, 2, OC) doubles), so that the BN's forward need not read its input for them
+ * (cn_batchnorm_res_forward_train_sums): on the direct kernels' shapes and the 1x1 GEMM's
+ * parallel plan taken as each image leaves the kernels, in cache; elsewhere in a pass after the
+ * convolution. The same sums either way. */
+void cn_conv2d_forward_train_stats(float *out, const float *in, const float *w,
+                                   const cn_conv_desc *d, float *ws, int nthreads,
+                                   double *stats);
 void cn_conv2d_backward_bn(float *din, float *dw, const cn_bn_dx *bn, const float *in,
                            const float *w, const cn_conv_desc *d, float *ws, int nthreads,
                            int set);
