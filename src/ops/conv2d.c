@@ -1078,26 +1078,19 @@ void cn_conv2d_forward_fused(float *out, const float *in, const float *w,
 
 static void backward_chunk(float *din, float *dw, const float *dout, const float *in,
                            const float *w, const cn_conv_desc *d, const plan *p, size_t m0,
-                           int rows, float *col, float *dcol, float din_beta) {
+                           int rows, float *col, float *dcol) {
+    /* not for 1x1 convolutions: pointwise_backward */
     for (int g = 0; g < d->groups; g++) {
         const float *dy = dout + m0 * d->oc + (size_t)g * p->ocg;
         const float *wg = w + (size_t)g * p->ocg * p->kg;
         if (dw) {
-            const float *a = col;
-            if (is_pointwise(d)) a = in + m0 * d->c;
-            else im2col(col, in, d, g, m0, rows);
-            cn_sgemm(1, 0, p->ocg, p->kg, rows, 1.0f, dy, d->oc, a, p->kg, 1.0f,
+            im2col(col, in, d, g, m0, rows);
+            cn_sgemm(1, 0, p->ocg, p->kg, rows, 1.0f, dy, d->oc, col, p->kg, 1.0f,
                      dw + (size_t)g * p->ocg * p->kg, p->kg);
         }
         if (din) {
-            if (is_pointwise(d)) {
-                cn_sgemm(0, 0, rows, p->kg, p->ocg, 1.0f, dy, d->oc, wg, p->kg, din_beta,
-                         din + m0 * d->c, d->c);
-            } else {
-                cn_sgemm(0, 0, rows, p->kg, p->ocg, 1.0f, dy, d->oc, wg, p->kg, 0.0f, dcol,
-                         p->kg);
-                col2im_add(din, dcol, d, g, m0, rows);
-            }
+            cn_sgemm(0, 0, rows, p->kg, p->ocg, 1.0f, dy, d->oc, wg, p->kg, 0.0f, dcol, p->kg);
+            col2im_add(din, dcol, d, g, m0, rows);
         }
     }
 }
@@ -1183,7 +1176,7 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
             for (size_t ch = 0; ch < p.nchunks; ch++) {
                 size_t m0 = ch * p.rows;
                 int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
-                backward_chunk(din, mydw, dout, in, w, d, &p, m0, rows, col, dcol, din_beta);
+                backward_chunk(din, mydw, dout, in, w, d, &p, m0, rows, col, dcol);
             }
         }
         if (dw)
@@ -1195,7 +1188,7 @@ static void conv_backward(float *din, float *dw, float *dbias, const float *dout
         float *col = ws, *dcol = ws + (size_t)p.rows * p.kg;
         for (size_t m0 = 0; m0 < p.m; m0 += p.rows) {
             int rows = (int)(m0 + p.rows <= p.m ? (size_t)p.rows : p.m - m0);
-            backward_chunk(din, dw, dout, in, w, d, &p, m0, rows, col, dcol, din_beta);
+            backward_chunk(din, dw, dout, in, w, d, &p, m0, rows, col, dcol);
         }
     }
     if (dbias) bias_grad(dbias, dout, d);
