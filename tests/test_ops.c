@@ -962,15 +962,34 @@ static void bn_sums_case(size_t lo, size_t hi, int c, int avx512) {
  * batch norm's backward written whole and cn_conv2d_backward on it: the same bits for din (set, or
  * added to random values), dW, dgamma, dbeta and a fused residual's gradient. act: the BN's fused
  * activation (ReLU with a residual when res). */
+static void conv_bn_check(cn_conv_desc d, int threads, int set, int want_din, cn_act act,
+                          int res, int need);
+
 static void conv_bn_case(int n, int h, int c, int oc, int threads, int set, int want_din,
                          cn_act act, int res) {
     /* oc < 0: a 1x1 convolution to -oc channels */
     const int k3 = oc > 0;
     if (oc < 0) oc = -oc;
     cn_conv_desc d = {n, h, h, c, oc, k3 ? 3 : 1, k3 ? 3 : 1, 1, 1, k3, k3, 1, 0, 0};
+    /* the 3x3 shapes need the direct kernels (not on the portable path, CN_CPU=generic) */
+    conv_bn_check(d, threads, set, want_din, act, res,
+                  !k3 || strcmp(cn_sgemm_path_name(), "generic"));
+}
+
+/* A depthwise k x k convolution, stride s, padding k / 2 (taken on every path). */
+static void dw_bn_case(int n, int h, int c, int k, int s, int threads, int set, int want_din,
+                       cn_act act) {
+    cn_conv_desc d = {n, h, h, c, c, k, k, s, s, k / 2, k / 2, c, 0, 0};
+    conv_bn_check(d, threads, set, want_din, act, 0, 1);
+}
+
+/* need: the hand-over must be taken for this shape */
+static void conv_bn_check(cn_conv_desc d, int threads, int set, int want_din, cn_act act,
+                          int res, int need) {
     cn_conv_desc_init(&d);
+    const int n = d.n, h = d.h, c = d.c, oc = d.oc;
     const size_t in_n = (size_t)n * h * h * c, m = (size_t)n * d.oh * d.ow, mo = m * oc;
-    const size_t wn = (size_t)d.kh * d.kw * c * oc;
+    const size_t wn = (size_t)d.kh * d.kw * (c / d.groups) * oc;
     float *x = randv(in_n, 1), *w = randv(wn, 0.3f), *gm = randv(oc, 1);
     float *bt = randv(oc, 1), *dy = randv(mo, 1), *r = randv(mo, 1), *din0 = randv(in_n, 1);
     float *y = malloc(sizeof(float) * mo), *out = malloc(sizeof(float) * mo);
@@ -984,10 +1003,9 @@ static void conv_bn_case(int n, int h, int c, int oc, int threads, int set, int 
     void *scr = malloc(cn_batchnorm_scratch(oc));
     for (int j = 0; j < oc; j++) rv[j] = 1;
     for (size_t i = 0; i < in_n; i++) din1[i] = din2[i] = set ? NAN : din0[i];
-    /* the 3x3 shapes need the direct kernels (not on the portable path, CN_CPU=generic) */
     const int ok = cn_conv2d_backward_bn_ok(&d, threads);
-    CHECK(ok || (k3 && !strcmp(cn_sgemm_path_name(), "generic")),
-          "conv+bn n%d %dx%d c%d oc%d t%d: not taken", n, h, h, c, oc, threads);
+    CHECK(ok || !need, "conv+bn n%d %dx%d c%d oc%d k%d s%d g%d t%d: not taken", n, h, h, c, oc,
+          d.kh, d.sh, d.groups, threads);
     if (!ok) goto done;
     cn_conv2d_forward_train(y, x, w, NULL, &d, ws, threads);
     cn_batchnorm_res_forward_train(out, save, rm, rv, y, res ? r : NULL, gm, bt, m, oc, 1e-5f,
@@ -1005,8 +1023,8 @@ static void conv_bn_case(int n, int h, int c, int oc, int threads, int set, int 
     CHECK(!memcmp(dw1, dw2, sizeof(float) * wn) &&
               !memcmp(pg, pg + 2 * oc, sizeof(float) * 2 * oc) &&
               !memcmp(din1, din2, sizeof(float) * in_n) && !memcmp(dr1, dr2, sizeof(float) * mo),
-          "conv+bn n%d %dx%d c%d oc%d t%d set%d din%d act%d res%d: differs from apart", n, h, h,
-          c, oc, threads, set, want_din, (int)act, res);
+          "conv+bn n%d %dx%d c%d oc%d k%d s%d g%d t%d set%d din%d act%d res%d: differs from apart",
+          n, h, h, c, oc, d.kh, d.sh, d.groups, threads, set, want_din, (int)act, res);
 done:
     free(x); free(w); free(gm); free(bt); free(dy); free(r); free(din0); free(y); free(out);
     free(save); free(rm); free(rv); free(dx); free(din1); free(din2); free(dw1); free(dw2);
@@ -1319,6 +1337,24 @@ int main(void) {
         conv_bn_case(2, 9, 40, -240, t, 1, 1, CN_ACT_SILU, 0);
         conv_bn_case(2, 7, 24, -64, t, 0, 1, CN_ACT_RELU, 1);
         conv_bn_case(1, 3, 8, -5, t, 1, 0, CN_ACT_SILU, 0);
+        /* depthwise: a block of images a thread (1 image on wide maps, 4 on narrow ones, 8 on
+         * tiny ones); the data gradient as a portable forward (width > 64), on the fast
+         * kernels (stride 1, width <= 64), and by gather (stride 2); channel tails */
+        dw_bn_case(2, 66, 24, 3, 1, t, 1, 1, CN_ACT_SILU);
+        dw_bn_case(2, 40, 48, 3, 1, t, 0, 1, CN_ACT_NONE);
+        dw_bn_case(2, 40, 16, 3, 1, t, 1, 0, CN_ACT_SILU);
+        dw_bn_case(8, 20, 40, 5, 1, t, 1, 1, CN_ACT_SILU);
+        dw_bn_case(16, 5, 44, 3, 1, t, 1, 1, CN_ACT_NONE);
+        dw_bn_case(8, 34, 32, 3, 2, t, 0, 1, CN_ACT_SILU);
+        dw_bn_case(8, 28, 24, 5, 2, t, 0, 1, CN_ACT_RELU);
+    }
+    {
+        /* not where a thread's share of the weight gradient would split a block of images (3
+         * wide images on 2 threads) */
+        cn_conv_desc d = {3, 40, 40, 32, 32, 3, 3, 1, 1, 1, 1, 32, 0, 0};
+        cn_conv_desc_init(&d);
+        CHECK(!cn_conv2d_backward_bn_ok(&d, 2) && cn_conv2d_backward_bn_ok(&d, 1),
+              "depthwise conv+bn: taken on 3 images at 2 threads, or not at 1");
     }
     /* a training forward with the batch norm's sums: direct kernels (4 images; 1 image on 2
      * threads: the pass after), the 1x1 GEMM (parallel plan, and 1 thread), Winograd, depthwise */

@@ -1237,7 +1237,8 @@ void cn_conv2d_forward_train_stats(float *out, const float *in, const float *w,
 int cn_conv2d_backward_bn_ok(const cn_conv_desc *d, int nthreads) {
     cn_conv_desc tr;
     if (is_pointwise(d)) return 1;
-    return !is_depthwise(d) && data_grad_as_conv(d, &tr) && direct_forward_shape_ok(&tr) &&
+    if (is_depthwise(d)) return cn_dwconv_backward_bn_ok(d, nthreads);
+    return data_grad_as_conv(d, &tr) && direct_forward_shape_ok(&tr) &&
            !cn_wino_train_wanted(&tr, nthreads) && !cn_wino_train_wanted(d, nthreads) &&
            direct_wgrad_ok(d, nthreads) && d->n >= direct_threads(nthreads);
 }
@@ -1248,6 +1249,10 @@ void cn_conv2d_backward_bn(float *din, float *dw, const cn_bn_dx *bn, const floa
     cn_conv_desc tr;
     if (is_pointwise(d)) {
         pointwise_backward(din, dw, NULL, bn, in, w, d, ws, nthreads, set);
+        return;
+    }
+    if (is_depthwise(d)) {
+        cn_dwconv_backward_bn(din, dw, bn, in, w, d, ws, nthreads, set);
         return;
     }
     data_grad_as_conv(d, &tr);

@@ -20,7 +20,11 @@
  *   sums in double that are reduced in thread order at the end (the same bits for the same
  *   thread count).
  * Parallel tasks are (block of images, row, channel slice): blocks of up to 8 images for narrow
- * maps, channel slices only when there are too few rows to share (1x1 maps at batch 1). */
+ * maps, channel slices only when there are too few rows to share (1x1 maps at batch 1).
+ * In training, where a batch norm reads the output, its dX (this convolution's dY) is made a
+ * block of images at a time into a buffer of the thread, from which the data and the weight
+ * gradient of that block run (cn_dwconv_backward_bn): the BN's dX is never written whole nor
+ * read back twice from memory. */
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
@@ -179,6 +183,12 @@ static size_t dgrad_fast_floats(const cn_conv_desc *d, int nthreads) {
            (size_t)(nthreads < 1 ? 1 : nthreads) * dw_ring_floats(&j, plan_fast(&t, 1, 0).per_group);
 }
 
+/* the workspace of cn_dwconv_backward_bn (see bn_layout_of), in floats from its start */
+typedef struct bn_layout {
+    size_t part, fast, buf, buf_per, total;
+} bn_layout;
+static bn_layout bn_layout_of(const cn_conv_desc *d, int nthreads);
+
 size_t cn_dwconv_workspace(const cn_conv_desc *d, int nthreads, int backward) {
     size_t kc = round16((size_t)d->kh * d->kw * d->c);
     if (use_fast(d)) {
@@ -194,7 +204,11 @@ size_t cn_dwconv_workspace(const cn_conv_desc *d, int nthreads, int backward) {
      * the two repacked weights: the one is done before the other starts */
     const size_t sums = (size_t)(nthreads < 1 ? 1 : nthreads) * part;
     const size_t dg = dgrad_fast_floats(d, nthreads);
-    return 2 * kc + (sums > dg ? sums : dg);
+    size_t total = 2 * kc + (sums > dg ? sums : dg);
+    /* the hand-over from a batch norm (cn_dwconv_backward_bn), whether or not it applies at
+     * this batch: it may at a smaller one */
+    const size_t bn = bn_layout_of(d, nthreads).total;
+    return total > bn ? total : bn;
 }
 
 /* ---- the sum over a table of taps: any pixel, any kernel ----
@@ -702,6 +716,67 @@ void cn_dwconv_backward_set(float *din, float *dw, float *dbias, const float *do
     dw_backward(din, dw, dbias, dout, in, w, d, ws, nthreads, 1);
 }
 
+/* din from dout, written (set: cn_dwconv_sets_din shapes only) or added to, by nt threads
+ * (nt 1: the calling thread alone). wr: the filters repacked, wf: flipped (stride 1); fast: the
+ * fast kernels' ones, zeros and then rings (dgrad_fast_floats) where they apply. */
+static void dgrad(float *din, const float *dout, const float *wr, const float *wf,
+                  const cn_conv_desc *d, const float *fast, int nt, int set) {
+    cn_conv_desc td;
+    if (dgrad_desc(d, &td)) {
+        /* a stride-1 forward of dout with the flipped filters, padded by K-1-P, added to din
+         * (or written, with set): on the fast kernels through their epilogue (conv * 1 + 0
+         * + din) */
+        geo t = geo_of(&td);
+        if (fast) {
+            const float *ones = fast, *zeros = fast + round16((size_t)d->c);
+            const cn_epilogue ep = {ones, zeros, set ? NULL : din, CN_ACT_NONE, NULL};
+            fast_forward(din, dout, wf, NULL, &td, threads_for(&t, nt), &ep,
+                         (float *)zeros + round16((size_t)d->c));
+        } else {
+            forward_pass(din, dout, wf, NULL, &t, nt, !set, NULL);
+        }
+        return;
+    }
+    geo g = geo_of(d);
+    int n = threads_for(&g, nt);
+    split s = make_split(d->n, d->h, d->w, d->c, n);
+#pragma omp parallel for schedule(static) num_threads(n) if (n > 1)
+    for (long t = 0; t < s.tasks; t++) {
+        task k = task_of(&s, t);
+        din_task(din, dout, wr, &g, k.row, k.n0, k.n1, k.c0, k.c1);
+    }
+}
+
+/* the fast data gradient's ones and zeros at fast (dgrad_fast_floats) */
+static void ones_zeros(float *fast, int c) {
+    for (int ch = 0; ch < c; ch++) fast[ch] = 1.0f, fast[round16((size_t)c) + ch] = 0.0f;
+}
+
+/* doubles of one thread's partial weight and bias sums */
+static size_t part_stride(const cn_conv_desc *d) {
+    return round16(2 * ((size_t)d->kh * d->kw + 1) * d->c) / 2;
+}
+
+/* dw += the per-thread partial sums part[0..used) (thread order), dbias likewise */
+static void reduce_parts(float *dw, float *dbias, const double *part, const cn_conv_desc *d,
+                         int used) {
+    const int c = d->c, kk = d->kh * d->kw;
+    const size_t stride = part_stride(d);
+    if (dw)
+        for (int t = 0; t < kk; t++)
+            for (int ch = 0; ch < c; ch++) {
+                double acc = 0;
+                for (int k = 0; k < used; k++) acc += part[(size_t)k * stride + (size_t)t * c + ch];
+                dw[(size_t)ch * kk + t] += (float)acc;
+            }
+    if (dbias)
+        for (int ch = 0; ch < c; ch++) {
+            double acc = 0;
+            for (int k = 0; k < used; k++) acc += part[(size_t)k * stride + (size_t)kk * c + ch];
+            dbias[ch] += (float)acc;
+        }
+}
+
 /* set: din written outright (cn_dwconv_sets_din shapes only), else accumulated */
 static void dw_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
                         const float *w, const cn_conv_desc *d, float *ws, int nthreads, int set) {
@@ -709,38 +784,17 @@ static void dw_backward(float *din, float *dw, float *dbias, const float *dout, 
     int c = d->c, kk = d->kh * d->kw;
     size_t kc = round16((size_t)kk * c);
     float *wr = ws, *wf = ws + kc;
-    cn_conv_desc td;
     if (din) {
-        if (dgrad_desc(d, &td)) {
-            /* a stride-1 forward of dout with the flipped filters, padded by K-1-P, added to din
-             * (or written, with set): on the fast kernels through their epilogue (conv * 1 + 0
-             * + din) */
-            geo t = geo_of(&td);
-            repack(wf, w, c, kk, 1);
-            if (dgrad_fast_floats(d, nthreads)) {
-                float *ones = ws + 2 * kc, *zeros = ones + round16((size_t)c);
-                for (int ch = 0; ch < c; ch++) ones[ch] = 1.0f, zeros[ch] = 0.0f;
-                const cn_epilogue ep = {ones, zeros, set ? NULL : din, CN_ACT_NONE, NULL};
-                fast_forward(din, dout, wf, NULL, &td, threads_for(&t, nthreads), &ep,
-                             zeros + round16((size_t)c));
-            } else {
-                forward_pass(din, dout, wf, NULL, &t, nthreads, !set, NULL);
-            }
-        } else {
-            repack(wr, w, c, kk, 0);
-            int nt = threads_for(&g, nthreads);
-            split s = make_split(d->n, d->h, d->w, c, nt);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-            for (long t = 0; t < s.tasks; t++) {
-                task k = task_of(&s, t);
-                din_task(din, dout, wr, &g, k.row, k.n0, k.n1, k.c0, k.c1);
-            }
-        }
+        repack(wr, w, c, kk, 0);
+        repack(wf, w, c, kk, 1);
+        float *fast = dgrad_fast_floats(d, nthreads) ? ws + 2 * kc : NULL;
+        if (fast) ones_zeros(fast, c);
+        dgrad(din, dout, wr, wf, d, fast, nthreads, set);
     }
     if (!dw && !dbias) return;
     /* per-thread partial sums: (KK, C) weight, then (C) bias, in double */
     double *part = (double *)(ws + 2 * kc);
-    size_t stride = round16(2 * ((size_t)kk + 1) * c) / 2;
+    size_t stride = part_stride(d);
     int nt = threads_for(&g, nthreads), used = 1;
     split s = make_split(d->n, d->oh, d->ow, c, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -757,19 +811,86 @@ static void dw_backward(float *din, float *dw, float *dbias, const float *dout, 
                        k.n0, k.n1, k.c0, k.c1);
         }
     }
-    if (dw)
-        for (int t = 0; t < kk; t++)
-            for (int ch = 0; ch < c; ch++) {
-                double acc = 0;
-                for (int k = 0; k < used; k++) acc += part[(size_t)k * stride + (size_t)t * c + ch];
-                dw[(size_t)ch * kk + t] += (float)acc;
+    reduce_parts(dw, dbias, part, d, used);
+}
+
+/* ---- the backward with dY made by the batch norm after it (cn_dwconv_backward_bn) ----
+ * The weight gradient's tasks (make_split over the output rows) when each thread's share is
+ * whole blocks of images: a thread makes a block's dY into its buffer, then runs the data and
+ * the weight gradient of that block from there; every sum is the one dw_backward takes. */
+static int bn_split(const cn_conv_desc *d, int nthreads, split *s, int *nt) {
+    geo g = geo_of(d);
+    *nt = threads_for(&g, nthreads);
+    *s = make_split(d->n, d->oh, d->ow, d->c, *nt);
+    return s->ns == 1 && s->nblk % *nt == 0;
+}
+
+int cn_dwconv_backward_bn_ok(const cn_conv_desc *d, int nthreads) {
+    split s;
+    int nt;
+    return bn_split(d, nthreads, &s, &nt);
+}
+
+/* The hand-over's workspace after the two repacked filters: the partial sums of nthreads
+ * threads, the fast data gradient's floats of each thread (ones, zeros, a ring), then a dY buffer
+ * per thread for the most images a block can hold at any batch (64-byte aligned). */
+
+static bn_layout bn_layout_of(const cn_conv_desc *d, int nthreads) {
+    const size_t T = (size_t)(nthreads < 1 ? 1 : nthreads);
+    const size_t kc = round16((size_t)d->kh * d->kw * d->c);
+    const size_t nb = d->ow >= 32 ? 1 : d->ow >= 8 ? 4 : 8; /* make_split's largest block */
+    bn_layout l;
+    l.part = 2 * kc;
+    l.fast = l.part + 2 * T * part_stride(d);
+    l.buf = l.fast + T * dgrad_fast_floats(d, 1); /* aligned up by at most 15 floats */
+    l.buf_per = round16(nb * d->oh * d->ow * d->c);
+    l.total = l.buf + 16 + T * l.buf_per;
+    return l;
+}
+
+void cn_dwconv_backward_bn(float *din, float *dw, const cn_bn_dx *bn, const float *in,
+                           const float *w, const cn_conv_desc *d, float *ws, int nthreads,
+                           int set) {
+    const int c = d->c, kk = d->kh * d->kw;
+    const size_t kc = round16((size_t)kk * c), img = (size_t)d->oh * d->ow;
+    const size_t ins = (size_t)d->h * d->w * c;
+    const bn_layout l = bn_layout_of(d, nthreads);
+    float *wr = ws, *wf = ws + kc;
+    repack(wr, w, c, kk, 0);
+    repack(wf, w, c, kk, 1);
+    const size_t fast = dgrad_fast_floats(d, 1);
+    double *part = (double *)(ws + l.part);
+    float *bufs = (float *)(((uintptr_t)(ws + l.buf) + 63) & ~(uintptr_t)63);
+    const size_t stride = part_stride(d);
+    split s;
+    int nt, used = 1;
+    bn_split(d, nthreads, &s, &nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int t = omp_get_thread_num();
+#pragma omp single
+        used = omp_get_num_threads();
+        double *p = part + (size_t)t * stride;
+        float *buf = bufs + (size_t)t * l.buf_per;
+        memset(p, 0, sizeof(double) * (size_t)kk * c);
+        /* the fast data gradient's ones, zeros and ring of this thread */
+        float *mine = fast ? ws + l.fast + (size_t)t * fast : NULL;
+        if (mine) ones_zeros(mine, c);
+        /* the blocks of the weight gradient's static schedule (bn_split) */
+        for (int b = s.nblk * t / used; b < s.nblk * (t + 1) / used; b++) {
+            const int n0 = b * s.nb, n1 = n0 + s.nb < d->n ? n0 + s.nb : d->n;
+            cn_batchnorm_dx_rows(bn, buf, n0 * img, n1 * img);
+            cn_conv_desc db = *d;
+            db.n = n1 - n0;
+            if (din) dgrad(din + n0 * ins, buf, wr, wf, &db, mine, 1, set);
+            if (dw) {
+                const geo g = geo_of(&db);
+                for (int oy = 0; oy < d->oh; oy++)
+                    wgrad_task(p, NULL, buf, in + n0 * ins, &g, oy, 0, n1 - n0, 0, c);
             }
-    if (dbias)
-        for (int ch = 0; ch < c; ch++) {
-            double acc = 0;
-            for (int k = 0; k < used; k++) acc += part[(size_t)k * stride + (size_t)kk * c + ch];
-            dbias[ch] += (float)acc;
         }
+    }
+    reduce_parts(dw, NULL, part, d, used);
 }
 
 /* ---- a 1x1 convolution and the depthwise convolution that reads it, fused (inference) ----

@@ -188,9 +188,11 @@ void cn_batchnorm_dx_rows(const cn_bn_dx *b, float *dx, size_t lo, size_t hi);
  * image by image from the batch norm's coefficients (cn_batchnorm_res_backward_coeffs) into a
  * buffer of the thread instead of read from memory: dY is never written whole, and the data and
  * weight gradients read it from cache. din is added to (set: written; NULL: not wanted); dw is
- * added to. For the shapes where cn_conv2d_backward_bn_ok (the direct kernels' stride-1 shapes:
- * ResNet-20's 16- and 32-channel layers); the same bits as cn_conv2d_backward given dY. ws as
- * counted by cn_conv2d_workspace with backward set. */
+ * added to. For the shapes where cn_conv2d_backward_bn_ok (every 1x1 convolution, in blocks of
+ * rows; the direct kernels' stride-1 shapes: ResNet-20's 16- and 32-channel layers; depthwise
+ * convolutions where each thread takes whole blocks of images, see cn_dwconv_backward_bn); the
+ * same bits as cn_conv2d_backward given dY. ws as counted by cn_conv2d_workspace with backward
+ * set. */
 int cn_conv2d_backward_bn_ok(const cn_conv_desc *d, int nthreads);
 /* The forward of a training step (no bias; the output of cn_conv2d_forward_train) that also
  * gives the batch norm after it the sums of each image's output (cn_batchnorm_image_sums into
@@ -202,6 +204,14 @@ void cn_conv2d_forward_train_stats(float *out, const float *in, const float *w,
                                    const cn_conv_desc *d, float *ws, int nthreads,
                                    double *stats);
 void cn_conv2d_backward_bn(float *din, float *dw, const cn_bn_dx *bn, const float *in,
+                           const float *w, const cn_conv_desc *d, float *ws, int nthreads,
+                           int set);
+/* The same for a depthwise convolution (cn_conv2d_* hand these over): dY made a block of images
+ * at a time into a buffer of the thread, where each thread's share of the weight gradient's
+ * tasks is whole blocks (cn_dwconv_backward_bn_ok); the same bits as cn_dwconv_backward given dY.
+ * ws as counted by cn_dwconv_workspace with backward set. */
+int cn_dwconv_backward_bn_ok(const cn_conv_desc *d, int nthreads);
+void cn_dwconv_backward_bn(float *din, float *dw, const cn_bn_dx *bn, const float *in,
                            const float *w, const cn_conv_desc *d, float *ws, int nthreads,
                            int set);
 /* The former ReLU-only names, kept as thin wrappers of the above (relu: 0 or 1; relu_out NULL
