@@ -579,8 +579,11 @@ typedef struct split {
     long tasks;
 } split;
 
+/* the most images a task's block takes on maps of this width */
+static int block_images(int width) { return width >= 32 ? 1 : width >= 8 ? 4 : 8; }
+
 static split make_split(int n, int rows, int width, int c, int nthreads) {
-    split s = {n, rows, width >= 32 ? 1 : width >= 8 ? 4 : 8, 0, 1, c / 16, c, 0};
+    split s = {n, rows, block_images(width), 0, 1, c / 16, c, 0};
     if (s.nb > n) s.nb = n;
     while (s.nb > 1 && (long)((n + s.nb - 1) / s.nb) * rows < 4L * nthreads) s.nb /= 2;
     s.nblk = (n + s.nb - 1) / s.nb;
@@ -834,11 +837,10 @@ int cn_dwconv_backward_bn_ok(const cn_conv_desc *d, int nthreads) {
 /* The hand-over's workspace after the two repacked filters: the partial sums of nthreads
  * threads, the fast data gradient's floats of each thread (ones, zeros, a ring), then a dY buffer
  * per thread for the most images a block can hold at any batch (64-byte aligned). */
-
 static bn_layout bn_layout_of(const cn_conv_desc *d, int nthreads) {
     const size_t T = (size_t)(nthreads < 1 ? 1 : nthreads);
     const size_t kc = round16((size_t)d->kh * d->kw * d->c);
-    const size_t nb = d->ow >= 32 ? 1 : d->ow >= 8 ? 4 : 8; /* make_split's largest block */
+    const size_t nb = (size_t)block_images(d->ow);
     bn_layout l;
     l.part = 2 * kc;
     l.fast = l.part + 2 * T * part_stride(d);
