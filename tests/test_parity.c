@@ -142,7 +142,8 @@ static void eval_case(const char *file) {
  * (whose gradients inherit those differences) at most 1e-3 of them; none by more than the 2 lr
  * that two steps can move a weight. The references are PyTorch's float64 results; where its own
  * float32 run puts more elements than that beyond 1e-3 (make_refs.py records how many), twice its
- * count is allowed. */
+ * count is allowed; after the second step, where a rounding-level difference in the first step's
+ * result moves more (make_refs.py perturbs its float64 run to count them), twice that. */
 /* Parameters whose exact gradient is zero: in EfficientNet the bias of every project BN (its
  * output reaches the loss only through train-mode BNs, which remove any per-channel shift).
  * Both sides then hold float32 rounding noise (|g| ~ 1e-7 against 50 elsewhere), so such a
@@ -203,9 +204,18 @@ static void compare_params(cn_model *m, cn_st_file *f, const char *file, const c
         const char *f32b = cn_st_meta(f, mkey);
         CHECK(f32b != NULL, "%s: no %s in the metadata (remake the references)", file, mkey);
         if (f32b && 2 * atoll(f32b) > allowed) allowed = 2 * atoll(f32b);
+        /* and after the second step, twice the most that a rounding-level difference in the
+         * state after the first one moves (make_refs.py's second_step_chaos: the float64 run
+         * perturbed by up to 1e-5 of each tensor's largest value) */
+        if (step == 2) {
+            snprintf(mkey, sizeof mkey, "chaos_beyond.%s", prefix);
+            const char *chaos = cn_st_meta(f, mkey);
+            CHECK(chaos != NULL, "%s: no %s in the metadata (remake the references)", file, mkey);
+            if (chaos && 2 * atoll(chaos) > allowed) allowed = 2 * atoll(chaos);
+        }
         CHECK(!wild && loose <= allowed,
-              "%s: %s %lld elements beyond 1e-3 (worst %g at %s)", file, prefix, (long long)loose,
-              worst, wname);
+              "%s: %s %lld elements beyond 1e-3, %lld allowed (worst %g at %s)", file, prefix,
+              (long long)loose, (long long)allowed, worst, wname);
     } else {
         CHECK(worst <= 1e-3, "%s: %s params rel err %g > 1e-3 at %s", file, prefix, worst, wname);
     }
