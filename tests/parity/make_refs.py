@@ -18,7 +18,8 @@ max|a-b|/max|b| against a float64 rerun):
                                resnet18_train 3e-3: its second step amplifies
                                rounding (lr=0.1 on a batch of 2 overshoots);
                                resnet18_train_small's flips between 5e-6
-                               and 4e-2 with the draw of a 3e-6 perturbation
+                               and 4e-2 with the draw of a 1e-6 .. 3e-6
+                               perturbation
                                (see second_step_chaos)
   adamw1, adamw                2e-4 (resnet20) .. 1.6e-2 (resnet18): Adam's
                                first step is lr*g/(|g|+eps), so the handful of
@@ -294,9 +295,9 @@ def train_results(make_model, x, labels):
 
 
 # The second optimizer step can be chaotic: on resnet18_train_small, moving every parameter
-# after the first SGD step by 3e-6 of its tensor's largest value (a few dozen float32 ulps)
-# moves 0 to 39770 elements of the second step's result beyond 1e-3, depending on the draw
-# (worst 5e-6 .. 4.2e-2), as a ReLU, max-pool or low-variance BN channel falls one way or the
+# after the first SGD step by up to 1e-6 .. 3e-6 of its tensor's largest value (a few dozen
+# float32 ulps) moves 0 to 39770 elements of the second step's result beyond 1e-3, depending on
+# the size and the draw (worst 5e-6 .. 4.2e-2), as a ReLU, max-pool or low-variance BN channel falls one way or the
 # other. So the reference also records how many elements such a rounding-level difference moves:
 # the float64 run with the state after the first step perturbed by up to CHAOS_DELTA of each
 # tensor's largest value (uniform, CHAOS_SEEDS draws; a float32 implementation's first step is
