@@ -232,13 +232,16 @@ def f32_beyond(res32, res64, params):
     tensor away from the float64 run."""
     out = {}
     for prefix in ("sgd1.", "sgd.", "adamw1.", "adamw."):
-        n = 0
-        for name in params:
-            a, b = res32[prefix + name].double(), res64[prefix + name].double()
-            mb = max(b.abs().max().item(), 1e-6)
-            n += int(((a - b).abs() > 1e-3 * mb).sum().item())
+        n = sum(beyond(res32[prefix + name], res64[prefix + name]) for name in params)
         out["f32_beyond." + prefix] = str(n)
     return out
+
+
+def beyond(a, b):
+    """The elements of a more than 1e-3 * max|b| away from b (as test_parity.c counts them)."""
+    a, b = a.detach().double(), b.detach().double()
+    mb = max(b.abs().max().item(), 1e-6)
+    return int(((a - b).abs() > 1e-3 * mb).sum().item())
 
 
 def eval_results(model, x):
@@ -282,16 +285,24 @@ def train_results(make_model, x, labels):
     # after the first step is kept too ("sgd1." / "adamw1."): the second step
     # is far less well-conditioned (see the f64_relerr.* metadata).
     for tag, opt_cls, kw in OPTIMIZERS:
-        model = make_model().train()
-        opt = opt_cls(model.parameters(), **kw)
-        for step in range(1, OPT_STEPS + 1):
-            opt.zero_grad()
-            loss_fn(model(x), labels).backward()
-            opt.step()
+        for step, model in optimizer_steps(make_model, x, labels, opt_cls, kw):
             prefix = f"{tag}." if step == OPT_STEPS else f"{tag}{step}."
             for pname, p in model.named_parameters():
                 out[prefix + pname] = p.detach().clone()
     return out
+
+
+def optimizer_steps(make_model, x, labels, opt_cls, kw):
+    """OPT_STEPS optimizer steps on (x, labels) from a fresh make_model(), yielding (step, model)
+    after each (the caller may change the model before the next)."""
+    model = make_model().train()
+    x = x.to(next(model.parameters()).dtype)
+    opt = opt_cls(model.parameters(), **kw)
+    for step in range(1, OPT_STEPS + 1):
+        opt.zero_grad()
+        loss_fn(model(x), labels).backward()
+        opt.step()
+        yield step, model
 
 
 # The second optimizer step can be chaotic: on resnet18_train_small, moving every parameter
@@ -314,24 +325,14 @@ def second_step_chaos(make_model, x, labels, res64):
     for tag, opt_cls, kw in OPTIMIZERS:
         most = 0
         for seed in CHAOS_SEEDS:
-            model = make_model().train()
-            xs = x.to(next(model.parameters()).dtype)
-            opt = opt_cls(model.parameters(), **kw)
-            for step in range(1, OPT_STEPS + 1):
-                opt.zero_grad()
-                loss_fn(model(xs), labels).backward()
-                opt.step()
+            for step, model in optimizer_steps(make_model, x, labels, opt_cls, kw):
                 if step == 1:
                     gen = torch.Generator().manual_seed(seed)
                     with torch.no_grad():
                         for p in model.parameters():
                             u = torch.rand(p.shape, generator=gen, dtype=p.dtype) * 2 - 1
                             p.add_(u * (CHAOS_DELTA * p.abs().max()))
-            n = 0
-            for pname, p in model.named_parameters():
-                ref = res64[f"{tag}.{pname}"].double()
-                mb = max(ref.abs().max().item(), 1e-6)
-                n += int(((p.detach().double() - ref).abs() > 1e-3 * mb).sum().item())
+            n = sum(beyond(p, res64[f"{tag}.{pname}"]) for pname, p in model.named_parameters())
             most = max(most, n)
         out[f"chaos_beyond.{tag}."] = str(most)
     return out
