@@ -33,9 +33,14 @@ typedef void (*ukernel_ep_fn)(size_t kc, const float *a, size_t as, const float 
 #define UKERNEL_DECL(name)                                                                \
     void name(size_t kc, const float *a, size_t as, const float *b, size_t bs, float *c, \
               size_t ldc, size_t mr, size_t nr, float alpha, float beta)
+#define UKERNEL_EP_DECL(name)                                                                \
+    void name(size_t kc, const float *a, size_t as, const float *b, size_t bs, float *c,       \
+              size_t ldc, size_t mr, size_t nr, float alpha, float beta, const cn_gemm_affine *f)
 #define UKERNEL_PAIR(tile) \
     UKERNEL_DECL(f32_gemm_ukernel_##tile##_kmajor__avx512); \
-    UKERNEL_DECL(f32_gemm_ukernel_##tile##_rows__avx512)
+    UKERNEL_DECL(f32_gemm_ukernel_##tile##_rows__avx512); \
+    UKERNEL_EP_DECL(f32_gemm_ukernel_##tile##_kmajor_ep__avx512); \
+    UKERNEL_EP_DECL(f32_gemm_ukernel_##tile##_rows_ep__avx512)
 UKERNEL_PAIR(14x16);
 UKERNEL_PAIR(12x32);
 UKERNEL_PAIR(14x32);
@@ -43,9 +48,6 @@ UKERNEL_PAIR(8x48);
 UKERNEL_PAIR(6x64);
 UKERNEL_PAIR(5x80);
 UKERNEL_PAIR(4x96);
-#define UKERNEL_EP_DECL(name)                                                                \
-    void name(size_t kc, const float *a, size_t as, const float *b, size_t bs, float *c,       \
-              size_t ldc, size_t mr, size_t nr, float alpha, float beta, const cn_gemm_affine *f)
 #define UKERNEL_PAIR2(tile) \
     UKERNEL_DECL(f32_gemm_ukernel_##tile##_kmajor__avx2); \
     UKERNEL_DECL(f32_gemm_ukernel_##tile##_rows__avx2); \
@@ -64,7 +66,7 @@ void f32_gemm_pack_bt__avx2(size_t kc, size_t cols, const float *src, size_t ld,
                             float *dst);
 UKERNEL_DECL(f32_gemm_ukernel_4x8__scalar);
 void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
-                              size_t ldc, float alpha, float beta);
+                              size_t ldc, float alpha, float beta, const cn_gemm_affine *f);
 void f32_gemm_store_t__avx2(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
                             size_t ldc, float alpha, float beta, const cn_gemm_affine *f);
 
@@ -98,9 +100,10 @@ enum { SHORT_KC = 96 };
 
 /* One tile per width up to 96 columns, so that a narrow N (the output channels of a
  * convolution) is covered with little padding. Speeds measured on convolution shapes. */
-#define AVX512_TILE(tile, mr, nr, speed_short, speed)                                     \
-    {f32_gemm_ukernel_##tile##_kmajor__avx512, f32_gemm_ukernel_##tile##_rows__avx512, NULL, \
-     NULL, mr, nr, speed_short, speed, #tile "_avx512"}
+#define AVX512_TILE(tile, mr, nr, speed_short, speed)                                         \
+    {f32_gemm_ukernel_##tile##_kmajor__avx512, f32_gemm_ukernel_##tile##_rows__avx512,          \
+     f32_gemm_ukernel_##tile##_kmajor_ep__avx512, f32_gemm_ukernel_##tile##_rows_ep__avx512, mr, \
+     nr, speed_short, speed, #tile "_avx512"}
 static const ukernel kernels_avx512[] = {
     AVX512_TILE(6x64, 6, 64, 0.93f, 1.00f),
     AVX512_TILE(14x32, 14, 32, 0.72f, 0.98f),
@@ -197,17 +200,11 @@ static pack_bt_fn pack_bt_of(int path) {
            : path == PATH_AVX2 ? f32_gemm_pack_bt__avx2
                                : NULL;
 }
-/* the AVX-512 write-back has no fused epilogue (f is always NULL there) */
-static void store_t_avx512(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
-                           size_t ldc, float alpha, float beta, const cn_gemm_affine *f) {
-    (void)f;
-    f32_gemm_store_t__avx512(t, ldt, rows, cols, c, ldc, alpha, beta);
-}
 static store_t_fn store_t_of(int path) {
-    return path == PATH_AVX2 ? f32_gemm_store_t__avx2 : store_t_avx512;
+    return path == PATH_AVX2 ? f32_gemm_store_t__avx2 : f32_gemm_store_t__avx512;
 }
 /* the paths whose micro-kernels and transposed write-back apply a cn_gemm_affine */
-static int fuse_available(int path) { return path == PATH_AVX2; }
+static int fuse_available(int path) { return path == PATH_AVX2 || path == PATH_AVX512; }
 
 int cn_sgemm_kernel_count(void) {
     size_t n;

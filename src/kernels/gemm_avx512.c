@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/act_avx512.h"
+#include "kernels/gemm.h"
+
 #define UKERNEL_ARGS                                                                          \
     size_t kc, const float *restrict a, size_t as, const float *restrict b, size_t bs,         \
         float *restrict c, size_t ldc, size_t mr, size_t nr, float alpha, float beta
@@ -29,12 +32,42 @@ void f32_gemm_ukernel_5x80_kmajor__avx512(UKERNEL_ARGS);
 void f32_gemm_ukernel_5x80_rows__avx512(UKERNEL_ARGS);
 void f32_gemm_ukernel_4x96_kmajor__avx512(UKERNEL_ARGS);
 void f32_gemm_ukernel_4x96_rows__avx512(UKERNEL_ARGS);
+/* the same tiles with the epilogue f (its pointers already at this tile's first row and column)
+ * applied to C as it is written */
+void f32_gemm_ukernel_14x16_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_14x16_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_12x32_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_12x32_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_14x32_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_14x32_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_8x48_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_8x48_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_6x64_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_6x64_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_5x80_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_5x80_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_4x96_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
+void f32_gemm_ukernel_4x96_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
 
 enum { MAXMR = 14, MAXNV = 6 };
 
+/* the epilogue cn_gemm_affine describes, on the lanes m of one row: (v * scale + shift) + res,
+ * rounded after each operation, then v < 0 ? 0 : v (NaN and -0 kept) or the SiLU of
+ * act_avx512.h (cn_silu_n's on this path) */
+static inline __attribute__((always_inline)) __m512 affine16(__m512 v, __m512 scale,
+                                                             __m512 shift, const float *res,
+                                                             __mmask16 m, int act) {
+    v = _mm512_add_ps(_mm512_mul_ps(v, scale), shift);
+    if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res));
+    if (act == CN_GEMM_ACT_RELU)
+        return _mm512_maskz_mov_ps(~_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v);
+    return act == CN_GEMM_ACT_SILU ? silu16(v) : v;
+}
+
 /* Constant MR/NV after inlining lets the compiler unroll completely and keep acc[][] in zmm
  * registers; the k loop then is NV loads, MR broadcasts folded into the FMAs, MR*NV FMAs. */
-static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int MR, const int NV,
+static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const cn_gemm_affine *f,
+                                                       const int MR, const int NV,
                                                        const int ROWS) {
     /* Row-major A is read through one pointer per row; rows past mr alias the last valid row so
      * nothing outside A is read (their sums are discarded). */
@@ -48,6 +81,17 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int M
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 6
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+    if (f && f->res) {
+        /* the residual rows this tile adds at the end (one per row of C, ldr apart: a stride
+         * the hardware prefetchers follow poorly), fetched while the k loop runs */
+#pragma GCC unroll 14
+        for (int i = 0; i < MR; i++) {
+            if ((size_t)i >= mr) break;
+            const float *r = f->res + (size_t)i * f->ldr;
+#pragma GCC unroll 6
+            for (int v = 0; v < NV; v++) __builtin_prefetch(r + 16 * v, 0, 3);
+        }
+    }
 
     /* the accumulators, the B vectors of one k and a broadcast fill at most the 32 zmm
      * registers (MR * NV + NV + 1 <= 32 for every tile) */
@@ -91,36 +135,43 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const int M
     }
     /* Same arithmetic on every path so that a C element's bits do not depend on which tile (full
      * or edge) it landed in, and hence not on the thread partition. */
-    if (beta == 0.0f) {
+    const float *res = f ? f->res : NULL;
 #pragma GCC unroll 14
-        for (int i = 0; i < MR; i++) {
-            if ((size_t)i >= mr) break;
+    for (int i = 0; i < MR; i++) {
+        if ((size_t)i >= mr) break;
 #pragma GCC unroll 6
-            for (int v = 0; v < NV; v++)
-                _mm512_mask_storeu_ps(c + 16 * v, mask[v], _mm512_mul_ps(acc[i][v], va));
-            c += ldc;
-        }
-    } else {
-#pragma GCC unroll 14
-        for (int i = 0; i < MR; i++) {
-            if ((size_t)i >= mr) break;
-#pragma GCC unroll 6
-            for (int v = 0; v < NV; v++) {
+        for (int v = 0; v < NV; v++) {
+            __m512 r;
+            if (beta == 0.0f) {
+                r = _mm512_mul_ps(acc[i][v], va);
+            } else {
                 const __m512 old = _mm512_maskz_loadu_ps(mask[v], c + 16 * v);
-                const __m512 r = _mm512_fmadd_ps(acc[i][v], va, _mm512_mul_ps(old, vb));
-                _mm512_mask_storeu_ps(c + 16 * v, mask[v], r);
+                r = _mm512_fmadd_ps(acc[i][v], va, _mm512_mul_ps(old, vb));
             }
-            c += ldc;
+            /* scale and shift are read per row from L1: the accumulators hold the registers */
+            if (f)
+                r = affine16(r, _mm512_maskz_loadu_ps(mask[v], f->scale + 16 * v),
+                             _mm512_maskz_loadu_ps(mask[v], f->shift + 16 * v),
+                             res ? res + 16 * v : NULL, mask[v], f->act);
+            _mm512_mask_storeu_ps(c + 16 * v, mask[v], r);
         }
+        c += ldc;
+        if (res) res += f->ldr;
     }
 }
 
-#define TILE_PAIR(MR, NV, NAME)                                                  \
-    void f32_gemm_ukernel_##NAME##_kmajor__avx512(UKERNEL_ARGS) {                 \
-        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, MR, NV, 0);           \
-    }                                                                            \
-    void f32_gemm_ukernel_##NAME##_rows__avx512(UKERNEL_ARGS) {                   \
-        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, MR, NV, 1);           \
+#define TILE_PAIR(MR, NV, NAME)                                                              \
+    void f32_gemm_ukernel_##NAME##_kmajor__avx512(UKERNEL_ARGS) {                             \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, NULL, MR, NV, 0);                 \
+    }                                                                                        \
+    void f32_gemm_ukernel_##NAME##_rows__avx512(UKERNEL_ARGS) {                               \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, NULL, MR, NV, 1);                 \
+    }                                                                                        \
+    void f32_gemm_ukernel_##NAME##_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f) { \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, f, MR, NV, 0);                    \
+    }                                                                                        \
+    void f32_gemm_ukernel_##NAME##_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f) {   \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, f, MR, NV, 1);                    \
     }
 TILE_PAIR(14, 1, 14x16)
 TILE_PAIR(12, 2, 12x32)
@@ -285,9 +336,9 @@ void f32_gemm_dot_1x8__avx512(DOT_ARGS) { dot_tile(kc, a, lda, b, ldb, c, ldc, m
  * write-back of a tile computed as C^T (t has row stride ldt). Same arithmetic as the micro-kernel
  * epilogues; beta == 0 never reads C. */
 void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
-                              size_t ldc, float alpha, float beta);
+                              size_t ldc, float alpha, float beta, const cn_gemm_affine *f);
 void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t cols, float *c,
-                              size_t ldc, float alpha, float beta) {
+                              size_t ldc, float alpha, float beta, const cn_gemm_affine *f) {
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     for (size_t i0 = 0; i0 < rows; i0 += 16) {
         const size_t ni = rows - i0 < 16 ? rows - i0 : 16;
@@ -301,14 +352,23 @@ void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t co
                 r[i] = (size_t)i < ni ? _mm512_maskz_loadu_ps(jm, t + (i0 + (size_t)i) * ldt + j0)
                                       : _mm512_setzero_ps();
             transpose16(r);
+            __m512 fs = va, fb = va;
+            if (f) {
+                fs = _mm512_maskz_loadu_ps(im, f->scale + i0);
+                fb = _mm512_maskz_loadu_ps(im, f->shift + i0);
+            }
 #pragma GCC unroll 16
             for (int j = 0; j < 16; j++) {
                 if ((size_t)j >= nj) break;
                 float *cj = c + (j0 + (size_t)j) * ldc + i0;
-                const __m512 v = beta == 0.0f
-                                     ? _mm512_mul_ps(r[j], va)
-                                     : _mm512_fmadd_ps(r[j], va,
-                                                       _mm512_mul_ps(_mm512_maskz_loadu_ps(im, cj), vb));
+                __m512 v = beta == 0.0f
+                               ? _mm512_mul_ps(r[j], va)
+                               : _mm512_fmadd_ps(r[j], va,
+                                                 _mm512_mul_ps(_mm512_maskz_loadu_ps(im, cj), vb));
+                if (f)
+                    v = affine16(v, fs, fb,
+                                 f->res ? f->res + (j0 + (size_t)j) * f->ldr + i0 : NULL, im,
+                                 f->act);
                 _mm512_mask_storeu_ps(cj, im, v);
             }
         }
