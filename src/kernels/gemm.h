@@ -56,4 +56,21 @@ int cn_sgemm_kernel_count(void);
 const char *cn_sgemm_kernel_name(int i); /* NULL past the end */
 void cn_sgemm_force_kernel(int i);
 
+/* The four entry points of one register tile in a micro-kernel file (ISA: avx2, avx512): A from
+ * packed panels (kmajor) or read in place (rows), each plain or applying a cn_gemm_affine (_ep).
+ * The file defines UKERNEL_ARGS and tile(UKERNEL_ARGS, f, MR, NV, ROWS). */
+#define CN_GEMM_TILE_FNS(MR, NV, NAME, ISA)                                                   \
+    void f32_gemm_ukernel_##NAME##_kmajor__##ISA(UKERNEL_ARGS) {                              \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, NULL, MR, NV, 0);                 \
+    }                                                                                        \
+    void f32_gemm_ukernel_##NAME##_rows__##ISA(UKERNEL_ARGS) {                                \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, NULL, MR, NV, 1);                 \
+    }                                                                                        \
+    void f32_gemm_ukernel_##NAME##_kmajor_ep__##ISA(UKERNEL_ARGS, const cn_gemm_affine *f) {  \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, f, MR, NV, 0);                    \
+    }                                                                                        \
+    void f32_gemm_ukernel_##NAME##_rows_ep__##ISA(UKERNEL_ARGS, const cn_gemm_affine *f) {    \
+        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, f, MR, NV, 1);                    \
+    }
+
 #endif

@@ -160,19 +160,7 @@ static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const cn_ge
     }
 }
 
-#define TILE_PAIR(MR, NV, NAME)                                                              \
-    void f32_gemm_ukernel_##NAME##_kmajor__avx512(UKERNEL_ARGS) {                             \
-        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, NULL, MR, NV, 0);                 \
-    }                                                                                        \
-    void f32_gemm_ukernel_##NAME##_rows__avx512(UKERNEL_ARGS) {                               \
-        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, NULL, MR, NV, 1);                 \
-    }                                                                                        \
-    void f32_gemm_ukernel_##NAME##_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f) { \
-        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, f, MR, NV, 0);                    \
-    }                                                                                        \
-    void f32_gemm_ukernel_##NAME##_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f) {   \
-        tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, f, MR, NV, 1);                    \
-    }
+#define TILE_PAIR(MR, NV, NAME) CN_GEMM_TILE_FNS(MR, NV, NAME, avx512)
 TILE_PAIR(14, 1, 14x16)
 TILE_PAIR(12, 2, 12x32)
 TILE_PAIR(14, 2, 14x32)
