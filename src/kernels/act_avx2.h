@@ -1,5 +1,5 @@
 /* The AVX2+FMA SiLU, sigmoid and SiLU gradient of 8 lanes, inline, for the array kernels of
- * act_avx2.c and for epilogues held in registers (dwconv_avx2.c). Include only from files
+ * act_avx2.c and for epilogues held in registers (dwconv_avx2.c, gemm_avx2.c). Include only from files
  * compiled for AVX2 and FMA. The arithmetic is that of ops/activation.h, lane by lane: e^a for
  * a = -|x| (clamped at -120, NaN -> -120) as p * 2^n with a = n ln2 + r, |r| <= ln2 / 2, a
  * two-part ln2 and a degree-7 Taylor polynomial for p = e^r; 2^n is built from its exponent bits
