@@ -1,16 +1,16 @@
 /* The AVX2+FMA SiLU, sigmoid and SiLU gradient of 8 lanes, inline, for the array kernels of
- * act_avx2.c and for epilogues held in registers (dwconv_avx2.c, gemm_avx2.c). Include only from files
- * compiled for AVX2 and FMA. The arithmetic is that of ops/activation.h, lane by lane: e^a for
- * a = -|x| (clamped at -120, NaN -> -120) as p * 2^n with a = n ln2 + r, |r| <= ln2 / 2, a
+ * act_avx2.c and for epilogues held in registers (dwconv_avx2.c, gemm_avx2.c). Include only from
+ * files compiled for AVX2 and FMA. The arithmetic is that of ops/activation.h, lane by lane: e^a
+ * for a = -|x| (clamped at -120, NaN -> -120) as p * 2^n with a = n ln2 + r, |r| <= ln2 / 2, a
  * two-part ln2 and a degree-7 Taylor polynomial for p = e^r; 2^n is built from its exponent bits
  * in two halves s1 s2 (each a normal float down to n = -174) that are multiplied in last, so a
- * subnormal result is rounded once more at most, as in the scalar code; 1 / (1 + e) is a
- * division. SiLU, sigmoid and SiLU' take a shorter road when no lane is below -87 (the usual
- * case): 1 / (1 + e^-x) straight, e^-x <= e^87 a normal float in one scale, which needs neither
- * the halves nor the sign blend (1.4x the throughput of cn_silu_n on a Zen 3). The polynomial's
- * multiply-adds are fused (the scalar code's may not be), so the results are within the same
- * bounds (tests/test_ops_effnet.c, over both roads: 4 ulp, 8 ulp for the gradient) but not
- * always the same bits as the plain C or the AVX-512 copy. */
+ * subnormal result is rounded once more at most, as in the scalar code; 1 / (1 + e) is a division.
+ * SiLU, sigmoid and SiLU' take a shorter road when no lane is below -87 (the usual case):
+ * 1 / (1 + e^-x) straight, e^-x <= e^87 a normal float in one scale, which needs neither the
+ * halves nor the sign blend (1.4x the throughput of cn_silu_n on a Zen 3). The polynomial's multiply-adds are
+ * fused (the scalar code's may not be), so the results are within the same bounds
+ * (tests/test_ops_effnet.c, over both roads: 4 ulp, 8 ulp for the gradient) but not always the
+ * same bits as the plain C or the AVX-512 copy. */
 #ifndef CN_KERNELS_ACT_AVX2_H
 #define CN_KERNELS_ACT_AVX2_H
 #include <immintrin.h>

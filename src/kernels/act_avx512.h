@@ -1,9 +1,9 @@
 /* The AVX-512 SiLU, sigmoid and SiLU gradient of 16 lanes, inline, for the array kernels of
- * act_avx512.c and for epilogues held in registers (dwconv_avx512.c, gemm_avx512.c). Include only from files
- * compiled for AVX-512. The arithmetic follows ops/activation.h: e^a for a = -|x| (clamped at
- * -120) as p * 2^n with a = n ln2 + r, |r| <= ln2 / 2, a two-part ln2 and a degree-7 Taylor
- * polynomial for p = e^r. Differences, for speed: 2^n is applied by vscalefps, which rounds once
- * even when the result is subnormal (instead of two exponent halves), and 1 / (1 + e), with
+ * act_avx512.c and for epilogues held in registers (dwconv_avx512.c, gemm_avx512.c). Include only
+ * from files compiled for AVX-512. The arithmetic follows ops/activation.h: e^a for a = -|x|
+ * (clamped at -120) as p * 2^n with a = n ln2 + r, |r| <= ln2 / 2, a two-part ln2 and a degree-7
+ * Taylor polynomial for p = e^r. Differences, for speed: 2^n is applied by vscalefps, which rounds
+ * once even when the result is subnormal (instead of two exponent halves), and 1 / (1 + e), with
  * 1 + e in [1, 2], is a 14-bit reciprocal estimate refined by one Newton step (relative error
  * about 2^-28) instead of a division. */
 #ifndef CN_KERNELS_ACT_AVX512_H
