@@ -9,8 +9,8 @@
  * 1 / (1 + e^-x) straight, e^-x <= e^87 a normal float in one scale, which needs neither the
  * halves nor the sign blend (1.4x the throughput of cn_silu_n on a Zen 3). The polynomial's
  * multiply-adds are fused (the scalar code's may not be), so the results are within the same
- * bounds (tests/test_ops_effnet.c, over both roads: 4 ulp, 8 ulp for the gradient) but not always the
- * same bits as the plain C or the AVX-512 copy. */
+ * bounds (tests/test_ops_effnet.c, over both roads: 4 ulp, 8 ulp for the gradient) but not
+ * always the same bits as the plain C or the AVX-512 copy. */
 #ifndef CN_KERNELS_ACT_AVX2_H
 #define CN_KERNELS_ACT_AVX2_H
 #include <immintrin.h>
