@@ -173,9 +173,9 @@ static void post_case(const char *path, int ta, int tb, int M, int N, int K, flo
 }
 
 /* cn_gemm_post with an affine description (cn_gemm_affine): whether the kernels apply it in
- * registers (AVX2, AVX-512) or call the post function, C ends up bit for bit as the scalar epilogue
- * (mul, add, add, then v < 0 ? 0 : v) applied to cn_sgemm's C; -0 and NaN pass as they do in
- * the scalar code, and every element not done in registers reaches the post function once. */
+ * registers (AVX2, AVX-512) or call the post function, C ends up bit for bit as the scalar
+ * epilogue (mul, add, add, then v < 0 ? 0 : v) applied to cn_sgemm's C; -0 and NaN pass as they
+ * do in the scalar code, and every element not done in registers reaches the post function once. */
 typedef struct affine_rec {
     post_rec seen;
     const cn_gemm_affine *f;
@@ -242,7 +242,7 @@ static void affine_case(const char *path, int ta, int tb, int M, int N, int K, f
             const float want = affine_ref(W[o], &f, (size_t)i, (size_t)j);
             if (r.seen.seen[(size_t)i * N + j] > 1) bad = 2;
             else if (memcmp(&C[o], &want, sizeof want) &&
-                     /* SiLU in registers is the path's own, cn_silu_n may be another path's: 4 ulp */
+                     /* SiLU in registers is the path's, cn_silu_n maybe another's: 4 ulp */
                      !(act == CN_GEMM_ACT_SILU && fabsf(C[o] - want) <= 4 * FLT_EPSILON * fabsf(want)))
                 bad = 3;
         }

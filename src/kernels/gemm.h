@@ -56,20 +56,34 @@ int cn_sgemm_kernel_count(void);
 const char *cn_sgemm_kernel_name(int i); /* NULL past the end */
 void cn_sgemm_force_kernel(int i);
 
+/* The argument list of a micro-kernel (restrict-qualified in the files that define them). */
+#define CN_GEMM_UKERNEL_ARGS                                                                  \
+    size_t kc, const float *restrict a, size_t as, const float *restrict b, size_t bs,         \
+        float *restrict c, size_t ldc, size_t mr, size_t nr, float alpha, float beta
+
 /* The four entry points of one register tile in a micro-kernel file (ISA: avx2, avx512): A from
- * packed panels (kmajor) or read in place (rows), each plain or applying a cn_gemm_affine (_ep).
- * The file defines UKERNEL_ARGS and tile(UKERNEL_ARGS, f, MR, NV, ROWS). */
+ * packed panels (kmajor) or read in place (rows), each plain or applying a cn_gemm_affine (_ep)
+ * whose pointers are at the tile's first row and column. The file defines
+ * tile(CN_GEMM_UKERNEL_ARGS, f, MR, NV, ROWS); gemm.c declares the four for its tables. */
 #define CN_GEMM_TILE_FNS(MR, NV, NAME, ISA)                                                   \
-    void f32_gemm_ukernel_##NAME##_kmajor__##ISA(UKERNEL_ARGS) {                              \
+    void f32_gemm_ukernel_##NAME##_kmajor__##ISA(CN_GEMM_UKERNEL_ARGS);                       \
+    void f32_gemm_ukernel_##NAME##_kmajor__##ISA(CN_GEMM_UKERNEL_ARGS) {                      \
         tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, NULL, MR, NV, 0);                 \
     }                                                                                        \
-    void f32_gemm_ukernel_##NAME##_rows__##ISA(UKERNEL_ARGS) {                                \
+    void f32_gemm_ukernel_##NAME##_rows__##ISA(CN_GEMM_UKERNEL_ARGS);                         \
+    void f32_gemm_ukernel_##NAME##_rows__##ISA(CN_GEMM_UKERNEL_ARGS) {                        \
         tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, NULL, MR, NV, 1);                 \
     }                                                                                        \
-    void f32_gemm_ukernel_##NAME##_kmajor_ep__##ISA(UKERNEL_ARGS, const cn_gemm_affine *f) {  \
+    void f32_gemm_ukernel_##NAME##_kmajor_ep__##ISA(CN_GEMM_UKERNEL_ARGS,                     \
+                                                    const cn_gemm_affine *f);                \
+    void f32_gemm_ukernel_##NAME##_kmajor_ep__##ISA(CN_GEMM_UKERNEL_ARGS,                     \
+                                                    const cn_gemm_affine *f) {               \
         tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, f, MR, NV, 0);                    \
     }                                                                                        \
-    void f32_gemm_ukernel_##NAME##_rows_ep__##ISA(UKERNEL_ARGS, const cn_gemm_affine *f) {    \
+    void f32_gemm_ukernel_##NAME##_rows_ep__##ISA(CN_GEMM_UKERNEL_ARGS,                       \
+                                                  const cn_gemm_affine *f);                  \
+    void f32_gemm_ukernel_##NAME##_rows_ep__##ISA(CN_GEMM_UKERNEL_ARGS,                       \
+                                                  const cn_gemm_affine *f) {                 \
         tile(kc, a, as, b, bs, c, ldc, mr, nr, alpha, beta, f, MR, NV, 1);                    \
     }
 

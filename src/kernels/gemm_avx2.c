@@ -13,25 +13,6 @@
 #include "kernels/act_avx2.h"
 #include "kernels/gemm.h"
 
-#define UKERNEL_ARGS                                                                          \
-    size_t kc, const float *restrict a, size_t as, const float *restrict b, size_t bs,         \
-        float *restrict c, size_t ldc, size_t mr, size_t nr, float alpha, float beta
-
-void f32_gemm_ukernel_6x16_kmajor__avx2(UKERNEL_ARGS);
-void f32_gemm_ukernel_6x16_rows__avx2(UKERNEL_ARGS);
-void f32_gemm_ukernel_4x24_kmajor__avx2(UKERNEL_ARGS);
-void f32_gemm_ukernel_4x24_rows__avx2(UKERNEL_ARGS);
-void f32_gemm_ukernel_8x8_kmajor__avx2(UKERNEL_ARGS);
-void f32_gemm_ukernel_8x8_rows__avx2(UKERNEL_ARGS);
-/* the same tiles with the epilogue f (its pointers already at this tile's first row and column)
- * applied to C as it is written */
-void f32_gemm_ukernel_6x16_kmajor_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_6x16_rows_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_4x24_kmajor_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_4x24_rows_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_8x8_kmajor_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_8x8_rows_ep__avx2(UKERNEL_ARGS, const cn_gemm_affine *f);
-
 enum { MAXMR = 8, MAXNV = 3 };
 
 /* lanes [0, cnt) of a vector (cnt clamped to 8) */
@@ -53,9 +34,9 @@ static inline __m256 affine8(__m256 v, __m256 scale, __m256 shift, const float *
     return act == CN_GEMM_ACT_RELU ? relu8(v) : act == CN_GEMM_ACT_SILU ? silu8(v) : v;
 }
 
-static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const cn_gemm_affine *f,
-                                                       const int MR, const int NV,
-                                                       const int ROWS) {
+static inline __attribute__((always_inline)) void tile(CN_GEMM_UKERNEL_ARGS,
+                                                       const cn_gemm_affine *f, const int MR,
+                                                       const int NV, const int ROWS) {
     /* row-major A through one pointer per row; rows past mr alias the last valid row */
     const float *ap[MAXMR];
     if (ROWS) {

@@ -14,41 +14,6 @@
 #include "kernels/act_avx512.h"
 #include "kernels/gemm.h"
 
-#define UKERNEL_ARGS                                                                          \
-    size_t kc, const float *restrict a, size_t as, const float *restrict b, size_t bs,         \
-        float *restrict c, size_t ldc, size_t mr, size_t nr, float alpha, float beta
-
-void f32_gemm_ukernel_14x16_kmajor__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_14x16_rows__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_12x32_kmajor__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_12x32_rows__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_14x32_kmajor__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_14x32_rows__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_8x48_kmajor__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_8x48_rows__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_6x64_kmajor__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_6x64_rows__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_5x80_kmajor__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_5x80_rows__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_4x96_kmajor__avx512(UKERNEL_ARGS);
-void f32_gemm_ukernel_4x96_rows__avx512(UKERNEL_ARGS);
-/* the same tiles with the epilogue f (its pointers already at this tile's first row and column)
- * applied to C as it is written */
-void f32_gemm_ukernel_14x16_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_14x16_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_12x32_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_12x32_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_14x32_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_14x32_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_8x48_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_8x48_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_6x64_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_6x64_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_5x80_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_5x80_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_4x96_kmajor_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-void f32_gemm_ukernel_4x96_rows_ep__avx512(UKERNEL_ARGS, const cn_gemm_affine *f);
-
 enum { MAXMR = 14, MAXNV = 6 };
 
 /* the epilogue cn_gemm_affine describes, on the lanes m of one row: (v * scale + shift) + res,
@@ -66,9 +31,9 @@ static inline __attribute__((always_inline)) __m512 affine16(__m512 v, __m512 sc
 
 /* Constant MR/NV after inlining lets the compiler unroll completely and keep acc[][] in zmm
  * registers; the k loop then is NV loads, MR broadcasts folded into the FMAs, MR*NV FMAs. */
-static inline __attribute__((always_inline)) void tile(UKERNEL_ARGS, const cn_gemm_affine *f,
-                                                       const int MR, const int NV,
-                                                       const int ROWS) {
+static inline __attribute__((always_inline)) void tile(CN_GEMM_UKERNEL_ARGS,
+                                                       const cn_gemm_affine *f, const int MR,
+                                                       const int NV, const int ROWS) {
     /* Row-major A is read through one pointer per row; rows past mr alias the last valid row so
      * nothing outside A is read (their sums are discarded). */
     const float *ap[MAXMR];
@@ -340,7 +305,7 @@ void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t co
                 r[i] = (size_t)i < ni ? _mm512_maskz_loadu_ps(jm, t + (i0 + (size_t)i) * ldt + j0)
                                       : _mm512_setzero_ps();
             transpose16(r);
-            __m512 fs = va, fb = va;
+            __m512 fs = _mm512_setzero_ps(), fb = _mm512_setzero_ps();
             if (f) {
                 fs = _mm512_maskz_loadu_ps(im, f->scale + i0);
                 fb = _mm512_maskz_loadu_ps(im, f->shift + i0);
