@@ -341,6 +341,14 @@ int main(void) {
                     run_case(name, 0, 1, M, N, K, c % 4 == 0 ? 0 : c % 5, c % 2 ? -0.5f : 1.0f,
                              betas[c % 3], (double)M * N * K >= 1 << 20);
                 }
+        /* long rows (K >= 1024) of up to 99 pixels: the swapped path with one 96-pixel panel
+         * on AVX-512, the 1-3 rows past 96 as GEMVs; the packed path elsewhere */
+        static const int wide[][3] = {{65, 40, 1024}, {80, 512, 1030}, {96, 24, 2048},
+                                      {97, 130, 1024}, {98, 512, 2048}, {99, 48, 1100},
+                                      {100, 64, 1024}};
+        for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++, c++)
+            run_case(name, 0, 1, wide[i][0], wide[i][1], wide[i][2], c % 5, c % 2 ? -0.5f : 1.0f,
+                     betas[c % 3], 1);
         /* The implicit 3x3 convolution: rows of A overlap (lda = C < K = 3*C). */
         static const int conv[][3] = {{58 * 5 + 56, 64, 64}, {30 * 3 + 28, 128, 128},
                                       {16 * 13 + 14, 256, 256}, {9 * 6 + 7, 512, 512},
@@ -355,7 +363,8 @@ int main(void) {
          * K over several KC blocks, N over NC), K == 0 */
         static const int ps[][3] = {{1, 40, 96},  {3, 1000, 64},  {49, 512, 256}, {51, 96, 40},
                                     {300, 96, 16}, {700, 33, 70}, {130, 200, 769}, {9, 3300, 37},
-                                    {2000, 144, 16}, {12544 / 4, 96, 16}, {5, 6, 0}};
+                                    {2000, 144, 16}, {12544 / 4, 96, 16}, {97, 130, 1030},
+                                    {5, 6, 0}};
         for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
             for (int threads = 1; threads <= 3; threads++)
                 for (int t = 0; t < 4; t += (ps[i][0] <= 64 ? 2 : 1))

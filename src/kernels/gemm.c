@@ -591,9 +591,16 @@ static void sgemm_dot(const gemm_job *j) {
  * along the vector lanes; each tile is computed over all of K into a buffer and written back
  * transposed. */
 enum { SWAP_MAX_M = 64, SWAP_MAX_PACK = 1 << 18 };
+/* Up to 96 pixels (and the GEMV's 1-3 left over) fit one panel of the widest AVX-512 tile (4x96),
+ * so the weights are still read once; that pays from K = 1024 on (ResNet-50's layer4 1x1
+ * 2048 -> 512 at batch 2, M = 98: 64-68% of the FMA peak packed, 74-78% swapped), while shorter
+ * rows lose to the packed path (512 -> 2048: 78-85% packed, 65-69% swapped; bench_gemm). */
+enum { SWAP_WIDE_MAX_M = 99, SWAP_WIDE_MIN_K = 1024 };
 
 static int use_swapped(int path, int ta, int tb, size_t M, size_t K) {
-    if ((path != PATH_AVX512 && path != PATH_AVX2) || ta || !tb || M > SWAP_MAX_M ||
+    const size_t max_m =
+        path == PATH_AVX512 && K >= SWAP_WIDE_MIN_K ? SWAP_WIDE_MAX_M : SWAP_MAX_M;
+    if ((path != PATH_AVX512 && path != PATH_AVX2) || ta || !tb || M > max_m ||
         K * round_up(M, 16) > SWAP_MAX_PACK)
         return 0;
     const int forced = atomic_load_explicit(&forced_kernel, memory_order_relaxed);
