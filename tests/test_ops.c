@@ -1112,6 +1112,15 @@ int main(void) {
         conv_case(2, 10, 7, 8, 8, 3, 1, 1, 8, threads[t]);
         conv_case(3, 9, 11, 12, 12, 5, 2, 2, 12, threads[t]);
         conv_case(2, 15, 15, 3, 8, 7, 2, 3, 1, threads[t]);
+        /* stride 2 by the implicit GEMM on the row phases (65 computed pixels an image or
+         * more): odd sizes (the padded width made even), no padding, 5x5, channel counts past
+         * the direct kernels'; and below that size, by im2col */
+        conv_case(1, 27, 25, 72, 20, 3, 2, 1, 1, threads[t]);
+        conv_case(2, 26, 24, 17, 9, 3, 2, 0, 1, threads[t]);
+        conv_case(3, 22, 21, 65, 12, 5, 2, 2, 1, threads[t]);
+        conv_case(2, 28, 28, 96, 40, 3, 2, 1, 1, threads[t]);
+        conv_case(1, 28, 28, 128, 64, 3, 2, 1, 1, threads[t]);
+        conv_case(4, 14, 14, 96, 40, 3, 2, 1, 1, threads[t]);
         conv_case(4, 28, 28, 16, 16, 3, 1, 1, 1, threads[t]);
         conv_case(2, 56, 56, 64, 64, 3, 1, 1, 1, threads[t]);
         conv_case(2, 40, 48, 32, 32, 3, 1, 1, 1, threads[t]);

@@ -94,24 +94,57 @@ static int data_grad_as_conv(const cn_conv_desc *d, cn_conv_desc *t) {
  * KW*C values that kernel row ky reads for output pixel (oy, ox) start at pixel (oy + ky, ox), and
  * consecutive pixels are C floats apart. So kernel row ky is one GEMM whose A is the padded image
  * itself with a row stride of C (rows overlap), over every pixel of the padded width (the last
- * KW - 1 columns of each row are computed and dropped). */
+ * KW - 1 columns of each row are computed and dropped).
+ * Stride 2 (forward only): output pixel (oy, ox) of kernel row ky starts at padded pixel
+ * (2 oy + ky, 2 ox), consecutive pixels 2C apart. The padded rows are split by parity into two
+ * images, E (rows 0, 2, ...) and O (rows 1, 3, ...), each Wp wide (Wp made even): row ky of the
+ * kernel reads row oy + ky / 2 of E (ky even) or of O (ky odd), so that in either the output
+ * pixels are Wp / 2 apart by rows and 2C by columns, i.e. one GEMM with a row stride of 2C over
+ * Wp / 2 pixels an output row (about one computed and dropped). That replaces im2col's copy of
+ * KH*KW*C floats an output pixel by a copy of the image. */
 static int implicit_ok(const cn_conv_desc *d) {
     return d->sh == 1 && d->sw == 1 && d->groups == 1 && !is_pointwise(d);
 }
 
 typedef struct implicit_dims {
-    int hp, wp;       /* padded image */
-    size_t rows;      /* output rows computed per image, in padded-width coordinates */
+    int s;            /* stride: 1, or 2 with the row phases */
+    int hp, wp;       /* padded image (wp even with stride 2) */
+    int wv;           /* output pixels computed per output row: wp / s */
+    int ne;           /* stride 2: rows of each phase image */
+    size_t rows;      /* output rows computed per image, wv per output row */
     size_t per;       /* workspace floats per image: padded copy + output rows */
 } implicit_dims;
 
 static implicit_dims implicit_plan(const cn_conv_desc *d) {
     implicit_dims q;
+    q.s = d->sh;
     q.hp = d->h + 2 * d->ph;
     q.wp = d->w + 2 * d->pw;
-    q.rows = (size_t)(d->oh - 1) * q.wp + d->ow;
-    q.per = (size_t)q.hp * q.wp * d->c + q.rows * d->oc;
+    q.ne = 0;
+    if (q.s == 2) {
+        q.wp += q.wp & 1;
+        /* kernel row ky reads rows oy + ky / 2 of its phase, oy < OH, and the KW*C values of
+         * the last pixel end within the row (2 (OW - 1) + KW <= Wp) */
+        q.ne = d->oh + (d->kh - 1) / 2;
+    }
+    q.wv = q.wp / q.s;
+    q.rows = (size_t)(d->oh - 1) * q.wv + d->ow;
+    q.per = (q.s == 2 ? (size_t)2 * q.ne * q.wp * d->c : (size_t)q.hp * q.wp * d->c) +
+            q.rows * d->oc;
     return q;
+}
+
+/* Stride 2 from 65 computed pixels an image on: with fewer (7x7 outputs: 55) each kernel row's
+ * GEMM takes the swapped path and reads all its weights per image, which lost to im2col's one
+ * GEMM over 4 images (resnet18's 14x14x256 -> 7x7x512 at batch 16: 5.5-5.7 -> 6.7 ms; batch 1
+ * 0.36 -> 0.45 ms), while the larger maps gained (56x56x128 -> 28x28: batch 1 1.02 -> 0.80 ms,
+ * batch 16 13.1-13.5 -> 11.6-11.8 ms; 56x56x64 -> 28x28x128 at batch 1 0.46-0.49 -> 0.43). */
+enum { IMPLICIT_S2_MIN_ROWS = 65 };
+
+static int implicit_fwd_ok(const cn_conv_desc *d) {
+    if (implicit_ok(d)) return 1;
+    return d->sh == 2 && d->sw == 2 && d->groups == 1 && d->kh > 1 &&
+           implicit_plan(d).rows >= IMPLICIT_S2_MIN_ROWS;
 }
 
 static int implicit_parallel(const cn_conv_desc *d, int nthreads) {
@@ -134,6 +167,27 @@ static CN_CLONES void pad_image(float *restrict dst, const float *restrict src,
         memset(row + (size_t)(d->pw + d->w) * d->c, 0,
                sizeof(float) * (wp - d->pw - d->w) * d->c);
     }
+}
+
+/* rows 2i + phase (i < ne) of the zero-padded image (padded width wp) for the stride-2 implicit
+ * GEMM: E (phase 0) then O (phase 1), each ne x wp pixels; rows past the padded image are zero */
+static CN_CLONES void pad_phases(float *restrict dst, const float *restrict src,
+                                 const cn_conv_desc *d, int ne, int wp) {
+    const size_t rowlen = (size_t)wp * d->c;
+    for (int ph = 0; ph < 2; ph++)
+        for (int i = 0; i < ne; i++) {
+            float *row = dst + ((size_t)ph * ne + i) * rowlen;
+            const int sy = 2 * i + ph - d->ph;
+            if (sy < 0 || sy >= d->h) {
+                memset(row, 0, sizeof(float) * rowlen);
+                continue;
+            }
+            memset(row, 0, sizeof(float) * d->pw * d->c);
+            memcpy(row + (size_t)d->pw * d->c, src + (size_t)sy * d->w * d->c,
+                   sizeof(float) * d->w * d->c);
+            memset(row + (size_t)(d->pw + d->w) * d->c, 0,
+                   sizeof(float) * (wp - d->pw - d->w) * d->c);
+        }
 }
 
 /* ---- fused epilogue ---- */
@@ -233,13 +287,25 @@ static CN_CLONES void take_rows(float *restrict out, const float *restrict t,
 static void implicit_image(float *out, const float *in, const float *w, const cn_conv_desc *d,
                            const implicit_dims *q, float *ws, float beta, const cn_epilogue *ep,
                            const float *res) {
-    float *pad = ws, *t = ws + (size_t)q->hp * q->wp * d->c;
+    const int k = d->kw * d->c, ldb = d->kh * d->kw * d->c;
+    const size_t rowlen = (size_t)q->wp * d->c;
+    if (q->s == 2) {
+        float *t = ws + 2 * (size_t)q->ne * rowlen;
+        pad_phases(ws, in, d, q->ne, q->wp);
+        for (int ky = 0; ky < d->kh; ky++) {
+            const float *a = ws + ((size_t)(ky & 1) * q->ne + (size_t)(ky >> 1)) * rowlen;
+            cn_sgemm(0, 1, (int)q->rows, d->oc, k, 1.0f, a, 2 * d->c, w + (size_t)ky * k, ldb,
+                     ky ? 1.0f : 0.0f, t, d->oc);
+        }
+        take_rows(out, t, d, q->wv, beta, ep, res);
+        return;
+    }
+    float *pad = ws, *t = ws + (size_t)q->hp * rowlen;
     pad_image(pad, in, d, q->hp, q->wp);
-    int k = d->kw * d->c, ldb = d->kh * d->kw * d->c;
     for (int ky = 0; ky < d->kh; ky++)
-        cn_sgemm(0, 1, (int)q->rows, d->oc, k, 1.0f, pad + (size_t)ky * q->wp * d->c, d->c,
+        cn_sgemm(0, 1, (int)q->rows, d->oc, k, 1.0f, pad + (size_t)ky * rowlen, d->c,
                  w + (size_t)ky * k, ldb, ky ? 1.0f : 0.0f, t, d->oc);
-    take_rows(out, t, d, q->wp, beta, ep, res);
+    take_rows(out, t, d, q->wv, beta, ep, res);
 }
 
 static void conv_implicit(float *out, const float *in, const float *w, const cn_conv_desc *d,
@@ -781,7 +847,7 @@ static void direct_backward_bn(float *din, float *dw, const cn_bn_dx *bn, const 
  * call, which may be smaller than the one the workspace was sized for */
 static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
     size_t ws;
-    if (implicit_ok(d)) {
+    if (implicit_fwd_ok(d)) {
         ws = implicit_plan(d).per * (implicit_parallel(d, nthreads) ? nthreads : 1);
     } else {
         plan p = make_plan(d, nthreads);
@@ -1012,7 +1078,7 @@ static void conv_gemm(float *out, const float *in, const float *w, const cn_conv
 static void conv_gemm_stats(float *out, const float *in, const float *w, const cn_conv_desc *d,
                             float *ws, int nthreads, float beta, const cn_epilogue *ep,
                             double *stats) {
-    if (implicit_ok(d)) {
+    if (implicit_fwd_ok(d)) {
         conv_implicit(out, in, w, d, ws, nthreads, beta, ep);
         return;
     }
