@@ -126,8 +126,10 @@ typedef struct dw_plan {
     int blocks, per_group, groups, bands;
 } dw_plan;
 
-/* whole: tasks cover all output rows (a pool is taken) */
-static dw_plan plan_fast(const cn_conv_desc *d, int nt, int whole) {
+/* Tasks: images x channel groups x bands of output rows. A pool (the squeeze of a
+ * squeeze-and-excitation) is taken from each task's own sums (pool_sums), added band by band in
+ * order afterwards, so bands serve it as well. */
+static dw_plan plan_fast(const cn_conv_desc *d, int nt) {
     const cn_dw_job j = dw_job_of(d);
     dw_plan p;
     p.blocks = (d->c + 15) / 16;
@@ -136,24 +138,27 @@ static dw_plan plan_fast(const cn_conv_desc *d, int nt, int whole) {
     p.per_group = fit < 1 ? 1 : fit > (size_t)p.blocks ? p.blocks : (int)fit;
     p.bands = 1;
     if (nt > 1 && (long)d->n * ((p.blocks + p.per_group - 1) / p.per_group) < 4L * nt) {
-        /* bands first (they keep the reads in order), then smaller groups */
-        const int max_bands = whole ? 1 : d->oh / 4 > 1 ? d->oh / 4 : 1;
+        /* bands first (they keep the reads in order), then smaller groups. Splitting channels
+         * alone is a poor share: single blocks each stream the whole input, 64 bytes of every
+         * pixel (112x112x96, 3x3 stride 2: 385 us at 1 thread, 406 at 2, when a pool kept the
+         * tasks to whole images). */
+        const int max_bands = d->oh / 4 > 1 ? d->oh / 4 : 1;
         const long want = (4L * nt + d->n - 1) / d->n;
         p.bands = want < max_bands ? (int)want : max_bands;
         const long have = (long)d->n * p.bands;
-        /* Whole images (a pool): the groups alone give the threads their share, so only as many
-         * as the threads, of adjacent blocks. Single blocks would each stream the whole input,
-         * 64 bytes of every pixel, and at 2 threads ran no faster than at 1 (112x112x96, 3x3
-         * stride 2: 385 us at 1 thread, 406 at 2). */
-        const long target = whole ? nt : 4L * nt;
-        if (have < target) {
-            const int groups = (int)((target + have - 1) / have);
+        if (have < 4L * nt) {
+            const int groups = (int)((4L * nt + have - 1) / have);
             const int per = (p.blocks + groups - 1) / groups;
             if (per < p.per_group) p.per_group = per < 1 ? 1 : per;
         }
     }
     p.groups = (p.blocks + p.per_group - 1) / p.per_group;
     return p;
+}
+
+/* doubles of the bands' pool sums (N, bands, C) of a pooled forward at nt threads, as floats */
+static size_t pool_sums_floats(const cn_conv_desc *d, int nt) {
+    return round16(2 * (size_t)d->n * plan_fast(d, nt).bands * d->c);
 }
 
 enum { DGRAD_FAST_MAX_W = 64 };
@@ -180,7 +185,7 @@ static size_t dgrad_fast_floats(const cn_conv_desc *d, int nthreads) {
     if (!dgrad_desc(d, &t) || !use_fast(&t) || t.w > DGRAD_FAST_MAX_W) return 0;
     const cn_dw_job j = dw_job_of(&t);
     return 2 * round16((size_t)d->c) + 16 +
-           (size_t)(nthreads < 1 ? 1 : nthreads) * dw_ring_floats(&j, plan_fast(&t, 1, 0).per_group);
+           (size_t)(nthreads < 1 ? 1 : nthreads) * dw_ring_floats(&j, plan_fast(&t, 1).per_group);
 }
 
 /* the workspace of cn_dwconv_backward_bn (see bn_layout_of), in floats from its start */
@@ -196,7 +201,8 @@ size_t cn_dwconv_workspace(const cn_conv_desc *d, int nthreads, int backward) {
          * of a single thread */
         const cn_dw_job j = dw_job_of(d);
         kc += 16 + (size_t)(nthreads < 1 ? 1 : nthreads) *
-                       dw_ring_floats(&j, plan_fast(d, 1, 0).per_group);
+                       dw_ring_floats(&j, plan_fast(d, 1).per_group) +
+              pool_sums_floats(d, nthreads < 1 ? 1 : nthreads);
     }
     if (!backward) return kc;
     size_t part = round16(2 * ((size_t)d->kh * d->kw + 1) * d->c); /* doubles, as floats */
@@ -648,9 +654,14 @@ static void fast_forward(float *out, const float *in, const float *wr, const flo
     if (ep)
         j.scale = ep->scale, j.shift = ep->shift, j.res = ep->res, j.act = (int)ep->act,
         j.pool = ep->pool;
-    const dw_plan p = plan_fast(d, nt, j.pool != NULL);
+    const dw_plan p = plan_fast(d, nt);
     const size_t per = dw_ring_floats(&j, p.per_group);
     ring = (float *)(((uintptr_t)ring + 63) & ~(uintptr_t)63);
+    /* the bands' pool sums (N, bands, C), after the threads' rings */
+    float *const pool = j.pool;
+    double *bsum = pool && p.bands > 1 ? (double *)(ring + (size_t)nt * per) : NULL;
+    if (bsum) j.pool = NULL;
+    const size_t C = (size_t)d->c;
     const long tasks = (long)d->n * p.groups * p.bands;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (long t = 0; t < tasks; t++) {
@@ -660,7 +671,18 @@ static void fast_forward(float *out, const float *in, const float *wr, const flo
         const int b1 = b0 + p.per_group < p.blocks ? b0 + p.per_group : p.blocks;
         const int oy0 = (int)((long)d->oh * band / p.bands);
         const int oy1 = (int)((long)d->oh * (band + 1) / p.bands);
-        fast_kernels()->task(&j, img, b0, b1, oy0, oy1, ring + (size_t)omp_get_thread_num() * per);
+        cn_dw_job k = j;
+        if (bsum) k.pool_sums = bsum + ((size_t)img * p.bands + band) * C;
+        fast_kernels()->task(&k, img, b0, b1, oy0, oy1, ring + (size_t)omp_get_thread_num() * per);
+    }
+    if (bsum) {
+        const double hw = (double)d->oh * d->ow;
+        for (int img = 0; img < d->n; img++)
+            for (size_t c = 0; c < C; c++) {
+                double s = 0;
+                for (int b = 0; b < p.bands; b++) s += bsum[((size_t)img * p.bands + b) * C + c];
+                pool[(size_t)img * C + c] = (float)(s / hw);
+            }
     }
 }
 
