@@ -151,10 +151,11 @@ static int implicit_parallel(const cn_conv_desc *d, int nthreads) {
     return nthreads > 1 && d->n >= 2 * nthreads;
 }
 
-static CN_CLONES void pad_image(float *restrict dst, const float *restrict src,
-                                const cn_conv_desc *d, int hp, int wp) {
+/* rows [y0, y1) of the zero-padded copy (padded width wp) of the image src */
+static CN_CLONES void pad_rows(float *restrict dst, const float *restrict src,
+                               const cn_conv_desc *d, int wp, int y0, int y1) {
     size_t rowlen = (size_t)wp * d->c;
-    for (int y = 0; y < hp; y++) {
+    for (int y = y0; y < y1; y++) {
         float *row = dst + y * rowlen;
         int sy = y - d->ph;
         if (sy < 0 || sy >= d->h) {
@@ -167,6 +168,10 @@ static CN_CLONES void pad_image(float *restrict dst, const float *restrict src,
         memset(row + (size_t)(d->pw + d->w) * d->c, 0,
                sizeof(float) * (wp - d->pw - d->w) * d->c);
     }
+}
+
+static void pad_image(float *dst, const float *src, const cn_conv_desc *d, int hp, int wp) {
+    pad_rows(dst, src, d, wp, 0, hp);
 }
 
 /* rows 2i + phase (i < ne) of the zero-padded image (padded width wp) for the stride-2 implicit
@@ -523,12 +528,18 @@ static void direct_forward(float *out, const float *in, const float *wk, const c
 #pragma omp parallel num_threads(T)
     {
         int t = omp_get_thread_num(), j0 = items * t / T, j1 = items * (t + 1) / T, padded = -1;
+        int done = 0; /* the padded rows [.., done) of image `padded` are in pad */
         float *pad = ws + (size_t)t * per;
         if (j0 < j1) memset(pad + body, 0, sizeof(float) * (per - body));
         for (int j = j0; j < j1; j++) {
             int n = j / nb, oy0 = j % nb * rb, oy1 = oy0 + rb < d->oh ? oy0 + rb : d->oh;
             size_t o = (size_t)n * out_img + (size_t)oy0 * d->ow * d->oc;
-            if (n != padded) pad_image(pad, in + n * in_img, d, hp, wp), padded = n;
+            /* only the padded rows these output rows read (a thread's blocks are consecutive) */
+            int y0 = oy0 * d->sh, y1 = (oy1 - 1) * d->sh + d->kh;
+            if (y1 > hp) y1 = hp;
+            if (n != padded) padded = n, done = y0;
+            if (y0 < done) y0 = done;
+            if (y0 < y1) pad_rows(pad, in + n * in_img, d, wp, y0, y1), done = y1;
             cn_dconv_forward_rows(out + n * out_img, pad, wk, &s, oy0, oy1, accumulate);
             if (ep) epilogue(out + o, out + o, ep->res ? ep->res + o : NULL,
                              (size_t)(oy1 - oy0) * d->ow, d->oc, ep);
