@@ -137,7 +137,15 @@ static dw_plan plan_fast(const cn_conv_desc *d, int nt) {
     size_t fit = RING_BYTES / sizeof(float) / per_block;
     p.per_group = fit < 1 ? 1 : fit > (size_t)p.blocks ? p.blocks : (int)fit;
     p.bands = 1;
-    if (nt > 1 && (long)d->n * ((p.blocks + p.per_group - 1) / p.per_group) < 4L * nt) {
+    if (nt > 1 && (long)d->n * ((p.blocks + p.per_group - 1) / p.per_group) < 4L * nt &&
+        (long)d->n * p.blocks >= 8L * nt) {
+        /* channel groups of two blocks or more (128 bytes of each pixel): no rows read twice,
+         * as bands do at their edges (EfficientNet's 5x5 layers on 14x14 and 7x7 maps, 672 and
+         * 1152 channels, ran in 3 bands or 1 no faster at 2 threads than at 1) */
+        const long groups = (4L * nt + d->n - 1) / d->n;
+        const int per = (int)((p.blocks + groups - 1) / groups);
+        if (per < p.per_group) p.per_group = per;
+    } else if (nt > 1 && (long)d->n * ((p.blocks + p.per_group - 1) / p.per_group) < 4L * nt) {
         /* bands first (they keep the reads in order), then smaller groups. Splitting channels
          * alone is a poor share: single blocks each stream the whole input, 64 bytes of every
          * pixel (112x112x96, 3x3 stride 2: 385 us at 1 thread, 406 at 2, when a pool kept the
@@ -647,8 +655,9 @@ static CN_CLONES void epilogue_task(float *out, const geo *g, int oy, int n0, in
 
 /* The AVX-512 or AVX2 kernels (kernels/dwconv.h) over the tasks of plan_fast. ring: after the
  * weights, see cn_dwconv_workspace. */
-static void fast_forward(float *out, const float *in, const float *wr, const float *bias,
-                         const cn_conv_desc *d, int nt, const cn_epilogue *ep, float *ring) {
+static void fast_forward(float *out, const float *in, float *wr, const float *bias,
+                         const cn_conv_desc *d, int nt, const cn_epilogue *ep, float *ring,
+                         const float *w) {
     cn_dw_job j = dw_job_of(d);
     j.in = in, j.out = out, j.wr = wr, j.bias = bias;
     if (ep)
@@ -663,17 +672,29 @@ static void fast_forward(float *out, const float *in, const float *wr, const flo
     if (bsum) j.pool = NULL;
     const size_t C = (size_t)d->c;
     const long tasks = (long)d->n * p.groups * p.bands;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (long t = 0; t < tasks; t++) {
-        const int band = (int)(t % p.bands), grp = (int)(t / p.bands % p.groups);
-        const int img = (int)(t / p.bands / p.groups);
-        const int b0 = grp * p.per_group;
-        const int b1 = b0 + p.per_group < p.blocks ? b0 + p.per_group : p.blocks;
-        const int oy0 = (int)((long)d->oh * band / p.bands);
-        const int oy1 = (int)((long)d->oh * (band + 1) / p.bands);
-        cn_dw_job k = j;
-        if (bsum) k.pool_sums = bsum + ((size_t)img * p.bands + band) * C;
-        fast_kernels()->task(&k, img, b0, b1, oy0, oy1, ring + (size_t)omp_get_thread_num() * per);
+    const int kk = d->kh * d->kw;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        /* the filters repacked tap-major by all threads (a strided scatter, as long as the
+         * convolution itself on small maps when one thread did it) */
+        if (w) {
+#pragma omp for schedule(static)
+            for (int ch = 0; ch < d->c; ch++)
+                for (int t = 0; t < kk; t++) wr[(size_t)t * C + ch] = w[(size_t)ch * kk + t];
+        }
+#pragma omp for schedule(static)
+        for (long t = 0; t < tasks; t++) {
+            const int band = (int)(t % p.bands), grp = (int)(t / p.bands % p.groups);
+            const int img = (int)(t / p.bands / p.groups);
+            const int b0 = grp * p.per_group;
+            const int b1 = b0 + p.per_group < p.blocks ? b0 + p.per_group : p.blocks;
+            const int oy0 = (int)((long)d->oh * band / p.bands);
+            const int oy1 = (int)((long)d->oh * (band + 1) / p.bands);
+            cn_dw_job k = j;
+            if (bsum) k.pool_sums = bsum + ((size_t)img * p.bands + band) * C;
+            fast_kernels()->task(&k, img, b0, b1, oy0, oy1,
+                                 ring + (size_t)omp_get_thread_num() * per);
+        }
     }
     if (bsum) {
         const double hw = (double)d->oh * d->ow;
@@ -702,11 +723,11 @@ static void forward_pass(float *out, const float *in, const float *wr, const flo
 static void forward(float *out, const float *in, const float *w, const float *bias,
                     const cn_epilogue *ep, const cn_conv_desc *d, float *ws, int nthreads) {
     geo g = geo_of(d);
-    repack(ws, w, d->c, d->kh * d->kw, 0);
-    if (use_fast(d))
+    if (use_fast(d)) {
         fast_forward(out, in, ws, bias, d, threads_for(&g, nthreads), ep,
-                     ws + round16((size_t)d->kh * d->kw * d->c));
-    else {
+                     ws + round16((size_t)d->kh * d->kw * d->c), w);
+    } else {
+        repack(ws, w, d->c, d->kh * d->kw, 0);
         forward_pass(out, in, ws, bias, &g, nthreads, 0, ep);
         if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->c);
     }
@@ -755,8 +776,8 @@ static void dgrad(float *din, const float *dout, const float *wr, const float *w
         if (fast) {
             const float *ones = fast, *zeros = fast + round16((size_t)d->c);
             const cn_epilogue ep = {ones, zeros, set ? NULL : din, CN_ACT_NONE, NULL};
-            fast_forward(din, dout, wf, NULL, &td, threads_for(&t, nt), &ep,
-                         (float *)zeros + round16((size_t)d->c));
+            fast_forward(din, dout, (float *)wf, NULL, &td, threads_for(&t, nt), &ep,
+                         (float *)zeros + round16((size_t)d->c), NULL);
         } else {
             forward_pass(din, dout, wf, NULL, &t, nt, !set, NULL);
         }
