@@ -151,23 +151,24 @@ static int implicit_parallel(const cn_conv_desc *d, int nthreads) {
     return nthreads > 1 && d->n >= 2 * nthreads;
 }
 
-/* rows [y0, y1) of the zero-padded copy (padded width wp) of the image src */
-static CN_CLONES void pad_rows(float *restrict dst, const float *restrict src,
-                               const cn_conv_desc *d, int wp, int y0, int y1) {
-    size_t rowlen = (size_t)wp * d->c;
-    for (int y = y0; y < y1; y++) {
-        float *row = dst + y * rowlen;
-        int sy = y - d->ph;
-        if (sy < 0 || sy >= d->h) {
-            memset(row, 0, sizeof(float) * rowlen);
-            continue;
-        }
-        memset(row, 0, sizeof(float) * d->pw * d->c);
-        memcpy(row + (size_t)d->pw * d->c, src + (size_t)sy * d->w * d->c,
-               sizeof(float) * d->w * d->c);
-        memset(row + (size_t)(d->pw + d->w) * d->c, 0,
-               sizeof(float) * (wp - d->pw - d->w) * d->c);
+/* one row (padded width wp) of the zero-padded copy of the image src: its row sy, or zeros when
+ * sy lies in the padding */
+static CN_CLONES void pad_row(float *restrict row, const float *restrict src,
+                              const cn_conv_desc *d, int wp, int sy) {
+    if (sy < 0 || sy >= d->h) {
+        memset(row, 0, sizeof(float) * wp * d->c);
+        return;
     }
+    memset(row, 0, sizeof(float) * d->pw * d->c);
+    memcpy(row + (size_t)d->pw * d->c, src + (size_t)sy * d->w * d->c,
+           sizeof(float) * d->w * d->c);
+    memset(row + (size_t)(d->pw + d->w) * d->c, 0, sizeof(float) * (wp - d->pw - d->w) * d->c);
+}
+
+/* rows [y0, y1) of the zero-padded copy (padded width wp) of the image src */
+static void pad_rows(float *dst, const float *src, const cn_conv_desc *d, int wp, int y0,
+                     int y1) {
+    for (int y = y0; y < y1; y++) pad_row(dst + (size_t)y * wp * d->c, src, d, wp, y - d->ph);
 }
 
 static void pad_image(float *dst, const float *src, const cn_conv_desc *d, int hp, int wp) {
@@ -176,23 +177,10 @@ static void pad_image(float *dst, const float *src, const cn_conv_desc *d, int h
 
 /* rows 2i + phase (i < ne) of the zero-padded image (padded width wp) for the stride-2 implicit
  * GEMM: E (phase 0) then O (phase 1), each ne x wp pixels; rows past the padded image are zero */
-static CN_CLONES void pad_phases(float *restrict dst, const float *restrict src,
-                                 const cn_conv_desc *d, int ne, int wp) {
-    const size_t rowlen = (size_t)wp * d->c;
+static void pad_phases(float *dst, const float *src, const cn_conv_desc *d, int ne, int wp) {
     for (int ph = 0; ph < 2; ph++)
-        for (int i = 0; i < ne; i++) {
-            float *row = dst + ((size_t)ph * ne + i) * rowlen;
-            const int sy = 2 * i + ph - d->ph;
-            if (sy < 0 || sy >= d->h) {
-                memset(row, 0, sizeof(float) * rowlen);
-                continue;
-            }
-            memset(row, 0, sizeof(float) * d->pw * d->c);
-            memcpy(row + (size_t)d->pw * d->c, src + (size_t)sy * d->w * d->c,
-                   sizeof(float) * d->w * d->c);
-            memset(row + (size_t)(d->pw + d->w) * d->c, 0,
-                   sizeof(float) * (wp - d->pw - d->w) * d->c);
-        }
+        for (int i = 0; i < ne; i++)
+            pad_row(dst + ((size_t)ph * ne + i) * wp * d->c, src, d, wp, 2 * i + ph - d->ph);
 }
 
 /* ---- fused epilogue ---- */
