@@ -137,27 +137,29 @@ static dw_plan plan_fast(const cn_conv_desc *d, int nt) {
     size_t fit = RING_BYTES / sizeof(float) / per_block;
     p.per_group = fit < 1 ? 1 : fit > (size_t)p.blocks ? p.blocks : (int)fit;
     p.bands = 1;
-    if (nt > 1 && (long)d->n * ((p.blocks + p.per_group - 1) / p.per_group) < 4L * nt &&
-        (long)d->n * p.blocks >= 8L * nt) {
-        /* channel groups of two blocks or more (128 bytes of each pixel): no rows read twice,
-         * as bands do at their edges (EfficientNet's 5x5 layers on 14x14 and 7x7 maps, 672 and
-         * 1152 channels, ran in 3 bands or 1 no faster at 2 threads than at 1) */
-        const long groups = (4L * nt + d->n - 1) / d->n;
-        const int per = (int)((p.blocks + groups - 1) / groups);
-        if (per < p.per_group) p.per_group = per;
-    } else if (nt > 1 && (long)d->n * ((p.blocks + p.per_group - 1) / p.per_group) < 4L * nt) {
-        /* bands first (they keep the reads in order), then smaller groups. Splitting channels
-         * alone is a poor share: single blocks each stream the whole input, 64 bytes of every
-         * pixel (112x112x96, 3x3 stride 2: 385 us at 1 thread, 406 at 2, when a pool kept the
-         * tasks to whole images). */
-        const int max_bands = d->oh / 4 > 1 ? d->oh / 4 : 1;
-        const long want = (4L * nt + d->n - 1) / d->n;
-        p.bands = want < max_bands ? (int)want : max_bands;
-        const long have = (long)d->n * p.bands;
-        if (have < 4L * nt) {
-            const int groups = (int)((4L * nt + have - 1) / have);
-            const int per = (p.blocks + groups - 1) / groups;
-            if (per < p.per_group) p.per_group = per < 1 ? 1 : per;
+    if (nt > 1 && (long)d->n * ((p.blocks + p.per_group - 1) / p.per_group) < 4L * nt) {
+        if ((long)d->n * p.blocks >= 8L * nt) {
+            /* channel groups of two blocks or more (128 bytes of each pixel): no rows read
+             * twice, as bands do at their edges (EfficientNet's 5x5 layers on 14x14 and 7x7
+             * maps, 672 and 1152 channels, ran in 3 bands or 1 no faster at 2 threads than
+             * at 1) */
+            const long groups = (4L * nt + d->n - 1) / d->n;
+            const int per = (int)((p.blocks + groups - 1) / groups);
+            if (per < p.per_group) p.per_group = per;
+        } else {
+            /* bands first (they keep the reads in order), then smaller groups. Splitting
+             * channels alone is a poor share: single blocks each stream the whole input, 64
+             * bytes of every pixel (112x112x96, 3x3 stride 2: 385 us at 1 thread, 406 at 2,
+             * when a pool kept the tasks to whole images). */
+            const int max_bands = d->oh / 4 > 1 ? d->oh / 4 : 1;
+            const long want = (4L * nt + d->n - 1) / d->n;
+            p.bands = want < max_bands ? (int)want : max_bands;
+            const long have = (long)d->n * p.bands;
+            if (have < 4L * nt) {
+                const int groups = (int)((4L * nt + have - 1) / have);
+                const int per = (p.blocks + groups - 1) / groups;
+                if (per < p.per_group) p.per_group = per < 1 ? 1 : per;
+            }
         }
     }
     p.groups = (p.blocks + p.per_group - 1) / p.per_group;
@@ -653,6 +655,18 @@ static CN_CLONES void epilogue_task(float *out, const geo *g, int oy, int n0, in
     }
 }
 
+/* pool (N, C) = the means over hw pixels from the bands' sums bsum (N, bands, C), added in band
+ * order (the same bits whichever thread ran which band) */
+static void pool_of_band_sums(float *pool, const double *bsum, int n, int bands, int c,
+                              double hw) {
+    for (int img = 0; img < n; img++)
+        for (int ch = 0; ch < c; ch++) {
+            double s = 0;
+            for (int b = 0; b < bands; b++) s += bsum[((size_t)img * bands + b) * c + ch];
+            pool[(size_t)img * c + ch] = (float)(s / hw);
+        }
+}
+
 /* The AVX-512 or AVX2 kernels (kernels/dwconv.h) over the tasks of plan_fast. ring: after the
  * weights, see cn_dwconv_workspace. */
 static void fast_forward(float *out, const float *in, float *wr, const float *bias,
@@ -696,15 +710,7 @@ static void fast_forward(float *out, const float *in, float *wr, const float *bi
                                  ring + (size_t)omp_get_thread_num() * per);
         }
     }
-    if (bsum) {
-        const double hw = (double)d->oh * d->ow;
-        for (int img = 0; img < d->n; img++)
-            for (size_t c = 0; c < C; c++) {
-                double s = 0;
-                for (int b = 0; b < p.bands; b++) s += bsum[((size_t)img * p.bands + b) * C + c];
-                pool[(size_t)img * C + c] = (float)(s / hw);
-            }
-    }
+    if (bsum) pool_of_band_sums(pool, bsum, d->n, p.bands, d->c, (double)d->oh * d->ow);
 }
 
 /* out = bias + conv(in) (acc 0) or out += conv(in) (acc 1); then the epilogue, if any */
@@ -1049,13 +1055,5 @@ void cn_expand_dw_forward(float *out, const float *in, const float *we, const cn
             fast_kernels()->task(&j, 0, 0, blocks, 0, oy1 - oy0, ring);
         }
     }
-    if (bsum) {
-        const double hw = (double)OH * OW;
-        for (int img = 0; img < dd->n; img++)
-            for (int c = 0; c < C; c++) {
-                double s = 0;
-                for (int b = 0; b < p.bands; b++) s += bsum[((size_t)img * p.bands + b) * C + c];
-                epd->pool[(size_t)img * C + c] = (float)(s / hw);
-            }
-    }
+    if (bsum) pool_of_band_sums(epd->pool, bsum, dd->n, p.bands, C, (double)OH * OW);
 }
