@@ -340,6 +340,17 @@ int main(int argc, char **argv) {
         CHECK(cn_model_layers(r50, 1, 1, &rows, &n) == CN_OK && rows[n - 1].c == 1000,
               "1x1: %s", cn_errmsg());
         CHECK(cn_model_layers(r50, 0, 5, &rows, &n) == CN_ERR_ARG, "0x5 accepted");
+        /* Winograd's transformed weights at batch 1 (kernels/winograd.h): ResNet-50's would
+         * take 68 MB with its 256-channel layers, beyond the budget, so those stay off; ResNet-18's
+         * take 38 MB and are kept (its 512-channel layers at 7x7 are not taken at all) */
+        CHECK(cn_model_layers(r50, 224, 224, &rows, &n) == CN_OK && !r50->g.wino_wide,
+              "resnet50 batch 1 keeps its wide layers' transformed weights");
+        cn_model *r18 = make("resnet18", 3, 1000, 1, 0);
+        if (r18) {
+            CHECK(cn_model_layers(r18, 224, 224, &rows, &n) == CN_OK && r18->g.wino_wide,
+                  "resnet18 batch 1 does not keep its wide layers' transformed weights");
+            cn_model_free(r18);
+        }
         cn_model_free(r50);
     }
     cn_model *r20 = make("resnet20", 1, 10, 1, 0);

@@ -369,6 +369,32 @@ static void test_paths(void) {
     cn_sgemm_force_path(-1);
 }
 
+/* the decision's thresholds (winograd.c): wide layers at small batches only with the model's
+ * cache in budget, and then by speed (16 tiles up to 256 x 256 channels, 32 beyond) */
+static void test_decision(void) {
+    cn_conv_desc d = {.n = 1, .h = 14, .w = 14, .c = 256, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+                      .ph = 1, .pw = 1, .oc = 256, .groups = 1};
+    CHECK(cn_conv_desc_init(&d), "desc");
+    CHECK(!cn_wino_wanted(&d, 2, 0) && cn_wino_wanted(&d, 2, 1), "256ch 14x14 batch 1");
+    CHECK(cn_wino_cached_floats(&d, 2) == (size_t)36 * 256 * 256, "256ch 14x14 cached floats");
+    d.n = 4; /* 64 tiles: taken either way */
+    CHECK(cn_wino_wanted(&d, 2, 0) && cn_wino_wanted(&d, 2, 1), "256ch 14x14 batch 4");
+    d = (cn_conv_desc){.n = 1, .h = 7, .w = 7, .c = 512, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+                       .ph = 1, .pw = 1, .oc = 512, .groups = 1};
+    CHECK(cn_conv_desc_init(&d), "desc");
+    for (int n = 1; n <= 16; n *= 2) {
+        d.n = n; /* 4 tiles an image */
+        CHECK(cn_wino_wanted(&d, 2, 1) == (n >= 8), "512ch 7x7 batch %d, cache in budget", n);
+        CHECK(cn_wino_wanted(&d, 2, 0) == (n >= 16), "512ch 7x7 batch %d", n);
+        CHECK(cn_wino_cached_floats(&d, 2) == (n >= 8 ? (size_t)36 * 512 * 512 : 0),
+              "512ch 7x7 batch %d cached floats", n);
+    }
+    d = (cn_conv_desc){.n = 1, .h = 56, .w = 56, .c = 32, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+                       .ph = 1, .pw = 1, .oc = 64, .groups = 1};
+    CHECK(cn_conv_desc_init(&d), "desc");
+    CHECK(!cn_wino_wanted(&d, 2, 1) && !cn_wino_cached_floats(&d, 2), "32 channels");
+}
+
 /* ---- model level ---- */
 
 enum { HW = 64, NB = 2 };
@@ -534,6 +560,7 @@ int main(int argc, char **argv) {
     (void)argc, (void)argv;
     test_tile_kernels();
     test_paths();
+    test_decision();
     test_resnet_shapes();
     test_models();
     test_cache();

@@ -810,7 +810,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
     if (batch <= 0 || h <= 0 || w <= 0)
         return cn_error(CN_ERR_ARG, "batch %d and input %dx%d must be positive", batch, h, w);
     CN_TRY(cn_graph_shapes(g, h, w));
-    size_t total = 0, ws = 0, scratch = 0;
+    size_t total = 0, ws = 0, scratch = 0, wino_cache = 0;
     for (int i = 0; i < g->ntensors; i++) {
         const cn_tensor *t = &g->tensors[i];
         if (t->dead) continue;
@@ -847,6 +847,8 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
                 if (f > s) s = f;
             }
             if (s > ws) ws = s;
+            if (nd->fuse_out >= 0 && nd->fuse_in < 0)
+                wino_cache += cn_wino_cached_floats(&nd->desc, threads);
         } else {
             nd->desc.n = batch;
         }
@@ -957,6 +959,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
     g->in_w = w;
     g->train_plan = train;
     g->threads = threads;
+    g->wino_wide = wino_cache <= (size_t)CN_WINO_CACHE_FLOATS;
     g->planned = 1;
     return CN_OK;
 }
@@ -1018,7 +1021,7 @@ static void conv_fused_one(cn_graph *g, cn_node *nd, int n) {
     d.n = n;
     const float *w = cn_entry_data(g, nd->p[0]); /* (OC, KH, KW, C) */
     if (nd->fuse_in < 0) {
-        const float *u = cn_wino_wanted(&d, g->threads) ? wino_weights(g, nd) : NULL;
+        const float *u = cn_wino_wanted(&d, g->threads, g->wino_wide) ? wino_weights(g, nd) : NULL;
         if (u)
             (cn_wino_transposed(&d) ? cn_wino_forward_t : cn_wino_forward)(
                 g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data, u, &ep, &d,

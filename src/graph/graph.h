@@ -166,6 +166,9 @@ typedef struct cn_graph {
     void *scratch;          /* small per-op scratch (batch-norm sums) */
     void *arena;            /* all activations of the plan */
     int planned;
+    /* the plan's convolutions keep at most CN_WINO_CACHE_FLOATS of transformed weights at its
+     * batch with cn_wino_wanted's wide_cached: they take it (kernels/winograd.h) */
+    int wino_wide;
     /* profiling: seconds per op type, forward [0] and backward [1], when profile is set */
     int profile;
     double op_time[2][CN_OP_COUNT + 1]; /* the last slot: depthwise convolutions */

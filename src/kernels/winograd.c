@@ -66,20 +66,27 @@ enum { WINO_MIN_CHANNELS = 64, WINO_MIN_TILES = 16 };
  * stages, 57 MB for ResNet-50) take Winograd only from 64 tiles a call (batch 4 at 14x14), so
  * that batch-1 inference stays within the weights plus 40 MB (the kernel issue's bound; ResNet-50
  * keeps 11 MB of transformed weights) while batches, where activations dominate anyway, get
- * the 1.7-2.5x of these layers. */
-enum { WINO_WIDE = 128 * 128, WINO_MIN_TILES_WIDE = 64 };
+ * the 1.7-2.5x of these layers; unless the model's cache fits the budget (wide_cached, see
+ * cn_wino_cached_floats): then the speed alone decides, 16 tiles up to C x OC = 256 x 256 (U of
+ * 9 MB), 32 beyond. ResNet-18 at batch 1 keeps 38 MB of them (its three 256-channel layers at
+ * 14x14 1.7-2x faster than the implicit GEMM), ResNet-50 would keep 68 MB and stays as above. */
+enum { WINO_WIDE = 128 * 128, WINO_MIN_TILES_WIDE = 64, WINO_HUGE = 256 * 256,
+       WINO_MIN_TILES_HUGE = 32 };
 
-int cn_wino_wanted(const cn_conv_desc *d, int nthreads) {
+int cn_wino_wanted(const cn_conv_desc *d, int nthreads, int wide_cached) {
     (void)nthreads; /* the thresholds held at 1 and 2 threads */
     if (!cn_wino_shape_ok(d)) return 0;
     int f = atomic_load_explicit(&forced, memory_order_relaxed);
     if (f >= 0) return f == 1;
     if (d->c < WINO_MIN_CHANNELS || d->oc < WINO_MIN_CHANNELS) return 0;
-    size_t tiles = (size_t)d->n * ((d->h + 3) / 4) * ((d->w + 3) / 4);
-    /* (the speed alone would ask for 32 tiles once U exceeds 9 MB, C = OC > 256; the memory
-     * rule below asks for more) */
-    if ((size_t)d->c * d->oc > (size_t)WINO_WIDE) return tiles >= (size_t)WINO_MIN_TILES_WIDE;
+    const size_t tiles = tiles_of(d), cc = (size_t)d->c * d->oc;
+    if (cc > (size_t)WINO_WIDE && !wide_cached) return tiles >= (size_t)WINO_MIN_TILES_WIDE;
+    if (cc > (size_t)WINO_HUGE) return tiles >= (size_t)WINO_MIN_TILES_HUGE;
     return tiles >= (size_t)WINO_MIN_TILES;
+}
+
+size_t cn_wino_cached_floats(const cn_conv_desc *d, int nthreads) {
+    return cn_wino_wanted(d, nthreads, 1) ? cn_wino_weight_floats(d->c, d->oc) : 0;
 }
 
 /* ---- weights: U = G g G^T ---- */

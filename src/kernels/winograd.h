@@ -22,8 +22,16 @@
 int cn_wino_shape_ok(const cn_conv_desc *d);
 
 /* 1 when cn_wino_forward is expected to be faster than cn_conv2d_forward_fused for this shape,
- * batch (d->n) and thread count (measured thresholds, see winograd.c), or when forced. */
-int cn_wino_wanted(const cn_conv_desc *d, int nthreads);
+ * batch (d->n) and thread count (measured thresholds, see winograd.c), or when forced. Layers
+ * wider than 128 x 128 channels wait for batches where activations outweigh their transformed
+ * weights, unless wide_cached: the model's transformed weights fit CN_WINO_CACHE_FLOATS. */
+int cn_wino_wanted(const cn_conv_desc *d, int nthreads, int wide_cached);
+/* The floats of transformed weights this layer keeps at batch d->n when wide_cached is set (0
+ * when it does not take the cached path): a model whose layers add up to at most
+ * CN_WINO_CACHE_FLOATS (40 MB, the kernel issue's bound on what inference adds to the weights)
+ * sets wide_cached for all of them. */
+size_t cn_wino_cached_floats(const cn_conv_desc *d, int nthreads);
+enum { CN_WINO_CACHE_FLOATS = 10 << 20 };
 
 /* For tests and benchmarks: -1 automatic (the default), 0 never, 1 whenever the shape allows
  * (the cached weights), 2 the streamed path whenever it applies. Not thread-safe against
