@@ -20,6 +20,7 @@ const cn_cpu_features *cn_cpu(void) {
     feats.avx512f = __builtin_cpu_supports("avx512f");
     feats.avx512bw = __builtin_cpu_supports("avx512bw");
     feats.avx512vl = __builtin_cpu_supports("avx512vl");
+    feats.avx512dq = __builtin_cpu_supports("avx512dq");
     feats.avx512vnni = __builtin_cpu_supports("avx512vnni");
     feats.avx512vbmi = __builtin_cpu_supports("avx512vbmi");
     /* AVX-VNNI (VEX-encoded vpdpbusd on ymm): CPUID.(EAX=7,ECX=1):EAX bit 4, which
@@ -31,7 +32,7 @@ const cn_cpu_features *cn_cpu(void) {
     const char *cap = getenv("CN_CPU");
     if (cap && strcmp(cap, "generic") == 0) memset(&feats, 0, sizeof feats);
     if (cap && strcmp(cap, "avx2") == 0) {
-        feats.avx512f = feats.avx512bw = feats.avx512vl = feats.avx512vnni = 0;
+        feats.avx512f = feats.avx512bw = feats.avx512vl = feats.avx512dq = feats.avx512vnni = 0;
         feats.avx512vbmi = feats.avxvnni = 0;
     }
     if (cap && strcmp(cap, "avx512-novbmi") == 0) feats.avx512vbmi = 0;
@@ -41,5 +42,5 @@ const cn_cpu_features *cn_cpu(void) {
 
 int cn_cpu_avx512(void) {
     const cn_cpu_features *f = cn_cpu();
-    return f->avx512f && f->avx512bw && f->avx512vl;
+    return f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq;
 }

@@ -4,11 +4,11 @@
 #define CN_CORE_CPU_H
 
 typedef struct cn_cpu_features {
-    int avx2, fma, avx512f, avx512bw, avx512vl, avx512vnni, avx512vbmi, avxvnni;
+    int avx2, fma, avx512f, avx512bw, avx512vl, avx512dq, avx512vnni, avx512vbmi, avxvnni;
 } cn_cpu_features;
 
 const cn_cpu_features *cn_cpu(void);
-/* AVX-512 F, BW and VL together: what the AVX-512 kernels (compiled with those targets) need */
+/* AVX-512 F, BW, VL and DQ together: what the AVX-512 kernels (compiled with those targets) need */
 int cn_cpu_avx512(void);
 
 #endif

@@ -150,7 +150,7 @@ static atomic_int forced_kernel = -1;
 
 static int detect_path(void) {
     const cn_cpu_features *f = cn_cpu();
-    if (f->avx512f && f->avx512vl && f->avx512bw && f->fma) return PATH_AVX512;
+    if (cn_cpu_avx512() && f->fma) return PATH_AVX512;
     if (f->avx2 && f->fma) return PATH_AVX2;
     return PATH_GENERIC;
 }

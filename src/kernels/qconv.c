@@ -233,7 +233,7 @@ static int can_run(int i) {
     case IMPL_AVXVNNI: return has_avxvnni();
     case IMPL_AVX512VNNI:
     case IMPL_AVXVNNI_EVEX:
-        return f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->fma;
+        return cn_cpu_avx512() && f->avx512vnni && f->fma;
     }
     return 0;
 }
