@@ -308,7 +308,61 @@ static void test_gradual_pruning(void) {
           "prune to 1: %s", cn_errmsg());
 }
 
+/* The eval forward keeps each fused convolution's folded BN between calls (graph.c,
+ * fold_epilogue): whatever writes the parameters or the BN's running statistics must make it
+ * fold again. Each eval below is compared with a fresh model given the same state. */
+static cn_model *r20(void) {
+    cn_model_config c;
+    cn_model_config_default(&c);
+    c.name = "resnet20";
+    c.in_channels = 3;
+    c.num_classes = 10;
+    c.seed = 5;
+    c.threads = 2;
+    cn_model *m = NULL;
+    CHECK(cn_model_create(&m, &c) == CN_OK, "create: %s", cn_errmsg());
+    return m;
+}
+
+static int same_eval(cn_model *m, const float *x, int n, float *y, float *ref) {
+    cn_model *f = r20();
+    if (!f) return 0;
+    CHECK(cn_model_copy_state(f, m) == CN_OK, "copy: %s", cn_errmsg());
+    CHECK(cn_model_forward(m, x, n, 16, 16, 0, y) == CN_OK, "eval: %s", cn_errmsg());
+    CHECK(cn_model_forward(f, x, n, 16, 16, 0, ref) == CN_OK, "eval: %s", cn_errmsg());
+    cn_model_free(f);
+    return memcmp(y, ref, sizeof(float) * 10 * (size_t)n) == 0;
+}
+
+static void test_folded_bn_refresh(void) {
+    enum { N = 4 };
+    cn_model *m = r20();
+    if (!m) return;
+    float *x = malloc(sizeof(float) * N * 3 * 16 * 16), y0[N * 10], y[N * 10], ref[N * 10];
+    for (int i = 0; i < N * 3 * 16 * 16; i++) x[i] = (float)((i * 37 % 101) - 50) / 25.0f;
+    CHECK(same_eval(m, x, N, y0, ref), "eval of the initial state");
+    /* a running variance set through the API */
+    const int v = cn_model_tensor_find(m, "layer1.0.bn1.running_var");
+    float rv[16];
+    CHECK(v >= 0 && cn_model_tensor_get(m, v, rv) == CN_OK, "get running_var");
+    for (int k = 0; k < 16; k++) rv[k] *= 4.0f;
+    CHECK(cn_model_tensor_set(m, v, rv) == CN_OK, "set running_var");
+    CHECK(same_eval(m, x, N, y, ref), "eval after setting a running variance");
+    CHECK(memcmp(y, y0, sizeof y) != 0, "setting a running variance changed nothing");
+    /* the running statistics a training forward updates (no optimizer step), on the training
+     * plan, which the eval forwards then share (no new plan to start the folds afresh) */
+    float logits[N * 10];
+    CHECK(cn_model_forward(m, x, N, 16, 16, 1, logits) == CN_OK, "train forward: %s", cn_errmsg());
+    CHECK(same_eval(m, x, N, y0, ref), "eval on the training plan");
+    CHECK(cn_model_forward(m, x, N, 16, 16, 1, logits) == CN_OK, "train forward: %s", cn_errmsg());
+    CHECK(same_eval(m, x, N, y, ref), "eval after a training forward");
+    CHECK(memcmp(y, y0, sizeof y) != 0, "a training forward changed no running statistic");
+    free(x);
+    cn_model_free(m);
+}
+
 int main(void) {
+    test_folded_bn_refresh();
     test_schedules();
     test_optimizers();
     test_loader();

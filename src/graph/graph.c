@@ -895,6 +895,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
         if (nd->fuse_out >= 0) {
             nd->fold = malloc(sizeof(float) * 2 * nd->a.conv.oc);
             if (!nd->fold) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
+            nd->fold_made = 0;
         }
         if (nd->op == CN_OP_DROPOUT || nd->op == CN_OP_DROPPATH) {
             const cn_tensor *t = &g->tensors[nd->out];
@@ -988,12 +989,17 @@ static const float *wino_weights(cn_graph *g, cn_node *nd) {
 }
 
 /* The epilogue of an eval-mode convolution's absorbed chain (see cn_node.fuse_out): its BN and
- * bias folded into nd->fold. */
+ * bias folded into nd->fold, made again only when the parameters or the BN's buffers may have
+ * changed (param_version: a training forward, an optimizer step, a load or a set all move it).
+ * Folding every channel's sqrt and division at each call took 1.4 % of efficientnet_b0's batch-1
+ * forward, with the other thread idle meanwhile. */
 static cn_epilogue fold_epilogue(cn_graph *g, cn_node *nd) {
     int oc = nd->a.conv.oc;
     const float *bias = nd->p[1] >= 0 ? cn_entry_data(g, nd->p[1]) : NULL;
     cn_epilogue ep = {nd->fold, nd->fold + oc, NULL, nd->fuse_act,
                       nd->fuse_gap >= 0 ? g->tensors[nd->fuse_gap].data : NULL};
+    if (nd->fuse_res >= 0) ep.res = g->tensors[nd->fuse_res].data;
+    if (nd->fold_made && nd->fold_version == g->param_version) return ep;
     for (int c = 0; c < oc; c++) {
         nd->fold[c] = 1.0f;
         nd->fold[oc + c] = bias ? bias[c] : 0.0f;
@@ -1009,7 +1015,8 @@ static cn_epilogue fold_epilogue(cn_graph *g, cn_node *nd) {
             shift[c] = beta[c] - rm[c] * scale[c] + (bias ? bias[c] * scale[c] : 0.0f);
         }
     }
-    if (nd->fuse_res >= 0) ep.res = g->tensors[nd->fuse_res].data;
+    nd->fold_version = g->param_version;
+    nd->fold_made = 1;
     return ep;
 }
 
