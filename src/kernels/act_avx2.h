@@ -17,22 +17,24 @@
 #define CN_KERNELS_ACT_AVX2_H
 #include <immintrin.h>
 
+#include "kernels/act.h"
+
 #define CN_INLINE static inline __attribute__((always_inline))
 
 /* e^a = p * 2^n for a finite a: n = round(a / ln2), p = e^r for r = a - n ln2 (two-part ln2,
  * |r| <= ln2 / 2) by the degree-6 minimax polynomial of act_avx512.h (relative error 3.9e-9,
  * two operations fewer than the degree-7 Taylor form) */
 CN_INLINE __m256 exp_parts8(__m256 a, __m256 *n) {
-    *n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(1.44269504f)),
+    *n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(CN_EXP_LOG2E)),
                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(0.693145751953125f), a);
-    r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(1.42860676533018e-06f), r);
-    __m256 q = _mm256_set1_ps(0.001394858118146658f);
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.008381109684705734f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.041666239500045776f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.166663259267807f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.5f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0000001192092896f));
+    __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(CN_EXP_LN2_HI), a);
+    r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(CN_EXP_LN2_LO), r);
+    __m256 q = _mm256_set1_ps(CN_EXP_C6);
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(CN_EXP_C5));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(CN_EXP_C4));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(CN_EXP_C3));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(CN_EXP_C2));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(CN_EXP_C1));
     return _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f));
 }
 

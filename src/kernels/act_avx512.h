@@ -15,25 +15,27 @@
 #define CN_KERNELS_ACT_AVX512_H
 #include <immintrin.h>
 
+#include "kernels/act.h"
+
 #define CN_INLINE static inline __attribute__((always_inline))
 
 /* e^r for |r| <= ln2 / 2 by its degree-6 minimax polynomial (relative error 3.9e-9) */
 CN_INLINE __m512 exp_poly(__m512 r) {
-    __m512 q = _mm512_set1_ps(0.001394858118146658f);
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.008381109684705734f));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.041666239500045776f));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.166663259267807f));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.5f));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0000001192092896f));
+    __m512 q = _mm512_set1_ps(CN_EXP_C6);
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(CN_EXP_C5));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(CN_EXP_C4));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(CN_EXP_C3));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(CN_EXP_C2));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(CN_EXP_C1));
     return _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f));
 }
 
 /* e^a = p * 2^nf: n = round(a / ln2), p = e^r for r = a - n ln2 (two-part ln2, |r| <= ln2 / 2) */
 CN_INLINE __m512 exp_reduced(__m512 a, __m512 *nf) {
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269504f)),
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(CN_EXP_LOG2E)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), a);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860676533018e-06f), r);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(CN_EXP_LN2_HI), a);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(CN_EXP_LN2_LO), r);
     *nf = n;
     return exp_poly(r);
 }
@@ -49,10 +51,10 @@ CN_INLINE __m512 exp_neg_abs(__m512 x, __m512 *nf) {
  * reduction is that of exp_reduced for a = -min(x, 87) with the negation folded into it. */
 CN_INLINE __m512 exp_neg_ge87(__m512 x) {
     const __m512 xc = _mm512_min_ps(x, _mm512_set1_ps(87.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(-1.44269504f)),
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(-CN_EXP_LOG2E)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.693145751953125f), xc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860676533018e-06f), r);
+    __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(CN_EXP_LN2_HI), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(CN_EXP_LN2_LO), r);
     return _mm512_scalef_ps(exp_poly(r), n);
 }
 
