@@ -895,7 +895,7 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
         if (nd->fuse_out >= 0) {
             nd->fold = malloc(sizeof(float) * 2 * nd->a.conv.oc);
             if (!nd->fold) return free_plan(g), cn_error(CN_ERR_NOMEM, "out of memory");
-            nd->fold_made = 0;
+            nd->fold_version = UINT64_MAX;
         }
         if (nd->op == CN_OP_DROPOUT || nd->op == CN_OP_DROPPATH) {
             const cn_tensor *t = &g->tensors[nd->out];
@@ -999,7 +999,7 @@ static cn_epilogue fold_epilogue(cn_graph *g, cn_node *nd) {
     cn_epilogue ep = {nd->fold, nd->fold + oc, NULL, nd->fuse_act,
                       nd->fuse_gap >= 0 ? g->tensors[nd->fuse_gap].data : NULL};
     if (nd->fuse_res >= 0) ep.res = g->tensors[nd->fuse_res].data;
-    if (nd->fold_made && nd->fold_version == g->param_version) return ep;
+    if (nd->fold_version == g->param_version) return ep;
     for (int c = 0; c < oc; c++) {
         nd->fold[c] = 1.0f;
         nd->fold[oc + c] = bias ? bias[c] : 0.0f;
@@ -1016,7 +1016,6 @@ static cn_epilogue fold_epilogue(cn_graph *g, cn_node *nd) {
         }
     }
     nd->fold_version = g->param_version;
-    nd->fold_made = 1;
     return ep;
 }
 

@@ -138,10 +138,9 @@ typedef struct cn_node {
     int32_t *argmax;        /* max pool */
     float *mask;            /* dropout / drop path: the last train forward's mask */
     float *fold;            /* fused conv: the epilogue's scale and shift (2 x oc), made from
-                               the parameters and buffers of param_version fold_version when
-                               fold_made */
+                               the parameters and buffers of param_version fold_version
+                               (UINT64_MAX: not made yet) */
     uint64_t fold_version;
-    int fold_made;
     /* fused 3x3 conv on the Winograd path: its transformed weights (36, C, OC), or (36, OC, C)
      * where cn_wino_transposed, computed from
      * the weights of param_version wino_version (kernels/winograd.h); kept across plans, freed

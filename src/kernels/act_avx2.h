@@ -22,8 +22,8 @@
 #define CN_INLINE static inline __attribute__((always_inline))
 
 /* e^a = p * 2^n for a finite a: n = round(a / ln2), p = e^r for r = a - n ln2 (two-part ln2,
- * |r| <= ln2 / 2) by the degree-6 minimax polynomial of act_avx512.h (relative error 3.9e-9,
- * two operations fewer than the degree-7 Taylor form) */
+ * |r| <= ln2 / 2) by the degree-6 minimax polynomial of kernels/act.h (relative error
+ * 3.9e-9, two operations fewer than the degree-7 Taylor form) */
 CN_INLINE __m256 exp_parts8(__m256 a, __m256 *n) {
     *n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(CN_EXP_LOG2E)),
                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -28,8 +28,8 @@ int cn_wino_shape_ok(const cn_conv_desc *d);
 int cn_wino_wanted(const cn_conv_desc *d, int nthreads, int wide_cached);
 /* The floats of transformed weights this layer keeps at batch d->n when wide_cached is set (0
  * when it does not take the cached path): a model whose layers add up to at most
- * CN_WINO_CACHE_FLOATS (40 MB, the kernel issue's bound on what inference adds to the weights)
- * sets wide_cached for all of them. */
+ * CN_WINO_CACHE_FLOATS (40 MB, the kernel issue's bound on what inference adds to the weights,
+ * here for the transformed weights alone) sets wide_cached for all of them. */
 size_t cn_wino_cached_floats(const cn_conv_desc *d, int nthreads);
 enum { CN_WINO_CACHE_FLOATS = 10 << 20 };
 
