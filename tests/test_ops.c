@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "core/cpu.h"
+#include "core/mem.h"
 #include "core/rng.h"
 #include "kernels/bn.h"
 #include "kernels/conv_direct.h"
@@ -1086,10 +1087,40 @@ static void conv_stats_case(int n, int h, int c, int oc, int k, int groups, int 
     free(scr);
 }
 
+/* the big-block allocators (core/mem.c): zeroed where promised, aligned (to a huge page from
+ * one huge page up), every byte writable, freed without complaint (AddressSanitizer's build) */
+static void mem_case(size_t bytes) {
+    unsigned char *z = cn_alloc_zeroed(bytes);
+    CHECK(z != NULL, "cn_alloc_zeroed(%zu) failed", bytes);
+    if (z) {
+        size_t nz = 0;
+        for (size_t i = 0; i < bytes; i++) nz += z[i] != 0;
+        CHECK(nz == 0, "cn_alloc_zeroed(%zu): %zu bytes not zero", bytes, nz);
+        if (bytes >= CN_HUGE_PAGE)
+            CHECK((uintptr_t)z % CN_HUGE_PAGE == 0, "cn_alloc_zeroed(%zu) not huge-page aligned", bytes);
+        memset(z, 0x5a, bytes);
+        CHECK(bytes == 0 || z[bytes - 1] == 0x5a, "cn_alloc_zeroed(%zu): last byte", bytes);
+        cn_free_zeroed(z, bytes);
+    }
+    float *h = cn_alloc_huge(bytes);
+    CHECK(h != NULL, "cn_alloc_huge(%zu) failed", bytes);
+    if (h) {
+        const size_t align = bytes >= CN_HUGE_PAGE ? CN_HUGE_PAGE : 64;
+        CHECK((uintptr_t)h % align == 0, "cn_alloc_huge(%zu) not %zu-byte aligned", bytes, align);
+        memset(h, 0x33, bytes);
+        free(h);
+    }
+}
+
 int main(void) {
     rng = cn_rng_make(1234, 0, 0);
     verbose = getenv("CN_TEST_VERBOSE") != NULL;
     phase("start");
+    {
+        static const size_t sizes[] = {0, 1, 4096, CN_HUGE_PAGE - 1, CN_HUGE_PAGE,
+                                       CN_HUGE_PAGE + 4, (size_t)5 << 20};
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) mem_case(sizes[i]);
+    }
     {
         static const int cs[] = {1, 7, 16, 31, 33, 96, 100};
         for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {

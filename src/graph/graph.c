@@ -34,6 +34,9 @@ const char *cn_profile_slot_name(int slot) {
 
 void cn_graph_init(cn_graph *g) { memset(g, 0, sizeof *g); }
 
+/* the bytes of params and of grads (cn_alloc_zeroed) */
+static size_t param_bytes(const cn_graph *g) { return sizeof(float) * (g->nparams ? g->nparams : 1); }
+
 static void free_plan(cn_graph *g) {
     for (int i = 0; i < g->nnodes; i++) {
         free(g->nodes[i].save);
@@ -68,8 +71,8 @@ void cn_graph_free(cn_graph *g) {
     free(g->tensors);
     free(g->entries);
     free(g->node_time);
-    free(g->params);
-    free(g->grads);
+    cn_free_zeroed(g->params, param_bytes(g));
+    cn_free_zeroed(g->grads, param_bytes(g));
     free(g->buffers);
     free(g->counters);
     memset(g, 0, sizeof *g);
@@ -532,10 +535,10 @@ cn_status cn_graph_finalize(cn_graph *g) {
         fuse_bn_add_relu(g);
         fuse_inference(g);
     }
-    /* calloc, not cn_alloc64 and a memset: its pages stay untouched (not resident) until written,
+    /* zeroed as calloc's, not cn_alloc64 and a memset: its pages stay untouched (not resident) until written,
      * which keeps the gradients out of an inference run's memory (resnet50: 122 MB, not 219) */
-    g->params = calloc(g->nparams ? g->nparams : 1, sizeof(float));
-    g->grads = calloc(g->nparams ? g->nparams : 1, sizeof(float));
+    g->params = cn_alloc_zeroed(param_bytes(g));
+    g->grads = cn_alloc_zeroed(param_bytes(g));
     g->buffers = calloc(g->nbuffers ? g->nbuffers : 1, sizeof(float));
     g->counters = calloc(g->ncounters ? g->ncounters : 1, sizeof(int64_t));
     if (!g->params || !g->grads || !g->buffers || !g->counters)
@@ -853,8 +856,8 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
             nd->desc.n = batch;
         }
     }
-    g->arena = cn_alloc64(sizeof(float) * (total ? total : 1));
-    g->workspace = cn_alloc64(sizeof(float) * (ws ? ws : 1));
+    g->arena = cn_alloc_huge(sizeof(float) * (total ? total : 1));
+    g->workspace = cn_alloc_huge(sizeof(float) * (ws ? ws : 1));
     if (!g->arena || !g->workspace) {
         free(offset);
         free_plan(g);
@@ -974,7 +977,7 @@ static size_t numel(const cn_tensor *t, int n) { return (size_t)n * t->h * t->w 
 static const float *wino_weights(cn_graph *g, cn_node *nd) {
     if (nd->wino && nd->wino_version == g->param_version) return nd->wino;
     if (!nd->wino) {
-        nd->wino = cn_alloc64(sizeof(float) * cn_wino_weight_floats(nd->desc.c, nd->a.conv.oc));
+        nd->wino = cn_alloc_huge(sizeof(float) * cn_wino_weight_floats(nd->desc.c, nd->a.conv.oc));
         if (!nd->wino) return NULL;
     }
     /* in the layout the GEMMs want (cn_wino_transposed: U^T for wide layers) */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "core/status.h"
 #include "graph/model.h"
 
@@ -28,6 +29,9 @@ void cn_optim_config_default(cn_optim_config *c, cn_optim_kind kind) {
     c->eps = 1e-8f;
 }
 
+/* the bytes of the optimizer's state (cn_alloc_zeroed) */
+static size_t state_bytes(const cn_optim *o) { return sizeof(float) * (o->nstate ? o->nstate : 1); }
+
 cn_status cn_optim_create(cn_optim **out, cn_model *m, const cn_optim_config *c) {
     *out = NULL;
     if (c->kind != CN_OPTIM_SGD && c->kind != CN_OPTIM_ADAMW)
@@ -46,7 +50,7 @@ cn_status cn_optim_create(cn_optim **out, cn_model *m, const cn_optim_config *c)
     o->model = m;
     o->n = m->g.nparams;
     o->nstate = c->kind == CN_OPTIM_ADAMW ? 2 * o->n : o->n;
-    o->state = calloc(o->nstate ? o->nstate : 1, sizeof(float));
+    o->state = cn_alloc_zeroed(state_bytes(o));
     if (!o->state) {
         free(o);
         return cn_error(CN_ERR_NOMEM, "out of memory for the optimizer state");
@@ -57,7 +61,7 @@ cn_status cn_optim_create(cn_optim **out, cn_model *m, const cn_optim_config *c)
 
 void cn_optim_free(cn_optim *o) {
     if (!o) return;
-    free(o->state);
+    cn_free_zeroed(o->state, state_bytes(o));
     free(o);
 }
 
