@@ -161,9 +161,10 @@ static double run_case(int n, int h, int w, int c, int oc, int with_ep, int res_
         if (eg > worst_vs_generic) worst_vs_generic = eg;
         free(og);
     }
-    /* the streamed path (AVX2, fewer than 64 tiles): its own transform of the weights, the same
-     * bound against the reference, the same bits on 1 and 2 threads */
-    if (strcmp(cn_sgemm_path_name(), "avx2") == 0 &&
+    /* the streamed path (AVX2 or AVX-512, each its own layout; fewer than 64 tiles): its own
+     * transform of the weights, the same bound against the reference, the same bits on 1 and 2
+     * threads */
+    if (strcmp(cn_sgemm_path_name(), "generic") != 0 &&
         (size_t)n * ((h + 3) / 4) * ((w + 3) / 4) < 64) {
         const double es =
             other_driver(cn_wino_forward_streamed, "streamed", in, wt, &ep, &d, ws, ref, act);
@@ -393,6 +394,26 @@ static void test_decision(void) {
                        .ph = 1, .pw = 1, .oc = 64, .groups = 1};
     CHECK(cn_conv_desc_init(&d), "desc");
     CHECK(!cn_wino_wanted(&d, 2, 1) && !cn_wino_cached_floats(&d, 2), "32 channels");
+    /* the streamed path takes the wide layers the cache leaves out, from 8 tiles a call on
+     * AVX-512 (16 on AVX2), below 64 */
+    const char *path = cn_sgemm_path_name();
+    if (strcmp(path, "generic") != 0) {
+        const int min_tiles = strcmp(path, "avx512") == 0 ? 8 : 16;
+        d = (cn_conv_desc){.n = 1, .h = 7, .w = 7, .c = 512, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+                           .ph = 1, .pw = 1, .oc = 512, .groups = 1};
+        CHECK(cn_conv_desc_init(&d), "desc");
+        for (int n = 1; n <= 16; n *= 2) {
+            d.n = n;
+            CHECK(cn_wino_streamed_wanted(&d, 2) == (4 * n >= min_tiles && 4 * n < 64),
+                  "%s: 512ch 7x7 batch %d streamed", path, n);
+        }
+        d = (cn_conv_desc){.n = 1, .h = 14, .w = 14, .c = 256, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
+                           .ph = 1, .pw = 1, .oc = 256, .groups = 1};
+        CHECK(cn_conv_desc_init(&d), "desc");
+        CHECK(cn_wino_streamed_wanted(&d, 2), "%s: 256ch 14x14 batch 1 streamed", path);
+        d.c = d.oc = 128; /* not wide: cached whatever the batch */
+        CHECK(!cn_wino_streamed_wanted(&d, 2), "%s: 128ch 14x14 not streamed", path);
+    }
 }
 
 /* ---- model level ---- */
@@ -451,7 +472,7 @@ static void test_models(void) {
         char what[64];
         snprintf(what, sizeof what, "%s %dx%d batch %d", names[i], HW, HW, NB);
         agree(m, x, on, what);
-        if (strcmp(cn_sgemm_path_name(), "avx2") == 0) {
+        if (strcmp(cn_sgemm_path_name(), "generic") != 0) {
             /* every 3x3 layer of fewer than 64 tiles on the streamed path */
             float st[NB * 10], off[NB * 10];
             logits(m, x, 2, st);

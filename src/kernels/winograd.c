@@ -682,16 +682,26 @@ void f32_wino_weights_row__avx2(float *u, size_t us, const float *w, int c, int 
 
 enum { SW_MR = 6, SW_NR = 16 };
 
+/* The AVX-512 layout (below) pays from 8 tiles a call (2 vCPUs, isolated layers against the
+ * implicit GEMM, which is what these layers ran before): 256 x 256 at 14x14, batch 1 (16 tiles)
+ * 0.58-0.60 -> 0.35 ms, batch 2 1.19-1.24 -> 0.59-0.63; 512 x 512 at 7x7, batch 2 (8 tiles)
+ * 1.37-1.51 -> 1.17-1.32, batch 4 2.7 -> 1.6, batch 8 5.4 -> 2.5; at batch 1 (4 tiles) it
+ * loses, 0.68-0.75 -> 1.13-1.25 ms. */
+enum { SW5_MIN_TILES = 8 };
+
 int cn_wino_streamed_wanted(const cn_conv_desc *d, int nthreads) {
     (void)nthreads;
-    if (!cn_wino_shape_ok(d) || strcmp(cn_sgemm_path_name(), "avx2") != 0) return 0;
+    if (!cn_wino_shape_ok(d)) return 0;
+    const int avx512 = strcmp(cn_sgemm_path_name(), "avx512") == 0;
+    if (!avx512 && strcmp(cn_sgemm_path_name(), "avx2") != 0) return 0;
     const size_t tiles = tiles_of(d);
     if (tiles >= (size_t)WINO_MIN_TILES_WIDE) return 0;
     const int f = atomic_load_explicit(&forced, memory_order_relaxed);
     if (f >= 0) return f == 2;
     /* the layers the memory rule keeps off the cached path */
     return d->c >= WINO_MIN_CHANNELS && d->oc >= WINO_MIN_CHANNELS &&
-           (size_t)d->c * d->oc > (size_t)WINO_WIDE && tiles >= (size_t)WINO_MIN_TILES;
+           (size_t)d->c * d->oc > (size_t)WINO_WIDE &&
+           tiles >= (size_t)(avx512 ? SW5_MIN_TILES : WINO_MIN_TILES);
 }
 
 typedef struct splan {
@@ -711,14 +721,108 @@ static splan streamed_plan(const cn_conv_desc *d, size_t nt) {
     return s;
 }
 
+static size_t streamed512_per(const cn_conv_desc *d);
+
 static size_t streamed_workspace(const cn_conv_desc *d, size_t nt, int nthreads) {
     const splan s = streamed_plan(d, nt);
+    const size_t T = (size_t)(nthreads > 1 ? nthreads : 1);
+    /* the AVX-512 layout (the path is chosen per process, the workspace sized before) */
+    const size_t w512 = round16((size_t)(d->c > d->oc ? d->c : d->oc)) + s.vfl + s.mfl +
+                        (streamed512_per(d) + round16((size_t)d->oc)) * T;
     const size_t zero = round16((size_t)(d->c > d->oc ? d->c : d->oc));
-    return zero + s.vfl + s.vtfl + s.mfl + s.per * (size_t)(nthreads > 1 ? nthreads : 1);
+    const size_t w2 = zero + s.vfl + s.vtfl + s.mfl + s.per * T;
+    return w2 > w512 ? w2 : w512;
+}
+
+/* AVX-512: the output channels in blocks of 48, the lanes of the 8x48 micro-kernel. Per block,
+ * its raw filters are transposed to [9][C][48] once (the GEMM's packer), then for each row i of
+ * G the six planes of U are made with the channels along the lanes, straight into the packed B
+ * panels the micro-kernel reads, and M_f (tiles, 48) = V_f U_f with V_f's rows read in place
+ * (8 tiles a tile of the kernel, broadcast) and written into M (36, tiles, OC) as they are: no
+ * transposed copies, and 24 FMAs for 11 loads (the AVX2 layout's 6x16 tile, with the weights
+ * broadcast, would be bound by loads). */
+void f32_gemm_ukernel_8x48_rows__avx512(size_t kc, const float *a, size_t as, const float *b,
+                                        size_t bs, float *c, size_t ldc, size_t mr, size_t nr,
+                                        float alpha, float beta);
+void f32_gemm_pack_bt__avx512(size_t kc, size_t cols, const float *src, size_t ld, size_t nr,
+                              float *dst);
+void f32_wino_weights_panel__avx512(float *u, size_t us, const float *wt, int c, int i);
+
+enum { SW5_MR = 8, SW5_NR = 48 };
+
+static int streamed_avx512(void) { return strcmp(cn_sgemm_path_name(), "avx512") == 0; }
+
+/* floats of one thread's buffers on the AVX-512 path: the block's transposed filters, U's six
+ * planes of one row of G */
+static size_t streamed512_per(const cn_conv_desc *d) {
+    return round16((size_t)9 * d->c * SW5_NR) + round16((size_t)6 * d->c * SW5_NR);
+}
+
+/* asks for the lines of [p, p + bytes) to be brought towards L2 */
+static void prefetch_l2(const float *p, size_t floats) {
+    const char *c = (const char *)p;
+    for (size_t o = 0; o < floats * sizeof(float); o += 64) __builtin_prefetch(c + o, 0, 2);
+}
+
+static void streamed512(float *out, const float *in, const float *w, const cn_epilogue *ep,
+                        const cn_conv_desc *d, float *ws, int nthreads) {
+    wplan p = make_plan(d);
+    p.tb = (int)p.nt; /* one block of every tile */
+    p.nb = 1;
+    const size_t C = (size_t)d->c, OC = (size_t)d->oc, nt = p.nt;
+    const size_t vfl = round16((size_t)NF * nt * C), mfl = round16((size_t)NF * nt * OC);
+    memset(ws, 0, sizeof(float) * p.zero);
+    float *v = ws + p.zero, *m = v + vfl, *thr = m + mfl;
+    const wctx x = {out, in, NULL, ep, d, &p, ws, f32_wino_input_tile__avx512,
+                    f32_wino_output_tile__avx512, 0};
+    const int T = nthreads > 1 ? nthreads : 1;
+    const int blocks = (d->oc + SW5_NR - 1) / SW5_NR;
+    const size_t per = streamed512_per(d);
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        float *wt = thr + (size_t)t * (per + round16(OC)), *u = wt + round16((size_t)9 * C * SW5_NR);
+        float *dump = thr + (size_t)t * (per + round16(OC)) + per;
+        const int b0 = blocks * t / nth, b1 = blocks * (t + 1) / nth;
+        /* the filters come from memory (a model's weights outgrow the caches): each block's
+         * are requested ahead, the first block's while the input is transformed, the next
+         * one's a sixth at a time during this one's GEMMs */
+        const size_t bw = (size_t)SW5_NR * 9 * C;
+        if (b0 < b1) prefetch_l2(w + (size_t)b0 * bw, b0 + 1 < blocks ? bw : (OC - (size_t)b0 * SW5_NR) * 9 * C);
+        input_tiles(&x, 0, (int)(nt * t / nth), (int)(nt * (t + 1) / nth), v);
+#pragma omp barrier
+        for (int b = b0; b < b1; b++) {
+            const size_t o0 = (size_t)b * SW5_NR;
+            const size_t rows = OC - o0 < SW5_NR ? OC - o0 : SW5_NR;
+            const size_t next = b + 1 < b1 ? (OC - o0 - rows < SW5_NR ? OC - o0 - rows : SW5_NR) * 9 * C : 0;
+            for (int tap = 0; tap < 9; tap++)
+                f32_gemm_pack_bt__avx512(C, rows, w + o0 * 9 * C + (size_t)tap * C, 9 * C, SW5_NR,
+                                         wt + (size_t)tap * C * SW5_NR);
+            for (int i = 0; i < 6; i++) {
+                if (next) prefetch_l2(w + (o0 + rows) * 9 * C + next * i / 6, next * (i + 1) / 6 - next * i / 6);
+                f32_wino_weights_panel__avx512(u, C * SW5_NR, wt, (int)C, i);
+                for (int j = 0; j < 6; j++) {
+                    const size_t f = (size_t)(6 * i + j);
+                    for (size_t r0 = 0; r0 < nt; r0 += SW5_MR)
+                        f32_gemm_ukernel_8x48_rows__avx512(
+                            C, v + (f * nt + r0) * C, C, u + (size_t)j * C * SW5_NR, SW5_NR,
+                            m + (f * nt + r0) * OC + o0, OC, nt - r0 < SW5_MR ? nt - r0 : SW5_MR,
+                            rows, 1.0f, 0.0f);
+                }
+            }
+        }
+#pragma omp barrier
+        output_tiles(&x, 0, (int)(nt * t / nth), (int)(nt * (t + 1) / nth), m, dump);
+    }
+    if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->oc);
 }
 
 void cn_wino_forward_streamed(float *out, const float *in, const float *w, const cn_epilogue *ep,
                               const cn_conv_desc *d, float *ws, int nthreads) {
+    if (streamed_avx512()) {
+        streamed512(out, in, w, ep, d, ws, nthreads);
+        return;
+    }
     wplan p = make_plan(d);
     const splan s = streamed_plan(d, p.nt);
     p.tb = (int)p.nt; /* one block of every tile */

@@ -157,3 +157,44 @@ void f32_wino_output_tile__avx512(float *const *po, const float *const *pr, cons
     }
 #undef OUT_CASE
 }
+
+/* ---- weights for the streamed path (winograd.c): U = G g G^T with output channels along the
+ * lanes ----
+ * wt: the raw filters of a block of 48 output channels, tap-major, [9][c][48] (transposed from
+ * (OC, 3, 3, C) by the GEMM's packer, zero past the block's channels); for row i of G, the six
+ * planes f = 6i + j of U land in u + j*us as [c][48]: the packed B panels of the 8x48
+ * micro-kernel, so the GEMM reads them as they are. */
+void f32_wino_weights_panel__avx512(float *u, size_t us, const float *wt, int c, int i);
+
+static const float wino_g512[6][3] = {{1.0f / 4, 0.0f, 0.0f},
+                                      {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                                      {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                                      {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                                      {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                                      {0.0f, 0.0f, 1.0f}};
+
+void f32_wino_weights_panel__avx512(float *u, size_t us, const float *wt, int c, int i) {
+    const size_t ts = (size_t)c * 48; /* one tap's plane */
+    const __m512 gi0 = _mm512_set1_ps(wino_g512[i][0]), gi1 = _mm512_set1_ps(wino_g512[i][1]),
+                 gi2 = _mm512_set1_ps(wino_g512[i][2]);
+    for (int k = 0; k < c; k++) {
+        const float *g = wt + (size_t)k * 48;
+        float *uk = u + (size_t)k * 48;
+#pragma GCC unroll 3
+        for (int v = 0; v < 3; v++) {
+            __m512 t[3]; /* (G g)[i][x]: row i of G times column x of the filter */
+#pragma GCC unroll 3
+            for (int x = 0; x < 3; x++)
+                t[x] = _mm512_fmadd_ps(
+                    gi2, _mm512_loadu_ps(g + (6 + x) * ts + 16 * v),
+                    _mm512_fmadd_ps(gi1, _mm512_loadu_ps(g + (3 + x) * ts + 16 * v),
+                                    _mm512_mul_ps(gi0, _mm512_loadu_ps(g + x * ts + 16 * v))));
+#pragma GCC unroll 6
+            for (int j = 0; j < 6; j++)
+                _mm512_storeu_ps(uk + (size_t)j * us + 16 * v,
+                                 _mm512_fmadd_ps(_mm512_set1_ps(wino_g512[j][2]), t[2],
+                                                 _mm512_fmadd_ps(_mm512_set1_ps(wino_g512[j][1]), t[1],
+                                                                 _mm512_mul_ps(_mm512_set1_ps(wino_g512[j][0]), t[0]))));
+        }
+    }
+}
