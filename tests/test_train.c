@@ -361,8 +361,63 @@ static void test_folded_bn_refresh(void) {
     cn_model_free(m);
 }
 
+/* The depthwise filters the graph keeps tap-major between eval forwards (cn_node.packed) follow
+ * the weights: after setting the filters of a plain depthwise layer and of one fused with its
+ * expansion, an eval forward equals that of a fresh model given the same state (and differs
+ * from the one before, so that a stale copy could not pass unseen). */
+static cn_model *b0(void) {
+    cn_model_config c;
+    cn_model_config_default(&c);
+    c.name = "efficientnet_b0";
+    c.num_classes = 10;
+    c.seed = 9;
+    c.threads = 2;
+    cn_model *m = NULL;
+    CHECK(cn_model_create(&m, &c) == CN_OK, "create: %s", cn_errmsg());
+    return m;
+}
+
+static int same_eval_b0(cn_model *m, const float *x, int n, int hw, float *y, float *ref) {
+    cn_model *f = b0();
+    if (!f) return 0;
+    CHECK(cn_model_copy_state(f, m) == CN_OK, "copy: %s", cn_errmsg());
+    CHECK(cn_model_forward(m, x, n, hw, hw, 0, y) == CN_OK, "eval: %s", cn_errmsg());
+    CHECK(cn_model_forward(f, x, n, hw, hw, 0, ref) == CN_OK, "eval: %s", cn_errmsg());
+    cn_model_free(f);
+    return memcmp(y, ref, sizeof(float) * 10 * (size_t)n) == 0;
+}
+
+static void test_packed_dw_refresh(void) {
+    enum { N = 2, HW = 64 };
+    cn_model *m = b0();
+    if (!m) return;
+    float *x = malloc(sizeof(float) * N * 3 * HW * HW), y0[N * 10], y[N * 10], ref[N * 10];
+    for (int i = 0; i < N * 3 * HW * HW; i++) x[i] = (float)((i * 37 % 101) - 50) / 25.0f;
+    CHECK(same_eval_b0(m, x, N, HW, y0, ref), "b0: eval of the initial state");
+    static const char *names[] = {"features.1.0.block.0.0.weight", "features.2.0.block.1.0.weight"};
+    for (int k = 0; k < 2; k++) {
+        const int t = cn_model_tensor_find(m, names[k]);
+        CHECK(t >= 0, "b0: no tensor %s", names[k]);
+        if (t < 0) continue;
+        cn_tensor_info info;
+        CHECK(cn_model_tensor_info(m, t, &info) == CN_OK, "info %s", names[k]);
+        const size_t n = (size_t)info.count;
+        float *w = malloc(sizeof(float) * n);
+        CHECK(cn_model_tensor_get(m, t, w) == CN_OK, "get %s", names[k]);
+        for (size_t i = 0; i < n; i++) w[i] = w[i] * 1.5f + 0.01f * (float)(i % 7);
+        CHECK(cn_model_tensor_set(m, t, w) == CN_OK, "set %s", names[k]);
+        CHECK(same_eval_b0(m, x, N, HW, y, ref), "b0: eval after setting %s", names[k]);
+        CHECK(memcmp(y, y0, sizeof y) != 0, "b0: setting %s changed nothing", names[k]);
+        memcpy(y0, y, sizeof y);
+        free(w);
+    }
+    free(x);
+    cn_model_free(m);
+}
+
 int main(void) {
     test_folded_bn_refresh();
+    test_packed_dw_refresh();
     test_schedules();
     test_optimizers();
     test_loader();

@@ -66,7 +66,7 @@ static void free_plan(cn_graph *g) {
 void cn_graph_free(cn_graph *g) {
     if (!g) return;
     free_plan(g);
-    for (int i = 0; i < g->nnodes; i++) free(g->nodes[i].wino);
+    for (int i = 0; i < g->nnodes; i++) free(g->nodes[i].packed);
     free(g->nodes);
     free(g->tensors);
     free(g->entries);
@@ -975,20 +975,38 @@ static size_t numel(const cn_tensor *t, int n) { return (size_t)n * t->h * t->w 
 /* The Winograd weights of a convolution, transformed again when the parameters have changed
  * since; NULL when they cannot be allocated (the other path needs no memory of its own). */
 static const float *wino_weights(cn_graph *g, cn_node *nd) {
-    if (nd->wino && nd->wino_version == g->param_version) return nd->wino;
-    if (!nd->wino) {
-        nd->wino = cn_alloc_huge(sizeof(float) * cn_wino_weight_floats(nd->desc.c, nd->a.conv.oc));
-        if (!nd->wino) return NULL;
+    if (nd->packed && nd->packed_version == g->param_version) return nd->packed;
+    if (!nd->packed) {
+        nd->packed = cn_alloc_huge(sizeof(float) * cn_wino_weight_floats(nd->desc.c, nd->a.conv.oc));
+        if (!nd->packed) return NULL;
     }
     /* in the layout the GEMMs want (cn_wino_transposed: U^T for wide layers) */
     if (cn_wino_transposed(&nd->desc))
-        cn_wino_pack_weights_t(nd->wino, cn_entry_data(g, nd->p[0]), nd->desc.c, nd->a.conv.oc, 0,
+        cn_wino_pack_weights_t(nd->packed, cn_entry_data(g, nd->p[0]), nd->desc.c, nd->a.conv.oc, 0,
                                g->threads);
     else
-        cn_wino_pack_weights(nd->wino, cn_entry_data(g, nd->p[0]), nd->desc.c, nd->a.conv.oc,
+        cn_wino_pack_weights(nd->packed, cn_entry_data(g, nd->p[0]), nd->desc.c, nd->a.conv.oc,
                              g->threads);
-    nd->wino_version = g->param_version;
-    return nd->wino;
+    nd->packed_version = g->param_version;
+    return nd->packed;
+}
+
+static int is_depthwise(const cn_node *nd) {
+    return nd->op == CN_OP_CONV && nd->a.conv.groups > 1 && nd->a.conv.groups == nd->desc.c &&
+           nd->a.conv.oc == nd->desc.c;
+}
+
+/* The filters of a depthwise convolution tap-major, repacked again when the parameters have
+ * changed since; NULL when they cannot be allocated (the kernels then repack them at each call). */
+static const float *dw_weights(cn_graph *g, cn_node *nd) {
+    if (nd->packed && nd->packed_version == g->param_version) return nd->packed;
+    if (!nd->packed) {
+        nd->packed = cn_alloc64(sizeof(float) * (size_t)nd->desc.kh * nd->desc.kw * nd->desc.c);
+        if (!nd->packed) return NULL;
+    }
+    cn_dwconv_pack_weights(nd->packed, cn_entry_data(g, nd->p[0]), &nd->desc);
+    nd->packed_version = g->param_version;
+    return nd->packed;
 }
 
 /* The epilogue of an eval-mode convolution's absorbed chain (see cn_node.fuse_out): its BN and
@@ -1031,6 +1049,7 @@ static void conv_fused_one(cn_graph *g, cn_node *nd, int n) {
     const float *w = cn_entry_data(g, nd->p[0]); /* (OC, KH, KW, C) */
     if (nd->fuse_in < 0) {
         const float *u = cn_wino_wanted(&d, g->threads, g->wino_wide) ? wino_weights(g, nd) : NULL;
+        const float *wr;
         if (u)
             (cn_wino_transposed(&d) ? cn_wino_forward_t : cn_wino_forward)(
                 g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data, u, &ep, &d,
@@ -1038,6 +1057,9 @@ static void conv_fused_one(cn_graph *g, cn_node *nd, int n) {
         else if (cn_wino_streamed_wanted(&d, g->threads))
             cn_wino_forward_streamed(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data,
                                      w, &ep, &d, g->workspace, g->threads);
+        else if (is_depthwise(nd) && (wr = dw_weights(g, nd)) != NULL)
+            cn_dwconv_forward_packed(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data,
+                                     wr, &ep, &d, g->workspace, g->threads);
         else
             cn_conv2d_forward_fused(g->tensors[nd->fuse_out].data, g->tensors[nd->in[0]].data,
                                     w, &ep, &d, g->workspace, g->threads);
@@ -1109,9 +1131,15 @@ static double conv_fused_forward(cn_graph *g, cn_node *nd, int n) {
         return dt;
     }
     const cn_epilogue ep = fold_epilogue(g, nd), epd = fold_epilogue(g, dn);
-    cn_expand_dw_forward(g->tensors[dn->fuse_out].data, g->tensors[nd->in[0]].data,
-                         cn_entry_data(g, nd->p[0]), &ep, &de, cn_entry_data(g, dn->p[0]), &epd,
-                         &dd, g->workspace, g->threads);
+    const float *wdr = dw_weights(g, dn);
+    if (wdr)
+        cn_expand_dw_forward_packed(g->tensors[dn->fuse_out].data, g->tensors[nd->in[0]].data,
+                                    cn_entry_data(g, nd->p[0]), &ep, &de, wdr, &epd, &dd,
+                                    g->workspace, g->threads);
+    else
+        cn_expand_dw_forward(g->tensors[dn->fuse_out].data, g->tensors[nd->in[0]].data,
+                             cn_entry_data(g, nd->p[0]), &ep, &de, cn_entry_data(g, dn->p[0]),
+                             &epd, &dd, g->workspace, g->threads);
     observe_tensor(g, dn->fuse_out, n);
     observe_tensor(g, dn->fuse_gap, n);
     return 0;

@@ -141,12 +141,13 @@ typedef struct cn_node {
                                the parameters and buffers of param_version fold_version
                                (UINT64_MAX: not made yet) */
     uint64_t fold_version;
-    /* fused 3x3 conv on the Winograd path: its transformed weights (36, C, OC), or (36, OC, C)
-     * where cn_wino_transposed, computed from
-     * the weights of param_version wino_version (kernels/winograd.h); kept across plans, freed
-     * with the graph */
-    float *wino;
-    uint64_t wino_version;
+    /* fused conv: its weights in the layout of the kernel that runs it, made from the weights
+     * of param_version packed_version: on the Winograd path (3x3) the transformed weights
+     * (36, C, OC), or (36, OC, C) where cn_wino_transposed (kernels/winograd.h); depthwise, the
+     * filters tap-major (K*K, C) (cn_dwconv_pack_weights); kept across plans, freed with the
+     * graph */
+    float *packed;
+    uint64_t packed_version;
 } cn_node;
 
 typedef struct cn_graph {
@@ -160,7 +161,7 @@ typedef struct cn_graph {
     float *params, *grads, *buffers;
     int64_t *counters;
     /* incremented by cn_graph_params_changed whenever params may have been written: caches
-     * derived from the weights (cn_node.wino) are valid for one version */
+     * derived from the weights (cn_node.packed) are valid for one version */
     uint64_t param_version;
     /* plan */
     int batch, in_h, in_w, train_plan, threads;

@@ -749,6 +749,23 @@ void cn_dwconv_forward_fused(float *out, const float *in, const float *w, const 
     forward(out, in, w, NULL, ep, d, ws, nthreads);
 }
 
+void cn_dwconv_pack_weights(float *wr, const float *w, const cn_conv_desc *d) {
+    repack(wr, w, d->c, d->kh * d->kw, 0);
+}
+
+void cn_dwconv_forward_packed(float *out, const float *in, const float *wr, const cn_epilogue *ep,
+                              const cn_conv_desc *d, float *ws, int nthreads) {
+    geo g = geo_of(d);
+    if (use_fast(d)) {
+        /* w NULL: the kernels read wr as it is */
+        fast_forward(out, in, (float *)wr, NULL, d, threads_for(&g, nthreads), ep,
+                     ws + round16((size_t)d->kh * d->kw * d->c), NULL);
+    } else {
+        forward_pass(out, in, wr, NULL, &g, nthreads, 0, ep);
+        if (ep && ep->pool) cn_gap_forward(ep->pool, out, d->n, d->oh * d->ow, d->c);
+    }
+}
+
 int cn_dwconv_sets_din(const cn_conv_desc *d) {
     cn_conv_desc t;
     return dgrad_desc(d, &t);
@@ -1013,13 +1030,21 @@ size_t cn_expand_dw_workspace(const cn_conv_desc *de, const cn_conv_desc *dd, in
 void cn_expand_dw_forward(float *out, const float *in, const float *we, const cn_epilogue *epe,
                           const cn_conv_desc *de, const float *wd, const cn_epilogue *epd,
                           const cn_conv_desc *dd, float *ws, int nthreads) {
+    /* the filters repacked into the head of the workspace, which is theirs */
+    repack(ws, wd, dd->c, dd->kh * dd->kw, 0);
+    cn_expand_dw_forward_packed(out, in, we, epe, de, ws, epd, dd, ws, nthreads);
+}
+
+void cn_expand_dw_forward_packed(float *out, const float *in, const float *we,
+                                 const cn_epilogue *epe, const cn_conv_desc *de, const float *wdr,
+                                 const cn_epilogue *epd, const cn_conv_desc *dd, float *ws,
+                                 int nthreads) {
     const int nt0 = nthreads < 1 ? 1 : nthreads;
     const xdw_plan p = xdw_plan_of(de, dd, nt0);
     const int C = dd->c, H = dd->h, W = dd->w, OH = dd->oh, OW = dd->ow, S = dd->sh;
     const int K = dd->kh, PH = dd->ph, CIN = de->c, blocks = (C + 15) / 16;
     const size_t rowf = (size_t)W * C;
-    float *wr = ws;
-    repack(wr, wd, C, K * K, 0);
+    const float *wr = wdr;
     double *bsum = epd->pool ? (double *)(ws + round16((size_t)K * K * C)) : NULL;
     float *const thr = ws + xdw_head_floats(dd, &p);
     const long tasks = (long)dd->n * p.bands;
