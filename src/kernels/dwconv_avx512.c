@@ -80,24 +80,55 @@ CN_INLINE void row_ks(const cn_dw_job *j, int img, int oy, int c0, const float *
     const size_t at = (((size_t)img * j->oh + oy) * j->ow) * C + c0;
     float *orow = j->out + at;
     const float *rrow = j->res ? j->res + at : NULL;
+    const int scaled = j->scale != NULL, act = j->act;
     __m512 rs = _mm512_setzero_ps();
     int ox = 0;
     for (; ox + NB <= j->ow; ox += NB) {
-        __m512 acc[NB];
+        __m512 acc[8]; /* a fixed size: NB, a parameter, would make it a variable-length
+                        * array on the stack, its registers spilled at every group */
+#pragma GCC unroll 8
         for (int p = 0; p < NB; p++) acc[p] = b;
 #pragma GCC unroll 5
         for (int ky = 0; ky < K; ky++) {
             const float *rp = rows[ky] + (size_t)ox * S * 16;
 #pragma GCC unroll 5
             for (int kx = 0; kx < K; kx++)
+#pragma GCC unroll 8
                 for (int p = 0; p < NB; p++)
                     acc[p] = _mm512_fmadd_ps(_mm512_load_ps(rp + (p * S + kx) * 16),
                                              w[ky * K + kx], acc[p]);
         }
-        for (int p = 0; p < NB; p++) {
-            const __m512 v = finish(orow + (size_t)(ox + p) * C, acc[p], j, sc, sh,
-                                    rrow ? rrow + (size_t)(ox + p) * C : NULL, m);
-            if (sum) rs = _mm512_add_ps(rs, v);
+        /* the epilogue of finish(), one step at a time over the group (the choices made once
+         * a group, not once a pixel, and the group's activations independent of each other) */
+        if (scaled) {
+#pragma GCC unroll 8
+            for (int p = 0; p < NB; p++) acc[p] = _mm512_fmadd_ps(acc[p], sc, sh);
+            if (rrow) {
+#pragma GCC unroll 8
+                for (int p = 0; p < NB; p++)
+                    acc[p] = _mm512_add_ps(acc[p], _mm512_maskz_loadu_ps(m, rrow + (size_t)(ox + p) * C));
+            }
+        }
+        switch (act) {
+        case CN_ACT_RELU:
+#pragma GCC unroll 8
+            for (int p = 0; p < NB; p++) acc[p] = _mm512_max_ps(acc[p], _mm512_setzero_ps());
+            break;
+        case CN_ACT_SILU:
+#pragma GCC unroll 8
+            for (int p = 0; p < NB; p++) acc[p] = silu16(acc[p]);
+            break;
+        case CN_ACT_SIGMOID:
+#pragma GCC unroll 8
+            for (int p = 0; p < NB; p++) acc[p] = sigmoid16(acc[p]);
+            break;
+        default: break;
+        }
+#pragma GCC unroll 8
+        for (int p = 0; p < NB; p++) _mm512_mask_storeu_ps(orow + (size_t)(ox + p) * C, m, acc[p]);
+        if (sum) {
+#pragma GCC unroll 8
+            for (int p = 0; p < NB; p++) rs = _mm512_add_ps(rs, acc[p]);
         }
     }
     for (; ox < j->ow; ox++) {
