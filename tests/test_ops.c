@@ -1157,6 +1157,11 @@ int main(void) {
         conv_case(2, 40, 48, 32, 32, 3, 1, 1, 1, threads[t]);
         conv_case(2, 28, 28, 128, 128, 3, 1, 1, 1, threads[t]);
         conv_case(1, 14, 14, 256, 256, 3, 1, 1, 1, threads[t]);
+        /* weights past PW_ONE_GEMM_MIN_WEIGHTS floats at a batch: im2col in one GEMM threaded
+         * inside (a 3x3 stride-2 layer below the implicit GEMM's size, a 1x1 stride-2 one), an
+         * odd channel count */
+        conv_case(3, 8, 8, 128, 130, 3, 2, 1, 1, threads[t]);
+        conv_case(2, 6, 6, 520, 300, 1, 2, 0, 1, threads[t]);
         /* 1x1 images under a padded 3x3 kernel; width 1; height 1 */
         conv_case(2, 1, 1, 5, 7, 3, 1, 1, 1, threads[t]);
         conv_case(3, 1, 1, 4, 6, 3, 2, 1, 1, threads[t]);
@@ -1199,6 +1204,8 @@ int main(void) {
     phase("conv vs direct loops");
     /* per-image rows*K above 2^21 floats: serial row chunks that straddle images */
     conv_case_sampled(2, 128, 128, 64, 64, 3, 1, 1, 2);
+    /* the one-GEMM im2col over more rows than a chunk holds (1152 > 4M / 4096) */
+    conv_case_sampled(2, 48, 48, 4096, 40, 1, 2, 0, 2);
 
     phase("conv big (sampled)");
     /* finite differences */
