@@ -311,51 +311,55 @@ static void test_gradual_pruning(void) {
 /* The eval forward keeps each fused convolution's folded BN between calls (graph.c,
  * fold_epilogue): whatever writes the parameters or the BN's running statistics must make it
  * fold again. Each eval below is compared with a fresh model given the same state. */
-static cn_model *r20(void) {
+/* a 10-class model of that architecture (3 input channels, 2 threads) */
+static cn_model *model_of(const char *name, uint64_t seed) {
     cn_model_config c;
     cn_model_config_default(&c);
-    c.name = "resnet20";
+    c.name = name;
     c.in_channels = 3;
     c.num_classes = 10;
-    c.seed = 5;
+    c.seed = seed;
     c.threads = 2;
     cn_model *m = NULL;
-    CHECK(cn_model_create(&m, &c) == CN_OK, "create: %s", cn_errmsg());
+    CHECK(cn_model_create(&m, &c) == CN_OK, "create %s: %s", name, cn_errmsg());
     return m;
 }
 
-static int same_eval(cn_model *m, const float *x, int n, float *y, float *ref) {
-    cn_model *f = r20();
+/* eval logits of m (n images of hw x hw) into y, and of a fresh model of the same architecture
+ * given m's state into ref; 1 when they are the same bits */
+static int same_eval(cn_model *m, const char *name, const float *x, int n, int hw, float *y,
+                     float *ref) {
+    cn_model *f = model_of(name, 1);
     if (!f) return 0;
     CHECK(cn_model_copy_state(f, m) == CN_OK, "copy: %s", cn_errmsg());
-    CHECK(cn_model_forward(m, x, n, 16, 16, 0, y) == CN_OK, "eval: %s", cn_errmsg());
-    CHECK(cn_model_forward(f, x, n, 16, 16, 0, ref) == CN_OK, "eval: %s", cn_errmsg());
+    CHECK(cn_model_forward(m, x, n, hw, hw, 0, y) == CN_OK, "eval: %s", cn_errmsg());
+    CHECK(cn_model_forward(f, x, n, hw, hw, 0, ref) == CN_OK, "eval: %s", cn_errmsg());
     cn_model_free(f);
     return memcmp(y, ref, sizeof(float) * 10 * (size_t)n) == 0;
 }
 
 static void test_folded_bn_refresh(void) {
     enum { N = 4 };
-    cn_model *m = r20();
+    cn_model *m = model_of("resnet20", 5);
     if (!m) return;
     float *x = malloc(sizeof(float) * N * 3 * 16 * 16), y0[N * 10], y[N * 10], ref[N * 10];
     for (int i = 0; i < N * 3 * 16 * 16; i++) x[i] = (float)((i * 37 % 101) - 50) / 25.0f;
-    CHECK(same_eval(m, x, N, y0, ref), "eval of the initial state");
+    CHECK(same_eval(m, "resnet20", x, N, 16, y0, ref), "eval of the initial state");
     /* a running variance set through the API */
     const int v = cn_model_tensor_find(m, "layer1.0.bn1.running_var");
     float rv[16];
     CHECK(v >= 0 && cn_model_tensor_get(m, v, rv) == CN_OK, "get running_var");
     for (int k = 0; k < 16; k++) rv[k] *= 4.0f;
     CHECK(cn_model_tensor_set(m, v, rv) == CN_OK, "set running_var");
-    CHECK(same_eval(m, x, N, y, ref), "eval after setting a running variance");
+    CHECK(same_eval(m, "resnet20", x, N, 16, y, ref), "eval after setting a running variance");
     CHECK(memcmp(y, y0, sizeof y) != 0, "setting a running variance changed nothing");
     /* the running statistics a training forward updates (no optimizer step), on the training
      * plan, which the eval forwards then share (no new plan to start the folds afresh) */
     float logits[N * 10];
     CHECK(cn_model_forward(m, x, N, 16, 16, 1, logits) == CN_OK, "train forward: %s", cn_errmsg());
-    CHECK(same_eval(m, x, N, y0, ref), "eval on the training plan");
+    CHECK(same_eval(m, "resnet20", x, N, 16, y0, ref), "eval on the training plan");
     CHECK(cn_model_forward(m, x, N, 16, 16, 1, logits) == CN_OK, "train forward: %s", cn_errmsg());
-    CHECK(same_eval(m, x, N, y, ref), "eval after a training forward");
+    CHECK(same_eval(m, "resnet20", x, N, 16, y, ref), "eval after a training forward");
     CHECK(memcmp(y, y0, sizeof y) != 0, "a training forward changed no running statistic");
     free(x);
     cn_model_free(m);
@@ -365,35 +369,13 @@ static void test_folded_bn_refresh(void) {
  * the weights: after setting the filters of a plain depthwise layer and of one fused with its
  * expansion, an eval forward equals that of a fresh model given the same state (and differs
  * from the one before, so that a stale copy could not pass unseen). */
-static cn_model *b0(void) {
-    cn_model_config c;
-    cn_model_config_default(&c);
-    c.name = "efficientnet_b0";
-    c.num_classes = 10;
-    c.seed = 9;
-    c.threads = 2;
-    cn_model *m = NULL;
-    CHECK(cn_model_create(&m, &c) == CN_OK, "create: %s", cn_errmsg());
-    return m;
-}
-
-static int same_eval_b0(cn_model *m, const float *x, int n, int hw, float *y, float *ref) {
-    cn_model *f = b0();
-    if (!f) return 0;
-    CHECK(cn_model_copy_state(f, m) == CN_OK, "copy: %s", cn_errmsg());
-    CHECK(cn_model_forward(m, x, n, hw, hw, 0, y) == CN_OK, "eval: %s", cn_errmsg());
-    CHECK(cn_model_forward(f, x, n, hw, hw, 0, ref) == CN_OK, "eval: %s", cn_errmsg());
-    cn_model_free(f);
-    return memcmp(y, ref, sizeof(float) * 10 * (size_t)n) == 0;
-}
-
 static void test_packed_dw_refresh(void) {
     enum { N = 2, HW = 64 };
-    cn_model *m = b0();
+    cn_model *m = model_of("efficientnet_b0", 9);
     if (!m) return;
     float *x = malloc(sizeof(float) * N * 3 * HW * HW), y0[N * 10], y[N * 10], ref[N * 10];
     for (int i = 0; i < N * 3 * HW * HW; i++) x[i] = (float)((i * 37 % 101) - 50) / 25.0f;
-    CHECK(same_eval_b0(m, x, N, HW, y0, ref), "b0: eval of the initial state");
+    CHECK(same_eval(m, "efficientnet_b0", x, N, HW, y0, ref), "b0: eval of the initial state");
     static const char *names[] = {"features.1.0.block.0.0.weight", "features.2.0.block.1.0.weight"};
     for (int k = 0; k < 2; k++) {
         const int t = cn_model_tensor_find(m, names[k]);
@@ -406,7 +388,7 @@ static void test_packed_dw_refresh(void) {
         CHECK(cn_model_tensor_get(m, t, w) == CN_OK, "get %s", names[k]);
         for (size_t i = 0; i < n; i++) w[i] = w[i] * 1.5f + 0.01f * (float)(i % 7);
         CHECK(cn_model_tensor_set(m, t, w) == CN_OK, "set %s", names[k]);
-        CHECK(same_eval_b0(m, x, N, HW, y, ref), "b0: eval after setting %s", names[k]);
+        CHECK(same_eval(m, "efficientnet_b0", x, N, HW, y, ref), "b0: eval after setting %s", names[k]);
         CHECK(memcmp(y, y0, sizeof y) != 0, "b0: setting %s changed nothing", names[k]);
         memcpy(y0, y, sizeof y);
         free(w);

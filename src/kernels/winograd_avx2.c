@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #include <stddef.h>
 
+#include "kernels/winograd_g.h"
 #include "ops/ops.h"
 
 void f32_wino_input_tile__avx2(float *v, size_t fs, const float *const *px, int c);
@@ -197,18 +198,12 @@ void f32_wino_output_tile__avx2(float *const *po, const float *const *pr, const 
  * channels per vector: t = G[i] g (3 values), then t G[j]^T. */
 void f32_wino_weights_row__avx2(float *u, size_t us, const float *w, int c, int rows, int i);
 
-static const float wino_g[6][3] = {{1.0f / 4, 0.0f, 0.0f},
-                                   {-1.0f / 6, -1.0f / 6, -1.0f / 6},
-                                   {-1.0f / 6, 1.0f / 6, -1.0f / 6},
-                                   {1.0f / 24, 1.0f / 12, 1.0f / 6},
-                                   {1.0f / 24, -1.0f / 12, 1.0f / 6},
-                                   {0.0f, 0.0f, 1.0f}};
 
 AI void weights_vec(float *u, size_t us, const float *g, int c, int i, const int masked,
                     __m256i mk) {
     __m256 t[3];
-    const __m256 gi0 = _mm256_set1_ps(wino_g[i][0]), gi1 = _mm256_set1_ps(wino_g[i][1]),
-                 gi2 = _mm256_set1_ps(wino_g[i][2]);
+    const __m256 gi0 = _mm256_set1_ps(cn_wino_g[i][0]), gi1 = _mm256_set1_ps(cn_wino_g[i][1]),
+                 gi2 = _mm256_set1_ps(cn_wino_g[i][2]);
 #pragma GCC unroll 3
     for (int x = 0; x < 3; x++)
         t[x] = _mm256_fmadd_ps(gi2, ld(g + (size_t)(6 + x) * c, masked, mk),
@@ -217,9 +212,9 @@ AI void weights_vec(float *u, size_t us, const float *g, int c, int i, const int
 #pragma GCC unroll 6
     for (int j = 0; j < 6; j++) {
         const __m256 v = _mm256_fmadd_ps(
-            _mm256_set1_ps(wino_g[j][2]), t[2],
-            _mm256_fmadd_ps(_mm256_set1_ps(wino_g[j][1]), t[1],
-                            _mm256_mul_ps(_mm256_set1_ps(wino_g[j][0]), t[0])));
+            _mm256_set1_ps(cn_wino_g[j][2]), t[2],
+            _mm256_fmadd_ps(_mm256_set1_ps(cn_wino_g[j][1]), t[1],
+                            _mm256_mul_ps(_mm256_set1_ps(cn_wino_g[j][0]), t[0])));
         st(u + (size_t)j * us, v, masked, mk);
     }
 }

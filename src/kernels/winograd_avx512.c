@@ -6,6 +6,7 @@
 #include <immintrin.h>
 #include <stddef.h>
 
+#include "kernels/winograd_g.h"
 #include "ops/ops.h"
 
 void f32_wino_input_tile__avx512(float *v, size_t fs, const float *const *px, int c);
@@ -166,17 +167,11 @@ void f32_wino_output_tile__avx512(float *const *po, const float *const *pr, cons
  * micro-kernel, so the GEMM reads them as they are. */
 void f32_wino_weights_panel__avx512(float *u, size_t us, const float *wt, int c, int i);
 
-static const float wino_g512[6][3] = {{1.0f / 4, 0.0f, 0.0f},
-                                      {-1.0f / 6, -1.0f / 6, -1.0f / 6},
-                                      {-1.0f / 6, 1.0f / 6, -1.0f / 6},
-                                      {1.0f / 24, 1.0f / 12, 1.0f / 6},
-                                      {1.0f / 24, -1.0f / 12, 1.0f / 6},
-                                      {0.0f, 0.0f, 1.0f}};
 
 void f32_wino_weights_panel__avx512(float *u, size_t us, const float *wt, int c, int i) {
     const size_t ts = (size_t)c * 48; /* one tap's plane */
-    const __m512 gi0 = _mm512_set1_ps(wino_g512[i][0]), gi1 = _mm512_set1_ps(wino_g512[i][1]),
-                 gi2 = _mm512_set1_ps(wino_g512[i][2]);
+    const __m512 gi0 = _mm512_set1_ps(cn_wino_g[i][0]), gi1 = _mm512_set1_ps(cn_wino_g[i][1]),
+                 gi2 = _mm512_set1_ps(cn_wino_g[i][2]);
     for (int k = 0; k < c; k++) {
         const float *g = wt + (size_t)k * 48;
         float *uk = u + (size_t)k * 48;
@@ -192,9 +187,9 @@ void f32_wino_weights_panel__avx512(float *u, size_t us, const float *wt, int c,
 #pragma GCC unroll 6
             for (int j = 0; j < 6; j++)
                 _mm512_storeu_ps(uk + (size_t)j * us + 16 * v,
-                                 _mm512_fmadd_ps(_mm512_set1_ps(wino_g512[j][2]), t[2],
-                                                 _mm512_fmadd_ps(_mm512_set1_ps(wino_g512[j][1]), t[1],
-                                                                 _mm512_mul_ps(_mm512_set1_ps(wino_g512[j][0]), t[0]))));
+                                 _mm512_fmadd_ps(_mm512_set1_ps(cn_wino_g[j][2]), t[2],
+                                                 _mm512_fmadd_ps(_mm512_set1_ps(cn_wino_g[j][1]), t[1],
+                                                                 _mm512_mul_ps(_mm512_set1_ps(cn_wino_g[j][0]), t[0]))));
         }
     }
 }
