@@ -24,6 +24,7 @@
 
 #include "core/simd.h"
 #include "kernels/gemm.h"
+#include "kernels/winograd_g.h"
 #include "ops/activation.h"
 
 enum { NF = 36 };
@@ -94,12 +95,7 @@ size_t cn_wino_cached_floats(const cn_conv_desc *d, int nthreads) {
 size_t cn_wino_weight_floats(int c, int oc) { return (size_t)NF * c * oc; }
 
 void cn_wino_pack_weights(float *u, const float *w, int c, int oc, int nthreads) {
-    static const double G[6][3] = {{1.0 / 4, 0, 0},
-                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                   {0, 0, 1}};
+    static const double G[6][3] = CN_WINO_G(double);
     const size_t plane = (size_t)c * oc;
     /* by input channel, so that threads write disjoint rows of each plane */
 #pragma omp parallel for num_threads(nthreads > 1 ? nthreads : 1) schedule(static)
