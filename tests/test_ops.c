@@ -1097,7 +1097,8 @@ static void mem_case(size_t bytes) {
         for (size_t i = 0; i < bytes; i++) nz += z[i] != 0;
         CHECK(nz == 0, "cn_alloc_zeroed(%zu): %zu bytes not zero", bytes, nz);
         if (bytes >= CN_HUGE_PAGE)
-            CHECK((uintptr_t)z % CN_HUGE_PAGE == 0, "cn_alloc_zeroed(%zu) not huge-page aligned", bytes);
+            CHECK((uintptr_t)z % CN_HUGE_PAGE == 0, "cn_alloc_zeroed(%zu) not huge-page aligned",
+                  bytes);
         memset(z, 0x5a, bytes);
         CHECK(bytes == 0 || z[bytes - 1] == 0x5a, "cn_alloc_zeroed(%zu): last byte", bytes);
         cn_free_zeroed(z, bytes);

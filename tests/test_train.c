@@ -388,7 +388,8 @@ static void test_packed_dw_refresh(void) {
         CHECK(cn_model_tensor_get(m, t, w) == CN_OK, "get %s", names[k]);
         for (size_t i = 0; i < n; i++) w[i] = w[i] * 1.5f + 0.01f * (float)(i % 7);
         CHECK(cn_model_tensor_set(m, t, w) == CN_OK, "set %s", names[k]);
-        CHECK(same_eval(m, "efficientnet_b0", x, N, HW, y, ref), "b0: eval after setting %s", names[k]);
+        CHECK(same_eval(m, "efficientnet_b0", x, N, HW, y, ref), "b0: eval after setting %s",
+              names[k]);
         CHECK(memcmp(y, y0, sizeof y) != 0, "b0: setting %s changed nothing", names[k]);
         memcpy(y0, y, sizeof y);
         free(w);

@@ -3,7 +3,9 @@
 #include <stdint.h>
 #include <sys/mman.h>
 
-static size_t huge_round(size_t bytes) { return (bytes + CN_HUGE_PAGE - 1) / CN_HUGE_PAGE * CN_HUGE_PAGE; }
+static size_t huge_round(size_t bytes) {
+    return (bytes + CN_HUGE_PAGE - 1) / CN_HUGE_PAGE * CN_HUGE_PAGE;
+}
 
 void *cn_alloc_huge(size_t bytes) {
     if (bytes < CN_HUGE_PAGE) return cn_alloc64(bytes);

@@ -35,7 +35,9 @@ const char *cn_profile_slot_name(int slot) {
 void cn_graph_init(cn_graph *g) { memset(g, 0, sizeof *g); }
 
 /* the bytes of params and of grads (cn_alloc_zeroed) */
-static size_t param_bytes(const cn_graph *g) { return sizeof(float) * (g->nparams ? g->nparams : 1); }
+static size_t param_bytes(const cn_graph *g) {
+    return sizeof(float) * (g->nparams ? g->nparams : 1);
+}
 
 static void free_plan(cn_graph *g) {
     for (int i = 0; i < g->nnodes; i++) {
@@ -535,8 +537,9 @@ cn_status cn_graph_finalize(cn_graph *g) {
         fuse_bn_add_relu(g);
         fuse_inference(g);
     }
-    /* zeroed as calloc's, not cn_alloc64 and a memset: its pages stay untouched (not resident) until written,
-     * which keeps the gradients out of an inference run's memory (resnet50: 122 MB, not 219) */
+    /* zeroed as calloc's, not cn_alloc64 and a memset: its pages stay untouched (not resident)
+     * until written, which keeps the gradients out of an inference run's memory (resnet50:
+     * 122 MB, not 219) */
     g->params = cn_alloc_zeroed(param_bytes(g));
     g->grads = cn_alloc_zeroed(param_bytes(g));
     g->buffers = calloc(g->nbuffers ? g->nbuffers : 1, sizeof(float));
@@ -977,7 +980,8 @@ static size_t numel(const cn_tensor *t, int n) { return (size_t)n * t->h * t->w 
 static const float *wino_weights(cn_graph *g, cn_node *nd) {
     if (nd->packed && nd->packed_version == g->param_version) return nd->packed;
     if (!nd->packed) {
-        nd->packed = cn_alloc_huge(sizeof(float) * cn_wino_weight_floats(nd->desc.c, nd->a.conv.oc));
+        const size_t n = cn_wino_weight_floats(nd->desc.c, nd->a.conv.oc);
+        nd->packed = cn_alloc_huge(sizeof(float) * n);
         if (!nd->packed) return NULL;
     }
     /* in the layout the GEMMs want (cn_wino_transposed: U^T for wide layers) */

@@ -106,7 +106,8 @@ CN_INLINE void row_ks(const cn_dw_job *j, int img, int oy, int c0, const float *
             if (rrow) {
 #pragma GCC unroll 8
                 for (int p = 0; p < NB; p++)
-                    acc[p] = _mm512_add_ps(acc[p], _mm512_maskz_loadu_ps(m, rrow + (size_t)(ox + p) * C));
+                    acc[p] = _mm512_add_ps(acc[p],
+                                           _mm512_maskz_loadu_ps(m, rrow + (size_t)(ox + p) * C));
             }
         }
         switch (act) {

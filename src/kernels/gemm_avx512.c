@@ -313,9 +313,9 @@ void f32_gemm_store_t__avx512(const float *t, size_t ldt, size_t rows, size_t co
 #pragma GCC unroll 16
                 for (int i = 0; i < 16; i++) {
                     if ((size_t)i >= ni) break;
-                    const __m512 v = _mm512_add_ps(
-                        _mm512_mul_ps(_mm512_mul_ps(r[i], va), _mm512_set1_ps(f->scale[i0 + (size_t)i])),
-                        _mm512_set1_ps(f->shift[i0 + (size_t)i]));
+                    const __m512 sc = _mm512_set1_ps(f->scale[i0 + (size_t)i]);
+                    const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(r[i], va), sc),
+                                                   _mm512_set1_ps(f->shift[i0 + (size_t)i]));
                     r[i] = silu16(v);
                 }
                 transpose16(r);

@@ -754,7 +754,7 @@ static size_t streamed512_per(const cn_conv_desc *d) {
     return round16((size_t)9 * d->c * SW5_NR) + round16((size_t)6 * d->c * SW5_NR);
 }
 
-/* asks for the lines of [p, p + bytes) to be brought towards L2 */
+/* asks for the cache lines of the floats [p, p + floats) to be brought towards L2 */
 static void prefetch_l2(const float *p, size_t floats) {
     const char *c = (const char *)p;
     for (size_t o = 0; o < floats * sizeof(float); o += 64) __builtin_prefetch(c + o, 0, 2);
@@ -777,25 +777,31 @@ static void streamed512(float *out, const float *in, const float *w, const cn_ep
 #pragma omp parallel num_threads(T)
     {
         const int t = omp_get_thread_num(), nth = omp_get_num_threads();
-        float *wt = thr + (size_t)t * (per + round16(OC)), *u = wt + round16((size_t)9 * C * SW5_NR);
-        float *dump = thr + (size_t)t * (per + round16(OC)) + per;
+        float *wt = thr + (size_t)t * (per + round16(OC));
+        float *u = wt + round16((size_t)9 * C * SW5_NR), *dump = wt + per;
         const int b0 = blocks * t / nth, b1 = blocks * (t + 1) / nth;
         /* the filters come from memory (a model's weights outgrow the caches): each block's
          * are requested ahead, the first block's while the input is transformed, the next
          * one's a sixth at a time during this one's GEMMs */
         const size_t bw = (size_t)SW5_NR * 9 * C;
-        if (b0 < b1) prefetch_l2(w + (size_t)b0 * bw, b0 + 1 < blocks ? bw : (OC - (size_t)b0 * SW5_NR) * 9 * C);
+        if (b0 < b1)
+            prefetch_l2(w + (size_t)b0 * bw,
+                        b0 + 1 < blocks ? bw : (OC - (size_t)b0 * SW5_NR) * 9 * C);
         input_tiles(&x, 0, (int)(nt * t / nth), (int)(nt * (t + 1) / nth), v);
 #pragma omp barrier
         for (int b = b0; b < b1; b++) {
             const size_t o0 = (size_t)b * SW5_NR;
             const size_t rows = OC - o0 < SW5_NR ? OC - o0 : SW5_NR;
-            const size_t next = b + 1 < b1 ? (OC - o0 - rows < SW5_NR ? OC - o0 - rows : SW5_NR) * 9 * C : 0;
+            /* floats of the next block's filters (0 past the thread's last block) */
+            const size_t left = OC - o0 - rows;
+            const size_t next = b + 1 < b1 ? (left < SW5_NR ? left : SW5_NR) * 9 * C : 0;
             for (int tap = 0; tap < 9; tap++)
                 f32_gemm_pack_bt__avx512(C, rows, w + o0 * 9 * C + (size_t)tap * C, 9 * C, SW5_NR,
                                          wt + (size_t)tap * C * SW5_NR);
             for (int i = 0; i < 6; i++) {
-                if (next) prefetch_l2(w + (o0 + rows) * 9 * C + next * i / 6, next * (i + 1) / 6 - next * i / 6);
+                if (next)
+                    prefetch_l2(w + (o0 + rows) * 9 * C + next * i / 6,
+                                next * (i + 1) / 6 - next * i / 6);
                 f32_wino_weights_panel__avx512(u, C * SW5_NR, wt, (int)C, i);
                 for (int j = 0; j < 6; j++) {
                     const size_t f = (size_t)(6 * i + j);

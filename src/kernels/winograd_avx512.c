@@ -185,11 +185,14 @@ void f32_wino_weights_panel__avx512(float *u, size_t us, const float *wt, int c,
                     _mm512_fmadd_ps(gi1, _mm512_loadu_ps(g + (3 + x) * ts + 16 * v),
                                     _mm512_mul_ps(gi0, _mm512_loadu_ps(g + x * ts + 16 * v))));
 #pragma GCC unroll 6
-            for (int j = 0; j < 6; j++)
-                _mm512_storeu_ps(uk + (size_t)j * us + 16 * v,
-                                 _mm512_fmadd_ps(_mm512_set1_ps(cn_wino_g[j][2]), t[2],
-                                                 _mm512_fmadd_ps(_mm512_set1_ps(cn_wino_g[j][1]), t[1],
-                                                                 _mm512_mul_ps(_mm512_set1_ps(cn_wino_g[j][0]), t[0]))));
+            for (int j = 0; j < 6; j++) {
+                const __m512 g0 = _mm512_set1_ps(cn_wino_g[j][0]);
+                const __m512 g1 = _mm512_set1_ps(cn_wino_g[j][1]);
+                const __m512 g2 = _mm512_set1_ps(cn_wino_g[j][2]);
+                const __m512 uj =
+                    _mm512_fmadd_ps(g2, t[2], _mm512_fmadd_ps(g1, t[1], _mm512_mul_ps(g0, t[0])));
+                _mm512_storeu_ps(uk + (size_t)j * us + 16 * v, uj);
+            }
         }
     }
 }
