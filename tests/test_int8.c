@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "model.h"
 #include "convnet.h"
 #include "compress/qnet.h"
 #include "graph/model.h"
@@ -153,18 +154,6 @@ static void ops_vs_double(void) {
 
 /* ---- models ---- */
 
-static cn_model *make(const char *name, uint64_t seed) {
-    cn_model_config c;
-    cn_model_config_default(&c);
-    c.name = name;
-    c.in_channels = 1;
-    c.num_classes = 10;
-    c.seed = seed;
-    c.threads = 2;
-    cn_model *m = NULL;
-    CHECK(cn_model_create(&m, &c) == CN_OK, "create %s: %s", name, cn_errmsg());
-    return m;
-}
 
 typedef struct images {
     float *x;
@@ -273,7 +262,8 @@ static void no_observe(void *user, int step, const void *data, size_t count) {
 }
 
 static void model_case(const char *name, int size, double max_rel, double min_agree) {
-    cn_model *m = make(name, 7);
+    cn_model *m = test_model(name, 1, 7);
+    if (!m) return;
     images im = {malloc(sizeof(float) * 128 * size * size), 0, 0, 0, 128};
     cn_data_options o = {size, 0, 0};
     CHECK(cn_foreach_batch(m, "fashion-mnist", &o, 0, 128, 64, 3, take, &im) == CN_OK,
@@ -436,7 +426,7 @@ static void model_case(const char *name, int size, double max_rel, double min_ag
 /* QAT: a few fake-quantized training steps, then int8 from the learned ranges (no data): the
  * integer network reproduces the QAT model's evaluation; the file keeps the ranges. */
 static void qat_case(void) {
-    cn_model *m = make("resnet20", 11);
+    cn_model *m = test_model("resnet20", 1, 11);
     images im = {malloc(sizeof(float) * 128 * 28 * 28), 0, 0, 0, 128};
     cn_data_options o = {28, 0, 0};
     CHECK(cn_foreach_batch(m, "fashion-mnist", &o, 1, 128, 64, 5, take, &im) == CN_OK,

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "model.h"
 #include "convnet.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -16,18 +17,6 @@ static float urand(void) { /* xorshift, [0, 1) */
     return (float)((rng_state >> 40) / 16777216.0);
 }
 
-static cn_model *make(const char *name, int inc, int ncls, uint64_t seed) {
-    cn_model_config c;
-    cn_model_config_default(&c);
-    c.name = name;
-    c.in_channels = inc;
-    c.num_classes = ncls;
-    c.seed = seed;
-    c.threads = 2;
-    cn_model *m = NULL;
-    CHECK(cn_model_create(&m, &c) == CN_OK, "create %s: %s", name, cn_errmsg());
-    return m;
-}
 
 static int ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
@@ -193,7 +182,7 @@ static void logits(cn_model *m, const float *x, int n, int inc, int h, float *ou
 /* Dead channels (every tensor of their group zeroed) are found by a tiny threshold and removed;
  * the small model gives the same logits, round-trips through its file, and prunes again. */
 static void surgery_exact(const char *name, int inc, int size, int want_groups) {
-    cn_model *m = make(name, inc, 10, 7);
+    cn_model *m = test_model(name, inc, 7);
     if (!m) return;
     randomize_bn(m);
     cn_prune_group *gr;
@@ -296,7 +285,7 @@ static int64_t count_zero_weights(cn_model *m, int64_t *total) {
 /* Unstructured masks: exactly the fraction asked, kept at zero by SGD and AdamW steps, and
  * through a file round trip. */
 static void magnitude(void) {
-    cn_model *m = make("resnet20", 1, 10, 3);
+    cn_model *m = test_model("resnet20", 1, 3);
     if (!m) return;
     for (int scope = 0; scope < 2; scope++) {
         cn_prune_config pc;
@@ -350,7 +339,7 @@ static void magnitude(void) {
 /* Gradual structured pruning: masks in place (shapes kept, function changed), then compaction
  * gives a smaller model with the same logits as the masked one. */
 static void mask_and_compact(const char *name, int inc, int size) {
-    cn_model *m = make(name, inc, 10, 11);
+    cn_model *m = test_model(name, inc, 11);
     if (!m) return;
     randomize_bn(m);
     cn_prune_config pc;
@@ -385,7 +374,7 @@ static void mask_and_compact(const char *name, int inc, int size) {
 
 /* Bad options fail with a clear message and leave the model untouched. */
 static void bad_options(void) {
-    cn_model *m = make("resnet20", 1, 10, 5);
+    cn_model *m = test_model("resnet20", 1, 5);
     if (!m) return;
     int64_t total;
     int64_t z0 = count_zero_weights(m, &total);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "model.h"
 #include "convnet.h"
 #include "io/safetensors.h"
 
@@ -18,18 +19,6 @@ static float urand(void) { /* xorshift, [0, 1) */
     return (float)((rng_state >> 40) / 16777216.0);
 }
 
-static cn_model *make(uint64_t seed) {
-    cn_model_config c;
-    cn_model_config_default(&c);
-    c.name = "resnet20";
-    c.in_channels = 1;
-    c.num_classes = 10;
-    c.seed = seed;
-    c.threads = 2;
-    cn_model *m = NULL;
-    CHECK(cn_model_create(&m, &c) == CN_OK, "create: %s", cn_errmsg());
-    return m;
-}
 
 static int is_weight(const cn_tensor_info *ti) {
     return ti->ndim == 4 || (ti->ndim == 2 && !strcmp(ti->name, "fc.weight"));
@@ -111,7 +100,7 @@ static void check_exact(const cn_model *m, const cn_model *q, const cn_quant_rep
 }
 
 static void exact(void) {
-    cn_model *m = make(1);
+    cn_model *m = test_model("resnet20", 1, 1);
     /* conv1.weight (16x1x3x3): max maps exactly to qmax at f = 3; the other values sit on
      * rounding ties and next to them; layer1.0.conv1 all zero; layer1.0.conv2 tiny; fc huge */
     int c1 = cn_model_tensor_find(m, "conv1.weight"), z = cn_model_tensor_find(m, "layer1.0.conv1.weight");
@@ -192,7 +181,7 @@ static void exact(void) {
 }
 
 static void logits(void) {
-    cn_model *m = make(3);
+    cn_model *m = test_model("resnet20", 1, 3);
     int n = 4;
     float *x = malloc(sizeof(float) * n * 28 * 28), lf[40], lq[40];
     for (int i = 0; i < n * 28 * 28; i++) x[i] = urand() * 2 - 1;
@@ -281,7 +270,7 @@ static void check_packed(const char *path, const cn_model *q, int bits) {
 }
 
 static void round_trip(const char *dir) {
-    cn_model *m = make(5);
+    cn_model *m = test_model("resnet20", 1, 5);
     char path[512], path2[512];
     snprintf(path, sizeof path, "%s/q.safetensors", dir);
     snprintf(path2, sizeof path2, "%s/q2.safetensors", dir);
@@ -379,14 +368,14 @@ static void expect_bad(const char *path, const char *what, const char *needle) {
 }
 
 static void bad(const char *dir) {
-    cn_model *m = make(7), *q = NULL;
+    cn_model *m = test_model("resnet20", 1, 7), *q = NULL;
     CHECK(cn_quantize_fixed(&q, m, 1, NULL) == CN_ERR_ARG && strstr(cn_errmsg(), "[2, 16]") && !q,
           "bits 1: %s", cn_errmsg());
     CHECK(cn_quantize_fixed(&q, m, 17, NULL) == CN_ERR_ARG && strstr(cn_errmsg(), "17") && !q,
           "bits 17: %s", cn_errmsg());
     CHECK(cn_quantize_fixed(&q, NULL, 8, NULL) == CN_ERR_ARG, "NULL model");
     {
-        cn_model *nan_m = make(8);
+        cn_model *nan_m = test_model("resnet20", 1, 8);
         int i = cn_model_tensor_find(nan_m, "layer2.0.conv1.weight");
         float *w = get(nan_m, i);
         w[3] = NAN;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "model.h"
 #include "graph/model.h"
 #include "train/data.h"
 #include "train/optim.h"
@@ -311,25 +312,12 @@ static void test_gradual_pruning(void) {
 /* The eval forward keeps each fused convolution's folded BN between calls (graph.c,
  * fold_epilogue): whatever writes the parameters or the BN's running statistics must make it
  * fold again. Each eval below is compared with a fresh model given the same state. */
-/* a 10-class model of that architecture (3 input channels, 2 threads) */
-static cn_model *model_of(const char *name, uint64_t seed) {
-    cn_model_config c;
-    cn_model_config_default(&c);
-    c.name = name;
-    c.in_channels = 3;
-    c.num_classes = 10;
-    c.seed = seed;
-    c.threads = 2;
-    cn_model *m = NULL;
-    CHECK(cn_model_create(&m, &c) == CN_OK, "create %s: %s", name, cn_errmsg());
-    return m;
-}
 
 /* eval logits of m (n images of hw x hw) into y, and of a fresh model of the same architecture
  * given m's state into ref; 1 when they are the same bits */
 static int same_eval(cn_model *m, const char *name, const float *x, int n, int hw, float *y,
                      float *ref) {
-    cn_model *f = model_of(name, 1);
+    cn_model *f = test_model(name, 3, 1);
     if (!f) return 0;
     CHECK(cn_model_copy_state(f, m) == CN_OK, "copy: %s", cn_errmsg());
     CHECK(cn_model_forward(m, x, n, hw, hw, 0, y) == CN_OK, "eval: %s", cn_errmsg());
@@ -340,7 +328,7 @@ static int same_eval(cn_model *m, const char *name, const float *x, int n, int h
 
 static void test_folded_bn_refresh(void) {
     enum { N = 4 };
-    cn_model *m = model_of("resnet20", 5);
+    cn_model *m = test_model("resnet20", 3, 5);
     if (!m) return;
     float *x = malloc(sizeof(float) * N * 3 * 16 * 16), y0[N * 10], y[N * 10], ref[N * 10];
     for (int i = 0; i < N * 3 * 16 * 16; i++) x[i] = (float)((i * 37 % 101) - 50) / 25.0f;
@@ -371,7 +359,7 @@ static void test_folded_bn_refresh(void) {
  * from the one before, so that a stale copy could not pass unseen). */
 static void test_packed_dw_refresh(void) {
     enum { N = 2, HW = 64 };
-    cn_model *m = model_of("efficientnet_b0", 9);
+    cn_model *m = test_model("efficientnet_b0", 3, 9);
     if (!m) return;
     float *x = malloc(sizeof(float) * N * 3 * HW * HW), y0[N * 10], y[N * 10], ref[N * 10];
     for (int i = 0; i < N * 3 * HW * HW; i++) x[i] = (float)((i * 37 % 101) - 50) / 25.0f;
