@@ -131,8 +131,15 @@ typedef struct implicit_dims {
     int wv;           /* output pixels computed per output row: wp / s */
     int ne;           /* stride 2: rows of each phase image */
     size_t rows;      /* output rows computed per image, wv per output row */
+    int compact;      /* stride 1 on a small map: kernel row ky's A gathered (implicit_compact) */
     size_t per;       /* workspace floats per image: padded copy + output rows */
 } implicit_dims;
+
+/* Small maps (ResNet's 7x7 layers): the padded width computes 61 pixels an image for 49, and
+ * the swapped GEMM (pixels along the lanes) pads those to 64. From here on, each kernel row's A
+ * is instead gathered from the padded image (KW*C contiguous floats per output pixel), 49 rows
+ * that fill three vectors with one left over for the GEMV kernel. */
+enum { COMPACT_MAX_PIXELS = 64 };
 
 static implicit_dims implicit_plan(const cn_conv_desc *d) {
     implicit_dims q;
@@ -148,8 +155,9 @@ static implicit_dims implicit_plan(const cn_conv_desc *d) {
     }
     q.wv = q.wp / q.s;
     q.rows = (size_t)(d->oh - 1) * q.wv + d->ow;
-    q.per = (q.s == 2 ? (size_t)2 * q.ne * q.wp * d->c : (size_t)q.hp * q.wp * d->c) +
-            q.rows * d->oc;
+    q.compact = q.s == 1 && (size_t)d->oh * d->ow <= COMPACT_MAX_PIXELS;
+    const size_t out_rows = q.compact ? (size_t)d->oh * d->ow * d->kw * d->c : q.rows * d->oc;
+    q.per = (q.s == 2 ? (size_t)2 * q.ne * q.wp * d->c : (size_t)q.hp * q.wp * d->c) + out_rows;
     return q;
 }
 
@@ -296,6 +304,40 @@ static CN_CLONES void take_rows(float *restrict out, const float *restrict t,
         }
 }
 
+/* The epilogue as the GEMM's register epilogue, or -1 when it has none for ep's activation */
+static int gemm_act(const cn_epilogue *ep) {
+    return !ep || ep->act == CN_ACT_NONE ? CN_GEMM_ACT_NONE
+           : ep->act == CN_ACT_RELU    ? CN_GEMM_ACT_RELU
+           : ep->act == CN_ACT_SILU    ? CN_GEMM_ACT_SILU
+                                       : -1;
+}
+
+/* Stride 1, small map: kernel row ky is one GEMM over the OH*OW output pixels whose rows of A
+ * (KW*C floats each, contiguous in the padded image) are gathered into a; the three GEMMs add
+ * up in out itself and the last applies the epilogue in its write-back. Returns 0 (nothing
+ * done) when out cannot hold the partial sums: accumulating (beta), the residual read from out,
+ * or an epilogue the GEMM does not apply. */
+static int implicit_compact(float *out, const float *pad, const float *w, const cn_conv_desc *d,
+                            const implicit_dims *q, float *a, float beta, const cn_epilogue *ep,
+                            const float *res) {
+    const int act = gemm_act(ep);
+    if (beta != 0.0f || act < 0 || (res && res == out)) return 0;
+    const int k = d->kw * d->c, ldb = d->kh * d->kw * d->c, m = d->oh * d->ow;
+    const cn_gemm_affine aff = {ep ? ep->scale : NULL, ep ? ep->shift : NULL, res,
+                                (size_t)d->oc, act};
+    const post_ctx pc = {ep, res, d->oc};
+    const cn_gemm_post post = {epilogue_post, (void *)&pc, &aff};
+    for (int ky = 0; ky < d->kh; ky++) {
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++)
+                memcpy(a + ((size_t)oy * d->ow + ox) * k,
+                       pad + ((size_t)(oy + ky) * q->wp + ox) * d->c, sizeof(float) * k);
+        cn_sgemm_post(0, 1, m, d->oc, k, 1.0f, a, k, w + (size_t)ky * k, ldb,
+                      ky ? 1.0f : 0.0f, out, d->oc, ep && ky == d->kh - 1 ? &post : NULL);
+    }
+    return 1;
+}
+
 static void implicit_image(float *out, const float *in, const float *w, const cn_conv_desc *d,
                            const implicit_dims *q, float *ws, float beta, const cn_epilogue *ep,
                            const float *res) {
@@ -314,6 +356,7 @@ static void implicit_image(float *out, const float *in, const float *w, const cn
     }
     float *pad = ws, *t = ws + (size_t)q->hp * rowlen;
     pad_image(pad, in, d, q->hp, q->wp);
+    if (q->compact && implicit_compact(out, pad, w, d, q, t, beta, ep, res)) return;
     for (int ky = 0; ky < d->kh; ky++)
         cn_sgemm(0, 1, (int)q->rows, d->oc, k, 1.0f, pad + (size_t)ky * rowlen, d->c,
                  w + (size_t)ky * k, ldb, ky ? 1.0f : 0.0f, t, d->oc);
@@ -1059,11 +1102,7 @@ static void forward_chunk(float *out, const float *in, const float *w, const cn_
     /* one group: the epilogue runs inside the GEMM, on each block as it is finished */
     const post_ctx q = {ep, ep && ep->res ? ep->res + m0 * d->oc : NULL, d->oc};
     /* the same epilogue, for the kernels that apply it in registers */
-    const int act = !ep                         ? -1
-                    : ep->act == CN_ACT_NONE    ? CN_GEMM_ACT_NONE
-                    : ep->act == CN_ACT_RELU    ? CN_GEMM_ACT_RELU
-                    : ep->act == CN_ACT_SILU    ? CN_GEMM_ACT_SILU
-                                                : -1;
+    const int act = ep ? gemm_act(ep) : -1;
     const cn_gemm_affine aff = {ep ? ep->scale : NULL, ep ? ep->shift : NULL, q.res,
                                 (size_t)d->oc, act};
     const int plain = act >= 0;
