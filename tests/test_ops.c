@@ -1189,6 +1189,15 @@ int main(void) {
         conv_case(2, 5, 6, 100, 300, 3, 1, 1, 1, threads[t]);
         conv_case(1, 7, 7, 300, 100, 3, 2, 1, 1, threads[t]);
     }
+    /* under 65 output pixels a batch (not 16, 32, 48 or 64): one GEMM per kernel row on rows
+     * gathered from the input (conv_compact), stride 1 and 2 (9C over 4096), padded or not,
+     * several images */
+    for (int t = 0; t < 3; t++) {
+        conv_case(1, 13, 13, 464, 24, 3, 2, 1, 1, threads[t]);
+        conv_case(2, 9, 7, 470, 20, 3, 2, 1, 1, threads[t]);
+        conv_case(1, 9, 8, 36, 20, 3, 1, 0, 1, threads[t]);
+        conv_case(1, 7, 7, 48, 70, 3, 1, 1, 1, threads[t]);
+    }
     /* Winograd in training wherever the shape allows (cn_winograd_force(1)): channel counts off
      * the vector width, a map not a multiple of the 4x4 tile, one tile, both layouts of U
      * (cn_wino_transposed: above 128 x 128 channels), so both the transposing and the direct

@@ -131,14 +131,10 @@ typedef struct implicit_dims {
     int wv;           /* output pixels computed per output row: wp / s */
     int ne;           /* stride 2: rows of each phase image */
     size_t rows;      /* output rows computed per image, wv per output row */
-    int compact;      /* stride 1 on a small map: kernel row ky's A gathered (implicit_compact) */
     size_t per;       /* workspace floats per image: padded copy + output rows */
 } implicit_dims;
 
-/* Small maps (ResNet's 7x7 layers): the padded width computes 61 pixels an image for 49, and
- * the swapped GEMM (pixels along the lanes) pads those to 64. From here on, each kernel row's A
- * is instead gathered from the padded image (KW*C contiguous floats per output pixel), 49 rows
- * that fill three vectors with one left over for the GEMV kernel. */
+/* conv_compact's limit on the output pixels of a call */
 enum { COMPACT_MAX_PIXELS = 64 };
 
 static implicit_dims implicit_plan(const cn_conv_desc *d) {
@@ -155,9 +151,8 @@ static implicit_dims implicit_plan(const cn_conv_desc *d) {
     }
     q.wv = q.wp / q.s;
     q.rows = (size_t)(d->oh - 1) * q.wv + d->ow;
-    q.compact = q.s == 1 && (size_t)d->oh * d->ow <= COMPACT_MAX_PIXELS;
-    const size_t out_rows = q.compact ? (size_t)d->oh * d->ow * d->kw * d->c : q.rows * d->oc;
-    q.per = (q.s == 2 ? (size_t)2 * q.ne * q.wp * d->c : (size_t)q.hp * q.wp * d->c) + out_rows;
+    q.per = (q.s == 2 ? (size_t)2 * q.ne * q.wp * d->c : (size_t)q.hp * q.wp * d->c) +
+            q.rows * d->oc;
     return q;
 }
 
@@ -312,30 +307,69 @@ static int gemm_act(const cn_epilogue *ep) {
                                        : -1;
 }
 
-/* Stride 1, small map: kernel row ky is one GEMM over the OH*OW output pixels whose rows of A
- * (KW*C floats each, contiguous in the padded image) are gathered into a; the three GEMMs add
- * up in out itself and the last applies the epilogue in its write-back. Returns 0 (nothing
- * done) when out cannot hold the partial sums: accumulating (beta), the residual read from out,
- * or an epilogue the GEMM does not apply. */
-static int implicit_compact(float *out, const float *pad, const float *w, const cn_conv_desc *d,
-                            const implicit_dims *q, float *a, float beta, const cn_epilogue *ep,
-                            const float *res) {
+/* Rows of kernel row ky's A for output pixels [m0, m0 + m) of the batch: for each, the KW*C
+ * input values that row of the kernel reads (zeros in the padding), any stride. */
+static void gather_row(float *restrict a, const float *restrict in, const cn_conv_desc *d,
+                       int ky, size_t m0, size_t m) {
+    const size_t img = (size_t)d->oh * d->ow, c = (size_t)d->c;
+    for (size_t i = 0; i < m; i++) {
+        const size_t px = m0 + i, n = px / img, oy = px % img / d->ow, ox = px % d->ow;
+        const int iy = (int)oy * d->sh - d->ph + ky;
+        float *dst = a + i * d->kw * c;
+        if (iy < 0 || iy >= d->h) {
+            memset(dst, 0, sizeof(float) * d->kw * c);
+            continue;
+        }
+        const float *row = in + ((size_t)n * d->h + (size_t)iy) * d->w * c;
+        for (int kx = 0; kx < d->kw; kx++) {
+            const int ix = (int)ox * d->sw - d->pw + kx;
+            if (ix < 0 || ix >= d->w) memset(dst + kx * c, 0, sizeof(float) * c);
+            else memcpy(dst + kx * c, row + (size_t)ix * c, sizeof(float) * c);
+        }
+    }
+}
+
+/* Small outputs (ResNet's 7x7 layers at batch 1): one GEMM per kernel row over output pixels
+ * [m0, m0 + m), each row of A gathered (gather_row), the KH GEMMs adding up in out itself and
+ * the last one applying the epilogue in its write-back. On the padded width (the implicit
+ * GEMM) a 7x7 map computes 61 pixels for 49, which the swapped GEMM's pixel lanes pad to 64; 49
+ * rows fill three vectors with one left for the GEMV kernel. im2col for a stride-2 layer makes
+ * one GEMM of K = 9C, too deep for the swapped path, whose packed path then packs the weights.
+ * a: m * KW*C floats. Returns 0 (nothing done) when out cannot hold the partial sums:
+ * accumulating (beta), the residual read from out, or an epilogue the GEMM does not apply. */
+static int conv_compact(float *out, const float *in, const float *w, const cn_conv_desc *d,
+                        size_t m0, size_t m, float *a, float beta, const cn_epilogue *ep) {
     const int act = gemm_act(ep);
+    const float *res = ep && ep->res ? ep->res + m0 * d->oc : NULL;
+    out += m0 * d->oc;
     if (beta != 0.0f || act < 0 || (res && res == out)) return 0;
-    const int k = d->kw * d->c, ldb = d->kh * d->kw * d->c, m = d->oh * d->ow;
+    const int k = d->kw * d->c, ldb = d->kh * d->kw * d->c;
     const cn_gemm_affine aff = {ep ? ep->scale : NULL, ep ? ep->shift : NULL, res,
                                 (size_t)d->oc, act};
     const post_ctx pc = {ep, res, d->oc};
     const cn_gemm_post post = {epilogue_post, (void *)&pc, &aff};
     for (int ky = 0; ky < d->kh; ky++) {
-        for (int oy = 0; oy < d->oh; oy++)
-            for (int ox = 0; ox < d->ow; ox++)
-                memcpy(a + ((size_t)oy * d->ow + ox) * k,
-                       pad + ((size_t)(oy + ky) * q->wp + ox) * d->c, sizeof(float) * k);
-        cn_sgemm_post(0, 1, m, d->oc, k, 1.0f, a, k, w + (size_t)ky * k, ldb,
+        gather_row(a, in, d, ky, m0, m);
+        cn_sgemm_post(0, 1, (int)m, d->oc, k, 1.0f, a, k, w + (size_t)ky * k, ldb,
                       ky ? 1.0f : 0.0f, out, d->oc, ep && ky == d->kh - 1 ? &post : NULL);
     }
     return 1;
+}
+
+/* the batch's output pixels are few enough for conv_compact's GEMMs: under 65 (more do not
+ * fit the swapped GEMM's widest tile, and a larger batch reads the weights once in the
+ * im2col GEMM) and not a multiple of 16 (no lanes to save then). Strided layers gain only when
+ * im2col's GEMM (K = KH*KW*C) is too deep for the swapped path (its packed pixels, K x 64
+ * floats, over 1 MB, gemm.c's SWAP_MAX_PACK): one GEMM swapped beats three (14x14x256 ->
+ * 7x7x512: 0.43-0.49 -> 0.52 ms), while 14x14x512 -> 7x7x512 went 1.08-1.13 -> 0.88-0.92 ms
+ * (and stride 1, against the implicit GEMM, 7x7x512 -> 512: 0.94-0.99 -> 0.85-0.91 ms). */
+enum { COMPACT_MIN_STRIDED_K = 4096 };
+
+static int compact_ok(const cn_conv_desc *d) {
+    const size_t m = (size_t)d->n * d->oh * d->ow;
+    const int strided = d->sh != 1 || d->sw != 1;
+    return d->groups == 1 && !is_pointwise(d) && m <= COMPACT_MAX_PIXELS && m % 16 != 0 &&
+           (!strided || d->kh * d->kw * d->c > COMPACT_MIN_STRIDED_K);
 }
 
 static void implicit_image(float *out, const float *in, const float *w, const cn_conv_desc *d,
@@ -356,7 +390,6 @@ static void implicit_image(float *out, const float *in, const float *w, const cn
     }
     float *pad = ws, *t = ws + (size_t)q->hp * rowlen;
     pad_image(pad, in, d, q->hp, q->wp);
-    if (q->compact && implicit_compact(out, pad, w, d, q, t, beta, ep, res)) return;
     for (int ky = 0; ky < d->kh; ky++)
         cn_sgemm(0, 1, (int)q->rows, d->oc, k, 1.0f, pad + (size_t)ky * rowlen, d->c,
                  w + (size_t)ky * k, ldb, ky ? 1.0f : 0.0f, t, d->oc);
@@ -916,6 +949,8 @@ static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
         const size_t big = (size_t)one_gemm_rows(d, p.m, p.kg, 0) * p.kg;
         if (big > ws) ws = big;
     }
+    if (compact_ok(d) && (size_t)d->n * d->oh * d->ow * d->kw * d->c > ws)
+        ws = (size_t)d->n * d->oh * d->ow * d->kw * d->c;
     if (direct_forward_shape_ok(d) && direct_forward_workspace(d, nthreads) > ws)
         ws = direct_forward_workspace(d, nthreads);
     return ws;
@@ -1137,6 +1172,9 @@ static void conv_gemm(float *out, const float *in, const float *w, const cn_conv
 static void conv_gemm_stats(float *out, const float *in, const float *w, const cn_conv_desc *d,
                             float *ws, int nthreads, float beta, const cn_epilogue *ep,
                             double *stats) {
+    if (!stats && compact_ok(d) && conv_compact(out, in, w, d, 0, (size_t)d->n * d->oh * d->ow,
+                                                ws, beta, ep))
+        return;
     if (implicit_fwd_ok(d)) {
         conv_implicit(out, in, w, d, ws, nthreads, beta, ep);
         return;
