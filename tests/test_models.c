@@ -269,6 +269,14 @@ static void fusion_check(void) {
     b.n = a.n;
     memcpy(b.want, a.want, sizeof a.want);
     CHECK(a.n == 15, "efficientnet_b0: %d expansions fused with their depthwise convolutions", a.n);
+    /* and every projection that took in its block's SE product (cn_node.fuse_in): on the maps
+     * under 14x14 both images go through one GEMM (graph.c, se_images) */
+    const int ndw = a.n;
+    for (int i = 0; i < m->g.nnodes && a.n < 64; i++)
+        if (m->g.nodes[i].fuse_in >= 0) a.want[a.n++] = m->g.nodes[i].fuse_out;
+    CHECK(a.n - ndw == 16, "efficientnet_b0: %d projections with their SE product", a.n - ndw);
+    b.n = a.n;
+    memcpy(b.want, a.want, sizeof a.want);
     float *x = malloc(sizeof(float) * (size_t)n * 3 * h * w), la[20], lb[20];
     for (size_t k = 0; k < (size_t)n * 3 * h * w; k++) x[k] = (float)rand() / (float)RAND_MAX - 0.5f;
     m->g.observe = keep_tensor, m->g.observe_user = &a;
@@ -283,8 +291,10 @@ static void fusion_check(void) {
             if (e > worst || e != e) worst = e;
             seen++;
         }
-        CHECK(seen == a.n, "efficientnet_b0: %d of %d depthwise outputs seen by both", seen, a.n);
-        CHECK(worst < 1e-5, "efficientnet_b0 fused against unfused eval: depthwise outputs rel err %g",
+        CHECK(seen == a.n, "efficientnet_b0: %d of %d outputs seen by both", seen, a.n);
+        CHECK(worst < 1e-5,
+              "efficientnet_b0 fused against unfused eval: depthwise and projection outputs rel "
+              "err %g",
               worst);
         const double el = max_rel_err(la, lb, 20, 1e-6);
         CHECK(el < 1e-4, "efficientnet_b0 fused against unfused eval: logits rel err %g", el);

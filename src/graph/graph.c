@@ -421,6 +421,23 @@ static int scale_weights(const cn_node *nd) {
     return (size_t)nd->a.conv.oc < (size_t)nd->desc.h * nd->desc.w;
 }
 
+/* Images per GEMM of a convolution with an SE product (cn_node.fuse_in) at batch n. One image
+ * at a time, the SE scale goes into the weights or a copy of the image, and on small maps that
+ * GEMM has few rows (49 on EfficientNet's 7x7 stages: 60-70 % of the FMA peak, against 90 %
+ * with the 784 of 16 images). There, the images are scaled into one buffer of up to
+ * SE_BATCH_FLOATS and multiplied together: efficientnet_b0 batch 16 5-7 % faster, its 7x7
+ * projections 1.7 -> 1.1-1.3 ms. From 28x28 on, the copy of the maps cost more than the larger
+ * GEMM saved (stage 3's projections 0.87 -> 1.07 and 1.30 -> 1.60 ms), and the weights stay
+ * scaled per image. */
+enum { SE_BATCH_FLOATS = 1 << 20, SE_BATCH_MAX_PIXELS = 14 * 14 };
+
+static int se_images(const cn_node *nd, int n) {
+    const size_t px = (size_t)nd->desc.h * nd->desc.w, img = px * nd->desc.c;
+    if (px > SE_BATCH_MAX_PIXELS || n < 2) return 1;
+    const size_t k = SE_BATCH_FLOATS / img;
+    return k < 2 ? 1 : k > (size_t)n ? n : (int)k;
+}
+
 static size_t scaled_floats(const cn_graph *g, const cn_node *nd) {
     size_t n = scale_weights(nd) ? g->entries[nd->p[0]].count
                                  : (size_t)nd->desc.h * nd->desc.w * nd->desc.c;
@@ -844,6 +861,12 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
                 cn_conv_desc one = nd->desc;
                 one.n = 1;
                 s = cn_conv2d_workspace(&one, threads, 0) + scaled_floats(g, nd);
+                /* or several images scaled into one buffer */
+                one.n = se_images(nd, batch);
+                const size_t img = (size_t)one.h * one.w * one.c;
+                const size_t many = cn_conv2d_workspace(&one, threads, 0) +
+                                    ((one.n * img + 15) & ~(size_t)15);
+                if (one.n > 1 && many > s) s = many;
             }
             /* an expansion with its depthwise convolution (cn_node.fuse_dw) */
             if (nd->fuse_dw >= 0) {
@@ -1076,6 +1099,18 @@ static void conv_fused_one(cn_graph *g, cn_node *nd, int n) {
     float *ws = (float *)g->workspace, *y = g->tensors[nd->fuse_out].data;
     const float *res = ep.res;
     float *pool = ep.pool;
+    const int many = se_images(nd, n);
+    if (many > 1) {
+        for (int i = 0; i < n; i += many) {
+            d.n = n - i < many ? n - i : many;
+            cn_scale_forward(ws, x + (size_t)i * in_px, sc + (size_t)i * c, d.n, hw, c);
+            ep.res = res ? res + (size_t)i * out_px : NULL;
+            ep.pool = pool ? pool + (size_t)i * oc : NULL;
+            cn_conv2d_forward_fused(y + (size_t)i * out_px, ws, w, &ep, &d,
+                                    ws + ((d.n * in_px + 15) & ~(size_t)15), g->threads);
+        }
+        return;
+    }
     d.n = 1;
     for (int i = 0; i < n; i++) {
         const float *s = sc + (size_t)i * c, *xi = x + (size_t)i * in_px;
