@@ -12,6 +12,7 @@
 #include "core/cpu.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "kernels/act.h"
 #include "kernels/bn.h"
 #include "kernels/conv_direct.h"
 #include "kernels/winograd.h"
@@ -894,7 +895,7 @@ static void dconv_kernel_case(int oh, int ow, int c, int oc, int k, int st, int 
     if (cn_dconv_forward_ok(&s))
         for (int accumulate = 0; accumulate <= 1; accumulate++) {
             memcpy(out, base, sizeof(float) * no);
-            cn_dconv_forward_rows(out, x, wk, &s, oy0, oy1, accumulate);
+            cn_dconv_forward_rows(out, x, wk, &s, oy0, oy1, accumulate, NULL);
             int untouched = 1;
             for (size_t i = 0; i < no; i++) {
                 int row = (int)(i / ((size_t)ow * oc));
@@ -907,6 +908,35 @@ static void dconv_kernel_case(int oh, int ow, int c, int oc, int k, int st, int 
                   "dconv fwd %dx%d c%d oc%d k%d s%d rows [%d,%d) acc %d: rel err %g, %s", oh, ow,
                   c, oc, k, st, oy0, oy1, accumulate, e, untouched ? "ok" : "rows outside written");
         }
+    /* the epilogue in the kernel's registers (with and without a residual, each activation):
+     * the same bits as the plain kernel's sums put through the scalar affine (each operation
+     * rounded) and the array activation, and the rows outside left alone */
+    if (cn_dconv_forward_ok(&s)) {
+        float *scale = randv(oc, 1), *shift = randv(oc, 1), *res = randv(no, 1);
+        float *plain = malloc(sizeof(float) * no);
+        memcpy(plain, base, sizeof(float) * no);
+        cn_dconv_forward_rows(plain, x, wk, &s, oy0, oy1, 0, NULL);
+        for (int act = CN_GEMM_ACT_NONE; act <= CN_GEMM_ACT_SILU; act++)
+            for (int r = 0; r < 2; r++) {
+                const cn_gemm_affine f = {scale, shift, r ? res : NULL, (size_t)oc, act};
+                memcpy(out, base, sizeof(float) * no);
+                cn_dconv_forward_rows(out, x, wk, &s, oy0, oy1, 0, &f);
+                const size_t i0 = (size_t)oy0 * ow * oc, i1 = (size_t)oy1 * ow * oc;
+                memcpy(want, base, sizeof(float) * no);
+                for (size_t i = i0; i < i1; i++) {
+                    float v = plain[i] * scale[i % oc];
+                    v = v + shift[i % oc];
+                    if (r) v = v + res[i];
+                    want[i] = act == CN_GEMM_ACT_RELU && v < 0 ? 0.0f : v;
+                }
+                if (act == CN_GEMM_ACT_SILU && i1 > i0) cn_silu_n(want + i0, want + i0, i1 - i0);
+                CHECK(!memcmp(out, want, sizeof(float) * no),
+                      "dconv fwd %dx%d c%d oc%d k%d s%d rows [%d,%d) epilogue act %d res %d: "
+                      "not the bits of the kernel and the scalar epilogue",
+                      oh, ow, c, oc, k, st, oy0, oy1, act, r);
+            }
+        free(scale), free(shift), free(res), free(plain);
+    }
     if (cn_dconv_wgrad_ok(&s)) {
         float *dw = randv(nw, 1), *dw0 = malloc(sizeof(float) * nw), *dwant = malloc(sizeof(float) * nw);
         memcpy(dw0, dw, sizeof(float) * nw);

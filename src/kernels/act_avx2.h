@@ -18,6 +18,7 @@
 #include <immintrin.h>
 
 #include "kernels/act.h"
+#include "kernels/gemm.h"
 
 #define CN_INLINE static inline __attribute__((always_inline))
 
@@ -128,6 +129,21 @@ CN_INLINE __m256 silu_grad8(__m256 x) {
     const __m256 neg = _mm256_mul_ps(
         _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_fmadd_ps(xc, q, one), q), p), s1), s2);
     return _mm256_blendv_ps(neg, pos, ge0_8(x));
+}
+
+/* v < 0 ? 0 : v, lane by lane (NaN and -0 kept, as the scalar epilogue does) */
+CN_INLINE __m256 relu8(__m256 v) {
+    return _mm256_andnot_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ), v);
+}
+
+/* the epilogue a cn_gemm_affine describes (kernels/gemm.h), on 8 lanes: (v * scale + shift) +
+ * res, rounded after each operation, then its activation (the GEMM's and the direct
+ * convolution's write-back; mask: the lanes of res read when not full) */
+CN_INLINE __m256 affine8(__m256 v, __m256 scale, __m256 shift, const float *res, int full,
+                         __m256i mask, int act) {
+    v = _mm256_add_ps(_mm256_mul_ps(v, scale), shift);
+    if (res) v = _mm256_add_ps(v, full ? _mm256_loadu_ps(res) : _mm256_maskload_ps(res, mask));
+    return act == CN_GEMM_ACT_RELU ? relu8(v) : act == CN_GEMM_ACT_SILU ? silu8(v) : v;
 }
 
 #endif

@@ -16,6 +16,7 @@
 #include <immintrin.h>
 
 #include "kernels/act.h"
+#include "kernels/gemm.h"
 
 #define CN_INLINE static inline __attribute__((always_inline))
 
@@ -116,6 +117,18 @@ CN_INLINE __m512 silu_grad16(__m512 x) {
     const __m512 neg = _mm512_scalef_ps(
         _mm512_mul_ps(_mm512_mul_ps(_mm512_fmadd_ps(xc, q, _mm512_set1_ps(1.0f)), q), p), nf);
     return _mm512_mask_mov_ps(neg, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), pos);
+}
+
+/* the epilogue a cn_gemm_affine describes (kernels/gemm.h), on the lanes m: (v * scale + shift)
+ * + res, rounded after each operation, then v < 0 ? 0 : v (NaN and -0 kept) or silu16
+ * (cn_silu_n's on this path); the GEMM's and the direct convolution's write-back */
+CN_INLINE __m512 affine16(__m512 v, __m512 scale, __m512 shift, const float *res, __mmask16 m,
+                          int act) {
+    v = _mm512_add_ps(_mm512_mul_ps(v, scale), shift);
+    if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res));
+    if (act == CN_GEMM_ACT_RELU)
+        return _mm512_maskz_mov_ps(~_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v);
+    return act == CN_GEMM_ACT_SILU ? silu16(v) : v;
 }
 
 #endif

@@ -7,12 +7,14 @@
 #include "kernels/gemm.h"
 
 void f32_dconv_forward_rows__avx512(float *out, const float *xpad, const float *wk,
-                                    const cn_dconv_shape *s, int oy0, int oy1, int accumulate);
+                                    const cn_dconv_shape *s, int oy0, int oy1, int accumulate,
+                                    const cn_gemm_affine *f);
 void f32_dconv_wgrad_image__avx512(float *dwk, const float *xpad, const float *dy,
                                    const cn_dconv_shape *s);
 
 void f32_dconv_forward_rows__avx2(float *out, const float *xpad, const float *wk,
-                                  const cn_dconv_shape *s, int oy0, int oy1, int accumulate);
+                                  const cn_dconv_shape *s, int oy0, int oy1, int accumulate,
+                                  const cn_gemm_affine *f);
 void f32_dconv_wgrad_image__avx2(float *dwk, const float *xpad, const float *dy,
                                  const cn_dconv_shape *s);
 
@@ -21,9 +23,8 @@ static int avx2(void) { return strcmp(cn_sgemm_path_name(), "avx2") == 0; }
 
 /* Up to 64 input channels: wider reductions are long enough for the GEMM to reach its speed, and
  * the GEMM's blocked sums round less than one chain of KH*KW*C products. Strided convolutions
- * only with the pixel strides of 16/32 channels (and 1 or 2 input channels): the stems of the
- * ImageNet networks (7x7, stride 2, 3 channels) stay on the GEMM, which the parity tests' training
- * steps were checked against. */
+ * only with the pixel strides of 16/32 channels, of 1 or 2 input channels and of an RGB image
+ * at stride 2 (ps 6: the stems of the ImageNet networks). */
 int cn_dconv_forward_ok(const cn_dconv_shape *s) {
     const int ps = s->sw * s->c;
     const int fixed = ps == 1 || ps == 2 || ps == 6 || ps == 16 || ps == 32 || ps == 64;
@@ -36,9 +37,10 @@ int cn_dconv_wgrad_ok(const cn_dconv_shape *s) {
 }
 
 void cn_dconv_forward_rows(float *out, const float *xpad, const float *wk,
-                           const cn_dconv_shape *s, int oy0, int oy1, int accumulate) {
-    if (avx512()) f32_dconv_forward_rows__avx512(out, xpad, wk, s, oy0, oy1, accumulate);
-    else f32_dconv_forward_rows__avx2(out, xpad, wk, s, oy0, oy1, accumulate);
+                           const cn_dconv_shape *s, int oy0, int oy1, int accumulate,
+                           const cn_gemm_affine *f) {
+    if (avx512()) f32_dconv_forward_rows__avx512(out, xpad, wk, s, oy0, oy1, accumulate, f);
+    else f32_dconv_forward_rows__avx2(out, xpad, wk, s, oy0, oy1, accumulate, f);
 }
 
 void cn_dconv_wgrad_image(float *dwk, const float *xpad, const float *dy,

@@ -13,6 +13,8 @@
 
 #include <stddef.h>
 
+#include "kernels/gemm.h"
+
 /* One image. The input is a zero-padded copy (hp x wp pixels of c floats), followed by at least
  * CN_DCONV_SLACK readable floats (tiles at a ragged edge read past it and drop the results). */
 typedef struct cn_dconv_shape {
@@ -33,9 +35,12 @@ int cn_dconv_forward_ok(const cn_dconv_shape *s);
 int cn_dconv_wgrad_ok(const cn_dconv_shape *s);
 
 /* output rows oy0..oy1-1 of out (OH, OW, OC) = conv(xpad, wk), or += with accumulate;
- * wk (KH*KW*C, ldw(OC)): the weights with the output channel innermost, zero past OC */
+ * wk (KH*KW*C, ldw(OC)): the weights with the output channel innermost, zero past OC; f (or
+ * NULL): an epilogue applied in registers before the store (after the accumulation), its
+ * scale and shift per output channel, its residual (or NULL) laid out as out (f->ldr unused) */
 void cn_dconv_forward_rows(float *out, const float *xpad, const float *wk,
-                           const cn_dconv_shape *s, int oy0, int oy1, int accumulate);
+                           const cn_dconv_shape *s, int oy0, int oy1, int accumulate,
+                           const cn_gemm_affine *f);
 /* dwk (KH*KW*C, ldw(OC)) += sum over the pixels of the image of xpad patch (x) dy (OH, OW, OC);
  * the columns past OC stay as they are */
 void cn_dconv_wgrad_image(float *dwk, const float *xpad, const float *dy, const cn_dconv_shape *s);

@@ -18,10 +18,12 @@
 #include <immintrin.h>
 #include <stddef.h>
 
+#include "kernels/act_avx2.h"
 #include "kernels/conv_direct.h"
 
 void f32_dconv_forward_rows__avx2(float *out, const float *xpad, const float *wk,
-                                  const cn_dconv_shape *s, int oy0, int oy1, int accumulate);
+                                  const cn_dconv_shape *s, int oy0, int oy1, int accumulate,
+                                  const cn_gemm_affine *f);
 void f32_dconv_wgrad_image__avx2(float *dwk, const float *xpad, const float *dy,
                                  const cn_dconv_shape *s);
 
@@ -41,7 +43,7 @@ static inline __m256i lane_mask(size_t rem, int v) {
 static inline __attribute__((always_inline)) void fwd_tile(
     const float *const *xs, size_t np, size_t kh, size_t seg, size_t segstride,
     const float *restrict b, size_t ldb, float *o, size_t ldo, size_t rem, int accumulate,
-    const int M, const int MASK) {
+    const cn_gemm_affine *f, const int M, const int MASK) {
     __m256 acc[MT][NV];
     const float *p[MT];
 #pragma GCC unroll 6
@@ -64,8 +66,14 @@ static inline __attribute__((always_inline)) void fwd_tile(
 #pragma GCC unroll 6
         for (int i = 0; i < M; i++) p[i] += segstride;
     }
+    const float *res = f ? f->res : NULL;
     if (MASK) {
         const __m256i m0 = lane_mask(rem, 0), m1 = lane_mask(rem, 1);
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, h0 = s0, h1 = s0;
+        if (f) {
+            s0 = _mm256_maskload_ps(f->scale, m0), s1 = _mm256_maskload_ps(f->scale + 8, m1);
+            h0 = _mm256_maskload_ps(f->shift, m0), h1 = _mm256_maskload_ps(f->shift + 8, m1);
+        }
 #pragma GCC unroll 6
         for (int i = 0; i < M; i++) {
             if ((size_t)i >= np) break;
@@ -74,11 +82,22 @@ static inline __attribute__((always_inline)) void fwd_tile(
                 t0 = _mm256_add_ps(_mm256_maskload_ps(o, m0), t0);
                 t1 = _mm256_add_ps(_mm256_maskload_ps(o + 8, m1), t1);
             }
+            if (f) {
+                t0 = affine8(t0, s0, h0, res, 0, m0, f->act);
+                t1 = affine8(t1, s1, h1, res ? res + 8 : NULL, 0, m1, f->act);
+                if (res) res += ldo;
+            }
             _mm256_maskstore_ps(o, m0, t0);
             _mm256_maskstore_ps(o + 8, m1, t1);
             o += ldo;
         }
     } else {
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, h0 = s0, h1 = s0;
+        if (f) {
+            s0 = _mm256_loadu_ps(f->scale), s1 = _mm256_loadu_ps(f->scale + 8);
+            h0 = _mm256_loadu_ps(f->shift), h1 = _mm256_loadu_ps(f->shift + 8);
+        }
+        const __m256i all = _mm256_set1_epi32(-1);
 #pragma GCC unroll 6
         for (int i = 0; i < M; i++) {
             if ((size_t)i >= np) break;
@@ -86,6 +105,11 @@ static inline __attribute__((always_inline)) void fwd_tile(
             if (accumulate) {
                 t0 = _mm256_add_ps(_mm256_loadu_ps(o), t0);
                 t1 = _mm256_add_ps(_mm256_loadu_ps(o + 8), t1);
+            }
+            if (f) {
+                t0 = affine8(t0, s0, h0, res, 1, all, f->act);
+                t1 = affine8(t1, s1, h1, res ? res + 8 : NULL, 1, all, f->act);
+                if (res) res += ldo;
             }
             _mm256_storeu_ps(o, t0);
             _mm256_storeu_ps(o + 8, t1);
@@ -96,8 +120,8 @@ static inline __attribute__((always_inline)) void fwd_tile(
 
 /* the pixels oy0 * ow .. oy1 * ow - 1 of the output in tiles of MT, for each 16 channels */
 static void fwd_rows(float *out, const float *xpad, const float *wk, const cn_dconv_shape *s,
-                     size_t oy0, size_t oy1, int accumulate, const int MASK, size_t oc0,
-                     size_t oc1) {
+                     size_t oy0, size_t oy1, int accumulate, const cn_gemm_affine *f,
+                     const int MASK, size_t oc0, size_t oc1) {
     const size_t c = (size_t)s->c, oc = (size_t)s->oc, ow = (size_t)s->ow;
     const size_t ldw = (size_t)cn_dconv_ldw(s->oc), ps = (size_t)s->sw * c;
     const size_t rowx = (size_t)s->sh * s->wp * c, seg = (size_t)s->kw * c;
@@ -118,24 +142,32 @@ static void fwd_rows(float *out, const float *xpad, const float *wk, const cn_dc
                 }
             }
             float *o = out + m * oc + oc0;
+            /* the epilogue at this tile's first channel and pixel */
+            cn_gemm_affine g = {0};
+            if (f) {
+                g = *f;
+                g.scale += oc0, g.shift += oc0;
+                if (g.res) g.res += m * oc + oc0;
+            }
             if (MASK)
                 fwd_tile(xs, np, kh, seg, segstride, wk + oc0, ldw, o, oc, oc - oc0, accumulate,
-                         MT, 1);
+                         f ? &g : NULL, MT, 1);
             else
                 fwd_tile(xs, np, kh, seg, segstride, wk + oc0, ldw, o, oc, oc - oc0, accumulate,
-                         MT, 0);
+                         f ? &g : NULL, MT, 0);
         }
     }
 }
 
 void f32_dconv_forward_rows__avx2(float *out, const float *xpad, const float *wk,
-                                  const cn_dconv_shape *s, int oy0, int oy1, int accumulate) {
+                                  const cn_dconv_shape *s, int oy0, int oy1, int accumulate,
+                                  const cn_gemm_affine *f) {
     const size_t oc = (size_t)s->oc, ldw = (size_t)cn_dconv_ldw(s->oc);
     const size_t whole = oc / 16 * 16; /* channels in unmasked blocks */
     if (oy1 <= oy0) return;
-    if (whole) fwd_rows(out, xpad, wk, s, (size_t)oy0, (size_t)oy1, accumulate, 0, 0, whole);
+    if (whole) fwd_rows(out, xpad, wk, s, (size_t)oy0, (size_t)oy1, accumulate, f, 0, 0, whole);
     if (whole < ldw)
-        fwd_rows(out, xpad, wk, s, (size_t)oy0, (size_t)oy1, accumulate, 1, whole, ldw);
+        fwd_rows(out, xpad, wk, s, (size_t)oy0, (size_t)oy1, accumulate, f, 1, whole, ldw);
 }
 
 /* dw[r * dwseg + i * ldw + 0..15] += sum over the pixels of x[r * segstride + i] * dy[0..15]

@@ -15,10 +15,12 @@
 #include <immintrin.h>
 #include <stddef.h>
 
+#include "kernels/act_avx512.h"
 #include "kernels/conv_direct.h"
 
 void f32_dconv_forward_rows__avx512(float *out, const float *xpad, const float *wk,
-                                    const cn_dconv_shape *s, int oy0, int oy1, int accumulate);
+                                    const cn_dconv_shape *s, int oy0, int oy1, int accumulate,
+                                    const cn_gemm_affine *f);
 void f32_dconv_wgrad_image__avx512(float *dwk, const float *xpad, const float *dy,
                                    const cn_dconv_shape *s);
 
@@ -35,8 +37,8 @@ static inline __mmask16 lane_mask(size_t rem, int v) {
 static inline __attribute__((always_inline)) void fwd_tile(
     const float *x0, const float *x1, size_t np, size_t nrow, size_t kh, size_t seg,
     size_t segstride, const float *restrict b, size_t ldb, float *o0, float *o1, size_t ldo,
-    size_t rem, size_t psr, int accumulate, const int P, const int R, const int NV,
-    const int PS) {
+    size_t rem, size_t psr, int accumulate, const cn_gemm_affine *f, const float *r0,
+    const float *r1, const int P, const int R, const int NV, const int PS) {
     const size_t ps = PS ? (size_t)PS : psr;
     __m512 acc[MAXACC][MAXNV];
 #pragma GCC unroll 28
@@ -68,12 +70,18 @@ static inline __attribute__((always_inline)) void fwd_tile(
         }
     }
     __mmask16 m[MAXNV];
+    __m512 sc[MAXNV], sh[MAXNV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; v++) m[v] = lane_mask(rem, v);
+    for (int v = 0; v < NV; v++) {
+        m[v] = lane_mask(rem, v);
+        sc[v] = f ? _mm512_maskz_loadu_ps(m[v], f->scale + 16 * v) : _mm512_setzero_ps();
+        sh[v] = f ? _mm512_maskz_loadu_ps(m[v], f->shift + 16 * v) : _mm512_setzero_ps();
+    }
 #pragma GCC unroll 2
     for (int r = 0; r < R; r++) {
         if ((size_t)r >= nrow) break;
         float *o = r ? o1 : o0;
+        const float *res = r ? r1 : r0;
 #pragma GCC unroll 28
         for (int i = 0; i < P; i++) {
             if ((size_t)i >= np) break;
@@ -81,11 +89,22 @@ static inline __attribute__((always_inline)) void fwd_tile(
             for (int v = 0; v < NV; v++) {
                 __m512 t = acc[r * P + i][v];
                 if (accumulate) t = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], o + 16 * v), t);
+                if (f) t = affine16(t, sc[v], sh[v], res ? res + 16 * v : NULL, m[v], f->act);
                 _mm512_mask_storeu_ps(o + 16 * v, m[v], t);
             }
             o += ldo;
+            if (res) res += ldo;
         }
     }
+}
+
+/* the epilogue f at output channel oc0 (its residual at output pixel px, laid out as out) */
+static inline cn_gemm_affine affine_at(const cn_gemm_affine *f, size_t px, size_t oc,
+                                       size_t oc0) {
+    cn_gemm_affine g = *f;
+    g.scale += oc0, g.shift += oc0;
+    if (g.res) g.res += px * oc + oc0;
+    return g;
 }
 
 /* output channels oc0.. in tiles of NV vectors while whole ones fit, then of one vector */
@@ -93,6 +112,7 @@ static inline __attribute__((always_inline)) void fwd_rows(float *out, const flo
                                                            const float *wk,
                                                            const cn_dconv_shape *s, size_t oy0,
                                                            size_t oy1, int accumulate,
+                                                           const cn_gemm_affine *f,
                                                            const int P, const int R,
                                                            const int NV, const int PS) {
     const size_t c = (size_t)s->c, oc = (size_t)s->oc, ow = (size_t)s->ow;
@@ -107,8 +127,10 @@ static inline __attribute__((always_inline)) void fwd_rows(float *out, const flo
                 const float *x0 = xpad + oy * rowx + ox * ps;
                 const float *x1 = nrow > 1 ? x0 + rowx : x0;
                 float *o0 = out + (oy * ow + ox) * oc + oc0;
+                const cn_gemm_affine g = f ? affine_at(f, oy * ow + ox, oc, oc0) : (cn_gemm_affine){0};
                 fwd_tile(x0, x1, np, nrow, (size_t)s->kh, seg, (size_t)s->wp * c, wk + oc0,
-                         ldw, o0, o0 + ow * oc, oc, oc - oc0, ps, accumulate, P, R, NV, PS);
+                         ldw, o0, o0 + ow * oc, oc, oc - oc0, ps, accumulate, f ? &g : NULL,
+                         g.res, g.res ? g.res + ow * oc : NULL, P, R, NV, PS);
             }
         }
     if (NV > 1)
@@ -120,8 +142,11 @@ static inline __attribute__((always_inline)) void fwd_rows(float *out, const flo
                     const float *x0 = xpad + oy * rowx + ox * ps;
                     const float *x1 = nrow > 1 ? x0 + rowx : x0;
                     float *o0 = out + (oy * ow + ox) * oc + oc0;
+                    const cn_gemm_affine g =
+                        f ? affine_at(f, oy * ow + ox, oc, oc0) : (cn_gemm_affine){0};
                     fwd_tile(x0, x1, np, nrow, (size_t)s->kh, seg, (size_t)s->wp * c, wk + oc0,
-                             ldw, o0, o0 + ow * oc, oc, oc - oc0, ps, accumulate, P, R, 1, PS);
+                             ldw, o0, o0 + ow * oc, oc, oc - oc0, ps, accumulate, f ? &g : NULL,
+                             g.res, g.res ? g.res + ow * oc : NULL, P, R, 1, PS);
                 }
             }
 }
@@ -131,13 +156,13 @@ static inline __attribute__((always_inline)) void fwd_rows(float *out, const flo
  * number of vectors), 14 pixels x 32 channels */
 #define FWD_VARIANTS(NAME, PS)                                                                 \
     static void NAME(float *out, const float *xpad, const float *wk, const cn_dconv_shape *s,  \
-                     size_t oy0, size_t oy1, int accumulate) {                                 \
+                     size_t oy0, size_t oy1, int accumulate, const cn_gemm_affine *f) {        \
         if (s->ow <= 7)                                                                        \
-            fwd_rows(out, xpad, wk, s, oy0, oy1, accumulate, 7, 2, 2, PS);                     \
+            fwd_rows(out, xpad, wk, s, oy0, oy1, accumulate, f, 7, 2, 2, PS);                  \
         else if (cn_dconv_ldw(s->oc) % 32)                                                     \
-            fwd_rows(out, xpad, wk, s, oy0, oy1, accumulate, 14, 2, 1, PS);                    \
+            fwd_rows(out, xpad, wk, s, oy0, oy1, accumulate, f, 14, 2, 1, PS);                 \
         else                                                                                   \
-            fwd_rows(out, xpad, wk, s, oy0, oy1, accumulate, 14, 1, 2, PS);                    \
+            fwd_rows(out, xpad, wk, s, oy0, oy1, accumulate, f, 14, 1, 2, PS);                 \
     }
 FWD_VARIANTS(fwd_ps1, 1)
 FWD_VARIANTS(fwd_ps2, 2)
@@ -148,16 +173,17 @@ FWD_VARIANTS(fwd_ps64, 64)
 FWD_VARIANTS(fwd_psany, 0)
 
 void f32_dconv_forward_rows__avx512(float *out, const float *xpad, const float *wk,
-                                    const cn_dconv_shape *s, int oy0, int oy1, int accumulate) {
+                                    const cn_dconv_shape *s, int oy0, int oy1, int accumulate,
+                                    const cn_gemm_affine *f) {
     const size_t a = (size_t)oy0, b = (size_t)oy1;
     switch (s->sw * s->c) {
-    case 1: fwd_ps1(out, xpad, wk, s, a, b, accumulate); break;
-    case 2: fwd_ps2(out, xpad, wk, s, a, b, accumulate); break;
-    case 6: fwd_ps6(out, xpad, wk, s, a, b, accumulate); break;
-    case 16: fwd_ps16(out, xpad, wk, s, a, b, accumulate); break;
-    case 32: fwd_ps32(out, xpad, wk, s, a, b, accumulate); break;
-    case 64: fwd_ps64(out, xpad, wk, s, a, b, accumulate); break;
-    default: fwd_psany(out, xpad, wk, s, a, b, accumulate); break;
+    case 1: fwd_ps1(out, xpad, wk, s, a, b, accumulate, f); break;
+    case 2: fwd_ps2(out, xpad, wk, s, a, b, accumulate, f); break;
+    case 6: fwd_ps6(out, xpad, wk, s, a, b, accumulate, f); break;
+    case 16: fwd_ps16(out, xpad, wk, s, a, b, accumulate, f); break;
+    case 32: fwd_ps32(out, xpad, wk, s, a, b, accumulate, f); break;
+    case 64: fwd_ps64(out, xpad, wk, s, a, b, accumulate, f); break;
+    default: fwd_psany(out, xpad, wk, s, a, b, accumulate, f); break;
     }
 }
 

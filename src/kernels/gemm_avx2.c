@@ -21,19 +21,6 @@ static inline __m256i lane_mask(size_t cnt) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(cnt > 8 ? 8 : cnt)), idx);
 }
 
-/* v < 0 ? 0 : v, lane by lane (NaN and -0 kept, as the scalar epilogue does) */
-static inline __m256 relu8(__m256 v) {
-    return _mm256_andnot_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ), v);
-}
-
-/* the epilogue cn_gemm_affine describes, on lanes of one row: (v * scale + shift) + res */
-static inline __m256 affine8(__m256 v, __m256 scale, __m256 shift, const float *res,
-                             int full, __m256i mask, int act) {
-    v = _mm256_add_ps(_mm256_mul_ps(v, scale), shift);
-    if (res) v = _mm256_add_ps(v, full ? _mm256_loadu_ps(res) : _mm256_maskload_ps(res, mask));
-    return act == CN_GEMM_ACT_RELU ? relu8(v) : act == CN_GEMM_ACT_SILU ? silu8(v) : v;
-}
-
 static inline __attribute__((always_inline)) void tile(CN_GEMM_UKERNEL_ARGS,
                                                        const cn_gemm_affine *f, const int MR,
                                                        const int NV, const int ROWS) {

@@ -16,19 +16,6 @@
 
 enum { MAXMR = 14, MAXNV = 6 };
 
-/* the epilogue cn_gemm_affine describes, on the lanes m of one row: (v * scale + shift) + res,
- * rounded after each operation, then v < 0 ? 0 : v (NaN and -0 kept) or the SiLU of
- * act_avx512.h (cn_silu_n's on this path) */
-static inline __attribute__((always_inline)) __m512 affine16(__m512 v, __m512 scale,
-                                                             __m512 shift, const float *res,
-                                                             __mmask16 m, int act) {
-    v = _mm512_add_ps(_mm512_mul_ps(v, scale), shift);
-    if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res));
-    if (act == CN_GEMM_ACT_RELU)
-        return _mm512_maskz_mov_ps(~_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v);
-    return act == CN_GEMM_ACT_SILU ? silu16(v) : v;
-}
-
 /* Constant MR/NV after inlining lets the compiler unroll completely and keep acc[][] in zmm
  * registers; the k loop then is NV loads, MR broadcasts folded into the FMAs, MR*NV FMAs. */
 static inline __attribute__((always_inline)) void tile(CN_GEMM_UKERNEL_ARGS,
