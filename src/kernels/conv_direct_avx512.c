@@ -127,7 +127,8 @@ static inline __attribute__((always_inline)) void fwd_rows(float *out, const flo
                 const float *x0 = xpad + oy * rowx + ox * ps;
                 const float *x1 = nrow > 1 ? x0 + rowx : x0;
                 float *o0 = out + (oy * ow + ox) * oc + oc0;
-                const cn_gemm_affine g = f ? affine_at(f, oy * ow + ox, oc, oc0) : (cn_gemm_affine){0};
+                const cn_gemm_affine g =
+                    f ? affine_at(f, oy * ow + ox, oc, oc0) : (cn_gemm_affine){0};
                 fwd_tile(x0, x1, np, nrow, (size_t)s->kh, seg, (size_t)s->wp * c, wk + oc0,
                          ldw, o0, o0 + ow * oc, oc, oc - oc0, ps, accumulate, f ? &g : NULL,
                          g.res, g.res ? g.res + ow * oc : NULL, P, R, NV, PS);
