@@ -43,6 +43,8 @@ void cn_dconv_forward_rows(float *out, const float *xpad, const float *wk,
     else f32_dconv_forward_rows__avx2(out, xpad, wk, s, oy0, oy1, accumulate, f);
 }
 
+int cn_dconv_epilogue_pays(void) { return avx512(); }
+
 void cn_dconv_wgrad_image(float *dwk, const float *xpad, const float *dy,
                           const cn_dconv_shape *s) {
     if (avx512()) f32_dconv_wgrad_image__avx512(dwk, xpad, dy, s);

@@ -41,6 +41,10 @@ int cn_dconv_wgrad_ok(const cn_dconv_shape *s);
 void cn_dconv_forward_rows(float *out, const float *xpad, const float *wk,
                            const cn_dconv_shape *s, int oy0, int oy1, int accumulate,
                            const cn_gemm_affine *f);
+/* 1 when the epilogue pays in the kernel (AVX-512); on AVX2, whose 16 registers the tile fills,
+ * the in-kernel epilogue was 1-5 % slower than a pass after the kernel (the ImageNet stems at
+ * batch 16) */
+int cn_dconv_epilogue_pays(void);
 /* dwk (KH*KW*C, ldw(OC)) += sum over the pixels of the image of xpad patch (x) dy (OH, OW, OC);
  * the columns past OC stay as they are */
 void cn_dconv_wgrad_image(float *dwk, const float *xpad, const float *dy, const cn_dconv_shape *s);

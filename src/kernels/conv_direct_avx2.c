@@ -119,7 +119,9 @@ static inline __attribute__((always_inline)) void fwd_tile(
 }
 
 /* the pixels oy0 * ow .. oy1 * ow - 1 of the output in tiles of MT, for each 16 channels */
-static void fwd_rows(float *out, const float *xpad, const float *wk, const cn_dconv_shape *s,
+static inline __attribute__((always_inline)) void fwd_rows(float *out, const float *xpad,
+                                                           const float *wk,
+                                                           const cn_dconv_shape *s,
                      size_t oy0, size_t oy1, int accumulate, const cn_gemm_affine *f,
                      const int MASK, size_t oc0, size_t oc1) {
     const size_t c = (size_t)s->c, oc = (size_t)s->oc, ow = (size_t)s->ow;
@@ -165,9 +167,15 @@ void f32_dconv_forward_rows__avx2(float *out, const float *xpad, const float *wk
     const size_t oc = (size_t)s->oc, ldw = (size_t)cn_dconv_ldw(s->oc);
     const size_t whole = oc / 16 * 16; /* channels in unmasked blocks */
     if (oy1 <= oy0) return;
-    if (whole) fwd_rows(out, xpad, wk, s, (size_t)oy0, (size_t)oy1, accumulate, f, 0, 0, whole);
-    if (whole < ldw)
-        fwd_rows(out, xpad, wk, s, (size_t)oy0, (size_t)oy1, accumulate, f, 1, whole, ldw);
+    const size_t a = (size_t)oy0, b = (size_t)oy1;
+    /* without an epilogue, copies compiled with f a constant NULL (as the AVX-512 file does) */
+    if (f) {
+        if (whole) fwd_rows(out, xpad, wk, s, a, b, accumulate, f, 0, 0, whole);
+        if (whole < ldw) fwd_rows(out, xpad, wk, s, a, b, accumulate, f, 1, whole, ldw);
+    } else {
+        if (whole) fwd_rows(out, xpad, wk, s, a, b, accumulate, NULL, 0, 0, whole);
+        if (whole < ldw) fwd_rows(out, xpad, wk, s, a, b, accumulate, NULL, 1, whole, ldw);
+    }
 }
 
 /* dw[r * dwseg + i * ldw + 0..15] += sum over the pixels of x[r * segstride + i] * dy[0..15]

@@ -585,10 +585,11 @@ static void direct_forward(float *out, const float *in, const float *wk, const c
     /* a small image is over (~10 us) before a second thread would have woken up on a busy
      * machine: one thread */
     if (d->n < T && out_img * d->kh * d->kw * d->c < DIRECT_SPLIT_MIN_MACS) T = 1;
-    /* the epilogue in the kernel's registers where it has it (not after an accumulation):
-     * a separate pass read the stem's 1.6 MB an image back (EfficientNet's 3 -> 32 stem with
-     * SiLU: batch 1 0.107 -> 0.097 ms, batch 16 2.0-2.15 -> 1.74-1.78 ms) */
-    const int act = ep && !accumulate ? gemm_act(ep) : -1;
+    /* the epilogue in the kernel's registers where it has it (not after an accumulation) and
+     * it pays: a separate pass read the stem's 1.6 MB an image back (AVX-512, EfficientNet's
+     * 3 -> 32 stem with SiLU: batch 1 0.107 -> 0.097 ms, batch 16 2.1-2.2 -> 1.70-1.72 ms;
+     * ResNet's 7x7 stem at batch 16 11.6-11.8 -> 10.6-10.9 ms) */
+    const int act = ep && !accumulate && cn_dconv_epilogue_pays() ? gemm_act(ep) : -1;
     const cn_gemm_affine aff0 = {ep ? ep->scale : NULL, ep ? ep->shift : NULL, NULL,
                                  (size_t)d->oc, act};
     if (d->n >= T) {
