@@ -41,6 +41,16 @@ int cn_dconv_wgrad_ok(const cn_dconv_shape *s);
 void cn_dconv_forward_rows(float *out, const float *xpad, const float *wk,
                            const cn_dconv_shape *s, int oy0, int oy1, int accumulate,
                            const cn_gemm_affine *f);
+/* the epilogue f of a tile whose first value is output channel oc0 of pixel px (OC channels a
+ * pixel): scale and shift from oc0, the residual (laid out as the output) at that value */
+static inline cn_gemm_affine cn_dconv_affine_at(const cn_gemm_affine *f, size_t px, size_t oc,
+                                                size_t oc0) {
+    cn_gemm_affine g = *f;
+    g.scale += oc0, g.shift += oc0;
+    if (g.res) g.res += px * oc + oc0;
+    return g;
+}
+
 /* 1 when the epilogue pays in the kernel (AVX-512); on AVX2, whose 16 registers the tile fills,
  * the in-kernel epilogue was 1-5 % slower than a pass after the kernel (the ImageNet stems at
  * batch 16) */

@@ -144,13 +144,7 @@ static inline __attribute__((always_inline)) void fwd_rows(float *out, const flo
                 }
             }
             float *o = out + m * oc + oc0;
-            /* the epilogue at this tile's first channel and pixel */
-            cn_gemm_affine g = {0};
-            if (f) {
-                g = *f;
-                g.scale += oc0, g.shift += oc0;
-                if (g.res) g.res += m * oc + oc0;
-            }
+            const cn_gemm_affine g = f ? cn_dconv_affine_at(f, m, oc, oc0) : (cn_gemm_affine){0};
             if (MASK)
                 fwd_tile(xs, np, kh, seg, segstride, wk + oc0, ldw, o, oc, oc - oc0, accumulate,
                          f ? &g : NULL, MT, 1);

@@ -98,15 +98,6 @@ static inline __attribute__((always_inline)) void fwd_tile(
     }
 }
 
-/* the epilogue f at output channel oc0 (its residual at output pixel px, laid out as out) */
-static inline cn_gemm_affine affine_at(const cn_gemm_affine *f, size_t px, size_t oc,
-                                       size_t oc0) {
-    cn_gemm_affine g = *f;
-    g.scale += oc0, g.shift += oc0;
-    if (g.res) g.res += px * oc + oc0;
-    return g;
-}
-
 /* output channels oc0.. in tiles of NV vectors while whole ones fit, then of one vector */
 static inline __attribute__((always_inline)) void fwd_rows(float *out, const float *xpad,
                                                            const float *wk,
@@ -128,7 +119,7 @@ static inline __attribute__((always_inline)) void fwd_rows(float *out, const flo
                 const float *x1 = nrow > 1 ? x0 + rowx : x0;
                 float *o0 = out + (oy * ow + ox) * oc + oc0;
                 const cn_gemm_affine g =
-                    f ? affine_at(f, oy * ow + ox, oc, oc0) : (cn_gemm_affine){0};
+                    f ? cn_dconv_affine_at(f, oy * ow + ox, oc, oc0) : (cn_gemm_affine){0};
                 fwd_tile(x0, x1, np, nrow, (size_t)s->kh, seg, (size_t)s->wp * c, wk + oc0,
                          ldw, o0, o0 + ow * oc, oc, oc - oc0, ps, accumulate, f ? &g : NULL,
                          g.res, g.res ? g.res + ow * oc : NULL, P, R, NV, PS);
@@ -144,7 +135,7 @@ static inline __attribute__((always_inline)) void fwd_rows(float *out, const flo
                     const float *x1 = nrow > 1 ? x0 + rowx : x0;
                     float *o0 = out + (oy * ow + ox) * oc + oc0;
                     const cn_gemm_affine g =
-                        f ? affine_at(f, oy * ow + ox, oc, oc0) : (cn_gemm_affine){0};
+                        f ? cn_dconv_affine_at(f, oy * ow + ox, oc, oc0) : (cn_gemm_affine){0};
                     fwd_tile(x0, x1, np, nrow, (size_t)s->kh, seg, (size_t)s->wp * c, wk + oc0,
                              ldw, o0, o0 + ow * oc, oc, oc - oc0, ps, accumulate, f ? &g : NULL,
                              g.res, g.res ? g.res + ow * oc : NULL, P, R, 1, PS);

@@ -134,9 +134,6 @@ typedef struct implicit_dims {
     size_t per;       /* workspace floats per image: padded copy + output rows */
 } implicit_dims;
 
-/* conv_compact's limit on the output pixels of a call */
-enum { COMPACT_MAX_PIXELS = 64 };
-
 static implicit_dims implicit_plan(const cn_conv_desc *d) {
     implicit_dims q;
     q.s = d->sh;
@@ -307,15 +304,15 @@ static int gemm_act(const cn_epilogue *ep) {
                                        : -1;
 }
 
-/* Rows of kernel row ky's A for output pixels [m0, m0 + m) of the batch: for each, the KW*C
- * input values that row of the kernel reads (zeros in the padding), any stride. */
+/* Rows of kernel row ky's A for the batch's output pixels: for each, the KW*C input values that
+ * row of the kernel reads (zeros in the padding), any stride. */
 static void gather_row(float *restrict a, const float *restrict in, const cn_conv_desc *d,
-                       int ky, size_t m0, size_t m) {
+                       int ky) {
     const size_t img = (size_t)d->oh * d->ow, c = (size_t)d->c;
-    for (size_t i = 0; i < m; i++) {
-        const size_t px = m0 + i, n = px / img, oy = px % img / d->ow, ox = px % d->ow;
+    for (size_t px = 0; px < (size_t)d->n * img; px++) {
+        const size_t n = px / img, oy = px % img / d->ow, ox = px % d->ow;
         const int iy = (int)oy * d->sh - d->ph + ky;
-        float *dst = a + i * d->kw * c;
+        float *dst = a + px * d->kw * c;
         if (iy < 0 || iy >= d->h) {
             memset(dst, 0, sizeof(float) * d->kw * c);
             continue;
@@ -329,19 +326,18 @@ static void gather_row(float *restrict a, const float *restrict in, const cn_con
     }
 }
 
-/* Small outputs (ResNet's 7x7 layers at batch 1): one GEMM per kernel row over output pixels
- * [m0, m0 + m), each row of A gathered (gather_row), the KH GEMMs adding up in out itself and
+/* Small outputs (ResNet's 7x7 layers at batch 1): one GEMM per kernel row over the batch's
+ * output pixels, each row of A gathered (gather_row), the KH GEMMs adding up in out itself and
  * the last one applying the epilogue in its write-back. On the padded width (the implicit
  * GEMM) a 7x7 map computes 61 pixels for 49, which the swapped GEMM's pixel lanes pad to 64; 49
  * rows fill three vectors with one left for the GEMV kernel. im2col for a stride-2 layer makes
  * one GEMM of K = 9C, too deep for the swapped path, whose packed path then packs the weights.
- * a: m * KW*C floats. Returns 0 (nothing done) when out cannot hold the partial sums:
+ * a: N*OH*OW * KW*C floats. Returns 0 (nothing done) when out cannot hold the partial sums:
  * accumulating (beta), the residual read from out, or an epilogue the GEMM does not apply. */
 static int conv_compact(float *out, const float *in, const float *w, const cn_conv_desc *d,
-                        size_t m0, size_t m, float *a, float beta, const cn_epilogue *ep) {
-    const int act = gemm_act(ep);
-    const float *res = ep && ep->res ? ep->res + m0 * d->oc : NULL;
-    out += m0 * d->oc;
+                        float *a, float beta, const cn_epilogue *ep) {
+    const int act = gemm_act(ep), m = d->n * d->oh * d->ow;
+    const float *res = ep ? ep->res : NULL;
     if (beta != 0.0f || act < 0 || (res && res == out)) return 0;
     const int k = d->kw * d->c, ldb = d->kh * d->kw * d->c;
     const cn_gemm_affine aff = {ep ? ep->scale : NULL, ep ? ep->shift : NULL, res,
@@ -349,8 +345,8 @@ static int conv_compact(float *out, const float *in, const float *w, const cn_co
     const post_ctx pc = {ep, res, d->oc};
     const cn_gemm_post post = {epilogue_post, (void *)&pc, &aff};
     for (int ky = 0; ky < d->kh; ky++) {
-        gather_row(a, in, d, ky, m0, m);
-        cn_sgemm_post(0, 1, (int)m, d->oc, k, 1.0f, a, k, w + (size_t)ky * k, ldb,
+        gather_row(a, in, d, ky);
+        cn_sgemm_post(0, 1, m, d->oc, k, 1.0f, a, k, w + (size_t)ky * k, ldb,
                       ky ? 1.0f : 0.0f, out, d->oc, ep && ky == d->kh - 1 ? &post : NULL);
     }
     return 1;
@@ -363,7 +359,7 @@ static int conv_compact(float *out, const float *in, const float *w, const cn_co
  * floats, over 1 MB, gemm.c's SWAP_MAX_PACK): one GEMM swapped beats three (14x14x256 ->
  * 7x7x512: 0.43-0.49 -> 0.52 ms), while 14x14x512 -> 7x7x512 went 1.08-1.13 -> 0.88-0.92 ms
  * (and stride 1, against the implicit GEMM, 7x7x512 -> 512: 0.94-0.99 -> 0.85-0.91 ms). */
-enum { COMPACT_MIN_STRIDED_K = 4096 };
+enum { COMPACT_MAX_PIXELS = 64, COMPACT_MIN_STRIDED_K = 4096 };
 
 static int compact_ok(const cn_conv_desc *d) {
     const size_t m = (size_t)d->n * d->oh * d->ow;
@@ -1186,9 +1182,7 @@ static void conv_gemm(float *out, const float *in, const float *w, const cn_conv
 static void conv_gemm_stats(float *out, const float *in, const float *w, const cn_conv_desc *d,
                             float *ws, int nthreads, float beta, const cn_epilogue *ep,
                             double *stats) {
-    if (!stats && compact_ok(d) && conv_compact(out, in, w, d, 0, (size_t)d->n * d->oh * d->ow,
-                                                ws, beta, ep))
-        return;
+    if (!stats && compact_ok(d) && conv_compact(out, in, w, d, ws, beta, ep)) return;
     if (implicit_fwd_ok(d)) {
         conv_implicit(out, in, w, d, ws, nthreads, beta, ep);
         return;
