@@ -8,6 +8,7 @@ bash scripts/setup.sh --tests || { echo "setup failed"; echo "0 passed, 1 failed
 make -j"$(nproc)" BUILD=asan >&2 || { echo "asan build failed"; echo "0 passed, 1 failed"; exit 1; }
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 refs=build/refs
 if [[ ! -f $refs/stamp ]] || [[ tests/parity/make_refs.py -nt $refs/stamp ]] ||
