@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(gcc make libc6-dev libomp5 libcjson-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev dataset-fashion-mnist)
+# libomp5: LLVM's OpenMP runtime, which the Makefile links where it is installed (see there)
+pkgs=(gcc make libc6-dev libomp5 libcjson-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev
+      dataset-fashion-mnist)
 if [[ "${1:-}" == "--tests" ]]; then
   pkgs+=(python3 python3-numpy python3-torch python3-torchvision python3-pil)
 fi
