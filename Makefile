@@ -53,14 +53,20 @@ $(O)/libconvnet.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(O)/convnet: $(CLI_OBJ) $(O)/libconvnet.a
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS)
+# the runtime the programs were linked with: rewritten only when OMP_RT changes, so that a
+# change relinks them
+$(O)/omp-rt: FORCE
+	@mkdir -p $(O)
+	@echo $(OMP_RT) | cmp -s - $@ || echo $(OMP_RT) > $@
 
-$(O)/tests/%: $(O)/tests/%.o $(O)/libconvnet.a
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS)
+$(O)/convnet: $(CLI_OBJ) $(O)/libconvnet.a $(O)/omp-rt
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter-out $(O)/omp-rt,$^) $(LDLIBS)
 
-$(O)/bench/%: $(O)/bench/%.o $(O)/libconvnet.a
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS)
+$(O)/tests/%: $(O)/tests/%.o $(O)/libconvnet.a $(O)/omp-rt
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter-out $(O)/omp-rt,$^) $(LDLIBS)
+
+$(O)/bench/%: $(O)/bench/%.o $(O)/libconvnet.a $(O)/omp-rt
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter-out $(O)/omp-rt,$^) $(LDLIBS)
 
 test:
 	bash tests/run.sh
@@ -68,6 +74,7 @@ test:
 clean:
 	rm -rf build
 
-.PHONY: all test clean
+.PHONY: all test clean FORCE
+FORCE:
 .SECONDARY:
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d)
