@@ -45,24 +45,13 @@ static inline __attribute__((always_inline)) void fwd_tile(
     for (int i = 0; i < R * P; i++)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
-    /* the tile's output lines, for writing: the output is cold (a buffer last used layers ago)
-     * and a store that misses waits for its line (write-allocate); asked for now, they arrive
-     * while the k loop runs (as the GEMM's short-K tiles do, gemm_avx512.c). Isolated, caches
-     * flushed, batch 1, 2 threads (3 runs each): EfficientNet's stem 0.17-0.23 -> 0.14-0.21 ms,
-     * ResNet's 7x7 stem 0.76-0.90 -> 0.72-0.81 ms; ResNet-20 training within the noise */
-    if (!accumulate)
-#pragma GCC unroll 2
-        for (int r = 0; r < R; r++) {
-            if ((size_t)r >= nrow) break;
-#pragma GCC unroll 28
-            for (int i = 0; i < P; i++) {
-                if ((size_t)i >= np) break;
-#pragma GCC unroll 4
-                for (int v = 0; v < NV; v++)
-                    if ((size_t)(16 * v) < rem)
-                        __builtin_prefetch((r ? o1 : o0) + i * ldo + 16 * v, 1, 3);
-            }
-        }
+    /* the tile's output for writing (prefetch_w16). Isolated, caches flushed, batch 1, 2
+     * threads (3 runs each): EfficientNet's stem 0.17-0.23 -> 0.14-0.21 ms, ResNet's 7x7 stem
+     * 0.76-0.90 -> 0.72-0.81 ms; ResNet-20 training within the noise */
+    if (!accumulate) {
+        prefetch_w16(o0, ldo, np, rem, P, NV);
+        if (R > 1 && nrow > 1) prefetch_w16(o1, ldo, np, rem, P, NV);
+    }
     for (size_t ky = 0; ky < kh; ky++) {
         const float *p0 = x0 + ky * segstride, *p1 = x1 + ky * segstride;
         for (size_t k = 0; k < seg; k++) {

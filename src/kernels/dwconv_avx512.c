@@ -65,17 +65,15 @@ CN_INLINE __m512 finish(float *o, __m512 v, const cn_dw_job *j, __m512 sc, __m51
  * thread; 3x3 at 7x7x1152 24 -> 22 us), otherwise 8 for 3x3 (25 registers with the weights) and
  * 4 for 5x5 (29). */
 
-/* The output's lines of row oy, channels [c0, c0 + 16), fetched for writing (stride 1 only).
- * The output is usually not in cache (a buffer last used layers ago), and a store that misses
- * waits for its line to be read (write-allocate): asked for a row ahead, the lines arrive while
- * this row is computed. Isolated, 2 threads, batch 1, SiLU and pool, the input just written and
- * the output cold (two runs each): 14x14x480 3x3 62-85 -> 52-73 us, 14x14x672 5x5 101-105 ->
+/* The output's lines of row oy, channels [c0, c0 + 16), fetched for writing (prefetch_w16),
+ * a row ahead, at stride 1. Isolated, 2 threads, batch 1, SiLU and pool, the input just written
+ * and the output cold (two runs each): 14x14x480 3x3 62-85 -> 52-73 us, 14x14x672 5x5 101-105 ->
  * 86, 28x28x240 5x5 194-211 -> 181, 7x7x1152 5x5 54-83 -> 49-80 (with everything in cache
  * 0-5 us slower); stride 2 (a quarter of the output a row of input) was slower, 85-95 -> 94-101
  * at 28x28x240. EfficientNet-B0 batch 1: ~2 % faster (7 of 10 alternated pairs 1-5 %). */
 CN_INLINE void prefetch_out_row(const cn_dw_job *j, int img, int oy, int c0) {
-    const float *o = j->out + (((size_t)img * j->oh + oy) * j->ow) * j->c + c0;
-    for (int ox = 0; ox < j->ow; ox++) __builtin_prefetch(o + (size_t)ox * j->c, 1, 3);
+    prefetch_w16(j->out + (((size_t)img * j->oh + oy) * j->ow) * j->c + c0, (size_t)j->c,
+                 (size_t)j->ow, 16, j->ow, 1);
 }
 
 /* output row oy of image img, channels [c0, c0 + 16), from the K padded input rows; with a

@@ -33,22 +33,11 @@ static inline __attribute__((always_inline)) void tile(CN_GEMM_UKERNEL_ARGS,
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 6
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
-    if (kc <= 128) {
-        /* the C tile's lines, for writing, when the k loop is short (EfficientNet's expansions,
-         * ResNet-50's 64 -> 256 layers): the output of a layer is usually not in cache (a buffer
-         * last used layers ago), and a store that misses waits for its line to be read
-         * (write-allocate) while the store queue fills; asked for now, they arrive while the k
-         * loop runs. Isolated, caches flushed, 2 threads, batch 1: 56x56x64 -> 256 0.39-0.43
-         * -> 0.32-0.37 ms, 28x28x40 -> 240 0.08-0.13 -> 0.07-0.10 ms; with 256 or more k a tile
-         * it was no faster (56x56x256 -> 64) */
-#pragma GCC unroll 14
-        for (int i = 0; i < MR; i++) {
-            if ((size_t)i >= mr) break;
-#pragma GCC unroll 6
-            for (int v = 0; v < NV; v++)
-                if ((size_t)(16 * v) < nr) __builtin_prefetch(c + (size_t)i * ldc + 16 * v, 1, 3);
-        }
-    }
+    /* the C tile for writing (prefetch_w16) when the k loop is short (EfficientNet's
+     * expansions, ResNet-50's 64 -> 256 layers). Isolated, caches flushed, 2 threads, batch 1:
+     * 56x56x64 -> 256 0.39-0.43 -> 0.32-0.37 ms, 28x28x40 -> 240 0.08-0.13 -> 0.07-0.10 ms;
+     * with 256 or more k a tile it was no faster (56x56x256 -> 64) */
+    if (kc <= 128) prefetch_w16(c, ldc, mr, nr, MR, NV);
     if (f && f->res) {
         /* the residual rows this tile adds at the end (one per row of C, ldr apart: a stride
          * the hardware prefetchers follow poorly), fetched while the k loop runs */
