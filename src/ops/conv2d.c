@@ -304,50 +304,63 @@ static int gemm_act(const cn_epilogue *ep) {
                                        : -1;
 }
 
-/* Rows of kernel row ky's A for the batch's output pixels: for each, the KW*C input values that
- * row of the kernel reads (zeros in the padding), any stride. */
-static void gather_row(float *restrict a, const float *restrict in, const cn_conv_desc *d,
-                       int ky) {
-    const size_t img = (size_t)d->oh * d->ow, c = (size_t)d->c;
-    for (size_t px = 0; px < (size_t)d->n * img; px++) {
-        const size_t n = px / img, oy = px % img / d->ow, ox = px % d->ow;
-        const int iy = (int)oy * d->sh - d->ph + ky;
-        float *dst = a + px * d->kw * c;
-        if (iy < 0 || iy >= d->h) {
-            memset(dst, 0, sizeof(float) * d->kw * c);
-            continue;
-        }
-        const float *row = in + ((size_t)n * d->h + (size_t)iy) * d->w * c;
-        for (int kx = 0; kx < d->kw; kx++) {
-            const int ix = (int)ox * d->sw - d->pw + kx;
-            if (ix < 0 || ix >= d->w) memset(dst + kx * c, 0, sizeof(float) * c);
-            else memcpy(dst + kx * c, row + (size_t)ix * c, sizeof(float) * c);
-        }
+/* Row px of the im2col matrix A (lda floats apart), the KW*C values kernel row ky reads for
+ * output pixel px of the batch (zeros in the padding), any stride: columns ky*KW*C on. */
+static void gather_pixel_row(float *restrict a, size_t lda, const float *restrict in,
+                             const cn_conv_desc *d, size_t px, int ky) {
+    const size_t img = (size_t)d->oh * d->ow, c = (size_t)d->c, seg = (size_t)d->kw * c;
+    const size_t n = px / img, oy = px % img / d->ow, ox = px % d->ow;
+    const int iy = (int)oy * d->sh - d->ph + ky;
+    float *dst = a + px * lda + (size_t)ky * seg;
+    if (iy < 0 || iy >= d->h) {
+        memset(dst, 0, sizeof(float) * seg);
+        return;
+    }
+    const float *row = in + ((size_t)n * d->h + (size_t)iy) * d->w * c;
+    for (int kx = 0; kx < d->kw; kx++) {
+        const int ix = (int)ox * d->sw - d->pw + kx;
+        if (ix < 0 || ix >= d->w) memset(dst + kx * c, 0, sizeof(float) * c);
+        else memcpy(dst + kx * c, row + (size_t)ix * c, sizeof(float) * c);
     }
 }
 
-/* Small outputs (ResNet's 7x7 layers at batch 1): one GEMM per kernel row over the batch's
- * output pixels, each row of A gathered (gather_row), the KH GEMMs adding up in out itself and
- * the last one applying the epilogue in its write-back. On the padded width (the implicit
- * GEMM) a 7x7 map computes 61 pixels for 49, which the swapped GEMM's pixel lanes pad to 64; 49
- * rows fill three vectors with one left for the GEMV kernel. im2col for a stride-2 layer makes
- * one GEMM of K = 9C, too deep for the swapped path, whose packed path then packs the weights.
- * a: N*OH*OW * KW*C floats. Returns 0 (nothing done) when out cannot hold the partial sums:
- * accumulating (beta), the residual read from out, or an epilogue the GEMM does not apply. */
+/* Small outputs (ResNet's 7x7 layers at batch 1): the im2col matrix A of the batch's output
+ * pixels (gathered by both threads), then one GEMM per kernel row over it (K = KW*C, whose
+ * packed pixels stay in L2 where K = KH*KW*C would not: 7x7x512 -> 512 as one GEMM was 0.80
+ * -> 1.12 ms), the KH GEMMs adding up in out and the last one applying the epilogue in its
+ * write-back. Each thread runs the GEMMs of its own output channels, so that one parallel
+ * region with one barrier (after the gather) does the layer. On the padded width (the
+ * implicit GEMM) a 7x7 map computes 61 pixels for 49, which the swapped GEMM's pixel lanes pad
+ * to 64; 49 rows fill three vectors with one left for the GEMV kernel. a: N*OH*OW * KH*KW*C
+ * floats. Returns 0 (nothing done) when out cannot hold the partial sums: accumulating
+ * (beta), the residual read from out, or an epilogue the GEMM does not apply. */
 static int conv_compact(float *out, const float *in, const float *w, const cn_conv_desc *d,
-                        float *a, float beta, const cn_epilogue *ep) {
+                        float *a, int nthreads, float beta, const cn_epilogue *ep) {
     const int act = gemm_act(ep), m = d->n * d->oh * d->ow;
     const float *res = ep ? ep->res : NULL;
     if (beta != 0.0f || act < 0 || (res && res == out)) return 0;
     const int k = d->kw * d->c, ldb = d->kh * d->kw * d->c;
-    const cn_gemm_affine aff = {ep ? ep->scale : NULL, ep ? ep->shift : NULL, res,
-                                (size_t)d->oc, act};
-    const post_ctx pc = {ep, res, d->oc};
-    const cn_gemm_post post = {epilogue_post, (void *)&pc, &aff};
-    for (int ky = 0; ky < d->kh; ky++) {
-        gather_row(a, in, d, ky);
-        cn_sgemm_post(0, 1, m, d->oc, k, 1.0f, a, k, w + (size_t)ky * k, ldb,
-                      ky ? 1.0f : 0.0f, out, d->oc, ep && ky == d->kh - 1 ? &post : NULL);
+    const int T = nthreads < 1 ? 1 : nthreads > d->oc / 16 ? (d->oc + 15) / 16 : nthreads;
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp for schedule(static)
+        for (int r = 0; r < m * d->kh; r++)
+            gather_pixel_row(a, (size_t)ldb, in, d, (size_t)(r / d->kh), r % d->kh);
+        /* this thread's output channels: a share of whole vectors */
+        const int vecs = (d->oc + 15) / 16;
+        const int n0 = vecs * t / nt * 16, n1 = t == nt - 1 ? d->oc : vecs * (t + 1) / nt * 16;
+        if (n0 < n1) {
+            const cn_epilogue e = {ep ? ep->scale + n0 : NULL, ep ? ep->shift + n0 : NULL,
+                                   res ? res + n0 : NULL, ep ? ep->act : CN_ACT_NONE, NULL};
+            const cn_gemm_affine aff = {e.scale, e.shift, e.res, (size_t)d->oc, act};
+            const post_ctx pc = {&e, e.res, d->oc};
+            const cn_gemm_post post = {epilogue_post, (void *)&pc, &aff};
+            for (int ky = 0; ky < d->kh; ky++)
+                cn_sgemm_post(0, 1, m, n1 - n0, k, 1.0f, a + (size_t)ky * k, ldb,
+                              w + (size_t)n0 * ldb + (size_t)ky * k, ldb, ky ? 1.0f : 0.0f,
+                              out + n0, d->oc, ep && ky == d->kh - 1 ? &post : NULL);
+        }
     }
     return 1;
 }
@@ -392,6 +405,70 @@ static void implicit_image(float *out, const float *in, const float *w, const cn
     take_rows(out, t, d, q->wv, beta, ep, res);
 }
 
+/* Output channels [j0, j1) of the valid pixels of t (implicit_image's rows, wp per output
+ * row) into out: the epilogue (epilogue_post's arithmetic), or plain values (beta 0) or sums. */
+static void take_cols(float *out, const float *t, const cn_conv_desc *d, int wp, float beta,
+                      const cn_epilogue *ep, const float *res, int j0, int j1) {
+    const size_t oc = (size_t)d->oc, n = (size_t)(j1 - j0);
+    for (int oy = 0; oy < d->oh; oy++) {
+        float *o = out + (size_t)oy * d->ow * oc;
+        const float *v = t + (size_t)oy * wp * oc;
+        for (int ox = 0; ox < d->ow; ox++) {
+            float *restrict y = o + (size_t)ox * oc + j0;
+            const float *restrict x = v + (size_t)ox * oc + j0;
+            if (ep || beta == 0) memcpy(y, x, sizeof(float) * n);
+            else
+                for (size_t c = 0; c < n; c++) y[c] += x[c];
+        }
+        if (ep) {
+            const post_ctx pc = {ep, res ? res + (size_t)oy * d->ow * oc : NULL, d->oc};
+            epilogue_post((void *)&pc, o, oc, 0, (size_t)d->ow, (size_t)j0, (size_t)j1);
+        }
+    }
+}
+
+/* implicit_image_team from 64 output channels a thread on. Batch 1, 2 threads, warm, mean of
+ * 1000 runs (3 alternations): 28x28x128 -> 14x14x256 stride 2 0.43 -> 0.40 ms, 56x56x64 ->
+ * 28x28x128 stride 2 0.50 -> 0.48; 56x56x64 -> 64 stride 1 (32 a thread) 0.66 -> 0.67 */
+enum { IMPLICIT_TEAM_MIN_OC = 64 };
+
+/* One image on a team of T threads (fewer images than conv_implicit's parallel plan needs): the
+ * padded copy made by all of them, then each thread's KH GEMMs over its own output channels
+ * (a share of whole vectors, the weights split rather than read by both) and their epilogue,
+ * in one parallel region with one barrier, where the GEMMs threaded inside took a region
+ * each and a serial copy and epilogue between them. */
+static void implicit_image_team(float *out, const float *in, const float *w,
+                                const cn_conv_desc *d, const implicit_dims *q, float *ws,
+                                float beta, const cn_epilogue *ep, const float *res, int T) {
+    const int k = d->kw * d->c, ldb = d->kh * d->kw * d->c, s2 = q->s == 2;
+    const size_t rowlen = (size_t)q->wp * d->c;
+    const int prows = s2 ? 2 * q->ne : q->hp;
+    float *t = ws + (size_t)prows * rowlen;
+#pragma omp parallel num_threads(T)
+    {
+        const int th = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp for schedule(static)
+        for (int r = 0; r < prows; r++) {
+            /* stride 2: phase r / ne, its row r % ne (pad_phases' order) */
+            const int sy = s2 ? 2 * (r % q->ne) + r / q->ne : r;
+            pad_row(ws + (size_t)r * rowlen, in, d, q->wp, sy - d->ph);
+        }
+        const int vecs = (d->oc + 15) / 16;
+        const int j0 = vecs * th / nt * 16, j1 = th == nt - 1 ? d->oc : vecs * (th + 1) / nt * 16;
+        if (j0 < j1) {
+            for (int ky = 0; ky < d->kh; ky++) {
+                const float *a =
+                    s2 ? ws + ((size_t)(ky & 1) * q->ne + (size_t)(ky >> 1)) * rowlen
+                       : ws + (size_t)ky * rowlen;
+                cn_sgemm(0, 1, (int)q->rows, j1 - j0, k, 1.0f, a, (s2 ? 2 : 1) * d->c,
+                         w + (size_t)j0 * ldb + (size_t)ky * k, ldb, ky ? 1.0f : 0.0f, t + j0,
+                         d->oc);
+            }
+            take_cols(out, t, d, q->wv, beta, ep, res, j0, j1);
+        }
+    }
+}
+
 static void conv_implicit(float *out, const float *in, const float *w, const cn_conv_desc *d,
                           float *ws, int nthreads, float beta, const cn_epilogue *ep) {
     const float *res = ep ? ep->res : NULL;
@@ -406,6 +483,10 @@ static void conv_implicit(float *out, const float *in, const float *w, const cn_
                 implicit_image(out + n * out_img, in + n * in_img, w, d, &q, mine, beta, ep,
                                res ? res + n * out_img : NULL);
         }
+    } else if (nthreads > 1 && d->oc >= IMPLICIT_TEAM_MIN_OC * nthreads) {
+        for (int n = 0; n < d->n; n++)
+            implicit_image_team(out + n * out_img, in + n * in_img, w, d, &q, ws, beta, ep,
+                                res ? res + n * out_img : NULL, nthreads);
     } else {
         for (int n = 0; n < d->n; n++)
             implicit_image(out + n * out_img, in + n * in_img, w, d, &q, ws, beta, ep,
@@ -959,8 +1040,8 @@ static size_t forward_workspace(const cn_conv_desc *d, int nthreads) {
         const size_t big = (size_t)one_gemm_rows(d, p.m, p.kg, 0) * p.kg;
         if (big > ws) ws = big;
     }
-    if (compact_ok(d) && (size_t)d->n * d->oh * d->ow * d->kw * d->c > ws)
-        ws = (size_t)d->n * d->oh * d->ow * d->kw * d->c;
+    if (compact_ok(d) && (size_t)d->n * d->oh * d->ow * d->kh * d->kw * d->c > ws)
+        ws = (size_t)d->n * d->oh * d->ow * d->kh * d->kw * d->c;
     if (direct_forward_shape_ok(d) && direct_forward_workspace(d, nthreads) > ws)
         ws = direct_forward_workspace(d, nthreads);
     return ws;
@@ -1182,7 +1263,7 @@ static void conv_gemm(float *out, const float *in, const float *w, const cn_conv
 static void conv_gemm_stats(float *out, const float *in, const float *w, const cn_conv_desc *d,
                             float *ws, int nthreads, float beta, const cn_epilogue *ep,
                             double *stats) {
-    if (!stats && compact_ok(d) && conv_compact(out, in, w, d, ws, beta, ep)) return;
+    if (!stats && compact_ok(d) && conv_compact(out, in, w, d, ws, nthreads, beta, ep)) return;
     if (implicit_fwd_ok(d)) {
         conv_implicit(out, in, w, d, ws, nthreads, beta, ep);
         return;
