@@ -1193,6 +1193,12 @@ static void profile_add(cn_graph *g, const cn_node *nd, int i, int backward, dou
 
 void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
     omp_set_num_threads(g->threads);
+    /* In eval mode the input tensor is the caller's buffer itself for the pass (nothing writes
+     * into a node's input then, and the output tensor is another), instead of a copy of it:
+     * 9.6 MB at batch 16, 1.3 ms of efficientnet_b0's 64. A training pass keeps its copy for
+     * the backward, and fake quantization writes into each output, the input's too. */
+    cn_tensor *borrowed = NULL;
+    float *own = NULL;
     /* a training forward is followed by an update of the weights, whoever makes it */
     if (train) cn_graph_params_changed(g);
     for (int i = 0; i < g->nnodes; i++) {
@@ -1209,7 +1215,15 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         cn_conv_desc d = nd->desc;
         d.n = n;
         switch (nd->op) {
-        case CN_OP_INPUT: memcpy(out->data, input, sizeof(float) * numel(out, n)); break;
+        case CN_OP_INPUT:
+            if (!train && !g->fq_fwd && out != cn_graph_output(g)) {
+                borrowed = out;
+                own = out->data;
+                out->data = (float *)(uintptr_t)input;
+            } else {
+                memcpy(out->data, input, sizeof(float) * numel(out, n));
+            }
+            break;
         case CN_OP_CONV:
             if (train && nd->bn_of >= 0) {
                 /* the BN's sums of each image, taken as the images leave the kernels */
@@ -1288,6 +1302,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         if (g->profile) profile_add(g, nd, i, 0, t0);
         if (g->observe) g->observe(g->observe_user, (int)(out - g->tensors), out->data, numel(out, n));
     }
+    if (borrowed) borrowed->data = own;
 }
 
 /* Whether BN node b hands its dx to its convolution's backward (cn_node.bn_conv) at batch n. */
