@@ -307,8 +307,58 @@ static void fusion_check(void) {
     cn_model_free(m);
 }
 
+/* Image lanes (graph.c, forward_lanes): an eval batch with its first layers run image by
+ * image, one lane a thread, and the rest over the batch, against the batch without lanes
+ * (CN_IMAGE_LANES=0) and with every layer in the lanes (=1): the same logits (the one-image
+ * plans may pick other algorithms: Winograd's tiles, GEMM paths), every image of an odd batch
+ * written, and the lanes made where the split falls inside the network. */
+static void lanes_case(const char *name, int inc, int ncls, int n, int h, int w, int split_in) {
+    cn_model *m = make(name, inc, ncls, 3, 0);
+    if (!m) return;
+    cn_model_set_threads(m, 2);
+    const size_t nx = (size_t)n * inc * h * w;
+    float *x = malloc(sizeof(float) * nx), *l0 = calloc((size_t)n * ncls, sizeof(float));
+    float *l1 = calloc((size_t)n * ncls, sizeof(float)), *l2 = calloc((size_t)n * ncls, sizeof(float));
+    srand(11);
+    for (size_t k = 0; k < nx; k++) x[k] = (float)rand() / (float)RAND_MAX - 0.5f;
+    int ok = 1;
+    setenv("CN_IMAGE_LANES", "0", 1);
+    ok &= cn_model_forward(m, x, n, h, w, 0, l0) == CN_OK;
+    CHECK(m->g.nlanes == 0, "%s: no lanes made with CN_IMAGE_LANES=0", name);
+    unsetenv("CN_IMAGE_LANES");
+    ok &= cn_model_forward(m, x, n, h, w, 0, l1) == CN_OK;
+    CHECK(m->g.nlanes == 2 && (m->g.lane_split < m->g.nnodes) == split_in,
+          "%s: %d lanes, split at node %d of %d", name, m->g.nlanes, m->g.lane_split,
+          m->g.nnodes);
+    /* every layer in the lanes: the same model again (the same seed), a new plan */
+    cn_model *f = make(name, inc, ncls, 3, 0);
+    if (f) {
+        cn_model_set_threads(f, 2);
+        setenv("CN_IMAGE_LANES", "1", 1);
+        ok &= cn_model_forward(f, x, n, h, w, 0, l2) == CN_OK;
+        unsetenv("CN_IMAGE_LANES");
+        CHECK(f->g.nlanes == 2 && f->g.lane_split == f->g.nnodes,
+              "%s: forced lanes: %d, split at %d of %d", name, f->g.nlanes, f->g.lane_split,
+              f->g.nnodes);
+        cn_model_free(f);
+    }
+    CHECK(ok, "%s lanes forwards: %s", name, cn_errmsg());
+    double s = 0;
+    for (int i = 0; i < n * ncls; i++) s += fabs(l0[i]);
+    CHECK(s > 0 && s == s, "%s: logits all zero or NaN (%g)", name, s);
+    const double e1 = max_rel_err(l1, l0, (size_t)n * ncls, 1e-6);
+    const double e2 = max_rel_err(l2, l0, (size_t)n * ncls, 1e-6);
+    CHECK(e1 < 1e-4 && e2 < 1e-4, "%s batch %d: lanes against the batch: rel err %g (split), %g (all)",
+          name, n, e1, e2);
+    free(x), free(l0), free(l1), free(l2);
+    cn_model_free(m);
+}
+
 int main(int argc, char **argv) {
     const char *refs = argc > 1 ? argv[1] : NULL;
+    lanes_case("resnet18", 3, 10, 3, 64, 64, 1);
+    lanes_case("efficientnet_b0", 3, 7, 5, 96, 80, 1);
+    lanes_case("resnet20", 1, 10, 4, 28, 28, 1);
     for (size_t k = 0; k < sizeof models / sizeof *models; k++) {
         const expect *e = &models[k];
         cn_model *m = make(e->name, e->in_channels, e->num_classes, 1, 0);

@@ -54,6 +54,18 @@ static void free_plan(cn_graph *g) {
         g->nodes[i].argmax = NULL;
         g->nodes[i].mask = NULL;
     }
+    for (int i = 0; i < g->nlanes; i++) {
+        cn_graph *l = &g->lanes[i];
+        free(l->tensors);
+        free(l->arena);
+        free(l->workspace);
+        free(l->scratch);
+    }
+    free(g->lanes);
+    free(g->lane_bnd);
+    g->lanes = NULL;
+    g->lane_bnd = NULL;
+    g->nlanes = g->nlane_bnd = 0;
     free(g->arena);
     free(g->workspace);
     free(g->scratch);
@@ -825,6 +837,45 @@ static size_t plan_eval_offsets(const cn_graph *g, int batch, size_t *offset) {
     return top;
 }
 
+/* The workspace floats the convolutions of a plan at this batch and thread count need (the
+ * largest), and the floats of transformed Winograd weights they would cache. */
+static size_t plan_workspace(const cn_graph *g, int batch, int threads, int train,
+                             size_t *wino_cache) {
+    size_t ws = 0;
+    *wino_cache = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        const cn_node *nd = &g->nodes[i];
+        if (nd->op == CN_OP_CONV) {
+            cn_conv_desc d = nd->desc;
+            d.n = batch;
+            size_t s = cn_conv2d_workspace(&d, threads, train);
+            /* an SE product taken into the weights: one image at a time, its weights first */
+            if (!train && nd->fuse_in >= 0) {
+                cn_conv_desc one = d;
+                one.n = 1;
+                s = cn_conv2d_workspace(&one, threads, 0) + scaled_floats(g, nd);
+                /* or several images scaled into one buffer */
+                one.n = se_images(nd, batch);
+                const size_t img = (size_t)one.h * one.w * one.c;
+                const size_t many = cn_conv2d_workspace(&one, threads, 0) +
+                                    ((one.n * img + 15) & ~(size_t)15);
+                if (one.n > 1 && many > s) s = many;
+            }
+            /* an expansion with its depthwise convolution (cn_node.fuse_dw) */
+            if (nd->fuse_dw >= 0) {
+                cn_conv_desc dd = g->nodes[nd->fuse_dw].desc;
+                dd.n = batch;
+                const size_t f = cn_expand_dw_workspace(&d, &dd, threads);
+                if (f > s) s = f;
+            }
+            if (s > ws) ws = s;
+            if (nd->fuse_out >= 0 && nd->fuse_in < 0)
+                *wino_cache += cn_wino_cached_floats(&d, threads);
+        }
+    }
+    return ws;
+}
+
 cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int threads) {
     if (g->planned && g->batch == batch && g->in_h == h && g->in_w == w &&
         g->train_plan >= train && g->threads == threads)
@@ -851,37 +902,8 @@ cn_status cn_graph_plan(cn_graph *g, int batch, int h, int w, int train, int thr
             return cn_error(CN_ERR_NOMEM, "out of memory");
         }
     }
-    for (int i = 0; i < g->nnodes; i++) {
-        cn_node *nd = &g->nodes[i];
-        if (nd->op == CN_OP_CONV) {
-            nd->desc.n = batch;
-            size_t s = cn_conv2d_workspace(&nd->desc, threads, train);
-            /* an SE product taken into the weights: one image at a time, its weights first */
-            if (!train && nd->fuse_in >= 0) {
-                cn_conv_desc one = nd->desc;
-                one.n = 1;
-                s = cn_conv2d_workspace(&one, threads, 0) + scaled_floats(g, nd);
-                /* or several images scaled into one buffer */
-                one.n = se_images(nd, batch);
-                const size_t img = (size_t)one.h * one.w * one.c;
-                const size_t many = cn_conv2d_workspace(&one, threads, 0) +
-                                    ((one.n * img + 15) & ~(size_t)15);
-                if (one.n > 1 && many > s) s = many;
-            }
-            /* an expansion with its depthwise convolution (cn_node.fuse_dw) */
-            if (nd->fuse_dw >= 0) {
-                cn_conv_desc dd = g->nodes[nd->fuse_dw].desc;
-                dd.n = batch;
-                const size_t f = cn_expand_dw_workspace(&nd->desc, &dd, threads);
-                if (f > s) s = f;
-            }
-            if (s > ws) ws = s;
-            if (nd->fuse_out >= 0 && nd->fuse_in < 0)
-                wino_cache += cn_wino_cached_floats(&nd->desc, threads);
-        } else {
-            nd->desc.n = batch;
-        }
-    }
+    for (int i = 0; i < g->nnodes; i++) g->nodes[i].desc.n = batch;
+    ws = plan_workspace(g, batch, threads, train, &wino_cache);
     g->arena = cn_alloc_huge(sizeof(float) * (total ? total : 1));
     g->workspace = cn_alloc_huge(sizeof(float) * (ws ? ws : 1));
     if (!g->arena || !g->workspace) {
@@ -1191,7 +1213,8 @@ static void profile_add(cn_graph *g, const cn_node *nd, int i, int backward, dou
     if (g->node_time) g->node_time[2 * i + backward] += dt;
 }
 
-void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
+/* nodes [from, to) of a forward (from 0: the input node first) */
+static void forward_nodes(cn_graph *g, const float *input, int n, int train, int from, int to) {
     omp_set_num_threads(g->threads);
     /* In eval mode the input tensor is the caller's buffer itself for the pass (nothing writes
      * into a node's input then, and the output tensor is another), instead of a copy of it:
@@ -1201,7 +1224,7 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
     float *own = NULL;
     /* a training forward is followed by an update of the weights, whoever makes it */
     if (train) cn_graph_params_changed(g);
-    for (int i = 0; i < g->nnodes; i++) {
+    for (int i = from; i < to; i++) {
         cn_node *nd = &g->nodes[i];
         if (nd->fused || (!train && nd->eval_skip)) continue;
         double t0 = g->profile ? omp_get_wtime() : 0;
@@ -1303,6 +1326,233 @@ void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
         if (g->observe) g->observe(g->observe_user, (int)(out - g->tensors), out->data, numel(out, n));
     }
     if (borrowed) borrowed->data = own;
+}
+
+/* ---- image lanes ----
+ * An eval forward of a batch can run its first layers as one lane a thread, each lane taking
+ * whole images one at a time through those layers on one thread, and the rest of the network
+ * over the batch with the threads inside each layer as usual. A lane's activations are those of
+ * one image (EfficientNet-B0's largest, 112x112x96, 4.8 MB, read back by the next layer while
+ * it is in the caches) where the batch's are 16 times that and stream through memory at every
+ * layer, and the lanes do not wait for each other; but each lane reads the weights of those
+ * layers once per image, which pays while they are small against an image's activations:
+ * the lanes stop at the first convolution (on a map, not an SE product) whose weights outweigh
+ * its output for one image (ResNet-50: at layer2's 3x3 convolution; ResNet-18 at layer2's
+ * second one; EfficientNet-B0 at the projection of stage 6's first block). Measured at batch
+ * 16, 2 threads, alternated: ... CN_IMAGE_LANES=0 turns the lanes off, =1 runs every layer in
+ * them (benchmarks, tests). */
+
+static int lanes_env(void) {
+    const char *e = getenv("CN_IMAGE_LANES");
+    return e && (*e == '0' || *e == '1') ? *e - '0' : -1;
+}
+
+static size_t tensor_img(const cn_tensor *t) { return (size_t)t->h * t->w * t->c; }
+
+/* the first node the lanes do not run (see above); 0: no lanes */
+static int lane_split_of(const cn_graph *g) {
+    const int env = lanes_env();
+    if (env == 1) return g->nnodes;
+    for (int i = 1; i < g->nnodes; i++) {
+        const cn_node *nd = &g->nodes[i];
+        if (nd->fused || nd->eval_skip || nd->op != CN_OP_CONV) continue;
+        const cn_tensor *o = &g->tensors[nd->out];
+        if (o->h * o->w <= 1) continue;
+        const double wbytes = (double)g->entries[nd->p[0]].count * sizeof(float);
+        const double abytes = (double)(tensor_img(o) + tensor_img(&g->tensors[nd->in[0]]));
+        if (wbytes > abytes * sizeof(float)) return i > 1 ? i : 0;
+    }
+    return g->nnodes;
+}
+
+static int lanes_wanted(const cn_graph *g, int n) {
+    return g->threads >= 2 && n >= g->threads && !g->profile && !g->observe && !g->fq_fwd &&
+           !g->nofuse && lanes_env() != 0;
+}
+
+/* the tensors a node writes in an eval forward (the plan's: its output, a fused pool, a fused
+ * depthwise convolution's output and pool; -1 for none) */
+static void node_outputs(const cn_graph *g, const cn_node *nd, int outs[4]) {
+    const cn_node *dw = nd->fuse_dw >= 0 ? &g->nodes[nd->fuse_dw] : NULL;
+    outs[0] = nd->fuse_out >= 0 ? nd->fuse_out : nd->act_out >= 0 ? nd->act_out : nd->out;
+    outs[1] = nd->fuse_gap;
+    outs[2] = dw ? dw->fuse_out : -1;
+    outs[3] = dw ? dw->fuse_gap : -1;
+}
+
+/* the tensors a node reads in an eval forward (-1 for none) */
+static void node_inputs(const cn_node *nd, int ins[5]) {
+    ins[0] = nd->fuse_in >= 0 ? nd->fuse_in : nd->in[0];
+    ins[1] = nd->fuse_in >= 0 ? nd->fuse_scale : -1;
+    ins[2] = two_inputs(nd->op) ? nd->in[1] : -1;
+    ins[3] = nd->fuse_res;
+    ins[4] = nd->res_in;
+}
+
+/* this lane's view of g: g's fields, with its own tensors, arena, workspace and scratch */
+static void lane_sync(cn_graph *l, const cn_graph *g) {
+    cn_graph own = *l;
+    *l = *g;
+    l->tensors = own.tensors;
+    l->arena = own.arena;
+    l->workspace = own.workspace;
+    l->workspace_floats = own.workspace_floats;
+    l->scratch = own.scratch;
+    l->wino_wide = own.wino_wide;
+    l->batch = 1;
+    l->threads = 1;
+    l->lanes = NULL;
+    l->nlanes = 0;
+    l->lane_bnd = NULL;
+    l->nlane_bnd = 0;
+    l->profile = 0;
+    l->node_time = NULL;
+}
+
+/* which tensors the lanes hand over: written before the split and read after it (or the
+ * output); returns 0 when memory is short */
+static int lanes_boundary(cn_graph *g, int split) {
+    char *written = calloc((size_t)g->ntensors, 1), *read = calloc((size_t)g->ntensors, 1);
+    g->lane_bnd = malloc(sizeof(int) * (size_t)g->ntensors);
+    if (!written || !read || !g->lane_bnd) {
+        free(written), free(read);
+        return 0;
+    }
+    for (int i = 0; i < g->nnodes; i++) {
+        const cn_node *nd = &g->nodes[i];
+        if (nd->fused || nd->eval_skip) continue;
+        if (i < split) {
+            int outs[4];
+            node_outputs(g, nd, outs);
+            for (int o = 0; o < 4; o++)
+                if (outs[o] >= 0) written[outs[o]] = 1;
+        } else {
+            int ins[5];
+            node_inputs(nd, ins);
+            for (int k = 0; k < 5; k++)
+                if (ins[k] >= 0) read[ins[k]] = 1;
+        }
+    }
+    read[g->ntensors - 1] = 1; /* the logits */
+    read[g->nodes[0].out] = 0; /* the input: the caller's, copied for the batch if read */
+    g->nlane_bnd = 0;
+    for (int t = 0; t < g->ntensors; t++)
+        if (written[t] && read[t]) g->lane_bnd[g->nlane_bnd++] = t;
+    free(written), free(read);
+    return 1;
+}
+
+/* the lanes of g's plan, made once (freed with the plan); 0 when there are none to make or
+ * memory is short (the batch then runs the usual way) */
+static int lanes_make(cn_graph *g) {
+    if (g->lanes) return 1;
+    const int split = lane_split_of(g);
+    if (split <= 1) return 0;
+    const int T = g->threads;
+    size_t *offset = malloc(sizeof(size_t) * (size_t)g->ntensors);
+    cn_graph *lanes = calloc((size_t)T, sizeof(cn_graph));
+    size_t total = offset ? plan_eval_offsets(g, 1, offset) : SIZE_MAX, wino = 0, scratch = 0;
+    const size_t ws = plan_workspace(g, 1, 1, 0, &wino);
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].op == CN_OP_BN) {
+            const size_t need = cn_batchnorm_scratch(g->tensors[g->nodes[i].out].c);
+            if (need > scratch) scratch = need;
+        }
+    g->lanes = lanes;
+    g->nlanes = lanes ? T : 0;
+    int ok = lanes && total != SIZE_MAX && lanes_boundary(g, split);
+    for (int t = 0; ok && t < T; t++) {
+        cn_graph *l = &lanes[t];
+        l->tensors = malloc(sizeof(cn_tensor) * (size_t)g->ntensors);
+        l->arena = cn_alloc_huge(sizeof(float) * (total ? total : 1));
+        l->workspace = cn_alloc_huge(sizeof(float) * (ws ? ws : 1));
+        l->scratch = cn_alloc64(scratch ? scratch : 1);
+        ok = l->tensors && l->arena && l->workspace && l->scratch;
+        if (!ok) break;
+        memcpy(l->tensors, g->tensors, sizeof(cn_tensor) * (size_t)g->ntensors);
+        for (int i = 0; i < g->ntensors; i++) {
+            l->tensors[i].data = offset[i] == SIZE_MAX ? NULL : (float *)l->arena + offset[i];
+            l->tensors[i].grad = NULL;
+        }
+        l->workspace_floats = ws;
+        l->wino_wide = wino <= (size_t)CN_WINO_CACHE_FLOATS;
+    }
+    free(offset);
+    g->lane_split = split;
+    if (!ok) {
+        for (int i = 0; i < g->nlanes; i++) {
+            cn_graph *l = &g->lanes[i];
+            free(l->tensors), free(l->arena), free(l->workspace), free(l->scratch);
+        }
+        free(g->lanes);
+        free(g->lane_bnd);
+        g->lanes = NULL;
+        g->lane_bnd = NULL;
+        g->nlanes = g->nlane_bnd = 0;
+    }
+    return ok;
+}
+
+static int input_read_from(const cn_graph *g, int from) {
+    for (int i = from; i < g->nnodes; i++) {
+        const cn_node *nd = &g->nodes[i];
+        int ins[5];
+        node_inputs(nd, ins);
+        for (int k = 0; k < 5; k++)
+            if (ins[k] == g->nodes[0].out && !nd->fused && !nd->eval_skip) return 1;
+    }
+    return 0;
+}
+
+static void forward_lanes(cn_graph *g, const float *input, int n) {
+    const int T = g->nlanes, split = g->lane_split;
+    for (int t = 0; t < T; t++) lane_sync(&g->lanes[t], g);
+    /* what the nodes cache from the weights (folded BN, packed depthwise filters, Winograd's
+     * transformed weights as a one-image plan wants them) made here, so that the lanes only
+     * read the shared nodes */
+    cn_graph *l0 = &g->lanes[0];
+    for (int i = 0; i < split; i++) {
+        cn_node *nd = &g->nodes[i];
+        if (nd->op != CN_OP_CONV || nd->fuse_out < 0) continue;
+        (void)fold_epilogue(l0, nd);
+        if (nd->fuse_dw >= 0) {
+            (void)fold_epilogue(l0, &g->nodes[nd->fuse_dw]);
+            (void)dw_weights(l0, &g->nodes[nd->fuse_dw]);
+        }
+        cn_conv_desc d = nd->desc;
+        d.n = 1;
+        if (is_depthwise(nd)) (void)dw_weights(l0, nd);
+        else if (nd->fuse_in < 0 && cn_wino_wanted(&d, 1, l0->wino_wide))
+            (void)wino_weights(l0, nd);
+    }
+    cn_tensor *in = &g->tensors[g->nodes[0].out];
+    const size_t in_img = tensor_img(in);
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        cn_graph *l = &g->lanes[t];
+        for (int i = (int)((long)n * t / nt); i < (int)((long)n * (t + 1) / nt); i++) {
+            for (int b = 0; b < g->nlane_bnd; b++) {
+                const int x = g->lane_bnd[b];
+                l->tensors[x].data = g->tensors[x].data + (size_t)i * tensor_img(&g->tensors[x]);
+            }
+            forward_nodes(l, input + (size_t)i * in_img, 1, 0, 0, split);
+        }
+    }
+    if (split < g->nnodes) {
+        /* the input read after the lanes too (a network reading it twice): the batch's copy */
+        if (input_read_from(g, split)) memcpy(in->data, input, sizeof(float) * (size_t)n * in_img);
+        forward_nodes(g, input, n, 0, split, g->nnodes);
+    }
+    omp_set_num_threads(g->threads);
+}
+
+void cn_graph_forward(cn_graph *g, const float *input, int n, int train) {
+    if (!train && lanes_wanted(g, n) && lanes_make(g)) {
+        forward_lanes(g, input, n);
+        return;
+    }
+    forward_nodes(g, input, n, train, 0, g->nnodes);
 }
 
 /* Whether BN node b hands its dx to its convolution's backward (cn_node.bn_conv) at batch n. */

@@ -195,6 +195,13 @@ typedef struct cn_graph {
     void *fq;
     void (*fq_fwd)(void *fq, int tensor, float *data, size_t count, int train);
     void (*fq_bwd)(void *fq, int tensor, float *grad, size_t count);
+    /* image lanes of an eval forward (graph.c, forward_lanes): one graph per thread, planned
+     * for one image and one thread, sharing this one's nodes and weights; made on demand */
+    struct cn_graph *lanes;
+    int nlanes;
+    int lane_split;     /* the lanes run nodes [0, lane_split), the batch the rest */
+    int *lane_bnd;      /* the tensors the lanes write into this graph's arena (read after) */
+    int nlane_bnd;
 } cn_graph;
 
 void cn_graph_init(cn_graph *g);
