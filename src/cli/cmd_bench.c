@@ -18,7 +18,9 @@ static const char *help =
     "  --train               time training steps instead of inference\n"
     "  --profile             also print the share of time per op type\n"
     "  --profile-layers      also print each layer's time, MACs and achieved GOP/s (an eval\n"
-    "                        convolution's time includes what is fused into it)\n";
+    "                        convolution's time includes what is fused into it)\n"
+    "  (profiling runs an eval batch layer by layer over the batch, without the image lanes\n"
+    "  that take its first layers image by image on each thread, so its times can differ)\n";
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
