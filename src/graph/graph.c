@@ -39,6 +39,22 @@ static size_t param_bytes(const cn_graph *g) {
     return sizeof(float) * (g->nparams ? g->nparams : 1);
 }
 
+/* the image lanes of the plan (forward_lanes) */
+static void lanes_free(cn_graph *g) {
+    for (int i = 0; i < g->nlanes; i++) {
+        cn_graph *l = &g->lanes[i];
+        free(l->tensors);
+        free(l->arena);
+        free(l->workspace);
+        free(l->scratch);
+    }
+    free(g->lanes);
+    free(g->lane_bnd);
+    g->lanes = NULL;
+    g->lane_bnd = NULL;
+    g->nlanes = g->nlane_bnd = 0;
+}
+
 static void free_plan(cn_graph *g) {
     for (int i = 0; i < g->nnodes; i++) {
         free(g->nodes[i].save);
@@ -54,18 +70,7 @@ static void free_plan(cn_graph *g) {
         g->nodes[i].argmax = NULL;
         g->nodes[i].mask = NULL;
     }
-    for (int i = 0; i < g->nlanes; i++) {
-        cn_graph *l = &g->lanes[i];
-        free(l->tensors);
-        free(l->arena);
-        free(l->workspace);
-        free(l->scratch);
-    }
-    free(g->lanes);
-    free(g->lane_bnd);
-    g->lanes = NULL;
-    g->lane_bnd = NULL;
-    g->nlanes = g->nlane_bnd = 0;
+    lanes_free(g);
     free(g->arena);
     free(g->workspace);
     free(g->scratch);
@@ -1485,17 +1490,7 @@ static int lanes_make(cn_graph *g) {
     }
     free(offset);
     g->lane_split = split;
-    if (!ok) {
-        for (int i = 0; i < g->nlanes; i++) {
-            cn_graph *l = &g->lanes[i];
-            free(l->tensors), free(l->arena), free(l->workspace), free(l->scratch);
-        }
-        free(g->lanes);
-        free(g->lane_bnd);
-        g->lanes = NULL;
-        g->lane_bnd = NULL;
-        g->nlanes = g->nlane_bnd = 0;
-    }
+    if (!ok) lanes_free(g);
     return ok;
 }
 
